@@ -1,0 +1,134 @@
+/**
+ * The serving graph: every node, its service module, dependencies, replicas, resources, parameters and
+ * secrets. Data only: runtime/config.ts validates and compiles it once at load (`servegraph check` prints
+ * the result). `servegraph up [graph...]` starts the named graphs (default: all three) with each node's
+ * dependency closure.
+ */
+import { defineGraph, subjectOf } from "./runtime/config.ts";
+
+export default defineGraph({
+  name: "servegraph-demo",
+  nodes: {
+    // --- HTTP in ----------------------------------------------------------------------------------------------
+    ingress: {
+      service: "services/ingress",
+      description: "Fastify HTTP ingress: maps routes to NATS requests.",
+      replicas: 1,
+      resources: { cpu: 1, memory: "256Mi" },
+      http: { port: 8080, host: "127.0.0.1" },
+      timeout: "30s",
+      maxInFlight: 1024,
+      parameters: {
+        GREETING_SUBJECT: subjectOf("greeter-proxy", "greeting"),
+        CLASSIFY_SUBJECT: subjectOf("preprocess", "classify"),
+        LABELS_SUBJECT: subjectOf("infer", "labels"),
+        PROCESS_SUBJECT: subjectOf("ab-router", "process"),
+        MAX_BODY_BYTES: 8 * 1024 * 1024,
+        IMAGE_FETCH_TIMEOUT_MS: 10_000,
+        // Refuse image URLs that resolve to private, loopback or link-local addresses (SSRF). `true` only for local testing.
+        ALLOW_PRIVATE_IMAGE_URLS: false,
+      },
+    },
+
+    // --- two-node chain ----------------------------------------------------------------------------------------
+    greeter: {
+      service: "services/greeter",
+      description: "Answers a greeting (the chain's callee).",
+      replicas: [1, 4],
+      resources: { cpu: "250m", memory: "128Mi" },
+      timeout: "5s",
+      parameters: { GREETING: "Hello", DELAY_MS: 0 },
+    },
+    "greeter-proxy": {
+      service: "services/greeter-proxy",
+      description: "Calls greeter over NATS; finds it both in-module (pattern A) and by an injected env var (pattern B).",
+      dependsOn: ["greeter"],
+      replicas: [1, 4],
+      resources: { cpu: "250m", memory: "128Mi" },
+      timeout: "5s",
+      parameters: { GREETER_SUBJECT: subjectOf("greeter", "greet") },
+    },
+
+    // --- image classification ----------------------------------------------------------------------------------
+    preprocess: {
+      service: "services/preprocess",
+      description: "CPU: decode, Gaussian blur, resize 224x224, normalize (sharp); softmax + top-k on the way back.",
+      dependsOn: ["infer"],
+      replicas: [1, 8],
+      resources: { cpu: 1, memory: "512Mi" },
+      timeout: "30s",
+      maxInFlight: 64,
+      parameters: {
+        INFER_SUBJECT: subjectOf("infer", "run"),
+        LABELS_SUBJECT: subjectOf("infer", "labels"),
+        // fast: sharp (libvips). exact: bit-exact port of Pillow's GaussianBlur + BILINEAR, for PIL-trained models.
+        PREPROCESS_MODE: "fast",
+        MAX_INPUT_PIXELS: 50_000_000,
+        MAX_INPUT_BYTES: 8 * 1024 * 1024,
+      },
+    },
+    infer: {
+      service: "services/infer",
+      description: "ResNet18 ONNX on onnxruntime-node (CUDA when present, CPU otherwise), micro-batched.",
+      replicas: [1, 2],
+      resources: { cpu: 2, memory: "2Gi", gpu: 0 },
+      timeout: "30s",
+      maxInFlight: 1024,
+      batching: { maxBatchSize: 32, maxQueueDelayMs: 4, maxQueueSize: 256, maxConcurrentBatches: 1 },
+      parameters: {
+        // Empty: generate a deterministic ResNet18-shaped model once and cache it (no download).
+        // Point it at any ResNet18-style ONNX file (input [batch,3,224,224], output [batch,1000]).
+        MODEL: "",
+        EXECUTION_PROVIDER: "auto",
+        INTRA_OP_THREADS: 0,
+        ALLOW_SPINNING: true,
+      },
+    },
+
+    // --- A/B routing -------------------------------------------------------------------------------------------
+    "ab-router": {
+      service: "services/ab-router",
+      description: "Routes each user key to variant-a or variant-b by a Statsig gate (offline spec by default).",
+      dependsOn: ["variant-a", "variant-b"],
+      replicas: [1, 4],
+      resources: { cpu: "500m", memory: "256Mi" },
+      timeout: "5s",
+      parameters: {
+        VARIANT_A_SUBJECT: subjectOf("variant-a", "process"),
+        VARIANT_B_SUBJECT: subjectOf("variant-b", "process"),
+        // "gate:<name>" or "experiment:<name>:<parameter>:<value meaning B>"
+        ROUTING_RULE: "gate:variant_b",
+        // Empty: the committed offline spec (services/ab-router/gates/default-spec.json).
+        GATE_SPEC_FILE: "",
+        // Percentage of requests mirrored to the other variant (answer discarded, difference recorded).
+        SHADOW_PERCENT: 0,
+      },
+      secrets: {
+        // With a server key Statsig is used for real; without, the offline spec decides. Never logged.
+        STATSIG_SERVER_KEY: { env: "STATSIG_SERVER_KEY", file: "/run/secrets/statsig-server-key" },
+      },
+    },
+    "variant-a": {
+      service: "services/variant",
+      description: "Variant A of the A/B test.",
+      replicas: 1,
+      resources: { cpu: "250m", memory: "128Mi" },
+      timeout: "5s",
+      parameters: { VARIANT: "A", ALGORITHM: "baseline" },
+    },
+    "variant-b": {
+      service: "services/variant",
+      description: "Variant B of the A/B test.",
+      replicas: 1,
+      resources: { cpu: "250m", memory: "128Mi" },
+      timeout: "5s",
+      parameters: { VARIANT: "B", ALGORITHM: "experimental" },
+    },
+  },
+  graphs: {
+    chain: { description: "ingress -> greeter-proxy -> greeter", nodes: ["ingress", "greeter-proxy"] },
+    classify: { description: "ingress -> preprocess -> infer", nodes: ["ingress", "preprocess"] },
+    ab: { description: "ingress -> ab-router -> variant-a | variant-b", nodes: ["ingress", "ab-router"] },
+  },
+  defaultGraphs: ["chain", "classify", "ab"],
+});

@@ -1,0 +1,50 @@
+/**
+ * servegraph: the ops way into a serving graph.
+ *   up [graph...]                 start a local nats-server (or use NATS_URL) and every node's replicas
+ *   request <subject> <json|@file|->  send one NATS request and print the reply (the "direct NATS" way in)
+ *   check                         validate graph.config.ts and print the resolved graph
+ *   status [--watch]              every node's replicas, load and latency, from $SRV.INFO/STATS
+ *   scale <node> <replicas>       change a running node's replica count (within its [min, max])
+ *   bench [...]                   load-test the running graph over HTTP and compare with the hardware limit
+ *   manifests [--out dir]         Kubernetes manifests (NATS + one Deployment per node) from graph.config.ts
+ * Every command takes --json for machine-readable output and --graph <file> for another graph file.
+ */
+const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "manifests"] as const;
+type Command = (typeof COMMANDS)[number];
+
+const USAGE = `usage: servegraph <command> [options]
+
+commands:
+  up [graph...]                     start the graph(s) locally (default: ${"all default graphs"}); Ctrl-C stops
+  request <subject> <json|@file|->  send a NATS request, print the reply
+  check                             validate graph.config.ts, print the resolved graph
+  status [--watch]                  nodes, replicas, in-flight, requests, errors, latency, batch fill
+  scale <node> <replicas>           scale a running node (within its [min, max])
+  bench                             closed-loop HTTP load test of the running graph
+  manifests [--out dir]             write Kubernetes manifests for the graph
+
+common options: --json  --graph <file>  --nats <url> (or NATS_URL)`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (!verb || verb === "-h" || verb === "--help" || verb === "help") {
+    process.stdout.write(USAGE + "\n");
+    return verb ? 0 : 2;
+  }
+  if (!COMMANDS.includes(verb as Command)) {
+    process.stderr.write(`unknown command "${verb}"\n\n${USAGE}\n`);
+    return 2;
+  }
+  const mod = (await import(`./commands/${verb}.ts`)) as { run(argv: string[]): Promise<number> };
+  return mod.run(rest);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => { process.exitCode = code; },
+    (err: unknown) => {
+      process.stderr.write(`servegraph: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,37 @@
+import { parseArgs } from "node:util";
+import { GraphConfigError, loadGraph, nodesOfGraphs } from "../../runtime/config.ts";
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" }, graph: { type: "string" } }, allowPositionals: false });
+  let graph;
+  try {
+    graph = await loadGraph(values.graph);
+  } catch (err) {
+    if (err instanceof GraphConfigError) {
+      if (values.json) process.stdout.write(JSON.stringify({ ok: false, issues: err.issues }, null, 2) + "\n");
+      else process.stderr.write(err.message + "\n");
+      return 1;
+    }
+    throw err;
+  }
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ ok: true, graph }, null, 2) + "\n");
+    return 0;
+  }
+  const out: string[] = [`graph ${graph.name} (${graph.file}) is valid`, ""];
+  for (const [name, g] of Object.entries(graph.graphs)) {
+    out.push(`${name}${graph.defaultGraphs.includes(name) ? " (default)" : ""}: ${g.description}`);
+    out.push(`  starts: ${nodesOfGraphs(graph, [name]).join(", ")}`);
+  }
+  out.push("");
+  for (const n of Object.values(graph.nodes)) {
+    const rep = n.replicas.min === n.replicas.max ? `${n.replicas.min}` : `${n.replicas.min}..${n.replicas.max}`;
+    out.push(`${n.name}  replicas ${rep}  cpu ${n.resources.cpu}  memory ${n.resources.memory}${n.resources.gpu ? `  gpu ${n.resources.gpu}` : ""}  timeout ${n.timeoutMs} ms  in-flight cap ${n.maxInFlight}`);
+    if (n.dependsOn.length) out.push(`  dependsOn: ${n.dependsOn.join(", ")}`);
+    for (const [k, v] of Object.entries(n.parameters)) out.push(`  param ${k}=${v}`);
+    for (const [k, s] of Object.entries(n.secrets)) out.push(`  secret ${k} <- ${[s.env && `env ${s.env}`, s.file && `file ${s.file}`].filter(Boolean).join(" or ")}`);
+    if (n.batching) out.push(`  batching: maxBatchSize ${n.batching.maxBatchSize}, maxQueueDelayMs ${n.batching.maxQueueDelayMs}, maxQueueSize ${n.batching.maxQueueSize}`);
+  }
+  process.stdout.write(out.join("\n") + "\n");
+  return 0;
+}

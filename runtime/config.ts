@@ -1,0 +1,312 @@
+/**
+ * The graph file's schema and its compilation: parse (zod, strict) -> defaults -> cross-checks -> compile
+ * (units to ms, subjects resolved, parameters to env vars) -> deep freeze. All problems are reported at once.
+ */
+import { readFileSync } from "node:fs";
+import { resolve, dirname } from "node:path";
+import { pathToFileURL, fileURLToPath } from "node:url";
+import { z } from "zod";
+import { endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
+
+// --- authoring types ----------------------------------------------------------------------------------
+
+/** A parameter whose value is another node's endpoint subject (the seed's `AppEndpoint`, pattern B). */
+export interface SubjectRef {
+  readonly $subject: { readonly node: string; readonly endpoint: string };
+}
+
+/** `subjectOf("greeter", "greet")` in graph.config.ts resolves to `sg.v1.greeter.greet` at load time. */
+export function subjectOf(node: string, endpoint: string): SubjectRef {
+  return { $subject: { node, endpoint } };
+}
+
+const duration = z
+  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, "expected a duration like 500ms, 30s or 2m")])
+  .describe("A duration: milliseconds as a number, or a string with ms|s|m.");
+
+export function durationToMs(d: number | string): number {
+  if (typeof d === "number") return d;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(d);
+  if (!m) throw new TypeError(`bad duration ${d}`);
+  const v = Number(m[1]);
+  return m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60_000;
+}
+
+const memory = z.string().regex(/^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/, "expected a Kubernetes quantity like 512Mi or 2Gi");
+const cpu = z.union([z.number().positive(), z.string().regex(/^\d+m$|^\d+(\.\d+)?$/, "expected cores (1, 0.5) or millicores (500m)")]);
+
+const ParameterValue = z.union([
+  z.string(),
+  z.number(),
+  z.boolean(),
+  z.strictObject({ $subject: z.strictObject({ node: z.string(), endpoint: z.string() }) }),
+]);
+
+const Secret = z
+  .strictObject({
+    env: z.string().optional().describe("Read the value from this environment variable of the launcher."),
+    file: z.string().optional().describe("Read the value from this file (trailing newline trimmed)."),
+    required: z.boolean().default(false),
+  })
+  .refine((s) => s.env !== undefined || s.file !== undefined, "a secret needs `env` or `file`");
+
+const Batching = z.strictObject({
+  maxBatchSize: z.number().int().min(1).max(1024).default(32),
+  maxQueueDelayMs: z.number().min(0).max(10_000).default(4),
+  maxQueueSize: z.number().int().min(1).default(256),
+  maxConcurrentBatches: z.number().int().min(1).max(16).default(1),
+});
+
+const Replicas = z.union([
+  z.number().int().min(0).max(256),
+  z.tuple([z.number().int().min(0).max(256), z.number().int().min(1).max(256)]),
+]);
+
+const NodeSchema = z.strictObject({
+  service: z.string().min(1).describe("Folder of the node's service module, relative to the graph file (its entry is src/main.ts)."),
+  description: z.string().default(""),
+  dependsOn: z.array(z.string()).default([]).describe("Nodes deployed with this one (co-scheduling, not request ordering)."),
+  replicas: Replicas.default(1).describe("A fixed count, or [min, max]; `up` starts min (at least 1)."),
+  resources: z
+    .strictObject({ cpu: cpu.default(1), memory: memory.default("512Mi"), gpu: z.number().int().min(0).default(0) })
+    .prefault({}),
+  parameters: z.record(z.string(), ParameterValue).default({}).describe("Injected into the node's processes as env vars."),
+  secrets: z.record(z.string(), Secret).default({}).describe("Env vars whose values come from the launcher's env or a file; never logged."),
+  requiresAuth: z.boolean().default(false),
+  timeout: duration.default("30s").describe("Deadline for one request through this node (callers' default)."),
+  maxInFlight: z.number().int().min(1).max(100_000).default(256).describe("Per-replica cap on concurrent requests; more get OVERLOADED."),
+  http: z.strictObject({ port: z.number().int().min(0).max(65535), host: z.string().default("127.0.0.1") }).optional(),
+  metricsPort: z.number().int().min(0).max(65535).default(0).describe("Prometheus /metrics port of each replica; 0 picks a free one."),
+  batching: Batching.optional(),
+});
+
+const GraphSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9-]+$/, "lowercase letters, digits and dashes"),
+  subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/).default(SUBJECT_PREFIX),
+  nodes: z.record(z.string(), NodeSchema),
+  graphs: z
+    .record(z.string(), z.strictObject({ description: z.string().default(""), nodes: z.array(z.string()).min(1) }))
+    .describe("Named sub-graphs: their nodes plus dependsOn closures. `servegraph up <graph...>` starts one or several."),
+  defaultGraphs: z.array(z.string()).min(1),
+});
+
+export type GraphInput = z.input<typeof GraphSchema>;
+export type NodeInput = z.input<typeof NodeSchema>;
+
+/** Identity function that gives graph.config.ts its types. Validation happens in {@link loadGraph}. */
+export function defineGraph<const G extends GraphInput>(g: G): G {
+  return g;
+}
+
+// --- resolved types -----------------------------------------------------------------------------------
+
+export interface ResolvedSecret {
+  readonly env?: string;
+  readonly file?: string;
+  readonly required: boolean;
+}
+
+export interface ResolvedNode {
+  readonly name: string;
+  readonly service: string;
+  /** Absolute path of the module the launcher runs. */
+  readonly entry: string;
+  readonly description: string;
+  readonly dependsOn: readonly string[];
+  readonly replicas: { readonly min: number; readonly max: number };
+  readonly resources: { readonly cpu: number; readonly memoryBytes: number; readonly memory: string; readonly gpu: number };
+  /** Parameters as env var values, subjects resolved. */
+  readonly parameters: Readonly<Record<string, string>>;
+  readonly secrets: Readonly<Record<string, ResolvedSecret>>;
+  readonly requiresAuth: boolean;
+  readonly timeoutMs: number;
+  readonly maxInFlight: number;
+  readonly http?: { readonly port: number; readonly host: string };
+  readonly metricsPort: number;
+  readonly batching?: z.output<typeof Batching>;
+  /** Subject prefix of this node: every endpoint is `<subjectPrefix>.<name>.<endpoint>`. */
+  readonly subjectPrefix: string;
+}
+
+export interface ResolvedGraph {
+  readonly name: string;
+  readonly file: string;
+  readonly root: string;
+  readonly subjectPrefix: string;
+  readonly nodes: Readonly<Record<string, ResolvedNode>>;
+  readonly graphs: Readonly<Record<string, { readonly description: string; readonly nodes: readonly string[] }>>;
+  readonly defaultGraphs: readonly string[];
+}
+
+export class GraphConfigError extends Error {
+  override readonly name = "GraphConfigError";
+  constructor(readonly issues: readonly { path: string; message: string }[]) {
+    super(`invalid graph config:\n${issues.map((i) => `  - ${i.path || "(root)"}: ${i.message}`).join("\n")}`);
+  }
+}
+
+function cpuToCores(c: number | string): number {
+  return typeof c === "number" ? c : c.endsWith("m") ? Number(c.slice(0, -1)) / 1000 : Number(c);
+}
+
+function memoryToBytes(m: string): number {
+  const r = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$/.exec(m)!;
+  const mult: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, K: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+  return Math.round(Number(r[1]) * (r[2] ? mult[r[2]]! : 1));
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object" && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+const ENV_NAME = /^[A-Z_][A-Z0-9_]*$/;
+
+/**
+ * Validates and compiles a graph definition. `file` anchors relative service paths.
+ * Throws {@link GraphConfigError} listing every problem with its path.
+ */
+export function resolveGraph(input: unknown, file: string): ResolvedGraph {
+  const parsed = GraphSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new GraphConfigError(parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
+  }
+  const g = parsed.data;
+  const issues: { path: string; message: string }[] = [];
+  const names = Object.keys(g.nodes);
+  const root = dirname(file);
+
+  for (const [name, n] of Object.entries(g.nodes)) {
+    const at = `nodes.${name}`;
+    if (!isToken(name)) issues.push({ path: at, message: "node names must be subject tokens [A-Za-z0-9_-]" });
+    for (const [i, d] of n.dependsOn.entries()) {
+      if (!names.includes(d)) issues.push({ path: `${at}.dependsOn.${i}`, message: `unknown node "${d}"` });
+      if (d === name) issues.push({ path: `${at}.dependsOn.${i}`, message: "a node cannot depend on itself" });
+    }
+    if (Array.isArray(n.replicas) && n.replicas[0] > n.replicas[1]) {
+      issues.push({ path: `${at}.replicas`, message: `min ${n.replicas[0]} is greater than max ${n.replicas[1]}` });
+    }
+    for (const [k, v] of Object.entries(n.parameters)) {
+      if (!ENV_NAME.test(k)) issues.push({ path: `${at}.parameters.${k}`, message: "parameter names are env var names (A-Z, 0-9, _)" });
+      if (typeof v === "object") {
+        if (!names.includes(v.$subject.node)) issues.push({ path: `${at}.parameters.${k}`, message: `unknown node "${v.$subject.node}"` });
+        if (!isToken(v.$subject.endpoint)) issues.push({ path: `${at}.parameters.${k}`, message: "endpoint must be a subject token" });
+      }
+    }
+    for (const k of Object.keys(n.secrets)) {
+      if (!ENV_NAME.test(k)) issues.push({ path: `${at}.secrets.${k}`, message: "secret names are env var names (A-Z, 0-9, _)" });
+      if (k in n.parameters) issues.push({ path: `${at}.secrets.${k}`, message: "also declared as a parameter" });
+    }
+    if (n.batching && n.batching.maxQueueSize < n.batching.maxBatchSize) {
+      issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });
+    }
+  }
+  // dependsOn must be acyclic
+  const state = new Map<string, 1 | 2>();
+  const visit = (n: string, stack: string[]): void => {
+    if (state.get(n) === 2) return;
+    if (state.get(n) === 1) {
+      issues.push({ path: `nodes.${n}.dependsOn`, message: `dependency cycle: ${[...stack, n].join(" -> ")}` });
+      return;
+    }
+    state.set(n, 1);
+    for (const d of g.nodes[n]?.dependsOn ?? []) if (names.includes(d)) visit(d, [...stack, n]);
+    state.set(n, 2);
+  };
+  for (const n of names) visit(n, []);
+
+  for (const [gname, sg] of Object.entries(g.graphs)) {
+    if (!isToken(gname)) issues.push({ path: `graphs.${gname}`, message: "graph names must be [A-Za-z0-9_-]" });
+    for (const [i, n] of sg.nodes.entries()) {
+      if (!names.includes(n)) issues.push({ path: `graphs.${gname}.nodes.${i}`, message: `unknown node "${n}"` });
+    }
+  }
+  for (const [i, d] of g.defaultGraphs.entries()) {
+    if (!(d in g.graphs)) issues.push({ path: `defaultGraphs.${i}`, message: `unknown graph "${d}"` });
+  }
+  if (issues.length) throw new GraphConfigError(issues);
+
+  const nodes: Record<string, ResolvedNode> = {};
+  for (const [name, n] of Object.entries(g.nodes)) {
+    const parameters: Record<string, string> = {};
+    for (const [k, v] of Object.entries(n.parameters)) {
+      parameters[k] = typeof v === "object" ? endpointSubject(v.$subject.node, v.$subject.endpoint, g.subjectPrefix) : String(v);
+    }
+    const [min, max] = Array.isArray(n.replicas) ? n.replicas : [n.replicas, n.replicas];
+    nodes[name] = {
+      name,
+      service: n.service,
+      entry: resolve(root, n.service, "src/main.ts"),
+      description: n.description,
+      dependsOn: n.dependsOn,
+      replicas: { min, max: Math.max(max, 1) },
+      resources: { cpu: cpuToCores(n.resources.cpu), memory: n.resources.memory, memoryBytes: memoryToBytes(n.resources.memory), gpu: n.resources.gpu },
+      parameters,
+      secrets: n.secrets,
+      requiresAuth: n.requiresAuth,
+      timeoutMs: durationToMs(n.timeout),
+      maxInFlight: n.maxInFlight,
+      ...(n.http ? { http: n.http } : {}),
+      metricsPort: n.metricsPort,
+      ...(n.batching ? { batching: n.batching } : {}),
+      subjectPrefix: g.subjectPrefix,
+    };
+  }
+  return deepFreeze({ name: g.name, file, root, subjectPrefix: g.subjectPrefix, nodes, graphs: g.graphs, defaultGraphs: g.defaultGraphs });
+}
+
+/** The subject of one endpoint of a node of this graph (pattern A: read from the graph in-module). */
+export function subjectFor(graph: ResolvedGraph, node: string, endpoint: string): string {
+  if (!graph.nodes[node]) throw new TypeError(`unknown node ${node}`);
+  return endpointSubject(node, endpoint, graph.subjectPrefix);
+}
+
+/** Nodes of the named sub-graphs plus their dependsOn closure, dependencies first. */
+export function closure(graph: ResolvedGraph, roots: readonly string[]): string[] {
+  const order: string[] = [];
+  const seen = new Set<string>();
+  const visit = (n: string): void => {
+    if (seen.has(n)) return;
+    seen.add(n);
+    for (const d of graph.nodes[n]!.dependsOn) visit(d);
+    order.push(n);
+  };
+  for (const r of roots) visit(r);
+  return order;
+}
+
+export function nodesOfGraphs(graph: ResolvedGraph, graphNames: readonly string[]): string[] {
+  const roots: string[] = [];
+  for (const gname of graphNames) {
+    const sg = graph.graphs[gname];
+    if (!sg) throw new GraphConfigError([{ path: `graphs.${gname}`, message: `unknown graph "${gname}"; known: ${Object.keys(graph.graphs).join(", ")}` }]);
+    roots.push(...sg.nodes);
+  }
+  return closure(graph, roots);
+}
+
+/** Reads a secret's value from the launcher's environment or a file. Never log the result. */
+export function readSecret(s: ResolvedSecret, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (s.env !== undefined && env[s.env]) return env[s.env];
+  if (s.file !== undefined) {
+    try {
+      return readFileSync(s.file, "utf8").replace(/\r?\n$/, "");
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+export const DEFAULT_GRAPH_FILE = fileURLToPath(new URL("../graph.config.ts", import.meta.url));
+
+/** Imports a graph file (default: the repo's graph.config.ts, or SG_GRAPH_FILE) and resolves it. */
+export async function loadGraph(file: string = process.env.SG_GRAPH_FILE || DEFAULT_GRAPH_FILE): Promise<ResolvedGraph> {
+  const abs = resolve(file);
+  const mod = (await import(pathToFileURL(abs).href)) as { default?: unknown };
+  if (mod.default === undefined) throw new GraphConfigError([{ path: "", message: `${abs} has no default export (export default defineGraph({...}))` }]);
+  return resolveGraph(mod.default, abs);
+}

@@ -1,0 +1,28 @@
+/** One NATS connection per process, reconnecting forever. */
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "./log.ts";
+
+export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
+
+export async function connectNats(opts: { name: string; servers?: string; log?: Logger; timeoutMs?: number }): Promise<NatsConnection> {
+  const servers = opts.servers || process.env.NATS_URL || DEFAULT_NATS_URL;
+  const nc = await connect({
+    servers: servers.split(","),
+    name: opts.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    timeout: opts.timeoutMs ?? 10_000,
+    waitOnFirstConnect: true,
+  });
+  if (opts.log) {
+    const log = opts.log;
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error" || s.type === "slowConsumer") {
+          log.warn(`nats ${s.type}`, { server: "server" in s ? s.server : undefined });
+        }
+      }
+    })().catch(() => {});
+  }
+  return nc;
+}

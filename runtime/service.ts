@@ -1,0 +1,292 @@
+/**
+ * A node's NATS face: endpoints served in the node's queue group behind a wrapper that
+ *  - answers every failure, sync or async, with ADR-32 error headers (nats.js only catches synchronous throws),
+ *  - refuses work past the replica's in-flight cap (OVERLOADED) and past the caller's deadline (DEADLINE_EXCEEDED),
+ *  - traces (server span from the caller's context) and measures every request,
+ * plus ADR-32 discovery ($SRV.PING/INFO/STATS) so `nats micro ls` and `servegraph status` see every replica.
+ * stop() drains intake first, waits for in-flight handlers, then leaves the connection to the caller (trap T8).
+ */
+import { randomUUID } from "node:crypto";
+import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import type { Span } from "@opentelemetry/api";
+import type { z } from "zod";
+import { GraphError } from "../subjects/errors.ts";
+import { Headers } from "../subjects/headers.ts";
+import { Discovery } from "../subjects/names.ts";
+import { toBody, toHeaders } from "./errors-wire.ts";
+import type { Logger } from "./log.ts";
+import { metrics } from "./metrics.ts";
+import { currentTraceId, withServerSpan } from "./tracing.ts";
+
+const kBinary = Symbol("servegraph.binaryReply");
+
+export interface BinaryReply {
+  readonly [kBinary]: true;
+  readonly data: Uint8Array;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A non-JSON reply: raw bytes plus headers (e.g. a tensor with Graph-Dtype / Graph-Shape). */
+export function binaryReply(data: Uint8Array, headers: Record<string, string> = {}): BinaryReply {
+  return { [kBinary]: true, data, headers };
+}
+
+function isBinaryReply(x: unknown): x is BinaryReply {
+  return typeof x === "object" && x !== null && (x as Record<symbol, unknown>)[kBinary] === true;
+}
+
+export interface IncomingRequest {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+  /** Header value or undefined (nats.js returns "" for a missing header). */
+  header(name: string): string | undefined;
+  /** Parses the body as JSON and validates it; failures are BAD_REQUEST with the zod issues as details. */
+  json<S extends z.ZodType>(schema: S): z.output<S>;
+  /** Absolute deadline (epoch ms) from the caller, or now + the node's timeout. */
+  readonly deadlineEpochMs: number;
+  /** Aborts when the deadline passes or the replica is force-stopped. */
+  readonly signal: AbortSignal;
+  readonly span: Span;
+}
+
+export type Handler = (req: IncomingRequest) => unknown | Promise<unknown>;
+
+export interface EndpointOptions {
+  subject: string;
+  handler: Handler;
+  metadata?: Record<string, string>;
+}
+
+export interface ServiceOptions {
+  /** Node name: NATS micro service name and queue group. */
+  name: string;
+  version?: string;
+  description?: string;
+  id?: string;
+  maxInFlight: number;
+  /** Deadline for requests that arrive without a Graph-Deadline header. */
+  defaultTimeoutMs: number;
+  metadata?: Record<string, string>;
+  /** Extra per-service stats merged into every endpoint's `data` in $SRV.STATS (e.g. batch fill). */
+  statsData?: () => Record<string, unknown>;
+  log: Logger;
+}
+
+interface EndpointState {
+  name: string;
+  subject: string;
+  metadata: Record<string, string>;
+  sub: Subscription;
+  numRequests: number;
+  numErrors: number;
+  lastError: string;
+  processingNs: number;
+  recentMs: Float64Array;
+  recentCount: number;
+}
+
+export interface Service {
+  readonly id: string;
+  readonly name: string;
+  addEndpoint(name: string, opts: EndpointOptions): void;
+  /** Starts answering $SRV.PING/INFO/STATS: call once the endpoints are ready, since discovery means "ready". */
+  announce(): void;
+  inFlight(): number;
+  /** Stop intake (drain endpoint subscriptions), wait for in-flight handlers (bounded), stop discovery. */
+  stop(opts?: { maxWaitMs?: number }): Promise<void>;
+  stopped(): boolean;
+}
+
+const RECENT = 2048;
+const enc = new TextEncoder();
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+export function createService(nc: NatsConnection, opts: ServiceOptions): Service {
+  const id = opts.id ?? randomUUID().replace(/-/g, "").slice(0, 22);
+  const version = opts.version ?? "0.1.0";
+  const started = new Date().toISOString();
+  const endpoints: EndpointState[] = [];
+  const discoverySubs: Subscription[] = [];
+  let inflight = 0;
+  let stopping = false;
+  let idleWaiters: (() => void)[] = [];
+  const log = opts.log;
+  const inflightGauge = metrics.inFlight.labels(opts.name);
+
+  const respondError = (msg: Msg, err: unknown, ep: EndpointState, elapsedMs: number): void => {
+    const ge = GraphError.from(err);
+    if (ge.code === "INTERNAL" || ge.code === "CONTRACT_VIOLATION") {
+      log.error("handler failed", { subject: msg.subject, code: ge.code, error: err instanceof Error ? err.stack ?? err.message : String(err), trace_id: currentTraceId() });
+    }
+    ep.numErrors++;
+    ep.lastError = `${ge.status}:${ge.message}`;
+    metrics.errors.labels(opts.name, ep.name, ge.code).inc();
+    metrics.serverDuration.labels(opts.name, ep.name, ge.code).observe(elapsedMs);
+    try {
+      msg.respond(toBody(ge), { headers: toHeaders(ge) });
+    } catch (e) {
+      log.warn("could not send error reply", { subject: msg.subject, error: e });
+    }
+  };
+
+  const respond = (msg: Msg, value: unknown, ep: EndpointState, elapsedMs: number): void => {
+    try {
+      if (isBinaryReply(value)) {
+        const h = natsHeaders();
+        for (const [k, v] of Object.entries(value.headers)) h.set(k, v);
+        msg.respond(value.data, { headers: h });
+      } else {
+        msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)));
+      }
+      metrics.serverDuration.labels(opts.name, ep.name, "OK").observe(elapsedMs);
+    } catch (e) {
+      // e.g. the reply exceeds max_payload: tell the caller instead of leaving it to time out
+      respondError(msg, new GraphError("PAYLOAD_TOO_LARGE", "reply exceeds the NATS max_payload", { cause: e }), ep, elapsedMs);
+    }
+  };
+
+  const done = (): void => {
+    inflight--;
+    inflightGauge.set(inflight);
+    if (inflight === 0 && idleWaiters.length) {
+      const w = idleWaiters;
+      idleWaiters = [];
+      for (const f of w) f();
+    }
+  };
+
+  const handle = (ep: EndpointState, handler: Handler, msg: Msg): void => {
+    if (!msg.reply) return; // a publish, not a request: nothing to answer
+    const t0 = performance.now();
+    ep.numRequests++;
+    // While draining, messages already delivered to this replica are still handled: they were accepted.
+    if (inflight >= opts.maxInFlight) {
+      return respondError(msg, new GraphError("OVERLOADED", `${opts.name} replica is at its cap of ${opts.maxInFlight} requests in flight`, { details: { maxInFlight: opts.maxInFlight } }), ep, 0);
+    }
+    const h = msg.headers;
+    const dl = Number(h?.get(Headers.Deadline) || NaN);
+    const deadlineEpochMs = Number.isFinite(dl) && dl > 0 ? dl : Date.now() + opts.defaultTimeoutMs;
+    const remaining = deadlineEpochMs - Date.now();
+    if (remaining <= 0) return respondError(msg, new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"), ep, 0);
+
+    inflight++;
+    inflightGauge.set(inflight);
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(new GraphError("DEADLINE_EXCEEDED", "deadline exceeded")), remaining);
+    timer.unref();
+    withServerSpan(msg.subject, opts.name, h, msg.data.length, async (span) => {
+      const req: IncomingRequest = {
+        subject: msg.subject,
+        data: msg.data,
+        headers: h,
+        header: (name) => h?.get(name) || undefined,
+        json: (schema) => {
+          let raw: unknown;
+          try {
+            raw = JSON.parse(new TextDecoder().decode(msg.data));
+          } catch {
+            throw new GraphError("BAD_REQUEST", "request body is not valid JSON");
+          }
+          const r = schema.safeParse(raw);
+          if (!r.success) {
+            throw new GraphError("BAD_REQUEST", r.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "), { details: r.error.issues });
+          }
+          return r.data;
+        },
+        deadlineEpochMs,
+        signal: ac.signal,
+        span,
+      };
+      return await handler(req);
+    })
+      .then(
+        (value) => respond(msg, value, ep, performance.now() - t0),
+        (err) => respondError(msg, err, ep, performance.now() - t0),
+      )
+      .finally(() => {
+        clearTimeout(timer);
+        const ms = performance.now() - t0;
+        ep.processingNs += Math.round(ms * 1e6);
+        ep.recentMs[ep.recentCount++ % RECENT] = ms;
+        done();
+      });
+  };
+
+  const endpointInfo = (ep: EndpointState) => ({ name: ep.name, subject: ep.subject, queue_group: opts.name, metadata: ep.metadata });
+
+  const statsOf = (ep: EndpointState) => {
+    const n = Math.min(ep.recentCount, RECENT);
+    const sorted = ep.recentMs.slice(0, n).sort();
+    return {
+      ...endpointInfo(ep),
+      num_requests: ep.numRequests,
+      num_errors: ep.numErrors,
+      last_error: ep.lastError,
+      processing_time: ep.processingNs,
+      average_processing_time: ep.numRequests ? Math.round(ep.processingNs / ep.numRequests) : 0,
+      data: { in_flight: inflight, max_in_flight: opts.maxInFlight, p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), ...(opts.statsData?.() ?? {}) },
+    };
+  };
+
+  const base = () => ({ name: opts.name, id, version, metadata: opts.metadata ?? {} });
+  const discovery: Record<"ping" | "info" | "stats", () => unknown> = {
+    ping: () => ({ type: "io.nats.micro.v1.ping_response", ...base() }),
+    info: () => ({ type: "io.nats.micro.v1.info_response", ...base(), description: opts.description ?? "", endpoints: endpoints.map(endpointInfo) }),
+    stats: () => ({ type: "io.nats.micro.v1.stats_response", ...base(), started, endpoints: endpoints.map(statsOf) }),
+  };
+  const announce = (): void => {
+    if (discoverySubs.length) return;
+    for (const verb of ["ping", "info", "stats"] as const) {
+    for (const subj of [Discovery[verb](), Discovery[verb](opts.name), Discovery[verb](opts.name, id)]) {
+      discoverySubs.push(
+        nc.subscribe(subj, {
+          callback: (err, msg) => {
+            if (err || !msg.reply) return;
+            try {
+              msg.respond(enc.encode(JSON.stringify(discovery[verb]())));
+            } catch {
+              // connection closing: nothing to answer on
+            }
+          },
+        }),
+      );
+    }
+    }
+  };
+
+  return {
+    id,
+    name: opts.name,
+    addEndpoint(name, eo) {
+      if (stopping) throw new Error("service is stopped");
+      const ep: EndpointState = {
+        name, subject: eo.subject, metadata: eo.metadata ?? {}, numRequests: 0, numErrors: 0, lastError: "", processingNs: 0,
+        recentMs: new Float64Array(RECENT), recentCount: 0,
+        sub: undefined as unknown as Subscription,
+      };
+      ep.sub = nc.subscribe(eo.subject, { queue: opts.name, callback: (err, msg) => (err ? log.warn("subscription error", { error: err }) : handle(ep, eo.handler, msg)) });
+      endpoints.push(ep);
+    },
+    announce,
+    inFlight: () => inflight,
+    stopped: () => stopping,
+    async stop({ maxWaitMs = 30_000 } = {}) {
+      if (stopping) return;
+      stopping = true;
+      await Promise.allSettled(endpoints.map((e) => e.sub.drain()));
+      if (inflight > 0) {
+        log.info("waiting for requests in flight", { in_flight: inflight });
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, maxWaitMs);
+          idleWaiters.push(() => { clearTimeout(t); resolve(); });
+        });
+      }
+      for (const s of discoverySubs) s.unsubscribe();
+    },
+  };
+}

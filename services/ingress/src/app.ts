@@ -1,0 +1,202 @@
+/**
+ * The HTTP face of the graph: Fastify 5 routes mapped to NATS requests, zod schemas for validation and
+ * OpenAPI (browsable at /docs), and one error shape for every failure: `{ code, message, details? }` with
+ * the status from the error table. buildApp() does not listen: tests drive it with inject().
+ */
+import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
+import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
+import { z } from "zod";
+import client from "prom-client";
+import {
+  GraphError, Headers, Labels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
+  GreetReply, Predictions, ProcessReply, TopK,
+} from "../../../subjects/index.ts";
+import type { Client } from "../../../runtime/client.ts";
+import type { Logger } from "../../../runtime/log.ts";
+import { MS_BUCKETS, metricsText, registry } from "../../../runtime/metrics.ts";
+import { fetchImage } from "./fetch-image.ts";
+
+/** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
+export interface IngressRoutes {
+  greeting?: { subject: string; node: string; timeoutMs: number };
+  classify?: { subject: string; node: string; timeoutMs: number };
+  labels?: { subject: string; node: string; timeoutMs: number };
+  process?: { subject: string; node: string; timeoutMs: number };
+}
+
+export interface IngressDeps {
+  client: Client;
+  routes: IngressRoutes;
+  /** Number of replicas answering $SRV.PING for a node (0 when none). */
+  countReplicas: (node: string) => Promise<number>;
+  maxBodyBytes: number;
+  imageFetchTimeoutMs: number;
+  allowPrivateImageUrls: boolean;
+  log?: Logger;
+  version?: string;
+}
+
+const ErrorReply = z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).describe("Every error.");
+const errorResponses = { 400: ErrorReply, 404: ErrorReply, 413: ErrorReply, 415: ErrorReply, 429: ErrorReply, 500: ErrorReply, 502: ErrorReply, 503: ErrorReply, 504: ErrorReply };
+
+const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
+
+const httpDuration = new client.Histogram({
+  name: "sg_http_request_duration_ms",
+  help: "HTTP requests at the ingress by route, method and status.",
+  labelNames: ["route", "method", "status"] as const,
+  buckets: MS_BUCKETS,
+  registers: [registry],
+});
+
+function fastifyToGraphError(err: FastifyError): GraphError {
+  if (err instanceof GraphError) return err;
+  if (hasZodFastifySchemaValidationErrors(err)) {
+    const issues = err.validation.map((v) => ({ path: v.instancePath, message: v.message }));
+    return new GraphError("BAD_REQUEST", `${err.validationContext ?? "request"}${issues[0]?.path ?? ""}: ${issues[0]?.message ?? "invalid"}`, { details: issues });
+  }
+  switch (err.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE": return new GraphError("PAYLOAD_TOO_LARGE", "request body is too large");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE": return new GraphError("UNSUPPORTED_MEDIA_TYPE", "unsupported Content-Type; send application/json or an image (image/*, application/octet-stream)");
+    case "FST_ERR_CTP_EMPTY_JSON_BODY": return new GraphError("BAD_REQUEST", "empty JSON body");
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH": return new GraphError("BAD_REQUEST", "invalid Content-Length");
+  }
+  const status = err.statusCode ?? 500;
+  if (status === 400) return new GraphError("BAD_REQUEST", err.message);
+  if (status === 404) return new GraphError("NOT_FOUND", err.message);
+  if (status === 413) return new GraphError("PAYLOAD_TOO_LARGE", err.message);
+  if (status === 415) return new GraphError("UNSUPPORTED_MEDIA_TYPE", err.message);
+  if (status === 503) return new GraphError("UNAVAILABLE", err.message);
+  if (status < 500) return new GraphError("BAD_REQUEST", err.message);
+  return new GraphError("INTERNAL", "internal error", { cause: err });
+}
+
+export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: deps.maxBodyBytes,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    routerOptions: { maxParamLength: 2048 },
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
+    if (body === "") return done(new GraphError("BAD_REQUEST", "empty JSON body") as unknown as FastifyError, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(new GraphError("BAD_REQUEST", "request body is not valid JSON") as unknown as FastifyError, undefined);
+    }
+  });
+  app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(/^image\//, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: "servegraph ingress", description: "HTTP way into the serving graph. Every error is `{code, message, details?}`; codes are listed in docs/errors.md.", version: deps.version ?? "0.1.0" },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: "/docs" });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const ge = fastifyToGraphError(err);
+    if (ge.status >= 500 && ge.code === "INTERNAL") deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
+    void reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ code: "NOT_FOUND", message: `no route ${req.method} ${req.url.split("?")[0]}` });
+  });
+  app.addHook("onResponse", async (req, reply) => {
+    httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime);
+  });
+
+  const edges = Object.values(deps.routes).filter((r): r is NonNullable<typeof r> => r !== undefined);
+
+  app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
+  app.get("/readyz", { schema: { description: "Ready when every downstream node of the ingress has at least one replica.", response: { 200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }), 503: ErrorReply } } },
+    async (_req, reply) => {
+      const nodes = [...new Set(edges.map((e) => e.node))];
+      const counts = await Promise.all(nodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
+      const replicas = Object.fromEntries(counts);
+      const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
+      if (missing.length) {
+        return reply.status(503).send({ code: "UNAVAILABLE", message: `no replica of ${missing.join(", ")}`, details: { replicas } });
+      }
+      return { status: "ready" as const, replicas };
+    });
+  app.get("/metrics", { schema: { hide: true } }, async (_req, reply) => {
+    const { contentType, body } = await metricsText();
+    return reply.header("content-type", contentType).send(body);
+  });
+
+  const deadline = (timeoutMs: number): number => Date.now() + timeoutMs;
+
+  const greeting = deps.routes.greeting;
+  if (greeting) {
+    app.get("/greeting/:name", {
+      schema: {
+        description: "Two-node chain: ingress -> greeter-proxy -> greeter.",
+        params: z.object({ name: z.string().min(1).max(MAX_NAME_LENGTH) }),
+        response: { 200: GreetReply, ...errorResponses },
+      },
+    }, async (req) => deps.client.requestJson(greeting.subject, { name: req.params.name }, { deadlineEpochMs: deadline(greeting.timeoutMs), schema: GreetReply }));
+  }
+
+  const classify = deps.routes.classify;
+  if (classify) {
+    const classifyBytes = async (bytes: Uint8Array, topK: number, contentType: string | undefined): Promise<z.output<typeof Predictions>> => {
+      if (bytes.length === 0) throw new GraphError("INVALID_IMAGE", "empty image body");
+      const headers: Record<string, string> = { [Headers.TopK]: String(topK) };
+      if (contentType) headers[Headers.ContentType] = contentType;
+      return deps.client.requestJson(classify.subject, bytes, { deadlineEpochMs: deadline(classify.timeoutMs), headers, schema: Predictions });
+    };
+    app.post("/classify", {
+      schema: {
+        description: "Classify an image: JSON `{image_url, top_k}` (the URL is fetched by the ingress: http(s) to public addresses only), or the raw image as the body (image/*, application/octet-stream) with `?top_k=`.",
+        querystring: z.object({ top_k: TopK.default(5) }),
+        body: z.union([
+          z.strictObject({ image_url: z.string().min(1).max(4096), top_k: TopK.default(5) }),
+          z.instanceof(Buffer).describe("raw image bytes"),
+        ]).optional(),
+        response: { 200: Predictions, ...errorResponses },
+      },
+    }, async (req) => {
+      const body = req.body;
+      if (body === undefined || body === null) throw new GraphError("BAD_REQUEST", "send JSON {image_url, top_k} or an image body");
+      if (Buffer.isBuffer(body)) return classifyBytes(body, req.query.top_k, req.headers["content-type"]);
+      const topK = (req.body as { top_k: number }).top_k;
+      const controller = new AbortController();
+      const img = await fetchImage((body as { image_url: string }).image_url, {
+        maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls, signal: controller.signal,
+      });
+      return classifyBytes(img.bytes, topK, img.contentType);
+    });
+  }
+
+  const labels = deps.routes.labels;
+  if (labels) {
+    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: Labels, ...errorResponses } } },
+      async () => deps.client.requestJson(labels.subject, {}, { deadlineEpochMs: deadline(labels.timeoutMs), schema: Labels }));
+  }
+
+  const ab = deps.routes.process;
+  if (ab) {
+    app.get("/process/:message", {
+      schema: {
+        description: "A/B routing: the router picks variant A or B for `user_key` (Statsig gate) and forwards the message.",
+        params: z.object({ message: z.string().max(MAX_MESSAGE_LENGTH) }),
+        querystring: z.object({ user_key: z.string().min(1, "user_key is required").max(MAX_USER_KEY_LENGTH) }),
+        response: { 200: ProcessReply, ...errorResponses },
+      },
+    }, async (req) => deps.client.requestJson(ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs), schema: ProcessReply }));
+  }
+
+  return app;
+}

@@ -1,0 +1,51 @@
+/**
+ * ingress: the HTTP way in. Serves the routes whose target node is part of the running graph
+ * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
+ * (new requests get 503, in-flight ones finish), then the NATS connection drains.
+ */
+import { createInbox } from "@nats-io/transport-node";
+import { Discovery } from "../../../subjects/index.ts";
+import { runNode } from "../../../runtime/index.ts";
+import { buildApp, type IngressRoutes } from "./app.ts";
+
+await runNode(async (ctx) => {
+  const active = process.env.SG_ACTIVE_NODES ? new Set(process.env.SG_ACTIVE_NODES.split(",")) : undefined;
+  const route = (param: string) => {
+    const subject = ctx.param(param);
+    const node = subject.slice(ctx.graph.subjectPrefix.length + 1).split(".")[0]!;
+    if (active && !active.has(node)) return undefined;
+    const target = ctx.graph.nodes[node];
+    return { subject, node, timeoutMs: target?.timeoutMs ?? ctx.node.timeoutMs };
+  };
+  const routes: IngressRoutes = {};
+  for (const [k, p] of [["greeting", "GREETING_SUBJECT"], ["classify", "CLASSIFY_SUBJECT"], ["labels", "LABELS_SUBJECT"], ["process", "PROCESS_SUBJECT"]] as const) {
+    const r = route(p);
+    if (r) routes[k] = r;
+  }
+  const countReplicas = async (node: string): Promise<number> => {
+    let n = 0;
+    const sub = ctx.nc.subscribe(createInbox(), { callback: () => void n++ });
+    // $SRV.PING.<node> is answered by every replica: gather answers for a short window.
+    ctx.nc.publish(Discovery.ping(node), new Uint8Array(0), { reply: sub.getSubject() });
+    await ctx.nc.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    sub.unsubscribe();
+    return n;
+  };
+  const app = await buildApp({
+    client: ctx.client,
+    routes,
+    countReplicas,
+    maxBodyBytes: ctx.paramNumber("MAX_BODY_BYTES"),
+    imageFetchTimeoutMs: ctx.paramNumber("IMAGE_FETCH_TIMEOUT_MS"),
+    allowPrivateImageUrls: ctx.paramBool("ALLOW_PRIVATE_IMAGE_URLS"),
+    log: ctx.log,
+  });
+  const port = process.env.PORT !== undefined ? Number(process.env.PORT) : ctx.node.http?.port ?? 8080;
+  const host = process.env.HOST ?? ctx.node.http?.host ?? "127.0.0.1";
+  const address = await app.listen({ port, host });
+  ctx.metadata.http_url = address;
+  ctx.metadata.metrics_url = `${address}/metrics`;
+  ctx.log.info("listening", { url: address, routes: Object.keys(routes).join(",") });
+  ctx.beforeStop(() => app.close());
+}, { metricsServer: false });

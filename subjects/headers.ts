@@ -1,0 +1,24 @@
+/** Header names used on the wire. ADR-32 names are fixed by the NATS services protocol. */
+export const Headers = {
+  /** ADR-32: numeric HTTP-like status of an error reply. */
+  ServiceErrorCode: "Nats-Service-Error-Code",
+  /** ADR-32: human-readable, safe-to-show error message. */
+  ServiceError: "Nats-Service-Error",
+  /** Our stable string code from the error table. */
+  GraphError: "Graph-Error",
+  /** Absolute deadline of the request, epoch milliseconds. Each hop derives its own timeout from it. */
+  Deadline: "Graph-Deadline",
+  /** Binary payloads: element type, e.g. "float32". */
+  Dtype: "Graph-Dtype",
+  /** Binary payloads: comma-separated shape, e.g. "3,224,224". */
+  Shape: "Graph-Shape",
+  /** Content type of a binary payload that is not a tensor (e.g. image/jpeg). */
+  ContentType: "Content-Type",
+  /** Classification: how many predictions to return (1..1000, default 5). */
+  TopK: "Graph-Top-K",
+  /** A/B routing: the variant chosen and who decided it (router replies). */
+  Variant: "Graph-Variant",
+  /** W3C trace context. */
+  Traceparent: "traceparent",
+  Tracestate: "tracestate",
+} as const;

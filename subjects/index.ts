@@ -1,0 +1,5 @@
+export * from "./errors.ts";
+export * from "./headers.ts";
+export * from "./names.ts";
+export * from "./schemas.ts";
+export * from "./tensor-codec.ts";

@@ -1,0 +1,37 @@
+/**
+ * Subject naming. Every endpoint of a node lives at `sg.v1.<node>.<endpoint>`; the node name is also the
+ * NATS micro service name and the queue group, so a replica is one member of that queue group.
+ */
+export const SUBJECT_PREFIX = "sg.v1";
+
+const TOKEN = /^[A-Za-z0-9_-]+$/;
+
+export function isToken(s: string): boolean {
+  return TOKEN.test(s);
+}
+
+export function endpointSubject(node: string, endpoint: string, prefix: string = SUBJECT_PREFIX): string {
+  if (!isToken(node)) throw new TypeError(`invalid node name for a subject token: ${JSON.stringify(node)}`);
+  if (!isToken(endpoint)) throw new TypeError(`invalid endpoint name for a subject token: ${JSON.stringify(endpoint)}`);
+  return `${prefix}.${node}.${endpoint}`;
+}
+
+/** ADR-32 discovery subjects (`nats micro ls/info/stats` use them). */
+export const Discovery = {
+  ping: (name?: string, id?: string) => ["$SRV.PING", name, id].filter(Boolean).join("."),
+  info: (name?: string, id?: string) => ["$SRV.INFO", name, id].filter(Boolean).join("."),
+  stats: (name?: string, id?: string) => ["$SRV.STATS", name, id].filter(Boolean).join("."),
+} as const;
+
+/** Control subject of a running `servegraph up` supervisor (scale requests). */
+export const OPS_CONTROL_SUBJECT = "sg.ops.control";
+
+/** The endpoints each reference node serves. Nodes and ops import these, never string literals. */
+export const Endpoints = {
+  greeter: { greet: "greet" },
+  greeterProxy: { greeting: "greeting", endpoints: "endpoints" },
+  preprocess: { classify: "classify" },
+  infer: { run: "run", labels: "labels", info: "info" },
+  abRouter: { process: "process" },
+  variant: { process: "process" },
+} as const;
