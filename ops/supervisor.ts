@@ -5,10 +5,10 @@
  * ingress first and the rest in reverse dependency order, each with SIGTERM (graceful drain).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createInbox, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { countReplicas } from "../runtime/discovery.ts";
 import { nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/config.ts";
 import { GraphError } from "../subjects/errors.ts";
-import { Discovery } from "../subjects/names.ts";
 
 export interface Replica {
   readonly id: string;
@@ -42,17 +42,6 @@ export interface Supervisor {
   /** Resolves when every replica of `node` answers $SRV.PING (count of answers >= expected). */
   waitReady(node: string, expected: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
-}
-
-/** Counts the replicas of `node` that answer $SRV.PING within `windowMs`. */
-export async function countReplicas(nc: NatsConnection, node: string, windowMs = 200): Promise<number> {
-  let n = 0;
-  const sub = nc.subscribe(createInbox(), { callback: () => void n++ });
-  nc.publish(Discovery.ping(node), new Uint8Array(0), { reply: sub.getSubject() });
-  await nc.flush();
-  await new Promise((r) => setTimeout(r, windowMs));
-  sub.unsubscribe();
-  return n;
 }
 
 function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {

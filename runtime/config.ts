@@ -83,6 +83,7 @@ const NodeSchema = z.strictObject({
 const GraphSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9-]+$/, "lowercase letters, digits and dashes"),
   subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/).default(SUBJECT_PREFIX),
+  root: z.string().optional().describe("Folder that service paths are relative to (default: the graph file's folder)."),
   nodes: z.record(z.string(), NodeSchema),
   graphs: z
     .record(z.string(), z.strictObject({ description: z.string().default(""), nodes: z.array(z.string()).min(1) }))
@@ -177,7 +178,7 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
   const g = parsed.data;
   const issues: { path: string; message: string }[] = [];
   const names = Object.keys(g.nodes);
-  const root = dirname(file);
+  const root = resolve(dirname(file), g.root ?? ".");
 
   for (const [name, n] of Object.entries(g.nodes)) {
     const at = `nodes.${name}`;

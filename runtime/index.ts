@@ -7,3 +7,4 @@ export { runNode, type NodeContext, type RunNodeOptions } from "./node.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";
 export { metrics, registry, metricsText, startMetricsServer } from "./metrics.ts";
 export { withSpan, withServerSpan, withClientSpan, extractContext, injectContext, tracer } from "./tracing.ts";
+export { countReplicas, gather } from "./discovery.ts";

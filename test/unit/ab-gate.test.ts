@@ -227,6 +227,34 @@ test("ab gate - a gate missing from the rules and an evaluation that throws both
   }
 });
 
+test("ab gate - an init that outlasts initTimeoutMs resolves on time and decisions fall back", async (t) => {
+  const blocked = blockNetwork(t);
+  const hung: Array<(err: Error) => void> = [];
+  // The rules download never answers; everything else is refused at once.
+  const networkOverrideFunc = (url: string): Promise<Response> =>
+    url.includes("download_config_specs")
+      ? new Promise<Response>((_resolve, reject) => hung.push(reject))
+      : Promise.reject(new Error("refused by test"));
+  const { lines, log } = captureLog();
+  const ev = createStatsigEvaluator({ rule: GATE, serverKey: "secret-timeout-test", initTimeoutMs: 50, networkOverrideFunc, log });
+  try {
+    const startMs = performance.now();
+    await ev.init();
+    const initMs = performance.now() - startMs;
+    assert.ok(initMs < 1000, `init took ${initMs.toFixed(0)} ms with initTimeoutMs 50`);
+    assert.equal(hung.length, 1, "the rules download was not attempted");
+    const run = decideAll(ev, 1000);
+    assert.deepEqual([...run.sources], ["fallback"]);
+    assert.deepEqual([...run.reasons], ["init_timeout: statsig init did not finish within 50 ms"]);
+    assert.equal(lines.filter((l) => l.attrs?.kind === "init_timeout").length, 1);
+  } finally {
+    await ev.shutdown();
+    for (const reject of hung) reject(new Error("test finished"));
+  }
+  const unexpected = blocked.attempts.filter((a) => !/^https\.request statsigapi\.net\/v1\/sdk_exception/.test(a));
+  assert.deepEqual(unexpected, []);
+});
+
 test("ab gate - decide before init and after shutdown falls back; init and shutdown are idempotent", async () => {
   const ev = createStatsigEvaluator({ rule: GATE, log: captureLog().log });
   const early = ev.decide("user-3");

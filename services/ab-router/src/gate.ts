@@ -237,6 +237,9 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
   const isUninitializedError = (err: unknown): boolean =>
     typeof Statsig.StatsigUninitializedError === "function" && err instanceof Statsig.StatsigUninitializedError;
 
+  // The SDK prints through a process-global OutputLogger that only the `Statsig` facade's initialize()
+  // replaces, and the facade is not used here (see the module comment), so set it directly. Giving it the
+  // key also turns on the SDK's own key scrubbing. If a future SDK moves it, output goes to the console.
   const installSdkLogger = (): void => {
     const OutputLogger = (outputLoggerPkg as { default?: { setLogger?: unknown } }).default;
     if (typeof OutputLogger?.setLogger !== "function") return;

@@ -10,7 +10,8 @@
  * - ORT failures reject with MODEL_ERROR. If the worker dies, every pending run rejects with
  *   MODEL_ERROR, the host is broken (`isBroken()`), and later runs reject at once with MODEL_ERROR.
  * - `close()` lets accepted runs finish, releases the session and ends the thread; runs after
- *   `close()` reject with UNAVAILABLE.
+ *   `close()` reject with UNAVAILABLE. Call it (after draining whatever feeds the host) before the
+ *   process exits: a worker torn down in the middle of an ORT run aborts the whole process.
  */
 import { Worker } from "node:worker_threads";
 import { GraphError } from "../../../subjects/errors.ts";
@@ -22,7 +23,7 @@ export interface ModelHostOptions {
   modelPath: string;
   /** `auto`: CUDA when it loads, else CPU (logged with the reason); `cuda`: fail when CUDA does not load. */
   executionProvider: ExecutionProviderChoice;
-  /** ORT intra-op threads; 0 (default) lets ORT use one per core. */
+  /** ORT intra-op threads; 0 (default) lets ORT choose (its physical-core count: 1 on the 2-vCPU dev VM, so set it). */
   intraOpNumThreads?: number;
   /** ORT intra-op spin-waiting (default true, ORT's default): lower latency, burns CPU between runs. */
   allowSpinning?: boolean;
@@ -51,8 +52,11 @@ export interface ModelHost {
 /** Test-only access to internals (Fastify's kTestInternals pattern); not part of the public surface. */
 export const kTestInternals: unique symbol = Symbol("servegraph.modelHost.testInternals");
 export interface ModelHostTestInternals {
-  /** Kills the worker as a crash would (without the host asking it to close). */
-  terminateWorker(): Promise<number>;
+  /**
+   * Makes the worker die of an uncaught error once its current run (if any) has finished, as a
+   * crash would. (Not `worker.terminate()`: terminating during a run aborts the whole process.)
+   */
+  simulateCrash(): void;
 }
 
 /** Used when the model's metadata does not give a fully numeric row shape. */
@@ -218,6 +222,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     });
   };
 
+  // Reached only with the worker idle or gone (init failed, warm-up answered or the worker exited).
   const abortStart = async (err: GraphError): Promise<never> => {
     state = "closing";
     await worker.terminate();
@@ -276,6 +281,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
       if (current || queue.length > 0) await new Promise<void>((res) => { onDrained = res; });
       if ((state as string) === "closing") {
         send({ type: "close" });
+        // Last resort if the idle worker does not exit; safe only because no run is in flight here.
         const timer = setTimeout(() => void worker.terminate(), CLOSE_TIMEOUT_MS);
         await exited;
         clearTimeout(timer);
@@ -291,7 +297,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     run,
     isBroken: () => state === "broken",
     close,
-    [kTestInternals]: { terminateWorker: () => worker.terminate() },
+    [kTestInternals]: { simulateCrash: () => send({ type: "simulate-crash" }) },
   };
   return host;
 }

@@ -8,6 +8,11 @@
  *   worker -> host  { type: "result", id, output, outputDims, computeMs }  output's buffer is transferred
  *                   { type: "run-error", id, message }
  *   host -> worker  { type: "close" }  releases the session; the thread then exits on its own
+ *   host -> worker  { type: "simulate-crash" }  tests only: an uncaught error on this thread, between runs
+ *
+ * Never `worker.terminate()` this thread while a run is in flight: the binding then throws a C++
+ * Napi::Error that nothing catches and the WHOLE PROCESS aborts (SIGABRT, exit 134; seen with
+ * onnxruntime-node 1.30 on Node 20). Let runs finish, then send "close".
  */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
@@ -17,7 +22,7 @@ export type ExecutionProviderChoice = "auto" | "cuda" | "cpu";
 export interface OrtWorkerData {
   modelPath: string;
   executionProvider: ExecutionProviderChoice;
-  /** 0 lets ORT pick (one thread per core). */
+  /** 0 lets ORT pick: its count of physical cores, which was 1 on the 2-vCPU dev VM (set 2 there). */
   intraOpNumThreads: number;
   /** false sets the session config `session.intra_op.allow_spinning=0` (frees CPU between runs). */
   allowSpinning: boolean;
@@ -25,7 +30,8 @@ export interface OrtWorkerData {
 
 export type HostToWorker =
   | { type: "run"; id: number; dims: number[]; input: Float32Array }
-  | { type: "close" };
+  | { type: "close" }
+  | { type: "simulate-crash" };
 
 export type WorkerToHost =
   | {
@@ -75,7 +81,7 @@ async function createSession(): Promise<{ session: ort.InferenceSession; ep: "cu
   // ["cuda","cpu"] does not fall back on its own: create() throws when the CUDA provider library or
   // its dependencies are missing, so retry on CPU and say why. The process-wide ORT logger would also
   // print that expected failure to stderr; the host logs the reason instead.
-  ort.env.logLevel ??= "fatal";
+  ort.env.logLevel = "fatal";
   try {
     return { session: await ort.InferenceSession.create(data.modelPath, sessionOptions([{ name: "cuda" }, "cpu"])), ep: "cuda" };
   } catch (err) {
@@ -131,6 +137,12 @@ if (session) {
     if (msg.type === "close") {
       await sess.release().catch(() => {});
       port.close();
+      return;
+    }
+    if (msg.type === "simulate-crash") {
+      setImmediate(() => {
+        throw new Error("simulated worker crash");
+      });
       return;
     }
     const { id, dims, input } = msg;

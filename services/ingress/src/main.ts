@@ -3,8 +3,7 @@
  * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
  * (new requests get 503, in-flight ones finish), then the NATS connection drains.
  */
-import { createInbox } from "@nats-io/transport-node";
-import { Discovery } from "../../../subjects/index.ts";
+import { countReplicas } from "../../../runtime/discovery.ts";
 import { runNode } from "../../../runtime/index.ts";
 import { buildApp, type IngressRoutes } from "./app.ts";
 
@@ -22,20 +21,10 @@ await runNode(async (ctx) => {
     const r = route(p);
     if (r) routes[k] = r;
   }
-  const countReplicas = async (node: string): Promise<number> => {
-    let n = 0;
-    const sub = ctx.nc.subscribe(createInbox(), { callback: () => void n++ });
-    // $SRV.PING.<node> is answered by every replica: gather answers for a short window.
-    ctx.nc.publish(Discovery.ping(node), new Uint8Array(0), { reply: sub.getSubject() });
-    await ctx.nc.flush();
-    await new Promise((r) => setTimeout(r, 150));
-    sub.unsubscribe();
-    return n;
-  };
   const app = await buildApp({
     client: ctx.client,
     routes,
-    countReplicas,
+    countReplicas: (node) => countReplicas(ctx.nc, node, 150),
     maxBodyBytes: ctx.paramNumber("MAX_BODY_BYTES"),
     imageFetchTimeoutMs: ctx.paramNumber("IMAGE_FETCH_TIMEOUT_MS"),
     allowPrivateImageUrls: ctx.paramBool("ALLOW_PRIVATE_IMAGE_URLS"),

@@ -22,13 +22,6 @@ const RESAMPLE_PRECISION_BITS = 32 - 8 - 2;
 const RESAMPLE_HALF = 1 << (RESAMPLE_PRECISION_BITS - 1);
 const RESAMPLE_ONE = 1 << RESAMPLE_PRECISION_BITS;
 
-/** Width, height and data of an interleaved 8-bit RGB image. */
-export interface RgbImage {
-  readonly width: number;
-  readonly height: number;
-  readonly data: Uint8Array;
-}
-
 function assertRgb(data: Uint8Array, width: number, height: number): void {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new RangeError(`image dimensions must be positive integers, got ${width}x${height}`);
@@ -156,6 +149,10 @@ function boxBlurColumns(
 /**
  * One horizontal pass of the 3-tap kernel [fw, ww, fw] (integer radius 0, the case of sigma ~1), i.e.
  * {@link boxBlurRow} without the running sum.
+ *
+ * The inner loops use `Math.imul` and `| 0` so V8 stays in int32 arithmetic: the products and sums
+ * wrap modulo 2^32, and since the true (C `UINT32`) sum is below 2^32, `>>> 24` of the wrapped value
+ * is the same byte.
  */
 function blurRow3Tap(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, width: number, ww: number, fw: number): void {
   const end = (width - 1) * 3;

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createModelHost, kTestInternals, type ModelHost, type ModelHostTestInternals } from "../../services/infer/src/model-host.ts";
+import { GraphError } from "../../subjects/errors.ts";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const modelPath = path.resolve(repoRoot, "../shared/models/resnet18-seed0.onnx");
+const skip = existsSync(modelPath) ? false : `model not found at ${modelPath}`;
+
+// Whether this onnxruntime-node install carries the CUDA provider library at all (the npm package
+// ships CPU binaries only; the CUDA provider is downloaded by a postinstall that is disabled here).
+const ortBinDir = path.join(path.dirname(createRequire(import.meta.url).resolve("onnxruntime-node")), "..", "bin/napi-v6/linux/x64");
+const hasCudaProvider = existsSync(path.join(ortBinDir, "libonnxruntime_providers_cuda.so"));
+
+const ROW = 3 * 224 * 224;
+const code = (e: unknown): string | undefined => (e instanceof GraphError ? e.code : undefined);
+
+function randomInput(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32) * 4 - 2;
+  }
+  return out;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+let host: ModelHost | undefined;
+const logs: Array<{ msg: string; attrs?: Record<string, unknown> }> = [];
+
+before(async () => {
+  if (skip) return;
+  host = await createModelHost({ modelPath, executionProvider: "auto", log: (msg, attrs) => logs.push({ msg, attrs }) });
+});
+after(async () => {
+  await host?.close();
+});
+
+test("model-host - auto picks CPU when the CUDA provider cannot load, and says why", { skip }, () => {
+  assert.ok(host);
+  if (!hasCudaProvider) {
+    assert.equal(host.executionProvider, "cpu");
+    const fallback = logs.find((l) => /CUDA/.test(l.msg));
+    assert.ok(fallback, "the fallback is logged");
+    assert.match(String(fallback.attrs?.reason), /Cuda|CUDA|shared library/);
+  }
+  assert.deepEqual(host.inputShape, [3, 224, 224]);
+  assert.equal(host.outputSize, 1000);
+  assert.ok(logs.some((l) => l.msg === "model host ready" && l.attrs?.executionProvider === host!.executionProvider));
+});
+
+test("model-host - cuda fails hard when its provider is unavailable", { skip: skip || (hasCudaProvider && "a CUDA provider library is installed") }, async () => {
+  await assert.rejects(createModelHost({ modelPath, executionProvider: "cuda" }), (e) => code(e) === "MODEL_ERROR");
+});
+
+test("model-host - a batch of 4 equals 4 single runs", { skip, timeout: 60_000 }, async () => {
+  assert.ok(host);
+  const inputs = [0, 1, 2, 3].map((i) => randomInput(ROW, 7 + i));
+  const batch = new Float32Array(4 * ROW);
+  inputs.forEach((x, i) => batch.set(x, i * ROW));
+  const batched = await host.run(batch, 4);
+  assert.equal(batched.output.length, 4000);
+  assert.ok(batched.computeMs > 0);
+  for (let i = 0; i < 4; i++) {
+    const single = await host.run(inputs[i]!, 1);
+    const d = maxAbsDiff(batched.output.subarray(i * 1000, (i + 1) * 1000), single.output);
+    assert.ok(d < 1e-4, `row ${i} differs by ${d}`);
+  }
+});
+
+test("model-host - the input buffer is handed over; a view into a larger buffer is copied instead", { skip }, async () => {
+  assert.ok(host);
+  const whole = randomInput(ROW, 1);
+  await host.run(whole, 1);
+  assert.equal(whole.buffer.byteLength, 0, "transferred to the worker");
+
+  const big = randomInput(3 * ROW, 2);
+  const view = big.subarray(ROW, 2 * ROW);
+  const fromView = await host.run(view, 1);
+  assert.equal(big.buffer.byteLength, 3 * ROW * 4, "the caller's larger buffer is untouched");
+  const fromCopy = await host.run(big.slice(ROW, 2 * ROW), 1);
+  assert.ok(maxAbsDiff(fromView.output, fromCopy.output) < 1e-6);
+});
+
+test("model-host - the event loop keeps running during a batch-16 inference", { skip, timeout: 60_000 }, async () => {
+  assert.ok(host);
+  let ticks = 0;
+  const iv = setInterval(() => ticks++, 5);
+  try {
+    const r = await host.run(randomInput(16 * ROW, 3), 16);
+    assert.equal(r.output.length, 16_000);
+  } finally {
+    clearInterval(iv);
+  }
+  assert.ok(ticks > 0, `no timer tick during the run: inference blocked the event loop`);
+});
+
+test("model-host - runs queue in call order and each gets its own rows", { skip, timeout: 60_000 }, async () => {
+  assert.ok(host);
+  const a = randomInput(ROW, 11);
+  const b = randomInput(2 * ROW, 12);
+  const expectA = (await host.run(a.slice(), 1)).output;
+  const expectB = (await host.run(b.slice(), 2)).output;
+  const [ra, rb] = await Promise.all([host.run(a, 1), host.run(b, 2)]);
+  assert.ok(maxAbsDiff(ra.output, expectA) < 1e-5);
+  assert.ok(maxAbsDiff(rb.output, expectB) < 1e-5);
+});
+
+test("model-host - a wrong-size input is rejected without harming the host", { skip }, async () => {
+  assert.ok(host);
+  await assert.rejects(host.run(new Float32Array(ROW + 1), 1), (e) => code(e) === "BAD_REQUEST" || code(e) === "MODEL_ERROR");
+  await assert.rejects(host.run(new Float32Array(ROW), 2), (e) => code(e) === "BAD_REQUEST");
+  await assert.rejects(host.run(new Float32Array(ROW), 0), (e) => code(e) === "BAD_REQUEST");
+  const ok = await host.run(randomInput(ROW, 4), 1);
+  assert.equal(ok.output.length, 1000);
+  assert.equal(host.isBroken(), false);
+});
+
+test("model-host - a worker crash fails pending runs with MODEL_ERROR and breaks the host", { skip, timeout: 60_000 }, async () => {
+  const victim = await createModelHost({ modelPath, executionProvider: "cpu" });
+  try {
+    const internals = (victim as unknown as { [kTestInternals]: ModelHostTestInternals })[kTestInternals];
+    // The crash lands on the worker right after the run in flight answers, while the next one waits.
+    const inFlight = victim.run(randomInput(2 * ROW, 5), 2);
+    internals.simulateCrash();
+    const waiting = [victim.run(randomInput(ROW, 6), 1), victim.run(randomInput(ROW, 7), 1)];
+    assert.equal((await inFlight).output.length, 2000);
+    for (const p of waiting) await assert.rejects(p, (e) => code(e) === "MODEL_ERROR");
+    assert.equal(victim.isBroken(), true);
+    await assert.rejects(victim.run(randomInput(ROW, 8), 1), (e) => code(e) === "MODEL_ERROR");
+  } finally {
+    await victim.close();
+  }
+});
+
+test("model-host - close() lets an accepted run finish and refuses later runs", { skip, timeout: 60_000 }, async () => {
+  const h = await createModelHost({ modelPath, executionProvider: "cpu" });
+  const running = h.run(randomInput(2 * ROW, 8), 2);
+  const closed = h.close();
+  await assert.rejects(h.run(randomInput(ROW, 9), 1), (e) => code(e) === "UNAVAILABLE");
+  assert.equal((await running).output.length, 2000);
+  await closed;
+  await assert.rejects(h.run(randomInput(ROW, 9), 1), (e) => code(e) === "UNAVAILABLE");
+});
+
+test("model-host - a model that cannot be loaded is a MODEL_ERROR at creation", { skip }, async () => {
+  await assert.rejects(
+    createModelHost({ modelPath: path.join(repoRoot, "package.json"), executionProvider: "cpu" }),
+    (e) => code(e) === "MODEL_ERROR",
+  );
+});
