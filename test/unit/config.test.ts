@@ -1,0 +1,126 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { closure, durationToMs, GraphConfigError, loadGraph, nodesOfGraphs, resolveGraph, subjectFor, subjectOf } from "../../runtime/config.ts";
+
+const FILE = "/srv/app/graph.config.ts";
+
+function minimal(extra: Record<string, unknown> = {}) {
+  return {
+    name: "g",
+    nodes: {
+      a: { service: "services/a", dependsOn: ["b"], parameters: { B_SUBJECT: subjectOf("b", "run") } },
+      b: { service: "services/b", replicas: [1, 3], timeout: "2s", resources: { cpu: "500m", memory: "256Mi" } },
+    },
+    graphs: { main: { nodes: ["a"] } },
+    defaultGraphs: ["main"],
+    ...extra,
+  };
+}
+
+function issuesOf(input: unknown): { path: string; message: string }[] {
+  try {
+    resolveGraph(input, FILE);
+  } catch (err) {
+    assert.ok(err instanceof GraphConfigError, `expected GraphConfigError, got ${err}`);
+    return [...err.issues];
+  }
+  assert.fail("expected the graph to be rejected");
+}
+
+test("config - a valid graph gets defaults, compiled units and resolved subjects", () => {
+  const g = resolveGraph(minimal(), FILE);
+  const a = g.nodes.a!;
+  const b = g.nodes.b!;
+  assert.equal(a.parameters.B_SUBJECT, "sg.v1.b.run");
+  assert.deepEqual(a.replicas, { min: 1, max: 1 });
+  assert.deepEqual(b.replicas, { min: 1, max: 3 });
+  assert.equal(b.timeoutMs, 2000);
+  assert.equal(a.timeoutMs, 30_000, "default timeout 30s");
+  assert.equal(b.resources.cpu, 0.5);
+  assert.equal(b.resources.memoryBytes, 256 * 2 ** 20);
+  assert.equal(a.entry, "/srv/app/services/a/src/main.ts");
+  assert.equal(a.maxInFlight, 256);
+  assert.deepEqual(nodesOfGraphs(g, ["main"]), ["b", "a"], "dependencies first");
+  assert.equal(subjectFor(g, "b", "run"), "sg.v1.b.run");
+});
+
+test("config - the resolved graph is deeply frozen", () => {
+  const g = resolveGraph(minimal(), FILE);
+  assert.ok(Object.isFrozen(g));
+  assert.ok(Object.isFrozen(g.nodes.a));
+  assert.ok(Object.isFrozen(g.nodes.a!.parameters));
+  assert.throws(() => { (g.nodes.a!.parameters as Record<string, string>).X = "1"; }, TypeError);
+});
+
+test("config - unknown keys are rejected (strict), with their path", () => {
+  const bad = minimal();
+  (bad.nodes.a as Record<string, unknown>).replica = 2;
+  const issues = issuesOf(bad);
+  assert.ok(issues.some((i) => i.path === "nodes.a" && /replica/.test(i.message)), JSON.stringify(issues));
+});
+
+test("config - every problem is listed at once with its path", () => {
+  const bad = {
+    name: "Bad Name",
+    nodes: {
+      a: { service: "services/a", dependsOn: ["ghost"], replicas: [3, 1], timeout: "soon", parameters: { "lower-case": "x" } },
+    },
+    graphs: { main: { nodes: ["a", "nobody"] } },
+    defaultGraphs: ["main"],
+  };
+  const first = issuesOf(bad);
+  // schema-level problems are reported together
+  const paths = first.map((i) => i.path);
+  assert.ok(paths.includes("name"), JSON.stringify(first));
+  assert.ok(paths.includes("nodes.a.timeout"), JSON.stringify(first));
+  // once the schema passes, the cross-checks are reported together too
+  const second = issuesOf({ ...bad, name: "ok", nodes: { a: { ...bad.nodes.a, timeout: "1s" } } });
+  const p2 = second.map((i) => i.path);
+  assert.ok(p2.includes("nodes.a.dependsOn.0"), JSON.stringify(second));
+  assert.ok(p2.includes("nodes.a.replicas"), JSON.stringify(second));
+  assert.ok(p2.includes("nodes.a.parameters.lower-case"), JSON.stringify(second));
+  assert.ok(p2.includes("graphs.main.nodes.1"), JSON.stringify(second));
+  const msg = new GraphConfigError(second).message;
+  for (const p of p2) assert.ok(msg.includes(p), `message names ${p}`);
+});
+
+test("config - dependency cycles and unknown subject references are rejected", () => {
+  const cyc = minimal();
+  (cyc.nodes.b as Record<string, unknown>).dependsOn = ["a"];
+  assert.ok(issuesOf(cyc).some((i) => /cycle/.test(i.message)));
+  const ref = minimal();
+  (ref.nodes.a as Record<string, unknown>).parameters = { X: subjectOf("zzz", "run") };
+  assert.ok(issuesOf(ref).some((i) => i.path === "nodes.a.parameters.X" && /zzz/.test(i.message)));
+});
+
+test("config - batching knobs are validated (maxQueueSize >= maxBatchSize)", () => {
+  const g = minimal();
+  (g.nodes.b as Record<string, unknown>).batching = { maxBatchSize: 64, maxQueueSize: 8 };
+  assert.ok(issuesOf(g).some((i) => i.path === "nodes.b.batching.maxQueueSize"));
+  (g.nodes.b as Record<string, unknown>).batching = {};
+  const ok = resolveGraph(g, FILE);
+  assert.deepEqual(ok.nodes.b!.batching, { maxBatchSize: 32, maxQueueDelayMs: 4, maxQueueSize: 256, maxConcurrentBatches: 1 });
+});
+
+test("config - secrets need a source and are never parameters", () => {
+  const g = minimal();
+  (g.nodes.a as Record<string, unknown>).secrets = { TOKEN: {} };
+  assert.ok(issuesOf(g).some((i) => i.path.startsWith("nodes.a.secrets.TOKEN")));
+});
+
+test("config - durations compile to milliseconds", () => {
+  assert.equal(durationToMs("250ms"), 250);
+  assert.equal(durationToMs("1.5s"), 1500);
+  assert.equal(durationToMs("2m"), 120_000);
+  assert.equal(durationToMs(42), 42);
+});
+
+test("config - the repo's graph.config.ts is valid and its graphs start their closures", async () => {
+  const g = await loadGraph();
+  assert.deepEqual([...g.defaultGraphs].sort(), ["ab", "chain", "classify"]);
+  assert.deepEqual(closure(g, ["greeter-proxy"]), ["greeter", "greeter-proxy"]);
+  assert.deepEqual(nodesOfGraphs(g, ["classify"]).sort(), ["infer", "ingress", "preprocess"]);
+  assert.deepEqual(nodesOfGraphs(g, ["ab"]).sort(), ["ab-router", "ingress", "variant-a", "variant-b"]);
+  assert.equal(g.nodes["greeter-proxy"]!.parameters.GREETER_SUBJECT, "sg.v1.greeter.greet");
+  assert.throws(() => nodesOfGraphs(g, ["nope"]), GraphConfigError);
+});
