@@ -31,7 +31,13 @@ export async function startNats(opts: { maxPayloadBytes?: number; log?: (line: s
   const dir = mkdtempSync(join(tmpdir(), "servegraph-nats-"));
   const maxPayload = opts.maxPayloadBytes ?? 16 * 1024 * 1024;
   writeFileSync(join(dir, "nats.conf"), `max_payload: ${maxPayload}\nmax_pending: ${Math.max(64 * 1024 * 1024, maxPayload * 4)}\n`);
-  const child = spawn(bin, ["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir, "-c", join(dir, "nats.conf")], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(bin, ["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir, "-c", join(dir, "nats.conf")], {
+    stdio: ["ignore", "ignore", "pipe"],
+    // Its own process group: Ctrl-C must not stop the broker before the nodes have drained through it.
+    detached: true,
+  });
+  const killOnExit = (): void => { if (child.exitCode === null) child.kill("SIGKILL"); };
+  process.once("exit", killOnExit);
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
   const t0 = Date.now();
@@ -58,6 +64,7 @@ export async function startNats(opts: { maxPayloadBytes?: number; log?: (line: s
       await exited;
       clearTimeout(t);
     }
+    process.removeListener("exit", killOnExit);
     rmSync(dir, { recursive: true, force: true });
   };
   return { url, port, process: child, stop, [Symbol.asyncDispose]: stop };

@@ -42,8 +42,28 @@ export const metrics = {
     help: "Replicas of each node seen by this process (1 for a node process itself; the ingress reports its edges).",
     labelNames: ["node"] as const,
     registers: [registry],
+    async collect() {
+      if (!replicaSource) return;
+      try {
+        for (const [node, n] of Object.entries(await replicaSource())) this.labels(node).set(n);
+      } catch {
+        // discovery failed: keep the last values rather than fail the scrape
+      }
+    },
+  }),
+  httpInFlight: new client.Gauge({
+    name: "sg_http_requests_in_flight",
+    help: "HTTP requests being handled by this ingress replica.",
+    registers: [registry],
   }),
 };
+
+let replicaSource: (() => Promise<Record<string, number>>) | undefined;
+
+/** Counts replicas of other nodes at scrape time (the ingress: its edges), reported as sg_replicas{node}. */
+export function observeReplicas(source: () => Promise<Record<string, number>>): void {
+  replicaSource = source;
+}
 
 let defaultsOn = false;
 export function enableDefaultMetrics(labels: Record<string, string>): void {

@@ -114,7 +114,12 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
     process.exit(0);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
-  process.once("SIGINT", () => void shutdown("SIGINT"));
+  if (process.env.SG_SUPERVISED === "1") {
+    // Ctrl-C reaches the whole process group; the supervisor stops replicas in order with SIGTERM.
+    process.on("SIGINT", () => {});
+  } else {
+    process.once("SIGINT", () => void shutdown("SIGINT"));
+  }
   process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err instanceof Error ? err.stack : String(err) }));
 
   try {
