@@ -3,7 +3,8 @@
  * OpenAPI (browsable at /docs), and one error shape for every failure: `{ code, message, details? }` with
  * the status from the error table. buildApp() does not listen: tests drive it with inject().
  */
-import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
+import { context, type Context, type Span } from "@opentelemetry/api";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
@@ -16,7 +17,8 @@ import {
 } from "../../../subjects/index.ts";
 import type { Client } from "../../../runtime/client.ts";
 import type { Logger } from "../../../runtime/log.ts";
-import { MS_BUCKETS, metricsText, registry } from "../../../runtime/metrics.ts";
+import { MS_BUCKETS, metrics, metricsText, observeReplicas, registry } from "../../../runtime/metrics.ts";
+import { endHttpServerSpan, startHttpServerSpan } from "../../../runtime/tracing.ts";
 import { fetchImage } from "./fetch-image.ts";
 
 /** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
@@ -52,6 +54,31 @@ const httpDuration = new client.Histogram({
   registers: [registry],
 });
 
+const DRAIN_CAP_BYTES = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT_MS = 5000;
+
+function drainRequest(raw: NodeJS.ReadableStream & { complete: boolean; destroy(): void }, capBytes: number, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const finish = (): void => {
+      clearTimeout(timer);
+      raw.removeListener("data", onData);
+      raw.removeListener("end", finish);
+      raw.removeListener("error", finish);
+      resolve();
+    };
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length;
+      if (seen > capBytes) finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    raw.on("data", onData);
+    raw.once("end", finish);
+    raw.once("error", finish);
+    raw.resume();
+  });
+}
+
 function fastifyToGraphError(err: FastifyError): GraphError {
   if (err instanceof GraphError) return err;
   if (hasZodFastifySchemaValidationErrors(err)) {
@@ -74,6 +101,51 @@ function fastifyToGraphError(err: FastifyError): GraphError {
   return new GraphError("INTERNAL", "internal error", { cause: err });
 }
 
+/** Routes that get no span: scrapes, probes and the docs UI would drown the real traffic. */
+const UNTRACED = /^\/(metrics|healthz|docs)(\/|$)/;
+
+/**
+ * One HTTP SERVER span per request (`GET /greeting/:name`, child of an incoming `traceparent`), active while
+ * the route handler runs, so the handler's NATS client spans are its children; plus the in-flight gauge.
+ * The context is entered by wrapping each route handler (onRoute): a context entered in an onRequest hook
+ * would not survive Fastify's body parsing.
+ */
+function observeHttp(app: FastifyInstance): void {
+  const live = new WeakMap<FastifyRequest, { span: Span | undefined; ctx: Context | undefined; errorCode: string | undefined }>();
+  app.addHook("onRoute", (route) => {
+    if (UNTRACED.test(route.url)) return;
+    const handler = route.handler;
+    route.handler = function (this: FastifyInstance, req, reply) {
+      const ctx = live.get(req)?.ctx;
+      return ctx ? context.with(ctx, handler, this, req, reply) : handler.call(this, req, reply);
+    };
+  });
+  app.addHook("onRequest", async (req) => {
+    metrics.httpInFlight.inc();
+    const route = req.routeOptions.url;
+    if (route !== undefined && UNTRACED.test(route)) return void live.set(req, { span: undefined, ctx: undefined, errorCode: undefined });
+    const q = req.url.indexOf("?");
+    const { span, ctx } = startHttpServerSpan({
+      method: req.method, route, path: q < 0 ? req.url : req.url.slice(0, q), scheme: req.protocol, headers: req.headers, userAgent: req.headers["user-agent"],
+    });
+    live.set(req, { span, ctx, errorCode: undefined });
+  });
+  app.addHook("onError", async (req, _reply, err) => {
+    const t = live.get(req);
+    if (t) t.errorCode = fastifyToGraphError(err).code;
+  });
+  // Runs once per request: on the response, or on a client abort when no response will come.
+  const finish = (req: FastifyRequest, statusCode: number | undefined): void => {
+    const t = live.get(req);
+    if (!t) return;
+    live.delete(req);
+    metrics.httpInFlight.dec();
+    if (t.span) endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : t.errorCode);
+  };
+  app.addHook("onResponse", async (req, reply) => finish(req, reply.statusCode));
+  app.addHook("onRequestAbort", async (req) => finish(req, undefined));
+}
+
 export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
@@ -82,6 +154,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
     forceCloseConnections: "idle",
     routerOptions: { maxParamLength: 2048 },
   }).withTypeProvider<ZodTypeProvider>();
+  observeHttp(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -105,8 +178,13 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
-  app.setErrorHandler((err: FastifyError, req, reply) => {
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
     const ge = fastifyToGraphError(err);
+    if (ge.code === "PAYLOAD_TOO_LARGE" && !req.raw.complete) {
+      // Read and discard the rest of the upload (bounded) so the client sees the 413, not a reset socket.
+      await drainRequest(req.raw, DRAIN_CAP_BYTES, DRAIN_TIMEOUT_MS);
+      void reply.header("connection", "close");
+    }
     if (ge.status >= 500 && ge.code === "INTERNAL") deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
     void reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
   });
@@ -118,6 +196,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   });
 
   const edges = Object.values(deps.routes).filter((r): r is NonNullable<typeof r> => r !== undefined);
+  const edgeNodes = [...new Set(edges.map((e) => e.node))];
+  observeReplicas(async () => Object.fromEntries(await Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const))));
 
   app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
   app.get("/readyz", { schema: { description: "Ready when every downstream node of the ingress has at least one replica.", response: { 200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }), 503: ErrorReply } } },
