@@ -1,0 +1,81 @@
+/** The `servegraph` command as a user runs it: up (with its own nats-server), request, check, scale, Ctrl-C. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
+
+const CLI = join(REPO_ROOT, "ops/cli.ts");
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO_ROOT, encoding: "utf8", env: { ...process.env, ...env }, timeout: 60_000 });
+}
+
+test("cli - check validates the graph and prints it; --json is machine-readable", () => {
+  const human = cli(["check"]);
+  assert.equal(human.status, 0, human.stderr);
+  assert.match(human.stdout, /is valid/);
+  assert.match(human.stdout, /greeter-proxy/);
+  const machine = cli(["check", "--json"]);
+  const parsed = JSON.parse(machine.stdout) as { ok: boolean; graph: { nodes: Record<string, unknown> } };
+  assert.equal(parsed.ok, true);
+  assert.ok(parsed.graph.nodes.infer);
+  const unknown = cli(["frobnicate"]);
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown command/);
+});
+
+test("cli - up starts its own nats-server and the chain, request reaches it over NATS, Ctrl-C stops everything", async () => {
+  const stateFile = join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json");
+  const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;
+  delete env.NATS_URL;
+  const up = spawn(process.execPath, ["--import", "tsx", CLI, "up", "chain", "--json", "--graph", TEST_GRAPH_FILE], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  up.stderr.on("data", (d: Buffer) => { err += d.toString(); });
+  const summary = await new Promise<{ nats: string; ingress: string; nodes: { node: string; replicas: number }[] }>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`up did not start in 60 s: ${err}`)), 60_000);
+    up.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      const line = out.split("\n").find((l) => l.startsWith("{"));
+      if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
+    });
+    up.once("exit", (code) => reject(new Error(`up exited ${code}: ${err}`)));
+  });
+  try {
+    assert.match(summary.nats, /^nats:\/\/127\.0\.0\.1:\d+$/);
+    assert.deepEqual(summary.nodes.map((n) => n.node).sort(), ["greeter", "greeter-proxy", "ingress"]);
+    const res = await fetch(`${summary.ingress}/greeting/ada`);
+    assert.deepEqual((await res.json() as { message: string }).message, "Hello, ada!");
+
+    // other commands find the running graph without flags (state file)
+    const req = cli(["request", "sg.v1.greeter.greet", '{"name":"lin"}', "--json"], { SG_STATE_FILE: stateFile });
+    assert.equal(req.status, 0, req.stderr);
+    assert.equal((JSON.parse(req.stdout) as { reply: { message: string } }).reply.message, "Hello, lin!");
+    const bad = cli(["request", "sg.v1.greeter.greet", '{"nom":1}', "--json"], { SG_STATE_FILE: stateFile });
+    assert.equal(bad.status, 1);
+    assert.equal((JSON.parse(bad.stdout) as { error: { code: string } }).error.code, "BAD_REQUEST");
+
+    const scaled = cli(["scale", "greeter", "2", "--json"], { SG_STATE_FILE: stateFile });
+    assert.equal(scaled.status, 0, scaled.stderr + scaled.stdout);
+    assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2 });
+    const outOfRange = cli(["scale", "greeter", "99", "--json"], { SG_STATE_FILE: stateFile });
+    assert.equal(outOfRange.status, 1);
+    assert.equal((JSON.parse(outOfRange.stdout) as { error: { code: string } }).error.code, "BAD_REQUEST");
+  } finally {
+    up.kill("SIGINT");
+  }
+  const code = await new Promise((r) => (up.exitCode !== null ? r(up.exitCode) : up.once("exit", r)));
+  assert.equal(code, 0, err);
+  // the nats-server it started is gone: nothing listens there any more
+  const port = Number(new URL(summary.nats).port);
+  const net = await import("node:net");
+  const refused = await new Promise<boolean>((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => { s.destroy(); resolve(false); });
+    s.once("error", () => resolve(true));
+  });
+  assert.ok(refused, "nats-server stopped");
+});
