@@ -1,6 +1,6 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { crc32, deflateSync } from "node:zlib";
+import { deflateSync } from "node:zlib";
 import sharp, { type Colour } from "sharp";
 import { GraphError } from "../../subjects/errors.ts";
 import { createPreprocessor, TENSOR_LENGTH, type Preprocessor } from "../../services/preprocess/src/pipeline.ts";
@@ -19,6 +19,16 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<GraphErro
   // The decoder's own words never reach the caller's message.
   assert.doesNotMatch(err.message, /vips|sharp|input buffer|jpeg|png/i);
   return err;
+}
+
+/** CRC-32 (IEEE) as PNG chunks use it; zlib.crc32 needs Node >= 20.15. */
+function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 /** A PNG that is only a header (IHDR) claiming width x height, plus a few bytes of IDAT: a pixel bomb. */
@@ -152,7 +162,7 @@ for (const mode of ["fast", "exact"] as const) {
         assert.equal(t.byteOffset, 0, input.name);
         assert.equal(t.buffer.byteLength, TENSOR_LENGTH * 4, input.name);
         assert.ok(t.every(Number.isFinite), input.name);
-        if (input.solid !== undefined && mode === "exact") assertSolid(t, input.solid, input.name);
+        if (input.solid !== undefined) assertSolid(t, input.solid, input.name);
       }
     });
 
