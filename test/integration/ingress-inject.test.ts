@@ -1,0 +1,129 @@
+/**
+ * The ingress app driven with Fastify's inject(), wired to a real nats-server with an in-process greeter
+ * endpoint: route mapping, validation, error statuses and readiness without spawning processes.
+ */
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import type { FastifyInstance } from "fastify";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { buildApp } from "../../services/ingress/src/app.ts";
+import { createClient } from "../../runtime/client.ts";
+import { createService, type Service } from "../../runtime/service.ts";
+import { connectNats } from "../../runtime/nats.ts";
+import { createLogger } from "../../runtime/log.ts";
+import { countReplicas } from "../../runtime/discovery.ts";
+import { GreetRequest } from "../../subjects/schemas.ts";
+import { startNats, type LocalNats } from "../helpers/graph.ts";
+
+let nats: LocalNats;
+let nc: NatsConnection;
+let app: FastifyInstance;
+let proxy: Service;
+const log = createLogger("test", "error");
+let delayMs = 0;
+
+before(async () => {
+  nats = await startNats();
+  nc = await connectNats({ name: "inject", servers: nats.url });
+  proxy = createService(nc, { name: "greeter-proxy", maxInFlight: 8, defaultTimeoutMs: 1000, log });
+  proxy.addEndpoint("greeting", {
+    subject: "sg.v1.greeter-proxy.greeting",
+    handler: async (req) => {
+      const { name } = req.json(GreetRequest);
+      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+      return { message: `Hello, ${name}!`, served_by: "inproc" };
+    },
+  });
+  proxy.announce();
+  app = await buildApp({
+    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
+    routes: {
+      greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 300 },
+      process: { subject: "sg.v1.ab-router.process", node: "ab-router", timeoutMs: 300 },
+    },
+    countReplicas: (n) => countReplicas(nc, n, 100),
+    maxBodyBytes: 1024,
+    imageFetchTimeoutMs: 1000,
+    allowPrivateImageUrls: false,
+    log,
+  });
+  await app.ready();
+});
+
+after(async () => {
+  await app?.close();
+  await proxy?.stop({ maxWaitMs: 100 });
+  await nc?.close();
+  await nats?.stop();
+});
+
+test("ingress - GET /greeting/:name maps to the NATS subject and back", async () => {
+  const res = await app.inject({ method: "GET", url: "/greeting/ada" });
+  assert.equal(res.statusCode, 200);
+  assert.deepEqual(res.json(), { message: "Hello, ada!", served_by: "inproc" });
+  assert.match(res.headers["content-type"] as string, /application\/json/);
+});
+
+test("ingress - errors are JSON {code, message} with the right status", async () => {
+  const notFound = await app.inject({ method: "GET", url: "/nope" });
+  assert.equal(notFound.statusCode, 404);
+  assert.deepEqual(Object.keys(notFound.json()).sort(), ["code", "message"]);
+  assert.equal(notFound.json().code, "NOT_FOUND");
+
+  const tooLong = await app.inject({ method: "GET", url: `/greeting/${"a".repeat(257)}` });
+  assert.equal(tooLong.statusCode, 400);
+  assert.equal(tooLong.json().code, "BAD_REQUEST");
+  assert.ok(Array.isArray(tooLong.json().details));
+
+  // ab-router has no replica in this test: 503 from NATS "no responders", at once
+  const t0 = performance.now();
+  const unavailable = await app.inject({ method: "GET", url: "/process/hi?user_key=u" });
+  assert.equal(unavailable.statusCode, 503);
+  assert.equal(unavailable.json().code, "UNAVAILABLE");
+  assert.ok(performance.now() - t0 < 250, "no waiting for the 300 ms deadline");
+
+  const missingKey = await app.inject({ method: "GET", url: "/process/hi" });
+  assert.equal(missingKey.statusCode, 400);
+
+  const wrongMethod = await app.inject({ method: "DELETE", url: "/greeting/ada" });
+  assert.equal(wrongMethod.statusCode, 404);
+});
+
+test("ingress - past the route's deadline the answer is 504", async () => {
+  delayMs = 600;
+  try {
+    const res = await app.inject({ method: "GET", url: "/greeting/slow" });
+    assert.equal(res.statusCode, 504);
+    assert.equal(res.json().code, "DEADLINE_EXCEEDED");
+  } finally {
+    delayMs = 0;
+  }
+});
+
+test("ingress - readyz is 503 until every downstream node has a replica, healthz always 200", async () => {
+  assert.equal((await app.inject({ method: "GET", url: "/healthz" })).statusCode, 200);
+  const notReady = await app.inject({ method: "GET", url: "/readyz" });
+  assert.equal(notReady.statusCode, 503);
+  assert.deepEqual(notReady.json().details.replicas, { "greeter-proxy": 1, "ab-router": 0 });
+  const router = createService(nc, { name: "ab-router", maxInFlight: 1, defaultTimeoutMs: 1000, log });
+  router.announce();
+  try {
+    const ready = await app.inject({ method: "GET", url: "/readyz" });
+    assert.equal(ready.statusCode, 200);
+    assert.deepEqual(ready.json(), { status: "ready", replicas: { "greeter-proxy": 1, "ab-router": 1 } });
+  } finally {
+    await router.stop();
+  }
+});
+
+test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes are not served", async () => {
+  const spec = (await app.inject({ method: "GET", url: "/docs/json" })).json() as { openapi: string; paths: Record<string, unknown> };
+  assert.match(spec.openapi, /^3\./);
+  assert.ok(spec.paths["/greeting/{name}"]);
+  assert.ok(spec.paths["/process/{message}"]);
+  assert.equal(spec.paths["/classify"], undefined);
+  assert.equal((await app.inject({ method: "POST", url: "/classify" })).statusCode, 404);
+  const metrics = await app.inject({ method: "GET", url: "/metrics" });
+  assert.equal(metrics.statusCode, 200);
+  assert.match(metrics.body, /sg_http_request_duration_ms_bucket/);
+});
