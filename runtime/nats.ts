@@ -13,6 +13,8 @@ export async function connectNats(opts: { name: string; servers?: string; log?: 
     reconnectTimeWait: 250,
     timeout: opts.timeoutMs ?? 10_000,
     waitOnFirstConnect: true,
+    // nats.js ignores credentials in the URL: a deployment passes them as NATS_USER / NATS_PASSWORD.
+    ...(process.env.NATS_USER ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD ?? "" } : {}),
   });
   if (opts.log) {
     const log = opts.log;

@@ -59,7 +59,8 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
   const nc = await connectNats({ name: replicaId, log });
   const metadata: Record<string, string> = { graph: graph.name, replica: replicaId, pid: String(process.pid), host: hostname(), ...options.metadata };
   if (options.metricsServer !== false) {
-    const { url } = await startMetricsServer(node.metricsPort);
+    // In a cluster the port is fixed and bound on all interfaces for scraping (`servegraph manifests` sets both).
+    const { url } = await startMetricsServer(Number(process.env.SG_METRICS_PORT ?? node.metricsPort), process.env.SG_METRICS_HOST ?? "127.0.0.1");
     metadata.metrics_url = url;
   }
   const service = createService(nc, {

@@ -1,0 +1,464 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { loadGraph, nodesOfGraphs, resolveGraph, GraphConfigError } from "../../runtime/config.ts";
+import { findNatsServer } from "../../ops/nats-server.ts";
+import { main } from "../../ops/cli.ts";
+import {
+  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, toYaml, METRICS_PORT,
+  type K8sObject, type Manifest,
+} from "../../ops/commands/manifests.ts";
+
+// --- a line-based reader for the emitter's YAML subset: block mappings and sequences, JSON scalars,
+// `{}`/`[]`, literal blocks (`|`, `|-`), comments and `---`. Anything else is a parse error, so the
+// round trip below also checks that the emitter stays inside this subset.
+
+/** indent -1: a blank line. `comment`: starts with `#`, which is content inside a literal block. */
+interface Line { indent: number; text: string; no: number; comment?: boolean }
+
+function parseYamlStream(src: string): unknown[] {
+  const docs: Line[][] = [];
+  let cur: Line[] | undefined;
+  src.split("\n").forEach((raw, i) => {
+    if (raw === "---") { docs.push((cur = [])); return; }
+    if (raw.trim() === "") { cur?.push({ indent: -1, text: "", no: i + 1 }); return; } // kept for literal blocks
+    const indent = raw.length - raw.trimStart().length;
+    const comment = raw.trimStart().startsWith("#");
+    assert.ok(cur || comment, `line ${i + 1}: content before the first ---`);
+    cur?.push({ indent, text: raw.slice(indent), no: i + 1, comment });
+  });
+  return docs.map((lines) => {
+    const p = { lines, pos: 0 };
+    skipBlank(p);
+    const v = parseNode(p, p.lines[p.pos]!.indent);
+    skipBlank(p);
+    assert.equal(p.pos, lines.length, `trailing content at line ${lines[p.pos]?.no}`);
+    return v;
+  });
+}
+
+interface Cursor { lines: Line[]; pos: number }
+
+function skipBlank(p: Cursor): void {
+  while (p.pos < p.lines.length && (p.lines[p.pos]!.indent === -1 || p.lines[p.pos]!.comment)) p.pos++;
+}
+
+function parseNode(p: Cursor, indent: number): unknown {
+  const first = p.lines[p.pos]!;
+  assert.equal(first.indent, indent, `line ${first.no}: expected indent ${indent}`);
+  return first.text.startsWith("- ") ? parseSeq(p, indent) : parseMap(p, indent);
+}
+
+function parseSeq(p: Cursor, indent: number): unknown[] {
+  const out: unknown[] = [];
+  for (skipBlank(p); p.pos < p.lines.length && p.lines[p.pos]!.indent === indent && p.lines[p.pos]!.text.startsWith("- "); skipBlank(p)) {
+    const l = p.lines[p.pos]!;
+    const rest = l.text.slice(2);
+    if (isScalarText(rest)) {
+      p.pos++;
+      out.push(parseInlineValue(p, rest, indent, l.no));
+    } else {
+      // "- key: v" / "- - x": the item is a node at indent + 2 starting on this line.
+      p.lines[p.pos] = { indent: indent + 2, text: rest, no: l.no };
+      out.push(parseNode(p, indent + 2));
+    }
+  }
+  return out;
+}
+
+function isScalarText(s: string): boolean {
+  return /^("|-?\d|true$|false$|null$|\{\}$|\[\]$|\|-?$)/.test(s);
+}
+
+function parseMap(p: Cursor, indent: number): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (skipBlank(p); p.pos < p.lines.length && p.lines[p.pos]!.indent === indent && !p.lines[p.pos]!.text.startsWith("- "); skipBlank(p)) {
+    const l = p.lines[p.pos]!;
+    const m = /^("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_./-]*):(?: (.*))?$/.exec(l.text);
+    assert.ok(m, `line ${l.no}: not a mapping entry: ${l.text}`);
+    const key = m[1]!.startsWith('"') ? (JSON.parse(m[1]!) as string) : m[1]!;
+    assert.ok(!Object.hasOwn(out, key), `line ${l.no}: duplicate key ${key}`);
+    p.pos++;
+    if (m[2] === undefined) {
+      skipBlank(p);
+      const next = p.lines[p.pos];
+      assert.ok(next && next.indent > indent, `line ${l.no}: ${key} has no value`);
+      out[key] = parseNode(p, next.indent);
+    } else {
+      out[key] = parseInlineValue(p, m[2], indent, l.no);
+    }
+  }
+  return out;
+}
+
+function parseInlineValue(p: Cursor, text: string, indent: number, no: number): unknown {
+  if (text === "|" || text === "|-") {
+    const body: string[] = [];
+    while (p.pos < p.lines.length && (p.lines[p.pos]!.indent === -1 || p.lines[p.pos]!.indent >= indent + 2)) {
+      const l = p.lines[p.pos++]!;
+      body.push(l.indent === -1 ? "" : " ".repeat(l.indent - indent - 2) + l.text);
+    }
+    while (body.length && body[body.length - 1] === "") { body.pop(); }
+    return body.join("\n") + (text === "|" ? "\n" : "");
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    assert.fail(`line ${no}: not a JSON scalar: ${text}`);
+  }
+}
+
+// --- fixtures --------------------------------------------------------------------------------------------
+
+const SECRET_VALUE = "sk-test-0123456789-never-in-manifests";
+process.env.STATSIG_SERVER_KEY = SECRET_VALUE;
+
+const fixedPassword = (u: string): string => `sgfixed${u.replace(/[^a-z0-9]/g, "")}`;
+const graph = await loadGraph();
+const all = buildManifests(graph, graph.defaultGraphs, { password: fixedPassword });
+const closureNodes = nodesOfGraphs(graph, graph.defaultGraphs);
+
+function find(ms: readonly Manifest[], kind: string, name: string): K8sObject {
+  const m = ms.find((x) => x.object.kind === kind && x.object.metadata.name === name);
+  assert.ok(m, `no ${kind} ${name}`);
+  return m.object;
+}
+
+interface EnvVar { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; fieldRef?: unknown } }
+interface Container { name: string; image: string; command: string[]; env: EnvVar[]; ports: { name: string; containerPort: number }[]; resources: { requests: Record<string, string>; limits: Record<string, string> }; readinessProbe?: { httpGet: { path: string; port: number } }; livenessProbe: { httpGet: { path: string; port: number } } }
+interface PodSpec { terminationGracePeriodSeconds: number; containers: Container[]; tolerations?: unknown[] }
+interface DeploymentSpec { replicas: number; selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: PodSpec } }
+
+const spec = (o: K8sObject): DeploymentSpec => o.spec as DeploymentSpec;
+const containerOf = (ms: readonly Manifest[], node: string): Container => spec(find(ms, "Deployment", node)).template.spec.containers[0]!;
+
+// --- tests -----------------------------------------------------------------------------------------------
+
+test("manifests - one Deployment per node of the closure, plus the NATS server", () => {
+  const deployments = all.filter((m) => m.object.kind === "Deployment").map((m) => m.object.metadata.name);
+  assert.deepEqual([...deployments].sort(), [...closureNodes, "nats"].sort());
+  assert.equal(new Set(deployments).size, deployments.length);
+  const classify = buildManifests(graph, ["classify"], { password: fixedPassword });
+  assert.deepEqual(classify.filter((m) => m.object.kind === "Deployment").map((m) => m.object.metadata.name).sort(), ["infer", "ingress", "nats", "preprocess"]);
+  for (const n of closureNodes) {
+    const d = find(all, "Deployment", n);
+    assert.equal(d.metadata.labels?.["app.kubernetes.io/name"], n);
+    assert.equal(d.metadata.labels?.["app.kubernetes.io/part-of"], graph.name);
+    assert.deepEqual(spec(d).selector.matchLabels, spec(d).template.metadata.labels);
+    const c = containerOf(all, n);
+    assert.equal(c.image, "servegraph:0.1.0");
+    assert.deepEqual(c.command, ["node", "--import", "tsx", `${graph.nodes[n]!.service}/src/main.ts`]);
+  }
+});
+
+test("manifests - replicas and HPA bounds follow the config", () => {
+  for (const n of closureNodes) {
+    const { min, max } = graph.nodes[n]!.replicas;
+    assert.equal(spec(find(all, "Deployment", n)).replicas, Math.max(min, 1), n);
+    const hpa = all.find((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === n)?.object;
+    if (Math.max(min, 1) < max) {
+      assert.ok(hpa, `${n} scales ${min}..${max}: needs an HPA`);
+      const s = hpa.spec as { minReplicas: number; maxReplicas: number; scaleTargetRef: { kind: string; name: string }; metrics: { resource: { name: string; target: { averageUtilization: number } } }[] };
+      assert.equal(s.minReplicas, Math.max(min, 1));
+      assert.equal(s.maxReplicas, max);
+      assert.deepEqual(s.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: n });
+      assert.equal(s.metrics[0]!.resource.target.averageUtilization, 70);
+    } else {
+      assert.equal(hpa, undefined, `${n} has a fixed replica count`);
+    }
+  }
+  // the reference graph has both kinds
+  assert.ok(all.some((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === "preprocess"));
+  assert.ok(!all.some((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === "variant-a"));
+});
+
+test("manifests - env carries SG_NODE, every parameter as a string, resolved subjects and NATS settings", () => {
+  for (const n of closureNodes) {
+    const env = containerOf(all, n).env;
+    const byName = new Map(env.map((e) => [e.name, e]));
+    assert.equal(byName.size, env.length, `${n}: duplicate env names`);
+    assert.equal(byName.get("SG_NODE")?.value, n);
+    for (const [k, v] of Object.entries(graph.nodes[n]!.parameters)) assert.equal(byName.get(k)?.value, v, `${n}.${k}`);
+    for (const e of env) if (e.value !== undefined) assert.equal(typeof e.value, "string", `${n}.${e.name}`);
+    assert.equal(byName.get("NATS_URL")?.value, "nats://nats:4222");
+    assert.equal(byName.get("NATS_USER")?.value, n);
+    assert.deepEqual(byName.get("NATS_PASSWORD")?.valueFrom?.secretKeyRef, { name: `${graph.name}-nats-credentials`, key: n });
+  }
+  const env = (n: string) => new Map(containerOf(all, n).env.map((e) => [e.name, e.value]));
+  assert.equal(env("greeter-proxy").get("GREETER_SUBJECT"), "sg.v1.greeter.greet");
+  assert.equal(env("preprocess").get("INFER_SUBJECT"), "sg.v1.infer.run");
+  assert.equal(env("ingress").get("CLASSIFY_SUBJECT"), "sg.v1.preprocess.classify");
+  assert.equal(env("infer").get("ALLOW_SPINNING"), "true");
+  assert.equal(env("greeter").get("DELAY_MS"), "0");
+  // metrics: a fixed port on all interfaces; the ingress listens on 0.0.0.0 and serves /metrics itself
+  assert.equal(env("greeter").get("SG_METRICS_PORT"), String(METRICS_PORT));
+  assert.equal(env("greeter").get("SG_METRICS_HOST"), "0.0.0.0");
+  assert.equal(env("ingress").get("HOST"), "0.0.0.0");
+  assert.equal(env("ingress").get("PORT"), String(graph.nodes.ingress!.http!.port));
+});
+
+test("manifests - secrets are secretKeyRefs, never values", () => {
+  const refs = containerOf(all, "ab-router").env.filter((e) => e.name === "STATSIG_SERVER_KEY");
+  assert.equal(refs.length, 1);
+  assert.equal(refs[0]!.value, undefined);
+  assert.deepEqual(refs[0]!.valueFrom?.secretKeyRef, { name: `${graph.name}-ab-router-secrets`, key: "STATSIG_SERVER_KEY", optional: true });
+  const template = find(all, "Secret", `${graph.name}-ab-router-secrets`);
+  assert.deepEqual(template.stringData, { STATSIG_SERVER_KEY: "" });
+  const json = JSON.stringify(all);
+  const yaml = renderYaml(all);
+  assert.ok(!json.includes(SECRET_VALUE) && !yaml.includes(SECRET_VALUE), "the launcher's secret value leaked into the manifests");
+  // NATS passwords appear only base64-encoded in the credentials Secret
+  const creds = find(all, "Secret", `${graph.name}-nats-credentials`);
+  assert.deepEqual(Object.keys(creds.data as object).sort(), [...closureNodes, "servegraph"].sort());
+  for (const [u, b64] of Object.entries(creds.data as Record<string, string>)) {
+    assert.equal(Buffer.from(b64, "base64").toString("utf8"), fixedPassword(u));
+    assert.ok(!yaml.includes(fixedPassword(u)), `password of ${u} in clear`);
+  }
+  // a required secret is not optional
+  const g = resolveGraph({
+    name: "g", nodes: { a: { service: "services/a", secrets: { API_KEY: { env: "API_KEY", required: true } } } },
+    graphs: { main: { nodes: ["a"] } }, defaultGraphs: ["main"],
+  }, join(tmpdir(), "graph.config.ts"));
+  const ref = containerOf(buildManifests(g, ["main"]), "a").env.find((e) => e.name === "API_KEY");
+  assert.equal(ref?.valueFrom?.secretKeyRef?.optional, false);
+});
+
+test("manifests - NATS permissions come from the graph's edges", () => {
+  const gp = natsPermissions(graph, "greeter-proxy");
+  assert.ok(gp.publish.includes("sg.v1.greeter.greet"));
+  assert.ok(!gp.publish.includes("sg.v1.infer.run"));
+  assert.ok(!gp.publish.some((s) => s.endsWith(">") || s === "*"), "no wildcard publish for a node");
+  const pre = natsPermissions(graph, "preprocess");
+  assert.ok(pre.publish.includes("sg.v1.infer.run") && pre.publish.includes("sg.v1.infer.labels"));
+  assert.ok(!pre.publish.includes("sg.v1.greeter.greet"));
+  assert.deepEqual(natsPermissions(graph, "greeter").publish, [], "a leaf node publishes only replies");
+  for (const n of Object.keys(graph.nodes)) {
+    for (const s of natsPermissions(graph, n).subscribe) {
+      const own = s === `sg.v1.${n}.>` || s === "_INBOX.>" || ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].includes(s) || s === `$SRV.*.${n}` || s === `$SRV.*.${n}.*`;
+      assert.ok(own, `${n} subscribes to ${s}`);
+    }
+  }
+  // the ConfigMap's nats.conf carries them, one user per node plus the ops user
+  const conf = (find(all, "ConfigMap", "nats-config").data as Record<string, string>)["nats.conf"]!;
+  for (const n of [...closureNodes, "servegraph"]) {
+    assert.ok(conf.includes(`user: ${JSON.stringify(n)}\n`), `user ${n}`);
+    assert.ok(conf.includes(`password: $${passwordEnvName(n)}\n`));
+  }
+  assert.match(conf, /^max_payload: 16MB$/m);
+  assert.match(conf, /^port: 4222$/m);
+  assert.match(conf, /^http_port: 8222$/m);
+  assert.match(conf, /publish: \{ allow: \["sg\.v1\.greeter\.greet", "\$SRV\.\*\.greeter"\] \}/);
+  // the server gets each password from the credentials Secret under the name nats.conf references
+  const natsEnv = containerOfNats(all);
+  for (const n of [...closureNodes, "servegraph"]) {
+    assert.deepEqual(natsEnv.find((e) => e.name === passwordEnvName(n))?.valueFrom?.secretKeyRef, { name: `${graph.name}-nats-credentials`, key: n });
+  }
+});
+
+function containerOfNats(ms: readonly Manifest[]): EnvVar[] {
+  const c = containerOf(ms, "nats");
+  assert.equal(c.image, "nats:2.10-alpine");
+  return c.env;
+}
+
+test("manifests - probes, ports, resources and drain time", () => {
+  const ing = containerOf(all, "ingress");
+  const port = graph.nodes.ingress!.http!.port;
+  assert.deepEqual(ing.readinessProbe?.httpGet, { path: "/readyz", port });
+  assert.deepEqual(ing.livenessProbe.httpGet, { path: "/healthz", port });
+  assert.deepEqual(ing.ports, [{ name: "http", containerPort: port }]);
+  const svc = find(all, "Service", "ingress").spec as { ports: { port: number; targetPort: number }[] };
+  assert.deepEqual(svc.ports.map((p) => [p.port, p.targetPort]), [[80, port]]);
+  const pre = containerOf(all, "preprocess");
+  assert.deepEqual(pre.livenessProbe.httpGet, { path: "/metrics", port: METRICS_PORT });
+  assert.deepEqual(pre.ports, [{ name: "metrics", containerPort: METRICS_PORT }]);
+  assert.deepEqual(pre.resources.requests, { cpu: "1", memory: "512Mi" });
+  assert.deepEqual(pre.resources.limits, pre.resources.requests);
+  assert.equal(containerOf(all, "greeter").resources.requests.cpu, "250m");
+  const ann = spec(find(all, "Deployment", "greeter")).template.metadata.annotations;
+  assert.deepEqual(ann, { "prometheus.io/scrape": "true", "prometheus.io/port": "9464", "prometheus.io/path": "/metrics" });
+  assert.equal(spec(find(all, "Deployment", "preprocess")).template.spec.terminationGracePeriodSeconds, 30 + 15);
+  assert.equal(spec(find(all, "Deployment", "greeter")).template.spec.terminationGracePeriodSeconds, 5 + 15);
+  assert.equal(spec(find(all, "Deployment", "infer")).template.spec.tolerations, undefined, "gpu: 0");
+
+  const g = resolveGraph({
+    name: "g", nodes: { gpu: { service: "services/gpu", resources: { cpu: 0.5, memory: "4Gi", gpu: 2 }, timeout: "1500ms" } },
+    graphs: { main: { nodes: ["gpu"] } }, defaultGraphs: ["main"],
+  }, join(tmpdir(), "graph.config.ts"));
+  const ms = buildManifests(g, ["main"], { image: "registry.example/sg:1.2.3", namespace: "serving" });
+  const c = containerOf(ms, "gpu");
+  assert.deepEqual(c.resources.limits, { cpu: "500m", memory: "4Gi", "nvidia.com/gpu": "2" });
+  assert.equal(c.image, "registry.example/sg:1.2.3");
+  assert.deepEqual(spec(find(ms, "Deployment", "gpu")).template.spec.tolerations, [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
+  assert.equal(spec(find(ms, "Deployment", "gpu")).template.spec.terminationGracePeriodSeconds, 2 + 15);
+  assert.ok(ms.every((m) => m.object.metadata.namespace === "serving"));
+});
+
+test("manifests - names Kubernetes cannot take are refused", () => {
+  const bad = (nodes: Record<string, unknown>) => resolveGraph({ name: "g", nodes, graphs: { main: { nodes: Object.keys(nodes) } }, defaultGraphs: ["main"] }, join(tmpdir(), "graph.config.ts"));
+  assert.throws(() => buildManifests(bad({ My_Node: { service: "s" } }), ["main"]), GraphConfigError);
+  assert.throws(() => buildManifests(bad({ nats: { service: "s" } }), ["main"]), GraphConfigError);
+  assert.throws(() => buildManifests(graph, ["nope"]), GraphConfigError);
+  assert.throws(() => buildManifests(graph, ["chain"], { namespace: "Bad NS" }), GraphConfigError);
+});
+
+test("manifests - output is deterministic except the passwords", () => {
+  assert.deepEqual(buildManifests(graph, graph.defaultGraphs, { password: fixedPassword }), all);
+  const a = buildManifests(graph, ["chain"]);
+  const b = buildManifests(graph, ["chain"]);
+  const strip = (ms: Manifest[]) => ms.map((m) => (m.object.kind === "Secret" && m.object.metadata.name.endsWith("-nats-credentials") ? { ...m, object: { ...m.object, data: null } } : m));
+  assert.deepEqual(strip(a), strip(b));
+  assert.notDeepEqual(a, b, "fresh passwords on every run");
+  assert.match(randomPassword(), /^sg[0-9a-f]{48}$/);
+});
+
+test("manifests - YAML parses back to the same objects", () => {
+  const yaml = renderYaml(all);
+  assert.deepEqual(parseYamlStream(yaml), all.map((m) => m.object));
+  // the nats.conf literal block and the header comments survive
+  assert.match(yaml, /^ {2}nats\.conf: \|$/m);
+  assert.match(yaml, /^# .*official\s*$/m);
+  assert.match(yaml, /Helm chart.*3 clustered servers/);
+});
+
+test("manifests - the YAML emitter quotes every scalar that could be misread", () => {
+  const tricky = {
+    yes: "no", on: "off", "": "", "a b": "#not a comment", "k:v": "key: value", num: "0123", float: "1e3", bool: "true", nul: "null",
+    tilde: "~", dash: "- item", star: "*anchor", amp: "&x", bang: "!tag", pct: "%YAML", at: "@x", tick: "`x`", brace: "{a: 1}", brack: "[1]",
+    quote: "it's \"quoted\"", tab: "a\tb", uni: "naïve ✓", crlf: "a\r\nb", trail: "line\n\n", lead: "  indented\nx", block: "a\n  b\nc\n", strip: "a\nb",
+    n: 1.5, neg: -2, t: true, z: null, empty: {}, none: [], nested: [[1, "2"], [], { a: [] }, ["x\ny"]],
+  };
+  const y = toYaml(tricky);
+  assert.deepEqual(parseYamlStream(`---\n${y}`)[0], tricky);
+  // The reader above takes only JSON scalars, `{}`, `[]` and literal blocks: the round trip proves nothing is left plain.
+  assert.match(y, /^"yes": "no"$/m);
+  assert.match(y, /^num: "0123"$/m);
+  assert.match(y, /^"": ""$/m);
+  assert.match(y, /^block: \|$/m);
+  assert.match(y, /^strip: \|-$/m);
+  assert.match(y, /^trail: "line\\n\\n"$/m, "two final newlines do not fit a clipped block");
+  assert.throws(() => toYaml({ x: Number.NaN }), TypeError);
+});
+
+test("manifests - `servegraph manifests classify --out dir` writes one file per node plus nats.yaml and secrets.yaml", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sg-manifests-"));
+  // prints a summary to stdout (the test runner shows it as a comment)
+  const code = await main(["manifests", "classify", "--out", dir, "--namespace", "demo"]);
+  try {
+    assert.equal(code, 0);
+    assert.deepEqual(readdirSync(dir).sort(), ["infer.yaml", "ingress.yaml", "nats.yaml", "preprocess.yaml", "secrets.yaml"]);
+    const ingress = parseYamlStream(readFileSync(join(dir, "ingress.yaml"), "utf8")) as K8sObject[];
+    assert.deepEqual(ingress.map((o) => [o.kind, o.metadata.name, o.metadata.namespace]), [["Deployment", "ingress", "demo"], ["Service", "ingress", "demo"]]);
+    const pre = parseYamlStream(readFileSync(join(dir, "preprocess.yaml"), "utf8")) as K8sObject[];
+    assert.deepEqual(pre.map((o) => o.kind), ["Deployment", "HorizontalPodAutoscaler"]);
+    const nats = parseYamlStream(readFileSync(join(dir, "nats.yaml"), "utf8")) as K8sObject[];
+    assert.deepEqual(nats.map((o) => `${o.kind}/${o.metadata.name}`), ["ConfigMap/nats-config", "Deployment/nats", "Service/nats"]);
+    const conf = (nats[0]!.data as Record<string, string>)["nats.conf"]!;
+    assert.ok(!conf.includes('user: "greeter"'), "only the closure's users");
+    const secrets = parseYamlStream(readFileSync(join(dir, "secrets.yaml"), "utf8")) as K8sObject[];
+    assert.deepEqual(Object.keys(secrets[0]!.data as object).sort(), ["infer", "ingress", "preprocess", "servegraph"]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// --- the generated nats.conf against a real nats-server --------------------------------------------------
+
+const NATS_BIN = findNatsServer();
+const NO_NATS = NATS_BIN ? false : "nats-server is not installed";
+
+async function startWithConf(conf: string, env: Record<string, string>): Promise<{ url: string; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), "sg-manifests-nats-"));
+  // The cluster's fixed ports would collide here: a free client port, no monitoring port.
+  writeFileSync(join(dir, "nats.conf"), conf.replace(/^port: 4222$/m, "port: -1").replace(/^http_port: 8222$/m, ""));
+  const child = spawn(NATS_BIN!, ["-a", "127.0.0.1", "-c", join(dir, "nats.conf"), "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => { stderr += d.toString(); });
+  const t0 = Date.now();
+  let url: string | undefined;
+  while (!url) {
+    assert.equal(child.exitCode, null, `nats-server exited: ${stderr}`);
+    const f = readdirSync(dir).find((n) => n.endsWith(".ports"));
+    if (f) try { url = (JSON.parse(readFileSync(join(dir, f), "utf8")) as { nats: string[] }).nats[0]; } catch { /* being written */ }
+    if (!url) {
+      assert.ok(Date.now() - t0 < 10_000, `nats-server did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  return {
+    url,
+    stop: async () => {
+      if (child.exitCode === null) { const exited = new Promise((r) => child.once("exit", r)); child.kill("SIGTERM"); await exited; }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function violations(nc: NatsConnection, act: () => void): Promise<string[]> {
+  const seen: string[] = [];
+  const watch = (async () => { for await (const s of nc.status()) if (s.type === "error") seen.push(String(s.error.message)); })();
+  act();
+  await nc.flush(); // the server answers -ERR before the PONG of this flush
+  await new Promise((r) => setImmediate(r));
+  void watch;
+  return seen;
+}
+
+test("manifests - nats.conf is valid and enforces the edges on a real nats-server", { skip: NO_NATS }, async () => {
+  const conf = (find(all, "ConfigMap", "nats-config").data as Record<string, string>)["nats.conf"]!;
+  const env = Object.fromEntries([...closureNodes, "servegraph"].map((u) => [passwordEnvName(u), fixedPassword(u)]));
+  const dir = mkdtempSync(join(tmpdir(), "sg-manifests-conf-"));
+  try {
+    writeFileSync(join(dir, "nats.conf"), conf);
+    const t = spawnSync(NATS_BIN!, ["-t", "-c", join(dir, "nats.conf")], { env: { ...process.env, ...env }, encoding: "utf8" });
+    assert.equal(t.status, 0, `nats-server -t: ${t.stderr}${t.stdout}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const server = await startWithConf(conf, env);
+  const as = (user: string) => connect({ servers: server.url, user, pass: fixedPassword(user), name: user });
+  const conns: NatsConnection[] = [];
+  try {
+    const greeter = await as("greeter");
+    const proxy = await as("greeter-proxy");
+    const ops = await as("servegraph");
+    conns.push(greeter, proxy, ops);
+    greeter.subscribe("sg.v1.greeter.greet", { queue: "greeter", callback: (_e, m) => void m.respond("hello") });
+    await greeter.flush();
+    assert.equal((await proxy.request("sg.v1.greeter.greet", "x", { timeout: 2000 })).string(), "hello", "edge request and reply");
+    assert.equal((await ops.request("sg.v1.greeter.greet", "x", { timeout: 2000 })).string(), "hello", "the ops user may call any node");
+    // discovery of a node on an edge (the ingress counts replicas so): ping it, it answers
+    greeter.subscribe("$SRV.PING.greeter", { callback: (_e, m) => void m.respond("pong") });
+    await greeter.flush();
+    assert.equal((await proxy.request("$SRV.PING.greeter", "", { timeout: 2000 })).string(), "pong");
+    assert.match((await violations(proxy, () => proxy.publish("$SRV.PING.infer", ""))).join(), /Permissions Violation for Publish/);
+    assert.deepEqual(await violations(proxy, () => proxy.publish("sg.v1.greeter.greet", "ok")), []);
+    assert.match((await violations(proxy, () => proxy.publish("sg.v1.infer.run", "x"))).join(), /Permissions Violation for Publish to "sg\.v1\.infer\.run"/);
+    assert.match((await violations(greeter, () => greeter.publish("sg.v1.greeter-proxy.greeting", "x"))).join(), /Permissions Violation for Publish/, "a leaf node sends nothing but replies");
+    const subErr = await violations(proxy, () => proxy.subscribe("sg.v1.greeter.greet", { callback: () => {} }));
+    assert.match(subErr.join(), /Permissions Violation for Subscription to "sg\.v1\.greeter\.greet"/, "no eavesdropping on another node's subject");
+    await assert.rejects(connect({ servers: server.url, user: "greeter", pass: "wrong" }), /Authorization Violation/);
+  } finally {
+    for (const c of conns) await c.close().catch(() => {});
+    await server.stop();
+  }
+});
+
+test("manifests - NATS credentials must go to connect() as user/pass, not in the URL", { skip: NO_NATS }, async () => {
+  const conf = (find(all, "ConfigMap", "nats-config").data as Record<string, string>)["nats.conf"]!;
+  const env = Object.fromEntries([...closureNodes, "servegraph"].map((u) => [passwordEnvName(u), fixedPassword(u)]));
+  const server = await startWithConf(conf, env);
+  try {
+    const { port } = new URL(server.url);
+    // nats.js v3 ignores URL credentials (and rejects `user:pass@host` for a host without a dot, like `nats`):
+    // why the manifests set NATS_URL without them and pass NATS_USER/NATS_PASSWORD.
+    await assert.rejects(connect({ servers: `nats://greeter:${fixedPassword("greeter")}@127.0.0.1:${port}`, timeout: 2000 }), /Authorization Violation/);
+    await assert.rejects(connect({ servers: `nats://greeter:${fixedPassword("greeter")}@nats:${port}`, timeout: 2000 }), /Invalid URL/);
+  } finally {
+    await server.stop();
+  }
+});
