@@ -39,13 +39,19 @@ export const metrics = {
   }),
   replicas: new client.Gauge({
     name: "sg_replicas",
-    help: "Replicas of each node seen by this process (1 for a node process itself; the ingress reports its edges).",
+    help: "1 per running replica process, labelled with its node: sum by (node) over all targets counts replicas.",
     labelNames: ["node"] as const,
+    registers: [registry],
+  }),
+  edgeReplicas: new client.Gauge({
+    name: "sg_edge_replicas",
+    help: "Replicas of each downstream node answering $SRV.PING, as seen by this process at scrape time (the ingress: its routes' nodes).",
+    labelNames: ["target"] as const,
     registers: [registry],
     async collect() {
       if (!replicaSource) return;
       try {
-        for (const [node, n] of Object.entries(await replicaSource())) this.labels(node).set(n);
+        for (const [target, n] of Object.entries(await replicaSource())) this.labels(target).set(n);
       } catch {
         // discovery failed: keep the last values rather than fail the scrape
       }
@@ -53,14 +59,14 @@ export const metrics = {
   }),
   httpInFlight: new client.Gauge({
     name: "sg_http_requests_in_flight",
-    help: "HTTP requests being handled by this ingress replica.",
+    help: "HTTP requests being handled by this ingress replica (not counting /metrics, /healthz and /docs).",
     registers: [registry],
   }),
 };
 
 let replicaSource: (() => Promise<Record<string, number>>) | undefined;
 
-/** Counts replicas of other nodes at scrape time (the ingress: its edges), reported as sg_replicas{node}. */
+/** Counts replicas of other nodes at scrape time (the ingress: its edges), reported as sg_edge_replicas{target}. */
 export function observeReplicas(source: () => Promise<Record<string, number>>): void {
   replicaSource = source;
 }
@@ -70,7 +76,7 @@ export function enableDefaultMetrics(labels: Record<string, string>): void {
   if (defaultsOn) return;
   defaultsOn = true;
   registry.setDefaultLabels(labels);
-  client.collectDefaultMetrics({ register: registry, prefix: "sg_process_" });
+  client.collectDefaultMetrics({ register: registry, prefix: "sg_" }); // sg_process_cpu_seconds_total, sg_nodejs_heap_size_used_bytes...
 }
 
 export async function metricsText(): Promise<{ contentType: string; body: string }> {

@@ -10,7 +10,7 @@
  *             messaging.consumer.group.name = the queue group; active while the handler runs.
  *  - HTTP:    `<METHOD> <route>`   kind SERVER at the ingress (HTTP semantic conventions).
  *  - batches: `process <subject> (batch)` kind CONSUMER on ROOT_CONTEXT, one link per member request
- *             and messaging.batch.message_count = number of links.
+ *             (and from each member back to it), messaging.batch.message_count = number of members.
  * Failures: 5xx / unknown -> status ERROR + exception event; 4xx -> status UNSET; both set error.type to the code.
  */
 import {

@@ -75,6 +75,7 @@ export async function run(argv: string[]): Promise<number> {
       return { node: r.node, replicas: n };
     },
   });
+  control.announce();
   writeState({ pid: process.pid, natsUrl, ...(ingressUrl ? { ingressUrl } : {}), graphs, nodes: [...sup.nodes], startedAt: new Date().toISOString() });
 
   const summary = {

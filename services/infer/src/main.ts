@@ -8,13 +8,14 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isAbsolute, resolve } from "node:path";
-import { ROOT_CONTEXT, SpanKind, type Link, type SpanContext } from "@opentelemetry/api";
+import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
 import { Endpoints, GraphError, Headers, TensorDtype, decodeFloat32, encodeFloat32, formatShape, parseShape, type InferInfo } from "../../../subjects/index.ts";
-import { binaryReply, runNode, tracer } from "../../../runtime/index.ts";
+import { binaryReply, runNode } from "../../../runtime/index.ts";
+import { recordSpanError, startBatchSpan } from "../../../runtime/tracing.ts";
 import { createBatcher } from "../../../runtime/batcher.ts";
 import { MS_BUCKETS, registry } from "../../../runtime/metrics.ts";
-import { ATTR_MESSAGING_BATCH_MESSAGE_COUNT, ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "../../../runtime/semconv.ts";
+import { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "../../../runtime/semconv.ts";
 import { ensureGeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
 
@@ -28,6 +29,8 @@ interface RowResult {
   batchSize: number;
   queueWaitMs: number;
   computeMs: number;
+  /** Span of the forward pass this row came from (invalid when tracing is off). */
+  batchSpan: SpanContext;
 }
 
 const batchSize = new client.Histogram({ name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const, buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry] });
@@ -81,28 +84,28 @@ await runNode(async (ctx) => {
     ...b,
     run: async (items) => {
       const dispatchedAt = Date.now();
-      const links: Link[] = items.flatMap((it) => (it.spanContext ? [{ context: it.spanContext }] : []));
       // One span per forward pass, in its own trace, linked to every member request (OTel batch receive pattern).
-      const span = tracer.startSpan(`process ${runSubject} (batch)`, {
-        kind: SpanKind.CONSUMER, links,
-        attributes: {
-          [ATTR_MESSAGING_SYSTEM_NAME]: MESSAGING_SYSTEM_NATS, [ATTR_MESSAGING_OPERATION_TYPE]: "process",
-          [ATTR_MESSAGING_DESTINATION_NAME]: runSubject, [ATTR_MESSAGING_BATCH_MESSAGE_COUNT]: items.length,
-          "sg.batch.size": items.length, "sg.execution_provider": host.executionProvider,
-        },
-      }, ROOT_CONTEXT);
+      const span = startBatchSpan(`process ${runSubject} (batch)`, items.map((it) => it.spanContext), {
+        [ATTR_MESSAGING_SYSTEM_NAME]: MESSAGING_SYSTEM_NATS, [ATTR_MESSAGING_OPERATION_TYPE]: "process",
+        [ATTR_MESSAGING_DESTINATION_NAME]: runSubject,
+        "sg.batch.size": items.length, "sg.batch.max_size": b.maxBatchSize, "sg.batch.fill": items.length / b.maxBatchSize,
+        "sg.execution_provider": host.executionProvider,
+      });
+      const batchSpan = span.spanContext();
       try {
         const input = new Float32Array(items.length * rowElems);
         items.forEach((it, i) => input.set(it.input, i * rowElems));
         const { output, computeMs } = await host.run(input, items.length);
-        const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
-        span.setAttributes({ "sg.batch.compute_ms": computeMs, "sg.batch.queue_wait_max_ms": maxWait });
+        if (span.isRecording()) {
+          const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
+          span.setAttributes({ "sg.batch.compute_ms": computeMs, "sg.batch.queue_wait_max_ms": maxWait });
+        }
         return items.map((it, i) => ({
           row: output.slice(i * host.outputSize, (i + 1) * host.outputSize),
-          batchSize: items.length, queueWaitMs: dispatchedAt - it.enqueuedAt, computeMs,
+          batchSize: items.length, queueWaitMs: dispatchedAt - it.enqueuedAt, computeMs, batchSpan,
         }));
       } catch (err) {
-        span.recordException(err as Error);
+        recordSpanError(span, err);
         throw err;
       } finally {
         span.end();
@@ -135,7 +138,11 @@ await runNode(async (ctx) => {
         { input, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
         { deadlineEpochMs: req.deadlineEpochMs, signal: req.signal },
       );
-      req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
+      if (req.span.isRecording()) {
+        // Per request: its queue wait and its share of the forward pass, and a link to the batch span.
+        req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
+        if (trace.isSpanContextValid(r.batchSpan)) req.span.addLink({ context: r.batchSpan });
+      }
       return binaryReply(encodeFloat32(r.row), { [Headers.Dtype]: TensorDtype.float32, [Headers.Shape]: String(host.outputSize) });
     },
   });

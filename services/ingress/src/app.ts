@@ -106,12 +106,12 @@ const UNTRACED = /^\/(metrics|healthz|docs)(\/|$)/;
 
 /**
  * One HTTP SERVER span per request (`GET /greeting/:name`, child of an incoming `traceparent`), active while
- * the route handler runs, so the handler's NATS client spans are its children; plus the in-flight gauge.
+ * the route handler runs, so the handler's NATS client spans are its children; plus the HTTP in-flight gauge.
  * The context is entered by wrapping each route handler (onRoute): a context entered in an onRequest hook
  * would not survive Fastify's body parsing.
  */
 function observeHttp(app: FastifyInstance): void {
-  const live = new WeakMap<FastifyRequest, { span: Span | undefined; ctx: Context | undefined; errorCode: string | undefined }>();
+  const live = new WeakMap<FastifyRequest, { span: Span; ctx: Context; errorCode: string | undefined }>();
   app.addHook("onRoute", (route) => {
     if (UNTRACED.test(route.url)) return;
     const handler = route.handler;
@@ -121,9 +121,9 @@ function observeHttp(app: FastifyInstance): void {
     };
   });
   app.addHook("onRequest", async (req) => {
-    metrics.httpInFlight.inc();
     const route = req.routeOptions.url;
-    if (route !== undefined && UNTRACED.test(route)) return void live.set(req, { span: undefined, ctx: undefined, errorCode: undefined });
+    if (route !== undefined && UNTRACED.test(route)) return;
+    metrics.httpInFlight.inc();
     const q = req.url.indexOf("?");
     const { span, ctx } = startHttpServerSpan({
       method: req.method, route, path: q < 0 ? req.url : req.url.slice(0, q), scheme: req.protocol, headers: req.headers, userAgent: req.headers["user-agent"],
@@ -140,7 +140,7 @@ function observeHttp(app: FastifyInstance): void {
     if (!t) return;
     live.delete(req);
     metrics.httpInFlight.dec();
-    if (t.span) endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : t.errorCode);
+    endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : t.errorCode);
   };
   app.addHook("onResponse", async (req, reply) => finish(req, reply.statusCode));
   app.addHook("onRequestAbort", async (req) => finish(req, undefined));
