@@ -84,6 +84,8 @@ interface EndpointState {
   processingNs: number;
   recentMs: Float64Array;
   recentCount: number;
+  /** prom-client child for the common outcome, resolved once. */
+  okDuration: { observe(v: number): void };
 }
 
 export interface Service {
@@ -100,6 +102,7 @@ export interface Service {
 
 const RECENT = 2048;
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return 0;
@@ -143,7 +146,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       } else {
         msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)));
       }
-      metrics.serverDuration.labels(opts.name, ep.name, "OK").observe(elapsedMs);
+      ep.okDuration.observe(elapsedMs);
     } catch (e) {
       // e.g. the reply exceeds max_payload: tell the caller instead of leaving it to time out
       respondError(msg, new GraphError("PAYLOAD_TOO_LARGE", "reply exceeds the NATS max_payload", { cause: e }), ep, elapsedMs);
@@ -176,9 +179,19 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
     inflight++;
     inflightGauge.set(inflight);
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(new GraphError("DEADLINE_EXCEEDED", "deadline exceeded")), remaining);
-    timer.unref();
+    // The signal and its deadline timer are made on first use: most handlers finish without looking.
+    let ac: AbortController | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const signal = (): AbortSignal => {
+      if (!ac) {
+        const c = (ac = new AbortController());
+        const abort = (): void => c.abort(new GraphError("DEADLINE_EXCEEDED", "deadline exceeded"));
+        const left = deadlineEpochMs - Date.now();
+        if (left <= 0) abort();
+        else (timer = setTimeout(abort, left)).unref();
+      }
+      return ac.signal;
+    };
     withServerSpan(msg.subject, opts.name, h, msg.data.length, async (span) => {
       const req: IncomingRequest = {
         subject: msg.subject,
@@ -188,7 +201,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         json: (schema) => {
           let raw: unknown;
           try {
-            raw = JSON.parse(new TextDecoder().decode(msg.data));
+            raw = JSON.parse(dec.decode(msg.data));
           } catch {
             throw new GraphError("BAD_REQUEST", "request body is not valid JSON");
           }
@@ -199,7 +212,9 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
           return r.data;
         },
         deadlineEpochMs,
-        signal: ac.signal,
+        get signal() {
+          return signal();
+        },
         span,
       };
       return await handler(req);
@@ -209,7 +224,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         (err) => respondError(msg, err, ep, performance.now() - t0),
       )
       .finally(() => {
-        clearTimeout(timer);
+        if (timer) clearTimeout(timer);
         const ms = performance.now() - t0;
         ep.processingNs += Math.round(ms * 1e6);
         ep.recentMs[ep.recentCount++ % RECENT] = ms;
@@ -267,6 +282,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       const ep: EndpointState = {
         name, subject: eo.subject, metadata: eo.metadata ?? {}, numRequests: 0, numErrors: 0, lastError: "", processingNs: 0,
         recentMs: new Float64Array(RECENT), recentCount: 0,
+        okDuration: metrics.serverDuration.labels(opts.name, name, "OK"),
         sub: undefined as unknown as Subscription,
       };
       ep.sub = nc.subscribe(eo.subject, { queue: opts.name, callback: (err, msg) => (err ? log.warn("subscription error", { error: err }) : handle(ep, eo.handler, msg)) });

@@ -10,8 +10,10 @@ await runNode(async (ctx) => {
     subject: ctx.subjectOf(ctx.node.name, Endpoints.greeter.greet),
     handler: async (req): Promise<GreetReply> => {
       const { name } = req.json(GreetRequest);
-      if (delayMs > 0) await sleep(delayMs, undefined, { signal: req.signal }).catch(() => {});
-      req.signal.throwIfAborted();
+      if (delayMs > 0) {
+        await sleep(delayMs, undefined, { signal: req.signal }).catch(() => {});
+        req.signal.throwIfAborted();
+      }
       return { message: `${greeting}, ${name}!`, served_by: ctx.replicaId };
     },
   });
