@@ -74,14 +74,17 @@ export default defineGraph({
       resources: { cpu: 2, memory: "2Gi", gpu: 0 },
       timeout: "30s",
       maxInFlight: 1024,
-      batching: { maxBatchSize: 32, maxQueueDelayMs: 4, maxQueueSize: 256, maxConcurrentBatches: 1 },
+      // maxQueueDelayMs 0: a batch leaves as soon as the model is free; requests arriving during a forward
+      // pass form the next one. Raise it (a few ms) on a GPU, where bigger batches are nearly free.
+      batching: { maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 },
       parameters: {
         // Empty: generate a deterministic ResNet18-shaped model once and cache it (no download).
         // Point it at any ResNet18-style ONNX file (input [batch,3,224,224], output [batch,1000]).
         MODEL: "",
         EXECUTION_PROVIDER: "auto",
         INTRA_OP_THREADS: 0,
-        ALLOW_SPINNING: true,
+        // ORT's spin-waiting threads would take CPU from preprocess on a shared machine.
+        ALLOW_SPINNING: false,
       },
     },
 
