@@ -192,7 +192,7 @@ test("manifests - env carries SG_NODE, every parameter as a string, resolved sub
   assert.equal(env("greeter-proxy").get("GREETER_SUBJECT"), "sg.v1.greeter.greet");
   assert.equal(env("preprocess").get("INFER_SUBJECT"), "sg.v1.infer.run");
   assert.equal(env("ingress").get("CLASSIFY_SUBJECT"), "sg.v1.preprocess.classify");
-  assert.equal(env("infer").get("ALLOW_SPINNING"), "true");
+  assert.equal(env("infer").get("ALLOW_SPINNING"), String(graph.nodes.infer!.parameters.ALLOW_SPINNING), "booleans become strings");
   assert.equal(env("greeter").get("DELAY_MS"), "0");
   // metrics: a fixed port on all interfaces; the ingress listens on 0.0.0.0 and serves /metrics itself
   assert.equal(env("greeter").get("SG_METRICS_PORT"), String(METRICS_PORT));
