@@ -148,12 +148,25 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
   };
 
   try {
-    for (const name of order) {
-      const node = graph.nodes[name]!;
-      const n = opts.replicas?.[name] ?? Math.max(node.replicas.min, 1);
-      for (let i = 0; i < n; i++) byNode.get(name)!.push(spawnReplica(node));
-      await waitReady(name, n);
-      log(`node ${name}: ${n} replica(s) ready`);
+    // Nodes whose dependencies are all up start together (a wave); HTTP nodes come in the last wave.
+    const started = new Set<string>();
+    const pending = [...order];
+    while (pending.length) {
+      const wave = pending.filter((n) => graph.nodes[n]!.dependsOn.every((d) => started.has(d) || !order.includes(d)));
+      const httpLast = wave.filter((n) => !graph.nodes[n]!.http);
+      const now = httpLast.length ? httpLast : wave;
+      if (now.length === 0) throw new Error(`cannot order nodes: ${pending.join(", ")}`);
+      await Promise.all(now.map(async (name) => {
+        const node = graph.nodes[name]!;
+        const n = opts.replicas?.[name] ?? Math.max(node.replicas.min, 1);
+        for (let i = 0; i < n; i++) byNode.get(name)!.push(spawnReplica(node));
+        await waitReady(name, n);
+        log(`node ${name}: ${n} replica(s) ready`);
+      }));
+      for (const n of now) {
+        started.add(n);
+        pending.splice(pending.indexOf(n), 1);
+      }
     }
   } catch (err) {
     await sup.stop();
