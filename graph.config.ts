@@ -18,6 +18,9 @@ export default defineGraph({
       http: { port: 8080, host: "127.0.0.1" },
       timeout: "30s",
       maxInFlight: 1024,
+      // true: every route but /healthz, /readyz, /metrics and /docs needs `Authorization: Bearer <API_KEY>`.
+      requiresAuth: false,
+      secrets: { API_KEY: { env: "SERVEGRAPH_API_KEY", file: "/run/secrets/servegraph-api-key" } },
       parameters: {
         GREETING_SUBJECT: subjectOf("greeter-proxy", "greeting"),
         CLASSIFY_SUBJECT: subjectOf("preprocess", "classify"),

@@ -60,6 +60,13 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
 
   const envFor = (node: ResolvedNode, id: string): NodeJS.ProcessEnv => {
     const env: NodeJS.ProcessEnv = { ...process.env, ...node.parameters, ...opts.env, ...opts.nodeEnv?.[node.name] };
+    // A secret reaches only the node that declares it: drop every secret's source variable first.
+    for (const other of Object.values(graph.nodes)) {
+      for (const [k, s] of Object.entries(other.secrets)) {
+        delete env[k];
+        if (s.env) delete env[s.env];
+      }
+    }
     for (const [k, s] of Object.entries(node.secrets)) {
       const v = readSecret(s);
       if (v !== undefined) env[k] = v;

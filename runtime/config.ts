@@ -72,7 +72,7 @@ const NodeSchema = z.strictObject({
     .prefault({}),
   parameters: z.record(z.string(), ParameterValue).default({}).describe("Injected into the node's processes as env vars."),
   secrets: z.record(z.string(), Secret).default({}).describe("Env vars whose values come from the launcher's env or a file; never logged."),
-  requiresAuth: z.boolean().default(false),
+  requiresAuth: z.boolean().default(false).describe("HTTP nodes only: every route but health, metrics and docs needs `Authorization: Bearer <API_KEY secret>`."),
   timeout: duration.default("30s").describe("Deadline for one request through this node (callers' default)."),
   maxInFlight: z.number().int().min(1).max(100_000).default(256).describe("Per-replica cap on concurrent requests; more get OVERLOADED."),
   http: z.strictObject({ port: z.number().int().min(0).max(65535), host: z.string().default("127.0.0.1") }).optional(),
@@ -200,6 +200,9 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
     for (const k of Object.keys(n.secrets)) {
       if (!ENV_NAME.test(k)) issues.push({ path: `${at}.secrets.${k}`, message: "secret names are env var names (A-Z, 0-9, _)" });
       if (k in n.parameters) issues.push({ path: `${at}.secrets.${k}`, message: "also declared as a parameter" });
+    }
+    if (n.requiresAuth && !n.http) {
+      issues.push({ path: `${at}.requiresAuth`, message: "applies to HTTP nodes; nodes reached over NATS are guarded by their NATS user's permissions (servegraph manifests)" });
     }
     if (n.batching && n.batching.maxQueueSize < n.batching.maxBatchSize) {
       issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });

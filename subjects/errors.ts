@@ -11,6 +11,7 @@ export const ErrorCodes = {
   BAD_REQUEST: { status: 400, retryable: false, description: "The request is malformed or fails validation." },
   INVALID_IMAGE: { status: 400, retryable: false, description: "The bytes are not a decodable image (truncated, corrupt or unknown format)." },
   URL_NOT_ALLOWED: { status: 400, retryable: false, description: "The image URL is not http(s), or resolves to a private, loopback, link-local or otherwise non-public address." },
+  UNAUTHENTICATED: { status: 401, retryable: false, description: "The route requires a valid `Authorization: Bearer <key>` header (the ingress has requiresAuth)." },
   NOT_FOUND: { status: 404, retryable: false, description: "No such route or subject." },
   PAYLOAD_TOO_LARGE: { status: 413, retryable: false, description: "The body, the fetched image or the image's pixel count exceeds the configured limit." },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, description: "The Content-Type is not one this route accepts." },
@@ -36,6 +37,7 @@ export function isErrorCode(x: unknown): x is ErrorCode {
 export function codeForStatus(status: number): ErrorCode {
   switch (status) {
     case 400: return "BAD_REQUEST";
+    case 401: return "UNAUTHENTICATED";
     case 404: return "NOT_FOUND";
     case 413: return "PAYLOAD_TOO_LARGE";
     case 415: return "UNSUPPORTED_MEDIA_TYPE";

@@ -105,3 +105,26 @@ test("ab - when Statsig cannot decide (corrupt spec), routing falls back to the 
   }
   assert.match(text, /sg_ab_shadow_total\{[^}]*result="different"[^}]*\} 10\b/);
 });
+
+test("ab - a secret reaches only the node that declares it, never a response or `check` output", { skip: process.platform === "linux" ? false : "reads /proc/<pid>/environ" }, async () => {
+  const secret = "sk-SHOULD-NOT-LEAK-4242";
+  const { spawnSync } = await import("node:child_process");
+  // The launcher's environment for each node: only ab-router gets STATSIG_SERVER_KEY.
+  const prev = process.env.STATSIG_SERVER_KEY;
+  process.env.STATSIG_SERVER_KEY = secret;
+  try {
+    await using g2 = await startGraph({ graphs: ["chain"] });
+    for (const node of ["greeter", "greeter-proxy", "ingress"]) {
+      const pid = g2.sup.replicas(node)[0]!.child.pid!;
+      const environ = (await import("node:fs")).readFileSync(`/proc/${pid}/environ`, "utf8");
+      assert.ok(!environ.includes(secret), `${node} must not see the Statsig key`);
+    }
+    const res = await fetch(`${g2.ingressUrl}/greeting/ada`);
+    assert.ok(!(await res.text()).includes(secret));
+  } finally {
+    if (prev === undefined) delete process.env.STATSIG_SERVER_KEY;
+    else process.env.STATSIG_SERVER_KEY = prev;
+  }
+  const check = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "check", "--json"], { encoding: "utf8", env: { ...process.env, STATSIG_SERVER_KEY: secret } });
+  assert.ok(!check.stdout.includes(secret) && !check.stderr.includes(secret), "servegraph check never prints secret values");
+});

@@ -127,3 +127,29 @@ test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes a
   assert.equal(metrics.statusCode, 200);
   assert.match(metrics.body, /sg_http_request_duration_ms_bucket/);
 });
+
+test("ingress - with requiresAuth, routes need the bearer key; health, metrics and docs stay open", async () => {
+  const secured = await buildApp({
+    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
+    routes: { greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 300 } },
+    countReplicas: (n) => countReplicas(nc, n, 100),
+    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
+    apiKey: "k3y-for-tests",
+  });
+  try {
+    const none = await secured.inject({ method: "GET", url: "/greeting/ada" });
+    assert.equal(none.statusCode, 401);
+    assert.equal(none.json().code, "UNAUTHENTICATED");
+    assert.equal(none.headers["www-authenticate"], "Bearer");
+    assert.ok(!none.body.includes("k3y"), "the key is never echoed");
+    const wrong = await secured.inject({ method: "GET", url: "/greeting/ada", headers: { authorization: "Bearer nope" } });
+    assert.equal(wrong.statusCode, 401);
+    const ok = await secured.inject({ method: "GET", url: "/greeting/ada", headers: { authorization: "Bearer k3y-for-tests" } });
+    assert.equal(ok.statusCode, 200);
+    for (const url of ["/healthz", "/readyz", "/metrics", "/docs/json"]) {
+      assert.equal((await secured.inject({ method: "GET", url })).statusCode, 200, url);
+    }
+  } finally {
+    await secured.close();
+  }
+});

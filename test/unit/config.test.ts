@@ -124,3 +124,11 @@ test("config - the repo's graph.config.ts is valid and its graphs start their cl
   assert.equal(g.nodes["greeter-proxy"]!.parameters.GREETER_SUBJECT, "sg.v1.greeter.greet");
   assert.throws(() => nodesOfGraphs(g, ["nope"]), GraphConfigError);
 });
+
+test("config - requiresAuth applies to HTTP nodes only", () => {
+  const g = minimal();
+  (g.nodes.b as Record<string, unknown>).requiresAuth = true;
+  assert.ok(issuesOf(g).some((i) => i.path === "nodes.b.requiresAuth"));
+  (g.nodes.b as Record<string, unknown>).http = { port: 0 };
+  assert.equal(resolveGraph(g, FILE).nodes.b!.requiresAuth, true);
+});

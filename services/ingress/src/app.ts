@@ -3,6 +3,7 @@
  * OpenAPI (browsable at /docs), and one error shape for every failure: `{ code, message, details? }` with
  * the status from the error table. buildApp() does not listen: tests drive it with inject().
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { context, type Context, type Span } from "@opentelemetry/api";
 import swagger from "@fastify/swagger";
@@ -39,6 +40,19 @@ export interface IngressDeps {
   allowPrivateImageUrls: boolean;
   log?: Logger;
   version?: string;
+  /** When set (requiresAuth), every route but health, metrics and docs needs `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+}
+
+const OPEN_ROUTES = /^\/(healthz|readyz|metrics)(\?|$)|^\/docs(\/|\?|$)/;
+
+/** Constant-time comparison of a presented bearer token with the key (digests have equal length). */
+function bearerMatches(header: string | undefined, key: string): boolean {
+  const m = /^Bearer\s+(.+)$/i.exec(header ?? "");
+  if (!m) return false;
+  const a = createHash("sha256").update(m[1]!.trim()).digest();
+  const b = createHash("sha256").update(key).digest();
+  return timingSafeEqual(a, b);
 }
 
 const ErrorReply = z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).describe("Every error.");
@@ -180,6 +194,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
     const ge = fastifyToGraphError(err);
+    if (ge.code === "UNAUTHENTICATED") void reply.header("www-authenticate", "Bearer");
     if (ge.code === "PAYLOAD_TOO_LARGE" && !req.raw.complete) {
       // Read and discard the rest of the upload (bounded) so the client sees the 413, not a reset socket.
       await drainRequest(req.raw, DRAIN_CAP_BYTES, DRAIN_TIMEOUT_MS);
@@ -194,6 +209,15 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   app.addHook("onResponse", async (req, reply) => {
     httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime);
   });
+
+  const apiKey = deps.apiKey;
+  if (apiKey) {
+    // onRequest runs before the body is read: an unauthenticated upload is refused without buffering it.
+    app.addHook("onRequest", async (req) => {
+      if (OPEN_ROUTES.test(req.url) || bearerMatches(req.headers.authorization, apiKey)) return;
+      throw new GraphError("UNAUTHENTICATED", "missing or invalid Authorization: Bearer <key>");
+    });
+  }
 
   const edges = Object.values(deps.routes).filter((r): r is NonNullable<typeof r> => r !== undefined);
   const edgeNodes = [...new Set(edges.map((e) => e.node))];

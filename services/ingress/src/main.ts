@@ -21,7 +21,13 @@ await runNode(async (ctx) => {
     const r = route(p);
     if (r) routes[k] = r;
   }
+  let apiKey: string | undefined;
+  if (ctx.node.requiresAuth) {
+    apiKey = ctx.secret("API_KEY");
+    if (!apiKey) throw new Error("requiresAuth is set but the API_KEY secret is empty (set SERVEGRAPH_API_KEY or /run/secrets/servegraph-api-key)");
+  }
   const app = await buildApp({
+    ...(apiKey ? { apiKey } : {}),
     client: ctx.client,
     routes,
     countReplicas: (node) => countReplicas(ctx.nc, node, 150),
