@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
-import { GraphConfigError, loadGraph, nodesOfGraphs } from "../../runtime/config.ts";
+import { loadGraph, nodesOfGraphs } from "../../runtime/config.ts";
+import { reportConfigError } from "../output.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" }, graph: { type: "string" } }, allowPositionals: false });
@@ -7,12 +8,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     graph = await loadGraph(values.graph);
   } catch (err) {
-    if (err instanceof GraphConfigError) {
-      if (values.json) process.stdout.write(JSON.stringify({ ok: false, issues: err.issues }, null, 2) + "\n");
-      else process.stderr.write(err.message + "\n");
-      return 1;
-    }
-    throw err;
+    return reportConfigError(err, values.json);
   }
   if (values.json) {
     process.stdout.write(JSON.stringify({ ok: true, graph }, null, 2) + "\n");

@@ -18,6 +18,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_GRAPH_FILE, GraphConfigError, loadGraph, nodesOfGraphs, type ResolvedGraph, type ResolvedNode } from "../../runtime/config.ts";
+import { reportConfigError } from "../output.ts";
 
 export const DEFAULT_IMAGE = "servegraph:0.1.0";
 export const NATS_IMAGE = "nats:2.10-alpine";
@@ -543,12 +544,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(values.namespace !== undefined ? { namespace: values.namespace } : {}),
     });
   } catch (err) {
-    if (err instanceof GraphConfigError) {
-      if (values.json) process.stdout.write(JSON.stringify({ ok: false, issues: err.issues }, null, 2) + "\n");
-      else process.stderr.write(err.message + "\n");
-      return 1;
-    }
-    throw err;
+    return reportConfigError(err, values.json);
   }
   if (values.out === undefined) {
     process.stdout.write(values.json ? JSON.stringify(manifests.map((m) => m.object), null, 2) + "\n" : renderYaml(manifests));

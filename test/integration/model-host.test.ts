@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createModelHost, kTestInternals, type ModelHost, type ModelHostTestInternals } from "../../services/infer/src/model-host.ts";
 import { GraphError } from "../../subjects/errors.ts";
+import { randomInput } from "../helpers/random.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const modelPath = path.resolve(repoRoot, "../shared/models/resnet18-seed0.onnx");
@@ -19,15 +20,6 @@ const hasCudaProvider = existsSync(path.join(ortBinDir, "libonnxruntime_provider
 const ROW = 3 * 224 * 224;
 const code = (e: unknown): string | undefined => (e instanceof GraphError ? e.code : undefined);
 
-function randomInput(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32) * 4 - 2;
-  }
-  return out;
-}
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);

@@ -12,6 +12,7 @@ import {
   GENERATED_MODEL_NODE_COUNT,
   GENERATED_MODEL_PARAMETER_COUNT,
 } from "../../services/infer/src/model-gen.ts";
+import { randomInput } from "../helpers/random.ts";
 
 const { onnx } = onnxProto;
 const sha256 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -83,16 +84,6 @@ test("model-gen - ensureGeneratedModel writes the file once, atomically, and the
   assert.deepEqual(await readdir(cacheDir), ["resnet18-generated-seed0.onnx"], "no temporary file left behind");
 });
 
-/** Deterministic pseudo-random inputs roughly in the range of normalised image tensors. */
-function randomInput(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 2 ** 32) * 4 - 2;
-  }
-  return out;
-}
 
 test("model-gen - the generated model runs in onnxruntime at batch 1 and 3, batched rows equal single runs", { timeout: 120_000 }, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));

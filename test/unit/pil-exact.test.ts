@@ -10,17 +10,7 @@ import {
   resizeBilinearRgb,
 } from "../../services/preprocess/src/pil-exact.ts";
 
-/** Deterministic PRNG (mulberry32), so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from "../helpers/random.ts";
 
 function randomRgb(width: number, height: number, seed: number): Uint8Array {
   const next = rng(seed);

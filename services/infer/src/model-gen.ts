@@ -41,7 +41,7 @@ const BN_EPS = 1e-5;
 const RESIDUAL_DAMPING = 0.5;
 
 /** mulberry32: a tiny 32-bit PRNG; returns floats in [0, 1). */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
