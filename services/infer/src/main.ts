@@ -10,7 +10,7 @@ import { availableParallelism } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
-import { Endpoints, GraphError, Headers, TensorDtype, decodeFloat32, encodeFloat32, formatShape, parseShape, type InferInfo } from "../../../subjects/index.ts";
+import { Endpoints, GraphError, Headers, TensorDtype, checkFloat32, encodeFloat32, formatShape, parseShape, type InferInfo } from "../../../subjects/index.ts";
 import { binaryReply, runNode } from "../../../runtime/index.ts";
 import { recordSpanError, startBatchSpan } from "../../../runtime/tracing.ts";
 import { createBatcher } from "../../../runtime/batcher.ts";
@@ -20,7 +20,8 @@ import { ensureGeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
 
 interface Item {
-  input: Float32Array;
+  /** The request's tensor bytes, checked but not copied (msg.data views are never reused by nats.js). */
+  input: Uint8Array;
   enqueuedAt: number;
   spanContext: SpanContext | undefined;
 }
@@ -94,7 +95,8 @@ await runNode(async (ctx) => {
       const batchSpan = span.spanContext();
       try {
         const input = new Float32Array(items.length * rowElems);
-        items.forEach((it, i) => input.set(it.input, i * rowElems));
+        const inputBytes = new Uint8Array(input.buffer);
+        items.forEach((it, i) => inputBytes.set(it.input, i * rowElems * 4));
         const { output, computeMs } = await host.run(input, items.length);
         if (span.isRecording()) {
           const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
@@ -133,7 +135,7 @@ await runNode(async (ctx) => {
       if (formatShape(rowShape) !== formatShape(host.inputShape)) {
         throw new GraphError("BAD_REQUEST", `expected one tensor of shape ${formatShape(host.inputShape)}, got ${formatShape(shape)}`);
       }
-      const input = decodeFloat32(req.data, req.header(Headers.Dtype), rowShape);
+      const input = checkFloat32(req.data, req.header(Headers.Dtype), rowShape);
       const r = await batcher.enqueue(
         { input, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
         { deadlineEpochMs: req.deadlineEpochMs, signal: req.signal },
