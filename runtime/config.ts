@@ -173,12 +173,53 @@ const ENV_NAME = /^[A-Z_][A-Z0-9_]*$/;
 export function resolveGraph(input: unknown, file: string): ResolvedGraph {
   const parsed = GraphSchema.safeParse(input);
   if (!parsed.success) {
-    throw new GraphConfigError(parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
+    // Report the cross-checks of whatever did parse too, so one error lists every problem.
+    const issues = parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+    const partial = partialParse(input);
+    if (partial) {
+      for (const extra of crossCheck(partial.graph, partial.names)) {
+        if (!issues.some((i) => i.path === extra.path && i.message === extra.message)) issues.push(extra);
+      }
+    }
+    throw new GraphConfigError(issues);
   }
   const g = parsed.data;
-  const issues: { path: string; message: string }[] = [];
   const names = Object.keys(g.nodes);
-  const root = resolve(dirname(file), g.root ?? ".");
+  const issues = crossCheck(g, names);
+  if (issues.length) throw new GraphConfigError(issues);
+  return compile(g, file);
+}
+
+type GraphOutput = z.output<typeof GraphSchema>;
+type CheckedGraph = Pick<GraphOutput, "nodes" | "graphs" | "defaultGraphs">;
+
+const LooseGraph = z.object({
+  nodes: z.record(z.string(), z.unknown()),
+  graphs: z.record(z.string(), z.unknown()).optional(),
+  defaultGraphs: z.array(z.string()).optional(),
+});
+const LooseSubGraph = z.object({ description: z.string().default(""), nodes: z.array(z.string()) });
+
+/** The nodes and graphs that parse on their own, for cross-checking a graph that failed the schema. */
+function partialParse(input: unknown): { graph: CheckedGraph; names: string[] } | undefined {
+  const loose = LooseGraph.safeParse(input);
+  if (!loose.success) return undefined;
+  const nodes: GraphOutput["nodes"] = {};
+  for (const [name, n] of Object.entries(loose.data.nodes)) {
+    const r = NodeSchema.safeParse(n);
+    if (r.success) nodes[name] = r.data;
+  }
+  const graphs: GraphOutput["graphs"] = {};
+  for (const [name, sg] of Object.entries(loose.data.graphs ?? {})) {
+    const r = LooseSubGraph.safeParse(sg);
+    if (r.success) graphs[name] = r.data;
+  }
+  return { graph: { nodes, graphs, defaultGraphs: loose.data.defaultGraphs ?? [] }, names: Object.keys(loose.data.nodes) };
+}
+
+/** Checks across nodes and graphs that a per-field schema cannot express. `names`: every declared node. */
+function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: string }[] {
+  const issues: { path: string; message: string }[] = [];
 
   for (const [name, n] of Object.entries(g.nodes)) {
     const at = `nodes.${name}`;
@@ -231,8 +272,11 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
   for (const [i, d] of g.defaultGraphs.entries()) {
     if (!(d in g.graphs)) issues.push({ path: `defaultGraphs.${i}`, message: `unknown graph "${d}"` });
   }
-  if (issues.length) throw new GraphConfigError(issues);
+  return issues;
+}
 
+function compile(g: GraphOutput, file: string): ResolvedGraph {
+  const root = resolve(dirname(file), g.root ?? ".");
   const nodes: Record<string, ResolvedNode> = {};
   for (const [name, n] of Object.entries(g.nodes)) {
     const parameters: Record<string, string> = {};

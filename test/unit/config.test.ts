@@ -68,12 +68,14 @@ test("config - every problem is listed at once with its path", () => {
     graphs: { main: { nodes: ["a", "nobody"] } },
     defaultGraphs: ["main"],
   };
-  const first = issuesOf(bad);
-  // schema-level problems are reported together
+  const first = issuesOf({ ...bad, nodes: { ...bad.nodes, b: { service: "services/b", dependsOn: ["nowhere"] } } });
+  // schema problems and the cross-checks of what did parse come in one error
   const paths = first.map((i) => i.path);
   assert.ok(paths.includes("name"), JSON.stringify(first));
   assert.ok(paths.includes("nodes.a.timeout"), JSON.stringify(first));
-  // once the schema passes, the cross-checks are reported together too
+  assert.ok(paths.includes("nodes.b.dependsOn.0"), JSON.stringify(first));
+  assert.ok(paths.includes("graphs.main.nodes.1"), JSON.stringify(first));
+  // with the schema passing, every cross-check is reported together
   const second = issuesOf({ ...bad, name: "ok", nodes: { a: { ...bad.nodes.a, timeout: "1s" } } });
   const p2 = second.map((i) => i.path);
   assert.ok(p2.includes("nodes.a.dependsOn.0"), JSON.stringify(second));
