@@ -128,3 +128,44 @@ test("ab - a secret reaches only the node that declares it, never a response or 
   const check = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "check", "--json"], { encoding: "utf8", env: { ...process.env, STATSIG_SERVER_KEY: secret } });
   assert.ok(!check.stdout.includes(secret) && !check.stderr.includes(secret), "servegraph check never prints secret values");
 });
+
+test("ab - routing by an experiment parameter; shadow traffic to a dead variant never fails the primary", async () => {
+  const { createStatsigEvaluator: create } = await import("../../services/ab-router/src/gate.ts");
+  const rule = { kind: "experiment" as const, experiment: "my_experiment", parameter: "variant", valueForB: "B" };
+  const evaluator = create({ rule, log: () => {} });
+  await evaluator.init();
+  const keys = Array.from({ length: 30 }, (_, i) => `exp-${i}`);
+  const expected = new Map(keys.map((k) => [k, evaluator.decide(k)]));
+  await evaluator.shutdown();
+  assert.ok([...expected.values()].every((d) => d.source === "statsig"));
+
+  await using g2 = await startGraph({ graphs: ["ab"], nodeEnv: { "ab-router": { ROUTING_RULE: "experiment:my_experiment:variant:B", SHADOW_PERCENT: "100" } } });
+  for (const r of g2.sup.replicas("variant-a")) {
+    r.child.kill("SIGTERM");
+    await new Promise((resolve) => r.child.once("exit", resolve));
+  }
+  let served = 0;
+  for (const k of keys) {
+    const d = expected.get(k)!;
+    const res = await fetch(`${g2.ingressUrl}/process/x?user_key=${k}`);
+    if (d.variant === "A") {
+      assert.equal(res.status, 503, "A is down");
+      continue;
+    }
+    assert.equal(res.status, 200, k);
+    const body = ProcessReply.parse(await json(res));
+    assert.equal(body.ab_test_result.selected_variant, "B");
+    assert.equal(body.ab_test_result.gate_name, "my_experiment");
+    served++;
+  }
+  assert.ok(served > 0, "some users are in B");
+  const info = await g2.nc.request("$SRV.INFO.ab-router", new Uint8Array(0), { timeout: 2000 });
+  const metricsUrl = (info.json() as { metadata: Record<string, string> }).metadata.metrics_url!;
+  const pattern = new RegExp(`sg_ab_shadow_total\\{[^}]*result="error"[^}]*\\} ${served}\\b`);
+  let text = "";
+  for (let tries = 0; tries < 20 && !pattern.test(text); tries++) {
+    await new Promise((r) => setTimeout(r, 100));
+    text = await (await fetch(metricsUrl)).text();
+  }
+  assert.match(text, pattern, "every mirrored request to the dead variant is recorded as an error");
+});
