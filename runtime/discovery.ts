@@ -8,7 +8,9 @@ import { Discovery } from "../subjects/names.ts";
  */
 export async function gather<T>(nc: NatsConnection, subject: string, windowMs = 200): Promise<T[]> {
   const out: T[] = [];
-  const sub = nc.subscribe(createInbox(), {
+  // The connection's own inbox prefix: under per-node permissions it is the only inbox this user may read.
+  const prefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+  const sub = nc.subscribe(createInbox(prefix), {
     callback: (err, m) => {
       if (err || m.data.length === 0) return;
       try {

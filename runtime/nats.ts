@@ -15,6 +15,8 @@ export async function connectNats(opts: { name: string; servers?: string; log?: 
     waitOnFirstConnect: true,
     // nats.js ignores credentials in the URL: a deployment passes them as NATS_USER / NATS_PASSWORD.
     ...(process.env.NATS_USER ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD ?? "" } : {}),
+    // With per-node permissions each user may only read its own reply inbox (servegraph manifests).
+    ...(process.env.NATS_INBOX_PREFIX ? { inboxPrefix: process.env.NATS_INBOX_PREFIX } : {}),
   });
   if (opts.log) {
     const log = opts.log;

@@ -102,8 +102,9 @@ export function edgeSubjects(graph: ResolvedGraph, node: ResolvedNode): string[]
 /**
  * A node's NATS permissions, derived from the graph. Publish: the subjects of its edges, and ADR-32 discovery
  * (`$SRV.<verb>.<node>`) of the nodes on those edges (the ingress counts replicas that way for /readyz).
- * Subscribe: its own subjects, discovery addressed to all services or to it, and `_INBOX.>` for the replies to
- * its own requests. Replies to the requests it serves go out through `allow_responses` (one response per
+ * Subscribe: its own subjects, discovery addressed to all services or to it, and its own reply inbox
+ * (`_INBOX_<node>.>`, set as the connection's inboxPrefix via NATS_INBOX_PREFIX) so that no node can read the
+ * replies meant for another. Replies to the requests it serves go out through `allow_responses` (one response per
  * request, to the reply subject the server saw), so no publish permission covers them.
  */
 export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPermissions {
@@ -113,8 +114,13 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPer
   const targets = [...new Set(edges.map((s) => s.slice(graph.subjectPrefix.length + 1).split(".")[0]!))];
   return {
     publish: [...edges, ...targets.map((t) => `$SRV.*.${t}`)],
-    subscribe: [`${graph.subjectPrefix}.${nodeName}.>`, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", `$SRV.*.${nodeName}`, `$SRV.*.${nodeName}.*`, "_INBOX.>"],
+    subscribe: [`${graph.subjectPrefix}.${nodeName}.>`, "$SRV.PING", "$SRV.INFO", "$SRV.STATS", `$SRV.*.${nodeName}`, `$SRV.*.${nodeName}.*`, `${inboxPrefix(nodeName)}.>`],
   };
+}
+
+/** The reply-inbox prefix of a node's NATS user (a subject token may hold letters, digits, - and _). */
+export function inboxPrefix(nodeName: string): string {
+  return `_INBOX_${nodeName}`;
 }
 
 /** The ops user: discovery of every node, requests to any subject of the graph. */
@@ -336,6 +342,7 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
       : [{ name: "SG_METRICS_PORT", value: String(METRICS_PORT) }, { name: "SG_METRICS_HOST", value: "0.0.0.0" }]),
     { name: "NATS_URL", value: `nats://${NATS_NAME}:${NATS_CLIENT_PORT}` },
     { name: "NATS_USER", value: n },
+    { name: "NATS_INBOX_PREFIX", value: inboxPrefix(n) },
     { name: "NATS_PASSWORD", valueFrom: { secretKeyRef: { name: c.creds, key: n } } },
     ...Object.entries(node.secrets).map(([k, s]) => ({
       name: k,

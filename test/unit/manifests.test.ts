@@ -238,7 +238,7 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   assert.deepEqual(natsPermissions(graph, "greeter").publish, [], "a leaf node publishes only replies");
   for (const n of Object.keys(graph.nodes)) {
     for (const s of natsPermissions(graph, n).subscribe) {
-      const own = s === `sg.v1.${n}.>` || s === "_INBOX.>" || ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].includes(s) || s === `$SRV.*.${n}` || s === `$SRV.*.${n}.*`;
+      const own = s === `sg.v1.${n}.>` || s === `_INBOX_${n}.>` || ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].includes(s) || s === `$SRV.*.${n}` || s === `$SRV.*.${n}.*`;
       assert.ok(own, `${n} subscribes to ${s}`);
     }
   }
@@ -420,7 +420,7 @@ test("manifests - nats.conf is valid and enforces the edges on a real nats-serve
     rmSync(dir, { recursive: true, force: true });
   }
   const server = await startWithConf(conf, env);
-  const as = (user: string) => connect({ servers: server.url, user, pass: fixedPassword(user), name: user });
+  const as = (user: string) => connect({ servers: server.url, user, pass: fixedPassword(user), name: user, ...(user === "servegraph" ? {} : { inboxPrefix: `_INBOX_${user}` }) });
   const conns: NatsConnection[] = [];
   try {
     const greeter = await as("greeter");
@@ -441,6 +441,9 @@ test("manifests - nats.conf is valid and enforces the edges on a real nats-serve
     assert.match((await violations(greeter, () => greeter.publish("sg.v1.greeter-proxy.greeting", "x"))).join(), /Permissions Violation for Publish/, "a leaf node sends nothing but replies");
     const subErr = await violations(proxy, () => proxy.subscribe("sg.v1.greeter.greet", { callback: () => {} }));
     assert.match(subErr.join(), /Permissions Violation for Subscription to "sg\.v1\.greeter\.greet"/, "no eavesdropping on another node's subject");
+    // replies are private: a node cannot subscribe to another node's reply inbox
+    const inboxErr = await violations(greeter, () => greeter.subscribe("_INBOX_greeter-proxy.>", { callback: () => {} }));
+    assert.match(inboxErr.join(), /Permissions Violation for Subscription/, "no reading another node's replies");
     await assert.rejects(connect({ servers: server.url, user: "greeter", pass: "wrong" }), /Authorization Violation/);
   } finally {
     for (const c of conns) await c.close().catch(() => {});
