@@ -41,7 +41,6 @@ export function toGraphError(err: unknown, subject: string): GraphError {
   if (err instanceof errors.RequestError && err.isNoResponders()) {
     return new GraphError("UNAVAILABLE", `no replica of ${subject} is running`, { cause: err });
   }
-  if (err instanceof errors.NoRespondersError) return new GraphError("UNAVAILABLE", `no replica of ${subject} is running`, { cause: err });
   if (err instanceof errors.TimeoutError) return new GraphError("DEADLINE_EXCEEDED", `${subject} did not answer before the deadline`, { cause: err });
   if (err instanceof errors.InvalidArgumentError && /max_payload/.test(err.message)) {
     return new GraphError("PAYLOAD_TOO_LARGE", "message exceeds the NATS max_payload", { cause: err });

@@ -170,7 +170,7 @@ function cpuQuantity(cores: number): string {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-function checkNames(graph: ResolvedGraph, nodes: readonly string[], opts: ManifestOptions): void {
+function checkNames(nodes: readonly string[], opts: ManifestOptions): void {
   const issues: { path: string; message: string }[] = [];
   for (const n of nodes) {
     if (!DNS_LABEL.test(n) || n.length > 63) issues.push({ path: `nodes.${n}`, message: "a Kubernetes name must be lowercase letters, digits and dashes (at most 63)" });
@@ -188,7 +188,7 @@ function checkNames(graph: ResolvedGraph, nodes: readonly string[], opts: Manife
  */
 export function buildManifests(graph: ResolvedGraph, graphNames: readonly string[], opts: ManifestOptions = {}): Manifest[] {
   const nodes = nodesOfGraphs(graph, graphNames);
-  checkNames(graph, nodes, opts);
+  checkNames(nodes, opts);
   const image = opts.image ?? DEFAULT_IMAGE;
   const password = opts.password ?? randomPassword;
   const meta = (name: string, component: string, extra: Partial<K8sMetadata> = {}): K8sMetadata => ({

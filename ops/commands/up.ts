@@ -1,6 +1,6 @@
 /** servegraph up [graph...]: the embedded single-machine deployment of a graph. */
 import { parseArgs } from "node:util";
-import { loadGraph, type ResolvedGraph } from "../../runtime/config.ts";
+import { loadGraph } from "../../runtime/config.ts";
 import { connectNats } from "../../runtime/nats.ts";
 import { createService } from "../../runtime/service.ts";
 import { createLogger } from "../../runtime/log.ts";
@@ -12,13 +12,13 @@ import { clearState, writeState } from "../state.ts";
 
 const ScaleRequest = z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() });
 
-function routesOf(graph: ResolvedGraph, running: readonly string[]): string[] {
+/** The HTTP routes the ingress serves for the running nodes (it registers only those). */
+function routesOf(running: readonly string[]): string[] {
   const out: string[] = [];
   if (running.includes("greeter-proxy")) out.push("GET  /greeting/:name");
   if (running.includes("preprocess")) out.push("POST /classify   (JSON {image_url, top_k} or an image body)", "GET  /labels");
   if (running.includes("ab-router")) out.push("GET  /process/:message?user_key=...");
   out.push("GET  /healthz  /readyz  /metrics  /docs");
-  void graph;
   return out;
 }
 
@@ -94,7 +94,7 @@ export async function run(argv: string[]): Promise<number> {
       "  node            replicas  subject",
       ...sup.nodes.map((n) => `  ${n.padEnd(16)}${String(sup.replicas(n).length).padEnd(10)}${graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`}`),
       "",
-      ...(ingressUrl ? routesOf(graph, sup.nodes).map((r) => `  ${r}`) : []),
+      ...(ingressUrl ? routesOf(sup.nodes).map((r) => `  ${r}`) : []),
       ...(ingressUrl && sup.nodes.includes("greeter-proxy") ? ["", `  try: curl ${ingressUrl}/greeting/ada`] : []),
       "  Ctrl-C stops everything.",
       "",

@@ -277,12 +277,11 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       const body = req.body;
       if (body === undefined || body === null) throw new GraphError("BAD_REQUEST", "send JSON {image_url, top_k} or an image body");
       if (Buffer.isBuffer(body)) return classifyBytes(body, req.query.top_k, req.headers["content-type"]);
-      const topK = (req.body as { top_k: number }).top_k;
-      const controller = new AbortController();
-      const img = await fetchImage((body as { image_url: string }).image_url, {
-        maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls, signal: controller.signal,
+      const { image_url, top_k } = body as { image_url: string; top_k: number };
+      const img = await fetchImage(image_url, {
+        maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls,
       });
-      return classifyBytes(img.bytes, topK, img.contentType);
+      return classifyBytes(img.bytes, top_k, img.contentType);
     });
   }
 
