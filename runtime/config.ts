@@ -57,6 +57,9 @@ const Batching = z.strictObject({
   maxConcurrentBatches: z.number().int().min(1).max(16).default(1),
 });
 
+/** Batching knobs of a node that declares `batching: {}` without values (and what `bench` assumes). */
+export const BATCHING_DEFAULTS: Readonly<z.output<typeof Batching>> = Object.freeze(Batching.parse({}));
+
 const Replicas = z.union([
   z.number().int().min(0).max(256),
   z.tuple([z.number().int().min(0).max(256), z.number().int().min(1).max(256)]),

@@ -1,6 +1,6 @@
 export { binaryReply, createService, type BinaryReply, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, toGraphError, type Client, type RequestOptions } from "./client.ts";
-export { closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { BATCHING_DEFAULTS, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { connectNats, DEFAULT_NATS_URL } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { runNode, type NodeContext, type RunNodeOptions } from "./node.ts";
