@@ -8,108 +8,25 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { loadGraph, nodesOfGraphs, resolveGraph, GraphConfigError } from "../../runtime/config.ts";
 import { findNatsServer } from "../../ops/nats-server.ts";
 import { main } from "../../ops/cli.ts";
+import { parseAllDocuments } from "yaml";
 import {
-  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, toYaml, METRICS_PORT,
+  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, METRICS_PORT,
   type K8sObject, type Manifest,
-} from "../../ops/commands/manifests.ts";
+} from "../../ops/manifests/index.ts";
 
-// --- a line-based reader for the emitter's YAML subset: block mappings and sequences, JSON scalars,
-// `{}`/`[]`, literal blocks (`|`, `|-`), comments and `---`. Anything else is a parse error, so the
-// round trip below also checks that the emitter stays inside this subset.
-
-/** indent -1: a blank line. `comment`: starts with `#`, which is content inside a literal block. */
-interface Line { indent: number; text: string; no: number; comment?: boolean }
-
+/**
+ * Every document of a YAML stream, read by the `yaml` package as YAML 1.2 (its default) and as YAML 1.1 (what
+ * Kubernetes tooling reads): both readings must agree and have no errors or warnings.
+ */
 function parseYamlStream(src: string): unknown[] {
-  const docs: Line[][] = [];
-  let cur: Line[] | undefined;
-  src.split("\n").forEach((raw, i) => {
-    if (raw === "---") { docs.push((cur = [])); return; }
-    if (raw.trim() === "") { cur?.push({ indent: -1, text: "", no: i + 1 }); return; } // kept for literal blocks
-    const indent = raw.length - raw.trimStart().length;
-    const comment = raw.trimStart().startsWith("#");
-    assert.ok(cur || comment, `line ${i + 1}: content before the first ---`);
-    cur?.push({ indent, text: raw.slice(indent), no: i + 1, comment });
-  });
-  return docs.map((lines) => {
-    const p = { lines, pos: 0 };
-    skipBlank(p);
-    const v = parseNode(p, p.lines[p.pos]!.indent);
-    skipBlank(p);
-    assert.equal(p.pos, lines.length, `trailing content at line ${lines[p.pos]?.no}`);
-    return v;
-  });
-}
-
-interface Cursor { lines: Line[]; pos: number }
-
-function skipBlank(p: Cursor): void {
-  while (p.pos < p.lines.length && (p.lines[p.pos]!.indent === -1 || p.lines[p.pos]!.comment)) p.pos++;
-}
-
-function parseNode(p: Cursor, indent: number): unknown {
-  const first = p.lines[p.pos]!;
-  assert.equal(first.indent, indent, `line ${first.no}: expected indent ${indent}`);
-  return first.text.startsWith("- ") ? parseSeq(p, indent) : parseMap(p, indent);
-}
-
-function parseSeq(p: Cursor, indent: number): unknown[] {
-  const out: unknown[] = [];
-  for (skipBlank(p); p.pos < p.lines.length && p.lines[p.pos]!.indent === indent && p.lines[p.pos]!.text.startsWith("- "); skipBlank(p)) {
-    const l = p.lines[p.pos]!;
-    const rest = l.text.slice(2);
-    if (isScalarText(rest)) {
-      p.pos++;
-      out.push(parseInlineValue(p, rest, indent, l.no));
-    } else {
-      // "- key: v" / "- - x": the item is a node at indent + 2 starting on this line.
-      p.lines[p.pos] = { indent: indent + 2, text: rest, no: l.no };
-      out.push(parseNode(p, indent + 2));
-    }
-  }
-  return out;
-}
-
-function isScalarText(s: string): boolean {
-  return /^("|-?\d|true$|false$|null$|\{\}$|\[\]$|\|-?$)/.test(s);
-}
-
-function parseMap(p: Cursor, indent: number): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (skipBlank(p); p.pos < p.lines.length && p.lines[p.pos]!.indent === indent && !p.lines[p.pos]!.text.startsWith("- "); skipBlank(p)) {
-    const l = p.lines[p.pos]!;
-    const m = /^("(?:[^"\\]|\\.)*"|[A-Za-z_][A-Za-z0-9_./-]*):(?: (.*))?$/.exec(l.text);
-    assert.ok(m, `line ${l.no}: not a mapping entry: ${l.text}`);
-    const key = m[1]!.startsWith('"') ? (JSON.parse(m[1]!) as string) : m[1]!;
-    assert.ok(!Object.hasOwn(out, key), `line ${l.no}: duplicate key ${key}`);
-    p.pos++;
-    if (m[2] === undefined) {
-      skipBlank(p);
-      const next = p.lines[p.pos];
-      assert.ok(next && next.indent > indent, `line ${l.no}: ${key} has no value`);
-      out[key] = parseNode(p, next.indent);
-    } else {
-      out[key] = parseInlineValue(p, m[2], indent, l.no);
-    }
-  }
-  return out;
-}
-
-function parseInlineValue(p: Cursor, text: string, indent: number, no: number): unknown {
-  if (text === "|" || text === "|-") {
-    const body: string[] = [];
-    while (p.pos < p.lines.length && (p.lines[p.pos]!.indent === -1 || p.lines[p.pos]!.indent >= indent + 2)) {
-      const l = p.lines[p.pos++]!;
-      body.push(l.indent === -1 ? "" : " ".repeat(l.indent - indent - 2) + l.text);
-    }
-    while (body.length && body[body.length - 1] === "") { body.pop(); }
-    return body.join("\n") + (text === "|" ? "\n" : "");
-  }
-  try {
-    return JSON.parse(text);
-  } catch {
-    assert.fail(`line ${no}: not a JSON scalar: ${text}`);
-  }
+  const read = (version: "1.1" | "1.2"): unknown[] =>
+    parseAllDocuments(src, { version }).map((d) => {
+      assert.deepEqual([...d.errors, ...d.warnings].map((e) => e.message), [], `YAML ${version}`);
+      return d.toJS();
+    });
+  const docs = read("1.2");
+  assert.deepEqual(read("1.1"), docs, "YAML 1.1 reads the stream as YAML 1.2 does");
+  return docs;
 }
 
 // --- fixtures --------------------------------------------------------------------------------------------
@@ -325,23 +242,25 @@ test("manifests - YAML parses back to the same objects", () => {
   assert.match(yaml, /Helm chart.*3 clustered servers/);
 });
 
-test("manifests - the YAML emitter quotes every scalar that could be misread", () => {
+test("manifests - YAML keeps every string a string, in YAML 1.1 and 1.2", () => {
   const tricky = {
-    yes: "no", on: "off", "": "", "a b": "#not a comment", "k:v": "key: value", num: "0123", float: "1e3", bool: "true", nul: "null",
-    tilde: "~", dash: "- item", star: "*anchor", amp: "&x", bang: "!tag", pct: "%YAML", at: "@x", tick: "`x`", brace: "{a: 1}", brack: "[1]",
-    quote: "it's \"quoted\"", tab: "a\tb", uni: "naïve ✓", crlf: "a\r\nb", trail: "line\n\n", lead: "  indented\nx", block: "a\n  b\nc\n", strip: "a\nb",
-    n: 1.5, neg: -2, t: true, z: null, empty: {}, none: [], nested: [[1, "2"], [], { a: [] }, ["x\ny"]],
+    yes: "no", on: "off", n: "y", "": "", "a b": "#not a comment", "k:v": "key: value", num: "0123", octal: "0o17", float: "1e3",
+    sexagesimal: "1:20", bool: "true", nul: "null", tilde: "~", dash: "- item", star: "*anchor", amp: "&x", bang: "!tag", pct: "%YAML",
+    at: "@x", tick: "`x`", brace: "{a: 1}", brack: "[1]", quote: "it's \"quoted\"", tab: "a\tb", uni: "naïve ✓", crlf: "a\r\nb",
+    trail: "line\n\n", lead: "  indented\nx", block: "a\n  b\nc\n", strip: "a\nb", long: Array(40).fill("word").join(" "),
+    num1: 1.5, neg: -2, t: true, z: null, empty: {}, none: [], nested: [[1, "2"], [], { a: [] }, ["x\ny"]],
   };
-  const y = toYaml(tricky);
-  assert.deepEqual(parseYamlStream(`---\n${y}`)[0], tricky);
-  // The reader above takes only JSON scalars, `{}`, `[]` and literal blocks: the round trip proves nothing is left plain.
+  const y = yamlDocument(tricky, ["a comment", "", "#3"]);
+  assert.deepEqual(parseYamlStream(y), [tricky]);
+  assert.match(y, /^---\n# a comment\n#\n# #3\n/);
   assert.match(y, /^"yes": "no"$/m);
   assert.match(y, /^num: "0123"$/m);
-  assert.match(y, /^"": ""$/m);
-  assert.match(y, /^block: \|$/m);
-  assert.match(y, /^strip: \|-$/m);
-  assert.match(y, /^trail: "line\\n\\n"$/m, "two final newlines do not fit a clipped block");
-  assert.throws(() => toYaml({ x: Number.NaN }), TypeError);
+  assert.match(y, /^"n": "y"$/m, "y and n are booleans in YAML 1.1");
+  assert.match(y, /^block: \|$/m, "a multi-line string is a literal block");
+  assert.match(y, /^long: word( word){39}$/m, "no line folding");
+  // an object used twice is written out twice, not as an anchor and an alias
+  const shared = { cpu: "1" };
+  assert.equal(yamlDocument({ requests: shared, limits: shared }), "---\nrequests:\n  cpu: \"1\"\nlimits:\n  cpu: \"1\"\n");
 });
 
 test("manifests - `servegraph manifests classify --out dir` writes one file per node plus nats.yaml and secrets.yaml", async () => {

@@ -1,0 +1,74 @@
+/**
+ * The NATS permission policy of a graph in a cluster: who may publish and subscribe to what. This is security
+ * policy, and this file is all of it: nats-conf.ts only writes these lists into nats.conf, and kubernetes.ts only
+ * gives each node the credentials and inbox prefix named here.
+ *
+ * Users: one NATS user per node of the deployed closure, named as the node, plus the ops user {@link OPS_USER}.
+ * Every user authenticates with a password (nats-conf.ts); there is no anonymous access.
+ *
+ * A node may PUBLISH to:
+ *   - the subjects of its edges, and nothing wider: every parameter value that starts with the graph's subject
+ *     prefix (`sg.v1.`), exactly as written, never a wildcard;
+ *   - `$SRV.*.<target>` for each node that one of those subjects belongs to: ADR-32 discovery (PING, INFO, STATS)
+ *     of the services it calls, e.g. the ingress counts their replicas for /readyz.
+ *   A node without edges gets an empty publish list, which nats.conf writes as `deny: [">"]` (an empty allow list
+ *   could read as "no restriction"): it publishes nothing but replies.
+ *   Replies to the requests a node serves need no publish permission: `allow_responses: true` lets it send one
+ *   response per request it received, to the reply subject the server delivered with it.
+ *
+ * A node may SUBSCRIBE to:
+ *   - `<prefix>.<node>.>`: its own subjects only, so no node can listen on (or steal requests of) another node;
+ *   - `$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`, `$SRV.*.<node>`, `$SRV.*.<node>.*`: discovery addressed to all
+ *     services or to it, so that it answers discovery;
+ *   - `_INBOX_<node>.>`: its own reply inbox. The node connects with that inbox prefix (NATS_INBOX_PREFIX, see
+ *     {@link inboxPrefix}), so no node can read the replies meant for another.
+ *
+ * The ops user (`servegraph status`, `servegraph request` inside the cluster) may publish to `$SRV.>`, `_INBOX.>`
+ * and every subject of the graph (`<prefix>.>`), and subscribe to `$SRV.>` and `_INBOX.>`: it sees every node's
+ * discovery, may call any node, and keeps the default `_INBOX.` prefix for its own replies.
+ */
+import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/config.ts";
+
+/** The NATS user of the ops command line (`servegraph status`, `request`) inside the cluster. */
+export const OPS_USER = "servegraph";
+
+export interface NatsPermissions {
+  readonly publish: readonly string[];
+  readonly subscribe: readonly string[];
+}
+
+/** The subjects a node sends requests to: every parameter value under the graph's subject prefix. */
+export function edgeSubjects(graph: ResolvedGraph, node: ResolvedNode): string[] {
+  const p = `${graph.subjectPrefix}.`;
+  return [...new Set(Object.values(node.parameters).filter((v) => v.startsWith(p)))];
+}
+
+/** The reply-inbox prefix of a node's NATS user (a subject token may hold letters, digits, - and _). */
+export function inboxPrefix(nodeName: string): string {
+  return `_INBOX_${nodeName}`;
+}
+
+/** A node's NATS permissions: see the policy at the top of this file. */
+export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPermissions {
+  const node = graph.nodes[nodeName];
+  if (!node) throw new GraphConfigError([{ path: `nodes.${nodeName}`, message: `unknown node "${nodeName}"` }]);
+  const edges = edgeSubjects(graph, node);
+  const targets = [...new Set(edges.map((s) => s.slice(graph.subjectPrefix.length + 1).split(".")[0]!))];
+  return {
+    publish: [...edges, ...targets.map((t) => `$SRV.*.${t}`)],
+    subscribe: [
+      `${graph.subjectPrefix}.${nodeName}.>`,
+      "$SRV.PING",
+      "$SRV.INFO",
+      "$SRV.STATS",
+      `$SRV.*.${nodeName}`,
+      `$SRV.*.${nodeName}.*`,
+      `${inboxPrefix(nodeName)}.>`,
+    ],
+  };
+}
+
+/** The ops user's permissions: discovery of every node, requests to any subject of the graph. */
+export function opsPermissions(graph: ResolvedGraph): NatsPermissions {
+  return { publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`], subscribe: ["$SRV.>", "_INBOX.>"] };
+}
