@@ -10,6 +10,7 @@
  */
 import { createInbox, errors, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import type { z } from "zod";
+import { decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
 import { fromMsg } from "./errors-wire.ts";
@@ -31,6 +32,12 @@ export interface Client {
   /** JSON (or raw bytes) in, JSON out, reply validated by `schema` when given. */
   requestJson<S extends z.ZodType>(subject: string, body: unknown, opts: RequestOptions & { schema: S }): Promise<z.output<S>>;
   requestJson(subject: string, body: unknown, opts?: RequestOptions): Promise<unknown>;
+  /**
+   * Calls a defined endpoint at `subject`: `input` is checked against `def.request` before it is sent (a bad
+   * input is BAD_REQUEST here, and never leaves the process), the reply is decoded and checked against
+   * `def.reply` (CONTRACT_VIOLATION, logged, when the callee breaks the contract).
+   */
+  call<D extends EndpointDef>(def: D, subject: string, input: InputOf<D["request"]>, opts?: RequestOptions): Promise<ValueOf<D["reply"]>>;
 }
 
 const enc = new TextEncoder();
@@ -201,5 +208,16 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
     return r.data;
   };
 
-  return { request, requestJson: requestJson as Client["requestJson"] };
+  const call = async <D extends EndpointDef>(def: D, subject: string, input: InputOf<D["request"]>, ro: RequestOptions = {}): Promise<ValueOf<D["reply"]>> => {
+    const e = encodePayload(def.request, input, "BAD_REQUEST");
+    const reply = await request(subject, e.data, { ...ro, headers: ro.headers ? { ...ro.headers, ...e.headers } : e.headers });
+    try {
+      return decodePayload(def.reply, reply.data, (k) => reply.headers?.get(k) || undefined, "CONTRACT_VIOLATION") as ValueOf<D["reply"]>;
+    } catch (err) {
+      opts.log?.error("reply violates the endpoint's contract", { subject, error: err instanceof Error ? err.message : String(err) });
+      throw err;
+    }
+  };
+
+  return { request, requestJson: requestJson as Client["requestJson"], call };
 }

@@ -1,10 +1,18 @@
-export { binaryReply, createService, type BinaryReply, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
+/**
+ * The kit's front door: nodes and ops import the runtime from here only. What is not exported here is internal.
+ */
+export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, toGraphError, type Client, type RequestOptions } from "./client.ts";
 export { BATCHING_DEFAULTS, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { connectNats, DEFAULT_NATS_URL } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
-export { runNode, type NodeContext, type RunNodeOptions } from "./node.ts";
+export { runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
+export { checkParams, defineParams, loadParamsSchema, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
+export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";
-export { metrics, registry, metricsText, startMetricsServer } from "./metrics.ts";
-export { withSpan, withServerSpan, withClientSpan, extractContext, injectContext, tracer } from "./tracing.ts";
+export { MS_BUCKETS, metrics, metricsText, observeReplicas, registry, startMetricsServer } from "./metrics.ts";
+export {
+  endHttpServerSpan, extractContext, injectContext, recordSpanError, startBatchSpan, startHttpServerSpan, tracer, withClientSpan, withServerSpan, withSpan,
+} from "./tracing.ts";
+export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "./semconv.ts";
 export { countReplicas, gather } from "./discovery.ts";

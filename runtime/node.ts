@@ -1,7 +1,13 @@
 /**
- * The process life of one replica: load the graph, connect to NATS once, serve the node's endpoints with
- * discovery, metrics and tracing, and shut down in the order that loses no accepted request (trap T8):
- * stop intake (drain subscriptions) -> finish in-flight handlers -> node hooks -> drain the connection.
+ * The process life of one replica: load the graph, parse the node's parameters (its service's params.ts), connect
+ * to NATS once, serve the node's endpoints with discovery, metrics and tracing, and shut down in the order that
+ * loses no accepted request: stop intake (drain subscriptions, so the queue group routes to other replicas) ->
+ * finish in-flight handlers -> node hooks -> drain the connection. (`nc.drain()` alone does not wait for async
+ * handlers: their replies would be dropped.)
+ *
+ * This is the one place a replica reads its environment: the launcher's SG_* variables and the node's parameters.
+ * A replica that can no longer serve (e.g. its model worker died) calls `ctx.fail()`: it leaves its queue group
+ * and exits non-zero, so the supervisor (or Kubernetes) replaces it.
  */
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -10,10 +16,52 @@ import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { enableDefaultMetrics, metrics, startMetricsServer } from "./metrics.ts";
 import { connectNats } from "./nats.ts";
-import { createService, type Service } from "./service.ts";
+import { parseParams, type ParamsSchema } from "./params.ts";
+import { createService, type EndpointHandler, type Service } from "./service.ts";
+import type { EndpointDef } from "../subjects/endpoints.ts";
+import type { z } from "zod";
 import { startTelemetry, stopTelemetry } from "./telemetry.ts";
 
-export interface NodeContext {
+/** What the launcher (`servegraph up`, a manifest) tells a replica besides its parameters. */
+export interface LaunchEnv {
+  readonly node: string;
+  readonly replicaId: string | undefined;
+  /** Under `servegraph up`: ignore Ctrl-C (the supervisor stops replicas in order) and exit with it. */
+  readonly supervised: boolean;
+  /** Nodes of the running graph (SG_ACTIVE_NODES): the ingress serves only routes to these; undefined: all. */
+  readonly activeNodes: ReadonlySet<string> | undefined;
+  readonly metricsPort: number | undefined;
+  readonly metricsHost: string;
+  /** HTTP nodes: PORT / HOST override graph.config.ts `http`. */
+  readonly httpPort: number | undefined;
+  readonly httpHost: string | undefined;
+  /** Where generated artifacts (e.g. a generated model) are cached. */
+  readonly cacheDir: string | undefined;
+}
+
+function readLaunchEnv(env: NodeJS.ProcessEnv): LaunchEnv {
+  const node = env.SG_NODE;
+  if (!node) throw new Error("SG_NODE is not set: start nodes with `servegraph up`, or set SG_NODE=<node name>");
+  const int = (k: string): number | undefined => {
+    const v = env[k];
+    if (v === undefined || v === "") return undefined;
+    if (!/^[0-9]{1,5}$/.test(v)) throw new Error(`${k} must be a port number, got ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+  return {
+    node,
+    replicaId: env.SG_REPLICA_ID || undefined,
+    supervised: env.SG_SUPERVISED === "1",
+    activeNodes: env.SG_ACTIVE_NODES ? new Set(env.SG_ACTIVE_NODES.split(",")) : undefined,
+    metricsPort: int("SG_METRICS_PORT"),
+    metricsHost: env.SG_METRICS_HOST ?? "127.0.0.1",
+    httpPort: int("PORT"),
+    httpHost: env.HOST || undefined,
+    cacheDir: env.SG_MODEL_CACHE_DIR || undefined,
+  };
+}
+
+export interface NodeContext<P = unknown> {
   readonly graph: ResolvedGraph;
   readonly node: ResolvedNode;
   readonly replicaId: string;
@@ -23,35 +71,45 @@ export interface NodeContext {
   readonly log: Logger;
   /** Discovery metadata of this replica ($SRV.INFO); setup may add entries (e.g. the ingress URL). */
   readonly metadata: Record<string, string>;
-  /** A parameter: the env var the launcher injected (pattern B), else the value in graph.config.ts. */
-  param(name: string): string;
-  paramNumber(name: string): number;
-  paramBool(name: string): boolean;
+  /** The node's parameters, parsed by its service's schema (graph.config.ts values, env overrides). */
+  readonly params: P;
+  readonly launch: LaunchEnv;
   /** A secret's value (never log it), or undefined when not provided. */
   secret(name: string): string | undefined;
   /** Subject of another node's endpoint, read from the graph in-module (pattern A). */
   subjectOf(node: string, endpoint: string): string;
+  /** Serves a defined endpoint at this node's subject for it (`<prefix>.<node>.<endpoint>`). */
+  serve<D extends EndpointDef>(def: D, handler: EndpointHandler<D>): void;
+  /** The replica can no longer serve: leave the queue group, finish what is in flight, exit non-zero. */
+  fail(reason: string): void;
   /** Runs before the service stops taking requests (e.g. the ingress closes its HTTP server first). */
   beforeStop(fn: () => Promise<void> | void): void;
   /** Runs after in-flight requests finished, before the NATS connection drains (e.g. free the model). */
   afterStop(fn: () => Promise<void> | void): void;
 }
 
-export interface RunNodeOptions {
+export interface RunNodeOptions<S extends ParamsSchema = ParamsSchema> {
+  /** The service's parameter schema (its src/params.ts default export). */
+  params: S;
   /** Serve /metrics on the node's own port (the ingress serves it on its HTTP port instead). */
   metricsServer?: boolean;
   metadata?: Record<string, string>;
   statsData?: () => Record<string, unknown>;
 }
 
-export async function runNode(setup: (ctx: NodeContext) => Promise<void>, options: RunNodeOptions = {}): Promise<NodeContext> {
-  const name = process.env.SG_NODE;
-  if (!name) throw new Error("SG_NODE is not set: start nodes with `servegraph up`, or set SG_NODE=<node name>");
+export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z.output<S>>) => Promise<void>, options: RunNodeOptions<S>): Promise<NodeContext<z.output<S>>> {
+  const launch = readLaunchEnv(process.env);
+  const name = launch.node;
   const graph = await loadGraph();
   const node = graph.nodes[name];
   if (!node) throw new Error(`node ${name} is not in ${graph.file}`);
-  const replicaId = process.env.SG_REPLICA_ID || `${name}-${process.pid}`;
-  const log = createLogger(process.env.SG_REPLICA_ID ? `${name}#${process.env.SG_REPLICA_ID.split("-").pop()}` : name);
+  const replicaId = launch.replicaId ?? `${name}-${process.pid}`;
+  const log = createLogger(launch.replicaId ? `${name}#${launch.replicaId.split("-").pop()}` : name);
+  const parsed = parseParams(options.params, node, process.env);
+  if (!parsed.ok) {
+    log.error("invalid parameters", { issues: parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ") });
+    process.exit(1);
+  }
   startTelemetry(name, { replica: replicaId, graph: graph.name, node: name, host: hostname() });
   enableDefaultMetrics({ node: name, replica: replicaId });
   metrics.replicas.labels(name).set(1);
@@ -60,7 +118,7 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
   const metadata: Record<string, string> = { graph: graph.name, replica: replicaId, pid: String(process.pid), host: hostname(), ...options.metadata };
   if (options.metricsServer !== false) {
     // In a cluster the port is fixed and bound on all interfaces for scraping (`servegraph manifests` sets both).
-    const { url } = await startMetricsServer(Number(process.env.SG_METRICS_PORT ?? node.metricsPort), process.env.SG_METRICS_HOST ?? "127.0.0.1");
+    const { url } = await startMetricsServer(launch.metricsPort ?? node.metricsPort, launch.metricsHost);
     metadata.metrics_url = url;
   }
   const service = createService(nc, {
@@ -70,19 +128,15 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
   const client = createClient(nc, { caller: name, defaultTimeoutMs: node.timeoutMs, log });
   const before: (() => Promise<void> | void)[] = [];
   const after: (() => Promise<void> | void)[] = [];
-  const param = (k: string): string => {
-    const v = process.env[k] ?? node.parameters[k];
-    if (v === undefined) throw new Error(`parameter ${k} is not declared for node ${name} in graph.config.ts`);
-    return v;
-  };
-  const ctx: NodeContext = {
-    graph, node, replicaId, nc, client, service, log, param, metadata,
-    paramNumber: (k) => {
-      const n = Number(param(k));
-      if (!Number.isFinite(n)) throw new Error(`parameter ${k} of node ${name} is not a number`);
-      return n;
+  let shutdown: (signal: string, code?: number) => Promise<void> = async () => {};
+  const ctx: NodeContext<z.output<S>> = {
+    graph, node, replicaId, nc, client, service, log, metadata, launch,
+    params: parsed.params,
+    serve: (def, handler) => service.serve(def, subjectFor(graph, name, def.name), handler),
+    fail: (reason) => {
+      log.error("replica cannot serve any more; leaving its queue group and exiting", { reason });
+      void shutdown(`failed: ${reason}`, 1);
     },
-    paramBool: (k) => /^(1|true|yes|on)$/i.test(param(k)),
     secret: (k) => {
       const s = node.secrets[k];
       if (!s) throw new Error(`secret ${k} is not declared for node ${name}`);
@@ -94,7 +148,7 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
   };
 
   let shuttingDown = false;
-  const shutdown = async (signal: string): Promise<void> => {
+  shutdown = async (signal: string, code = 0): Promise<void> => {
     if (shuttingDown) return;
     shuttingDown = true;
     log.info("stopping", { signal, in_flight: service.inFlight() });
@@ -112,10 +166,10 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
     await step("nats drain", () => nc.drain());
     await step("telemetry shutdown", stopTelemetry);
     log.info("stopped");
-    process.exit(0);
+    process.exit(code);
   };
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
-  if (process.env.SG_SUPERVISED === "1") {
+  if (launch.supervised) {
     // Ctrl-C reaches the whole process group; the supervisor stops replicas in order with SIGTERM.
     process.on("SIGINT", () => {});
   } else {
@@ -133,7 +187,7 @@ export async function runNode(setup: (ctx: NodeContext) => Promise<void>, option
   service.announce();
   await nc.flush();
   log.info("ready", { replica: replicaId });
-  if (process.env.SG_SUPERVISED === "1") {
+  if (launch.supervised) {
     // A replica must not outlive its supervisor (e.g. `servegraph up` killed with SIGKILL).
     const parent = process.ppid;
     setInterval(() => { if (process.ppid !== parent) void shutdown("supervisor exited"); }, 1000).unref();

@@ -7,6 +7,5 @@ export const ATTR_MESSAGING_DESTINATION_NAME = "messaging.destination.name";
 export const ATTR_MESSAGING_CONSUMER_GROUP_NAME = "messaging.consumer.group.name";
 export const ATTR_MESSAGING_MESSAGE_BODY_SIZE = "messaging.message.body.size";
 export const ATTR_MESSAGING_BATCH_MESSAGE_COUNT = "messaging.batch.message_count";
-export const ATTR_MESSAGING_CLIENT_ID = "messaging.client.id";
 export const ATTR_ERROR_TYPE = "error.type";
 export const MESSAGING_SYSTEM_NATS = "nats";

@@ -10,6 +10,7 @@ import { randomUUID } from "node:crypto";
 import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import type { Span } from "@opentelemetry/api";
 import type { z } from "zod";
+import { describePayload, decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
 import { Discovery } from "../subjects/names.ts";
@@ -58,6 +59,9 @@ export interface EndpointOptions {
   metadata?: Record<string, string>;
 }
 
+/** A handler of a defined endpoint: parsed, checked input in; the reply as its definition types it. */
+export type EndpointHandler<D extends EndpointDef> = (input: ValueOf<D["request"]>, req: IncomingRequest) => InputOf<D["reply"]> | Promise<InputOf<D["reply"]>>;
+
 export interface ServiceOptions {
   /** Node name: NATS micro service name and queue group. */
   name: string;
@@ -91,13 +95,19 @@ interface EndpointState {
 export interface Service {
   readonly id: string;
   readonly name: string;
+  /** A raw endpoint: the handler parses the request itself; the reply is JSON or a {@link binaryReply}. */
   addEndpoint(name: string, opts: EndpointOptions): void;
+  /**
+   * Serves a defined endpoint at `subject`: the request is decoded and checked against `def.request` before the
+   * handler runs (BAD_REQUEST, UNSUPPORTED_MEDIA_TYPE... from the definition), and the handler's reply is checked
+   * against `def.reply` (CONTRACT_VIOLATION, logged, if the handler breaks its own contract).
+   */
+  serve<D extends EndpointDef>(def: D, subject: string, handler: EndpointHandler<D>): void;
   /** Starts answering $SRV.PING/INFO/STATS: call once the endpoints are ready, since discovery means "ready". */
   announce(): void;
   inFlight(): number;
   /** Stop intake (drain endpoint subscriptions), wait for in-flight handlers (bounded), stop discovery. */
   stop(opts?: { maxWaitMs?: number }): Promise<void>;
-  stopped(): boolean;
 }
 
 const RECENT = 2048;
@@ -288,9 +298,20 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       ep.sub = nc.subscribe(eo.subject, { queue: opts.name, callback: (err, msg) => (err ? log.warn("subscription error", { error: err }) : handle(ep, eo.handler, msg)) });
       endpoints.push(ep);
     },
+    serve(def, subject, handler) {
+      this.addEndpoint(def.name, {
+        subject,
+        metadata: { request: describePayload(def.request), reply: describePayload(def.reply), idempotent: String(def.idempotent) },
+        handler: async (req) => {
+          const input = decodePayload(def.request, req.data, req.header, "BAD_REQUEST");
+          const out = await handler(input as Parameters<typeof handler>[0], req);
+          const e = encodePayload(def.reply, out as InputOf<typeof def.reply>, "CONTRACT_VIOLATION");
+          return binaryReply(e.data, e.headers);
+        },
+      });
+    },
     announce,
     inFlight: () => inflight,
-    stopped: () => stopping,
     async stop({ maxWaitMs = 30_000 } = {}) {
       if (stopping) return;
       stopping = true;

@@ -3,3 +3,4 @@ export * from "./headers.ts";
 export * from "./names.ts";
 export * from "./schemas.ts";
 export * from "./tensor-codec.ts";
+export * from "./endpoints.ts";

@@ -25,13 +25,3 @@ export const Discovery = {
 
 /** Control subject of a running `servegraph up` supervisor (scale requests). */
 export const OPS_CONTROL_SUBJECT = "sg.ops.control";
-
-/** The endpoints each reference node serves. Nodes and ops import these, never string literals. */
-export const Endpoints = {
-  greeter: { greet: "greet" },
-  greeterProxy: { greeting: "greeting", endpoints: "endpoints" },
-  preprocess: { classify: "classify" },
-  infer: { run: "run", labels: "labels", info: "info" },
-  abRouter: { process: "process" },
-  variant: { process: "process" },
-} as const;

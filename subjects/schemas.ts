@@ -25,7 +25,6 @@ export type GreeterEndpoints = z.infer<typeof GreeterEndpoints>;
 
 // --- image classification ---------------------------------------------------------------------------------
 export const MAX_TOP_K = 1000;
-export const TopK = z.coerce.number().int().min(1).max(MAX_TOP_K);
 
 export const Prediction = z.strictObject({
   label: z.string(),
@@ -75,11 +74,3 @@ export const ProcessReply = z.strictObject({
   response: VariantReply,
 });
 export type ProcessReply = z.infer<typeof ProcessReply>;
-
-// --- errors -----------------------------------------------------------------------------------------------
-export const ErrorBody = z.object({
-  code: z.string(),
-  message: z.string(),
-  details: z.unknown().optional(),
-});
-export type ErrorBody = z.infer<typeof ErrorBody>;

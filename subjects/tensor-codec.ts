@@ -1,26 +1,29 @@
 /**
- * Tensors travel as raw little-endian float32 bytes; dtype and shape go in headers, never JSON.
- * Decoding always copies into a fresh, aligned buffer: `msg.data` is a Buffer at an arbitrary byteOffset (trap T9).
+ * Tensors travel as raw little-endian bytes; dtype and shape go in headers (`Graph-Dtype`, `Graph-Shape`), never
+ * JSON. A received `msg.data` is a Buffer view at an arbitrary byteOffset (nats.js slices it out of its read
+ * buffer), so it cannot be viewed as a Float32Array directly: {@link toFloat32} copies it into an aligned buffer,
+ * and hot paths copy it straight to where it is needed (e.g. a batch buffer) instead.
  */
 import { GraphError } from "./errors.ts";
 
 export const TensorDtype = { float32: "float32" } as const;
 export type TensorDtype = (typeof TensorDtype)[keyof typeof TensorDtype];
 
-export interface TensorMeta {
-  dtype: TensorDtype;
-  shape: readonly number[];
-}
+const BYTES_PER_ELEMENT: Record<TensorDtype, number> = { float32: 4 };
+const MAX_RANK = 8;
+const DIM = /^\s*[0-9]{1,9}\s*$/;
 
 export function formatShape(shape: readonly number[]): string {
   return shape.join(",");
 }
 
-export function parseShape(s: string | undefined): number[] {
-  if (!s) throw new GraphError("BAD_REQUEST", "missing tensor shape header");
-  const dims = s.split(",").map((d) => Number(d.trim()));
-  if (dims.length === 0 || dims.length > 8 || dims.some((d) => !Number.isSafeInteger(d) || d <= 0)) {
-    throw new GraphError("BAD_REQUEST", `invalid tensor shape: ${JSON.stringify(s.slice(0, 64))}`);
+/** Parses a `Graph-Shape` header: comma-separated positive decimal integers, rank 1..8. */
+export function parseShape(s: string | undefined, fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST"): number[] {
+  if (!s) throw new GraphError(fail, "missing tensor shape header");
+  const parts = s.split(",");
+  const dims = parts.map((d) => (DIM.test(d) ? Number(d) : NaN));
+  if (parts.length > MAX_RANK || dims.some((d) => !Number.isSafeInteger(d) || d <= 0)) {
+    throw new GraphError(fail, `invalid tensor shape: ${JSON.stringify(s.slice(0, 64))}`);
   }
   return dims;
 }
@@ -35,24 +38,28 @@ export function encodeFloat32(t: Float32Array): Uint8Array {
 }
 
 /**
- * Checks that `data` is a float32 tensor of `shape` without copying it; the caller copies the bytes where
- * they are needed (e.g. straight into a batch buffer), which keeps one 602 KB copy per image off the heap.
+ * Checks that `data` holds a tensor of `dtype` and `shape` (its declared dtype header is `declared`) without
+ * copying it.
  */
-export function checkFloat32(data: Uint8Array, dtype: string | undefined, shape: readonly number[]): Uint8Array {
-  if (dtype !== TensorDtype.float32) {
-    throw new GraphError("BAD_REQUEST", `unsupported tensor dtype: ${JSON.stringify((dtype ?? "").slice(0, 32))}`);
+export function checkTensor(data: Uint8Array, declared: string | undefined, dtype: TensorDtype, shape: readonly number[], fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST"): void {
+  if (declared !== dtype) {
+    throw new GraphError(fail, `unsupported tensor dtype: ${JSON.stringify((declared ?? "").slice(0, 32))}, expected ${dtype}`);
   }
-  const n = elementCount(shape);
-  if (data.byteLength !== n * 4) {
-    throw new GraphError("BAD_REQUEST", `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} needs ${n * 4}`);
+  const n = elementCount(shape) * BYTES_PER_ELEMENT[dtype];
+  if (data.byteLength !== n) {
+    throw new GraphError(fail, `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} needs ${n}`);
   }
-  return data;
 }
 
-/** Copies `data` into a new aligned Float32Array after checking it matches the declared dtype and shape. */
-export function decodeFloat32(data: Uint8Array, dtype: string | undefined, shape: readonly number[]): Float32Array {
-  checkFloat32(data, dtype, shape);
-  const out = new Float32Array(elementCount(shape));
-  new Uint8Array(out.buffer).set(data);
+/** Copies float32 tensor bytes (at any byteOffset) into a new aligned Float32Array. */
+export function toFloat32(data: Uint8Array): Float32Array {
+  const out = new Float32Array(data.byteLength >>> 2);
+  new Uint8Array(out.buffer).set(data.subarray(0, out.byteLength));
   return out;
+}
+
+/** Checks `data` against dtype and shape, then copies it into a new aligned Float32Array. */
+export function decodeFloat32(data: Uint8Array, dtype: string | undefined, shape: readonly number[]): Float32Array {
+  checkTensor(data, dtype, TensorDtype.float32, shape);
+  return toFloat32(data);
 }

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { loadGraph, nodesOfGraphs } from "../../runtime/config.ts";
+import { GraphConfigError, checkParams, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
 import { reportConfigError } from "../output.ts";
 
 export async function run(argv: string[]): Promise<number> {
@@ -7,6 +7,9 @@ export async function run(argv: string[]): Promise<number> {
   let graph;
   try {
     graph = await loadGraph(values.graph);
+    // Each node's parameters against its service's schema (services/<name>/src/params.ts).
+    const issues = await checkParams(graph);
+    if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
     return reportConfigError(err, values.json);
   }

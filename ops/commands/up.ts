@@ -1,6 +1,7 @@
 /** servegraph up [graph...]: the embedded single-machine deployment of a graph. */
 import { parseArgs } from "node:util";
-import { loadGraph } from "../../runtime/config.ts";
+import { GraphConfigError, checkParams, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
+import { reportConfigError } from "../output.ts";
 import { connectNats } from "../../runtime/nats.ts";
 import { createService } from "../../runtime/service.ts";
 import { createLogger } from "../../runtime/log.ts";
@@ -31,8 +32,17 @@ export async function run(argv: string[]): Promise<number> {
     },
     allowPositionals: true,
   });
-  const graph = await loadGraph(values.graph);
-  const graphs = positionals.length ? positionals : [...graph.defaultGraphs];
+  let graph;
+  let graphs: string[];
+  try {
+    graph = await loadGraph(values.graph);
+    graphs = positionals.length ? positionals : [...graph.defaultGraphs];
+    // Every node's parameters are checked before anything starts: a typo fails here, not in a replica.
+    const issues = await checkParams(graph, nodesOfGraphs(graph, graphs));
+    if (issues.length) throw new GraphConfigError(issues);
+  } catch (err) {
+    return reportConfigError(err, values.json);
+  }
   const log = createLogger("servegraph");
   const replicas: Record<string, number> = {};
   for (const r of values.replicas ?? []) {

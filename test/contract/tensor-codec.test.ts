@@ -24,6 +24,9 @@ test("tensor-codec - wrong dtype, size or shape is BAD_REQUEST", () => {
   bad(() => parseShape("3,-1"));
   bad(() => parseShape("3,x"));
   bad(() => parseShape(undefined));
+  bad(() => parseShape("0x1,3,224,224"));
+  bad(() => parseShape("1e2"));
+  bad(() => parseShape("+3"));
   assert.deepEqual(parseShape("1, 3,224,224"), [1, 3, 224, 224]);
   assert.equal(formatShape([3, 224, 224]), "3,224,224");
 });

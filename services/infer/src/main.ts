@@ -1,23 +1,25 @@
 /**
  * infer: one model per replica, hosted in a worker thread, fed by a micro-batcher. Requests carry one
- * image tensor each (raw float32, shape in headers) from any number of preprocess replicas; the batcher
+ * image tensor each (the `run` endpoint's definition: float32 1x3x224x224, shape in headers) from any number
+ * of preprocess replicas; the batcher
  * groups them (maxBatchSize / maxQueueDelayMs / maxQueueSize from graph.config.ts) and every caller gets
  * its own row of logits back. A full queue answers QUEUE_FULL (429) at once; a request whose deadline
- * passed while queued is dropped before compute (DEADLINE_EXCEEDED).
+ * passed while queued is dropped before compute (DEADLINE_EXCEEDED). If the model worker dies, the replica
+ * leaves its queue group and exits (ctx.fail) so that it is replaced, instead of failing every request.
  */
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
-import { Endpoints, GraphError, Headers, TensorDtype, checkFloat32, encodeFloat32, formatShape, parseShape, type InferInfo } from "../../../subjects/index.ts";
-import { binaryReply, runNode } from "../../../runtime/index.ts";
-import { recordSpanError, startBatchSpan } from "../../../runtime/tracing.ts";
-import { createBatcher } from "../../../runtime/batcher.ts";
-import { MS_BUCKETS, registry } from "../../../runtime/metrics.ts";
-import { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "../../../runtime/semconv.ts";
+import { IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, formatShape } from "../../../subjects/index.ts";
+import {
+  ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, BATCHING_DEFAULTS, MESSAGING_SYSTEM_NATS, MS_BUCKETS,
+  createBatcher, recordSpanError, registry, runNode, startBatchSpan,
+} from "../../../runtime/index.ts";
 import { ensureGeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
+import Params from "./params.ts";
 
 interface Item {
   /** The request's tensor bytes, checked but not copied (msg.data views are never reused by nats.js). */
@@ -58,28 +60,32 @@ const recentSizes: number[] = [];
 let statsExtra: () => Record<string, unknown> = () => ({});
 
 await runNode(async (ctx) => {
-  const modelParam = ctx.param("MODEL");
+  const { MODEL: modelParam, EXECUTION_PROVIDER: ep } = ctx.params;
   const modelPath = modelParam
     ? (isAbsolute(modelParam) ? modelParam : resolve(ctx.graph.root, modelParam))
-    : await ensureGeneratedModel(process.env.SG_MODEL_CACHE_DIR || resolve(REPO_ROOT, ".cache/models"));
-  const ep = ctx.param("EXECUTION_PROVIDER");
-  if (ep !== "auto" && ep !== "cuda" && ep !== "cpu") throw new Error(`EXECUTION_PROVIDER must be auto, cuda or cpu, got ${ep}`);
+    : await ensureGeneratedModel(ctx.launch.cacheDir ?? resolve(REPO_ROOT, ".cache/models"));
   const t0 = performance.now();
   const host = await createModelHost({
     modelPath,
     executionProvider: ep,
     // 0 means every available core: ORT's own default counts physical cores, one thread on a 2-vCPU VM.
-    intraOpNumThreads: ctx.paramNumber("INTRA_OP_THREADS") || availableParallelism(),
-    allowSpinning: ctx.paramBool("ALLOW_SPINNING"),
+    intraOpNumThreads: ctx.params.INTRA_OP_THREADS || availableParallelism(),
+    allowSpinning: ctx.params.ALLOW_SPINNING,
     log: (msg, attrs) => ctx.log.info(msg, attrs),
+    onBroken: (reason) => ctx.fail(reason),
   });
+  const rowShape = InferRun.request.shape.slice(1);
+  if (formatShape(host.inputShape) !== formatShape(rowShape as number[])) {
+    await host.close();
+    throw new Error(`model ${modelPath} takes input rows of shape ${formatShape(host.inputShape)}; the ${InferRun.name} endpoint carries ${formatShape(IMAGE_TENSOR_SHAPE)}`);
+  }
   ctx.log.info("model loaded", { model: modelPath, execution_provider: host.executionProvider, input: formatShape(host.inputShape), outputs: host.outputSize, ms: Math.round(performance.now() - t0) });
   ctx.metadata.execution_provider = host.executionProvider;
   ctx.metadata.model = modelPath;
   const labels = loadLabels(resolve(REPO_ROOT, "data/imagenet-labels.json"), host.outputSize);
   const rowElems = host.inputShape.reduce((a, b) => a * b, 1);
-  const b = ctx.node.batching ?? { maxBatchSize: 32, maxQueueDelayMs: 4, maxQueueSize: 256, maxConcurrentBatches: 1 };
-  const runSubject = ctx.subjectOf(ctx.node.name, Endpoints.infer.run);
+  const b = ctx.node.batching ?? BATCHING_DEFAULTS;
+  const runSubject = ctx.subjectOf(ctx.node.name, InferRun.name);
 
   const batcher = createBatcher<Item, RowResult>({
     ...b,
@@ -126,36 +132,23 @@ await runNode(async (ctx) => {
   const depthTimer = setInterval(() => queueDepth.labels(ctx.node.name).set(batcher.queueDepth()), 500);
   depthTimer.unref();
 
-  ctx.service.addEndpoint(Endpoints.infer.run, {
-    subject: runSubject,
-    metadata: { input_shape: formatShape(host.inputShape), dtype: TensorDtype.float32 },
-    handler: async (req) => {
-      const shape = parseShape(req.header(Headers.Shape));
-      const rowShape = shape.length === host.inputShape.length + 1 && shape[0] === 1 ? shape.slice(1) : shape;
-      if (formatShape(rowShape) !== formatShape(host.inputShape)) {
-        throw new GraphError("BAD_REQUEST", `expected one tensor of shape ${formatShape(host.inputShape)}, got ${formatShape(shape)}`);
-      }
-      const input = checkFloat32(req.data, req.header(Headers.Dtype), rowShape);
-      const r = await batcher.enqueue(
-        { input, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
-        { deadlineEpochMs: req.deadlineEpochMs, signal: req.signal },
-      );
-      if (req.span.isRecording()) {
-        // Per request: its queue wait and its share of the forward pass, and a link to the batch span.
-        req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
-        if (trace.isSpanContextValid(r.batchSpan)) req.span.addLink({ context: r.batchSpan });
-      }
-      return binaryReply(encodeFloat32(r.row), { [Headers.Dtype]: TensorDtype.float32, [Headers.Shape]: String(host.outputSize) });
-    },
+  ctx.serve(InferRun, async ({ data }, req) => {
+    const r = await batcher.enqueue(
+      { input: data, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
+      { deadlineEpochMs: req.deadlineEpochMs, signal: req.signal },
+    );
+    if (req.span.isRecording()) {
+      // Per request: its queue wait and its share of the forward pass, and a link to the batch span.
+      req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
+      if (trace.isSpanContextValid(r.batchSpan)) req.span.addLink({ context: r.batchSpan });
+    }
+    return { data: encodeFloat32(r.row), shape: [host.outputSize] };
   });
-  ctx.service.addEndpoint(Endpoints.infer.labels, { subject: ctx.subjectOf(ctx.node.name, Endpoints.infer.labels), handler: () => labels });
-  ctx.service.addEndpoint(Endpoints.infer.info, {
-    subject: ctx.subjectOf(ctx.node.name, Endpoints.infer.info),
-    handler: (): InferInfo => ({
-      model: modelPath, execution_provider: host.executionProvider, input_shape: [...host.inputShape], output_size: host.outputSize,
-      max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_queue_size: b.maxQueueSize,
-    }),
-  });
+  ctx.serve(InferLabels, () => labels);
+  ctx.serve(InferInfoEndpoint, () => ({
+    model: modelPath, execution_provider: host.executionProvider, input_shape: [...host.inputShape], output_size: host.outputSize,
+    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_queue_size: b.maxQueueSize,
+  }));
   ctx.afterStop(async () => {
     clearInterval(depthTimer);
     await batcher.stop();
@@ -167,5 +160,5 @@ await runNode(async (ctx) => {
     avg_batch_size: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length : 0,
     batch_fill: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length / b.maxBatchSize : 0,
   });
-}, { statsData: () => statsExtra() });
+}, { params: Params, statsData: () => statsExtra() });
 

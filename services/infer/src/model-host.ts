@@ -28,6 +28,8 @@ export interface ModelHostOptions {
   /** ORT intra-op spin-waiting (default true, ORT's default): lower latency, burns CPU between runs. */
   allowSpinning?: boolean;
   log?: (msg: string, attrs?: Record<string, unknown>) => void;
+  /** Called once when the worker dies unexpectedly (the host is then broken for good): replace the replica. */
+  onBroken?: (reason: string) => void;
 }
 
 export interface ModelRunResult {
@@ -86,7 +88,7 @@ function spawnOrtWorker(data: OrtWorkerData): Worker {
   return new Worker(code, { eval: true, workerData: data });
 }
 
-function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions, "log">> {
+function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions, "log" | "onBroken">> {
   if (typeof opts.modelPath !== "string" || opts.modelPath.length === 0) throw new TypeError("modelPath must be a non-empty string");
   if (!["auto", "cuda", "cpu"].includes(opts.executionProvider)) {
     throw new TypeError(`executionProvider must be "auto", "cuda" or "cpu", got ${JSON.stringify(opts.executionProvider)}`);
@@ -199,6 +201,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     if (!intended) {
       state = "broken";
       log("model worker exited unexpectedly; model host is broken", { exitCode, reason: workerError?.message });
+      opts.onBroken?.(`model worker exited (code ${exitCode}${workerError ? `: ${workerError.message}` : ""})`);
     } else {
       state = "closed";
     }

@@ -13,13 +13,12 @@ import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { z } from "zod";
 import client from "prom-client";
 import {
-  GraphError, Headers, Labels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
-  GreetReply, Predictions, ProcessReply, TopK,
+  AbProcess, Classify, DEFAULT_TOP_K, ErrorCodes, GraphError, Greeting, Headers, InferLabels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
+  TopK, codeForStatus, type ErrorCode,
 } from "../../../subjects/index.ts";
-import type { Client } from "../../../runtime/client.ts";
-import type { Logger } from "../../../runtime/log.ts";
-import { MS_BUCKETS, metrics, metricsText, observeReplicas, registry } from "../../../runtime/metrics.ts";
-import { endHttpServerSpan, startHttpServerSpan } from "../../../runtime/tracing.ts";
+import {
+  MS_BUCKETS, endHttpServerSpan, metrics, metricsText, observeReplicas, registry, startHttpServerSpan, type Client, type Logger,
+} from "../../../runtime/index.ts";
 import { fetchImage } from "./fetch-image.ts";
 
 /** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
@@ -55,8 +54,11 @@ function bearerMatches(header: string | undefined, key: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-const ErrorReply = z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).describe("Every error.");
-const errorResponses = { 400: ErrorReply, 404: ErrorReply, 413: ErrorReply, 415: ErrorReply, 429: ErrorReply, 500: ErrorReply, 502: ErrorReply, 503: ErrorReply, 504: ErrorReply };
+const ErrorReply = z
+  .object({ code: z.enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]]), message: z.string(), details: z.unknown().optional() })
+  .describe("Every error: `code` is one of docs/errors.md.");
+/** Every status the error table can produce, for the OpenAPI document. */
+const errorResponses = Object.fromEntries([...new Set(Object.values(ErrorCodes).map((c) => c.status))].map((s) => [s, ErrorReply]));
 
 const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
 
@@ -105,14 +107,9 @@ function fastifyToGraphError(err: FastifyError): GraphError {
     case "FST_ERR_CTP_EMPTY_JSON_BODY": return new GraphError("BAD_REQUEST", "empty JSON body");
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH": return new GraphError("BAD_REQUEST", "invalid Content-Length");
   }
-  const status = err.statusCode ?? 500;
-  if (status === 400) return new GraphError("BAD_REQUEST", err.message);
-  if (status === 404) return new GraphError("NOT_FOUND", err.message);
-  if (status === 413) return new GraphError("PAYLOAD_TOO_LARGE", err.message);
-  if (status === 415) return new GraphError("UNSUPPORTED_MEDIA_TYPE", err.message);
-  if (status === 503) return new GraphError("UNAVAILABLE", err.message);
-  if (status < 500) return new GraphError("BAD_REQUEST", err.message);
-  return new GraphError("INTERNAL", "internal error", { cause: err });
+  // Anything else Fastify raises maps by its status through the one table.
+  const code = codeForStatus(err.statusCode ?? 500);
+  return code === "INTERNAL" ? new GraphError("INTERNAL", "internal error", { cause: err }) : new GraphError(code, err.message);
 }
 
 /** Routes that get no span: scrapes, probes and the docs UI would drown the real traffic. */
@@ -204,7 +201,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
     void reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
   });
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ code: "NOT_FOUND", message: `no route ${req.method} ${req.url.split("?")[0]}` });
+    const ge = new GraphError("NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`);
+    void reply.status(ge.status).send(ge.toJSON());
   });
   app.addHook("onResponse", async (req, reply) => {
     httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime);
@@ -248,30 +246,27 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       schema: {
         description: "Two-node chain: ingress -> greeter-proxy -> greeter.",
         params: z.object({ name: z.string().min(1).max(MAX_NAME_LENGTH) }),
-        response: { 200: GreetReply, ...errorResponses },
+        response: { 200: Greeting.reply.schema, ...errorResponses },
       },
-    }, async (req) => deps.client.requestJson(greeting.subject, { name: req.params.name }, { deadlineEpochMs: deadline(greeting.timeoutMs), schema: GreetReply }));
+    }, async (req) => deps.client.call(Greeting, greeting.subject, { name: req.params.name }, { deadlineEpochMs: deadline(greeting.timeoutMs) }));
   }
 
   const classify = deps.routes.classify;
   if (classify) {
-    const classifyBytes = async (bytes: Uint8Array, topK: number, contentType: string | undefined): Promise<z.output<typeof Predictions>> => {
-      if (bytes.length === 0) throw new GraphError("INVALID_IMAGE", "empty image body");
-      const headers: Record<string, string> = { [Headers.TopK]: String(topK) };
-      if (contentType) headers[Headers.ContentType] = contentType;
-      return deps.client.requestJson(classify.subject, bytes, { deadlineEpochMs: deadline(classify.timeoutMs), headers, schema: Predictions });
-    };
+    // The endpoint's definition checks the image (empty, media type, top_k) before it leaves the ingress.
+    const classifyBytes = (data: Uint8Array, topK: number, contentType: string | undefined) =>
+      deps.client.call(Classify, classify.subject, { data, headers: { [Headers.TopK]: topK, [Headers.ContentType]: contentType } }, { deadlineEpochMs: deadline(classify.timeoutMs) });
     app.post("/classify", {
       schema: {
         description: "Classify an image: JSON `{image_url, top_k}` (the URL is fetched by the ingress: http(s) to public addresses only), or the raw image as the body (image/*, application/octet-stream) with `?top_k=`.",
-        querystring: z.object({ top_k: TopK.default(5) }),
+        querystring: z.object({ top_k: TopK.default(DEFAULT_TOP_K) }),
         // Buffer first: zod tries the options in order, and a strictObject check of a Buffer visits every
         // byte as a key (~30 ms of CPU per 100 KB image). The JSON errors are the same either way.
         body: z.union([
           z.instanceof(Buffer).describe("raw image bytes"),
-          z.strictObject({ image_url: z.string().min(1).max(4096), top_k: TopK.default(5) }),
+          z.strictObject({ image_url: z.string().min(1).max(4096), top_k: TopK.default(DEFAULT_TOP_K) }),
         ]).optional(),
-        response: { 200: Predictions, ...errorResponses },
+        response: { 200: Classify.reply.schema, ...errorResponses },
       },
     }, async (req) => {
       const body = req.body;
@@ -287,8 +282,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   const labels = deps.routes.labels;
   if (labels) {
-    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: Labels, ...errorResponses } } },
-      async () => deps.client.requestJson(labels.subject, {}, { deadlineEpochMs: deadline(labels.timeoutMs), schema: Labels }));
+    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: InferLabels.reply.schema, ...errorResponses } } },
+      async () => deps.client.call(InferLabels, labels.subject, undefined, { deadlineEpochMs: deadline(labels.timeoutMs) }));
   }
 
   const ab = deps.routes.process;
@@ -298,9 +293,9 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
         description: "A/B routing: the router picks variant A or B for `user_key` (Statsig gate) and forwards the message.",
         params: z.object({ message: z.string().max(MAX_MESSAGE_LENGTH) }),
         querystring: z.object({ user_key: z.string().min(1, "user_key is required").max(MAX_USER_KEY_LENGTH) }),
-        response: { 200: ProcessReply, ...errorResponses },
+        response: { 200: AbProcess.reply.schema, ...errorResponses },
       },
-    }, async (req) => deps.client.requestJson(ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs), schema: ProcessReply }));
+    }, async (req) => deps.client.call(AbProcess, ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs) }));
   }
 
   return app;

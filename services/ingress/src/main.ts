@@ -3,22 +3,23 @@
  * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
  * (new requests get 503, in-flight ones finish), then the NATS connection drains.
  */
-import { countReplicas } from "../../../runtime/discovery.ts";
-import { runNode } from "../../../runtime/index.ts";
+import { countReplicas, runNode } from "../../../runtime/index.ts";
 import { buildApp, type IngressRoutes } from "./app.ts";
+import Params from "./params.ts";
 
 await runNode(async (ctx) => {
-  const active = process.env.SG_ACTIVE_NODES ? new Set(process.env.SG_ACTIVE_NODES.split(",")) : undefined;
-  const route = (param: string) => {
-    const subject = ctx.param(param);
+  const active = ctx.launch.activeNodes;
+  const route = (subject: string | undefined) => {
+    if (subject === undefined) return undefined;
     const node = subject.slice(ctx.graph.subjectPrefix.length + 1).split(".")[0]!;
     if (active && !active.has(node)) return undefined;
     const target = ctx.graph.nodes[node];
     return { subject, node, timeoutMs: target?.timeoutMs ?? ctx.node.timeoutMs };
   };
   const routes: IngressRoutes = {};
-  for (const [k, p] of [["greeting", "GREETING_SUBJECT"], ["classify", "CLASSIFY_SUBJECT"], ["labels", "LABELS_SUBJECT"], ["process", "PROCESS_SUBJECT"]] as const) {
-    const r = route(p);
+  const p = ctx.params;
+  for (const [k, subject] of [["greeting", p.GREETING_SUBJECT], ["classify", p.CLASSIFY_SUBJECT], ["labels", p.LABELS_SUBJECT], ["process", p.PROCESS_SUBJECT]] as const) {
+    const r = route(subject);
     if (r) routes[k] = r;
   }
   let apiKey: string | undefined;
@@ -31,16 +32,16 @@ await runNode(async (ctx) => {
     client: ctx.client,
     routes,
     countReplicas: (node) => countReplicas(ctx.nc, node, 150),
-    maxBodyBytes: ctx.paramNumber("MAX_BODY_BYTES"),
-    imageFetchTimeoutMs: ctx.paramNumber("IMAGE_FETCH_TIMEOUT_MS"),
-    allowPrivateImageUrls: ctx.paramBool("ALLOW_PRIVATE_IMAGE_URLS"),
+    maxBodyBytes: p.MAX_BODY_BYTES,
+    imageFetchTimeoutMs: p.IMAGE_FETCH_TIMEOUT_MS,
+    allowPrivateImageUrls: p.ALLOW_PRIVATE_IMAGE_URLS,
     log: ctx.log,
   });
-  const port = process.env.PORT !== undefined ? Number(process.env.PORT) : ctx.node.http?.port ?? 8080;
-  const host = process.env.HOST ?? ctx.node.http?.host ?? "127.0.0.1";
+  const port = ctx.launch.httpPort ?? ctx.node.http?.port ?? 8080;
+  const host = ctx.launch.httpHost ?? ctx.node.http?.host ?? "127.0.0.1";
   const address = await app.listen({ port, host });
   ctx.metadata.http_url = address;
   ctx.metadata.metrics_url = `${address}/metrics`;
   ctx.log.info("listening", { url: address, routes: Object.keys(routes).join(",") });
   ctx.beforeStop(() => app.close());
-}, { metricsServer: false });
+}, { params: Params, metricsServer: false });
