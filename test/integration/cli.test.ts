@@ -27,6 +27,22 @@ test("cli - check validates the graph and prints it; --json is machine-readable"
   assert.match(unknown.stderr, /unknown command/);
 });
 
+test("cli - check and up refuse a misspelt parameter name or value with its path, before starting anything", () => {
+  const typo = join(REPO_ROOT, "test/fixtures/typo-graph.config.ts");
+  const human = cli(["check", "--graph", typo]);
+  assert.equal(human.status, 1);
+  assert.match(human.stderr, /nodes\.preprocess\.parameters\.PREPROCESS_MODE: must be one of fast, exact \(got "fsat"\)/);
+  assert.match(human.stderr, /nodes\.greeter\.parameters\.DELAY_MS: must be a decimal number/);
+  assert.match(human.stderr, /nodes\.greeter\.parameters: not a parameter of services\/greeter: GREETNG/);
+  const machine = cli(["check", "--json", "--graph", typo]);
+  const parsed = JSON.parse(machine.stdout) as { ok: boolean; issues: { path: string }[] };
+  assert.equal(parsed.ok, false);
+  assert.deepEqual(parsed.issues.map((i) => i.path).sort(), ["nodes.greeter.parameters", "nodes.greeter.parameters.DELAY_MS", "nodes.preprocess.parameters.PREPROCESS_MODE"]);
+  const up = cli(["up", "chain", "--graph", typo], { NATS_URL: "nats://127.0.0.1:1" });
+  assert.equal(up.status, 1, "up refuses before connecting to NATS");
+  assert.match(up.stderr, /GREETNG/);
+});
+
 test("cli - up starts its own nats-server and the chain, request reaches it over NATS, Ctrl-C stops everything", async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json");
   const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;

@@ -120,7 +120,8 @@ test("model-host - a wrong-size input is rejected without harming the host", { s
 });
 
 test("model-host - a worker crash fails pending runs with MODEL_ERROR and breaks the host", { skip, timeout: 60_000 }, async () => {
-  const victim = await createModelHost({ modelPath, executionProvider: "cpu" });
+  const broken: string[] = [];
+  const victim = await createModelHost({ modelPath, executionProvider: "cpu", onBroken: (reason) => broken.push(reason) });
   try {
     const internals = (victim as unknown as { [kTestInternals]: ModelHostTestInternals })[kTestInternals];
     // The crash lands on the worker right after the run in flight answers, while the next one waits.
@@ -130,6 +131,8 @@ test("model-host - a worker crash fails pending runs with MODEL_ERROR and breaks
     assert.equal((await inFlight).output.length, 2000);
     for (const p of waiting) await assert.rejects(p, (e) => code(e) === "MODEL_ERROR");
     assert.equal(victim.isBroken(), true);
+    assert.equal(broken.length, 1, "onBroken is called once, so the replica can leave its queue group");
+    assert.match(broken[0]!, /model worker exited/);
     await assert.rejects(victim.run(randomInput(ROW, 8), 1), (e) => code(e) === "MODEL_ERROR");
   } finally {
     await victim.close();
