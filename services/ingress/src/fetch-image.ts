@@ -9,7 +9,7 @@
 import { promises as dns } from "node:dns";
 import http from "node:http";
 import https from "node:https";
-import { isIP, type LookupFunction } from "node:net";
+import { BlockList, isIP, type LookupFunction } from "node:net";
 import { GraphError } from "../../../subjects/errors.ts";
 
 export interface ResolvedAddress { address: string; family: 4 | 6 }
@@ -198,57 +198,60 @@ function hostOf(url: URL): string {
 
 // ---- address policy -------------------------------------------------------------------------------------------
 
-interface Cidr { base: bigint; bits: number }
-const cidrs = (list: string[]): Cidr[] => list.map((c) => {
-  const [ip = "", bits = ""] = c.split("/");
-  return { base: ipToBigInt(ip) ?? -1n, bits: Number(bits) };
-});
-const inAny = (value: bigint, width: number, list: Cidr[]): boolean =>
-  list.some(({ base, bits }) => value >> BigInt(width - bits) === base >> BigInt(width - bits));
+type Family = "ipv4" | "ipv6";
+
+/** A node:net BlockList used as a set of address ranges. */
+function ranges(family: Family, cidrs: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const cidr of cidrs) {
+    const [base = "", bits = ""] = cidr.split("/");
+    list.addSubnet(base, Number(bits), family);
+  }
+  return list;
+}
+
+/** The ranges that are not public, and the exceptions inside them that are. */
+interface RangePolicy { notGlobal: BlockList; exceptions: BlockList }
+const isAllowedBy = (policy: RangePolicy, ip: string, family: Family): boolean =>
+  policy.exceptions.check(ip, family) || !policy.notGlobal.check(ip, family);
 
 // Python's ipaddress `_private_networks` (3.13) plus 100.64/10 (not global there either) and multicast 224/4,
 // which Python calls global but is never a fetchable unicast host.
-const V4_NOT_GLOBAL = cidrs(["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+const V4_NOT_GLOBAL = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
   "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
-  "240.0.0.0/4"]);
-const V4_GLOBAL_EXCEPTIONS = cidrs(["192.0.0.9/32", "192.0.0.10/32"]);
+  "240.0.0.0/4"];
+const V4_GLOBAL_EXCEPTIONS = ["192.0.0.9/32", "192.0.0.10/32"];
+// BlockList applies IPv4 ranges to IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) as well.
+const V4: RangePolicy = { notGlobal: ranges("ipv4", V4_NOT_GLOBAL), exceptions: ranges("ipv4", V4_GLOBAL_EXCEPTIONS) };
+const V4_MAPPED = ranges("ipv6", ["::ffff:0:0/96"]);
+// NAT64 well-known prefix: 64:ff9b::a.b.c.d is judged by a.b.c.d, through the same ranges moved under the prefix.
+const NAT64 = ranges("ipv6", ["64:ff9b::/96"]);
+const underNat64 = (cidrs: readonly string[]): string[] => cidrs.map((c) => {
+  const [base = "", bits = ""] = c.split("/");
+  return `64:ff9b::${base}/${96 + Number(bits)}`;
+});
+const V4_VIA_NAT64: RangePolicy = {
+  notGlobal: ranges("ipv6", underNat64(V4_NOT_GLOBAL)),
+  exceptions: ranges("ipv6", underNat64(V4_GLOBAL_EXCEPTIONS)),
+};
 // IPv6 is an allowlist: only global unicast 2000::/3 can be public (stricter than Python, which calls unassigned
 // space and global multicast global); inside it, Python's non-global blocks and their exceptions.
-const V6_GLOBAL_UNICAST = cidrs(["2000::/3"]);
-const V6_NOT_GLOBAL = cidrs(["2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20"]);
-const V6_GLOBAL_EXCEPTIONS = cidrs(["2001:1::1/128", "2001:1::2/128", "2001:3::/32", "2001:4:112::/48", "2001:20::/28", "2001:30::/28"]);
-// Forms that embed an IPv4 address in the low 32 bits, judged by that address: IPv4-mapped and NAT64 well-known.
-const V6_EMBEDS_V4 = cidrs(["::ffff:0:0/96", "64:ff9b::/96"]);
+const V6_GLOBAL_UNICAST = ranges("ipv6", ["2000::/3"]);
+const V6: RangePolicy = {
+  notGlobal: ranges("ipv6", ["2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20"]),
+  exceptions: ranges("ipv6", ["2001:1::1/128", "2001:1::2/128", "2001:3::/32", "2001:4:112::/48", "2001:20::/28", "2001:30::/28"]),
+};
 
 /**
  * Whether `ip` (a plain IPv4 or IPv6 literal, no brackets) is a public unicast address, mirroring Python's
- * `ipaddress.ip_address(ip).is_global` with the stricter choices noted above. Anything unparsable is not public.
+ * `ipaddress.ip_address(ip).is_global` with the stricter choices noted above. Anything unparsable is not public,
+ * and so is an address with a zone index (`fe80::1%eth0`): a zone only scopes a non-global address.
  */
 export function isPublicAddress(ip: string): boolean {
-  const value = ipToBigInt(ip);
-  if (value === undefined) return false;
-  if (isIP(ip) === 4) return inAny(value, 32, V4_GLOBAL_EXCEPTIONS) || !inAny(value, 32, V4_NOT_GLOBAL);
-  if (inAny(value, 128, V6_EMBEDS_V4)) {
-    const v4 = value & 0xffffffffn;
-    return isPublicAddress([24n, 16n, 8n, 0n].map((s) => String((v4 >> s) & 0xffn)).join("."));
-  }
-  if (!inAny(value, 128, V6_GLOBAL_UNICAST)) return false;
-  return inAny(value, 128, V6_GLOBAL_EXCEPTIONS) || !inAny(value, 128, V6_NOT_GLOBAL);
-}
-
-function ipToBigInt(ip: string): bigint | undefined {
   const family = isIP(ip);
-  if (family === 4) return ip.split(".").reduce((acc, octet) => (acc << 8n) | BigInt(Number(octet)), 0n);
-  if (family !== 6) return undefined;
-  let text = ip.replace(/%.*$/, "");
-  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (dotted !== null) {
-    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
-    text = text.slice(0, dotted.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head = "", tail] = text.split("::");
-  const left = head === "" ? [] : head.split(":");
-  const right = tail === undefined || tail === "" ? [] : tail.split(":");
-  const groups = [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
+  if (family === 4) return isAllowedBy(V4, ip, "ipv4");
+  if (family !== 6 || ip.includes("%")) return false;
+  if (V4_MAPPED.check(ip, "ipv6")) return isAllowedBy(V4, ip, "ipv6");
+  if (NAT64.check(ip, "ipv6")) return isAllowedBy(V4_VIA_NAT64, ip, "ipv6");
+  return V6_GLOBAL_UNICAST.check(ip, "ipv6") && isAllowedBy(V6, ip, "ipv6");
 }

@@ -1,6 +1,7 @@
 /**
  * Worker-thread entry of the `exact` preprocessing mode: runs the Pillow port (blur, resize,
- * normalise) on decoded RGB so that ~10 ms of CPU per image stays off the main event loop.
+ * normalise) on decoded RGB so that ~10 ms of CPU per image stays off the main event loop. There is no build
+ * step: ./exact-pool.ts starts this .ts file through tsx.
  *
  * Protocol (one job at a time per worker; the pool never sends a second job before the reply):
  *   in:  {@link ExactJobMessage}  (the RGB buffer is transferred)

@@ -7,7 +7,7 @@
  *
  * Two modes:
  * - `exact`: sharp decodes; a TypeScript port of Pillow's blur and resize (./pil-exact.ts) runs in a pool
- *   of worker threads. The tensor is bit-identical to the reference (golden sha256 in
+ *   of worker threads (./exact-pool.ts). The tensor is bit-identical to the reference (golden sha256 in
  *   test/fixtures/golden). ~10-15 ms of CPU per photo.
  * - `fast`: sharp does everything: decode + Gaussian blur (sigma 1) in one pipeline, then the
  *   antialiased linear resize in a second one (sharp runs operations in a fixed order, resize before
@@ -29,10 +29,9 @@
  * No decoder message escapes: the library error is kept as `cause` only.
  */
 import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from "sharp";
 import { GraphError } from "../../../subjects/errors.ts";
-import type { ExactJobMessage, ExactReplyMessage } from "./exact-worker.ts";
+import { createExactPool, deadlineExceeded } from "./exact-pool.ts";
 import { MODEL_INPUT_SIZE, normalizeToChw } from "./pil-exact.ts";
 
 sharp.cache(false);
@@ -91,10 +90,6 @@ function validateOptions(opts: PreprocessorOptions): void {
   if (opts.exactWorkers !== undefined && (!Number.isSafeInteger(opts.exactWorkers) || opts.exactWorkers < 1)) {
     throw new TypeError(`exactWorkers must be a positive integer, got ${opts.exactWorkers}`);
   }
-}
-
-function deadlineExceeded(signal: AbortSignal): GraphError {
-  return new GraphError("DEADLINE_EXCEEDED", "deadline exceeded before preprocessing finished", { cause: signal.reason });
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
@@ -220,154 +215,6 @@ async function fastTensor(bytes: Uint8Array, limits: DecodeLimits, signal: Abort
   }
   throwIfAborted(signal);
   return normalizeToChw(resized, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
-}
-
-interface PendingJob {
-  readonly id: number;
-  readonly rgb: Uint8Array;
-  readonly width: number;
-  readonly height: number;
-  readonly signal: AbortSignal | undefined;
-  readonly resolve: (t: Float32Array) => void;
-  readonly reject: (e: GraphError) => void;
-  /** Set once the caller's promise is settled (result, failure or abort); later outcomes are dropped. */
-  done: boolean;
-  onAbort?: () => void;
-}
-
-interface PoolSlot {
-  worker: Worker | undefined;
-  job: PendingJob | undefined;
-}
-
-interface ExactPool {
-  run(rgb: Uint8Array, width: number, height: number, signal: AbortSignal | undefined): Promise<Float32Array>;
-  close(): Promise<void>;
-}
-
-/**
- * Starts one worker on ./exact-worker. From source (.ts) the worker must load TypeScript itself:
- * tsx 4 registers its loader hooks on the main thread only under Node 20, so
- * `execArgv: ["--import", "tsx"]` yields a worker that fails with "Unknown file extension .ts".
- * Registering tsx's ESM API inside the worker before importing the entry works on Node 20 and later.
- */
-function spawnExactWorker(): Worker {
-  const here = import.meta.url;
-  if (here.endsWith(".ts")) {
-    const tsxApi = import.meta.resolve("tsx/esm/api");
-    const entry = new URL("./exact-worker.ts", here).href;
-    const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-    // execArgv: [] so an inherited `--import tsx` (which registers in workers on newer Node) cannot
-    // install the hooks a second time.
-    return new Worker(bootstrap, { eval: true, execArgv: [], name: "preprocess-exact" });
-  }
-  return new Worker(new URL("./exact-worker.js", here), { name: "preprocess-exact" });
-}
-
-/**
- * A fixed pool of workers, one job per worker at a time, FIFO queue. Idle workers are unref'd so an
- * idle pool never keeps the process alive. A worker that dies fails its job (INTERNAL) and is replaced
- * on the next dispatch. An aborted queued job is dropped; an aborted running job is rejected at once
- * and its result discarded.
- */
-function createExactPool(size: number): ExactPool {
-  const slots: PoolSlot[] = Array.from({ length: size }, () => ({ worker: undefined, job: undefined }));
-  const queue: PendingJob[] = [];
-  let nextId = 1;
-  let closed = false;
-
-  const finish = (job: PendingJob, outcome: Float32Array | GraphError): void => {
-    if (job.done) return;
-    job.done = true;
-    if (job.onAbort !== undefined) job.signal?.removeEventListener("abort", job.onAbort);
-    if (outcome instanceof GraphError) job.reject(outcome);
-    else job.resolve(outcome);
-  };
-
-  const startWorker = (slot: PoolSlot): Worker => {
-    const worker = spawnExactWorker();
-    worker.unref();
-    worker.on("message", (msg: ExactReplyMessage) => {
-      const job = slot.job;
-      slot.job = undefined;
-      worker.unref();
-      if (job !== undefined && job.id === msg.id) {
-        finish(job, "tensor" in msg ? msg.tensor : new GraphError("INTERNAL", "preprocessing failed", { cause: new Error(msg.error) }));
-      }
-      dispatch();
-    });
-    const onGone = (cause: unknown): void => {
-      if (slot.worker !== worker) return;
-      slot.worker = undefined;
-      const job = slot.job;
-      slot.job = undefined;
-      if (job !== undefined) {
-        finish(
-          job,
-          closed
-            ? new GraphError("UNAVAILABLE", "preprocessor is closed")
-            : new GraphError("INTERNAL", "preprocessing worker failed", { cause }),
-        );
-      }
-      if (!closed) dispatch();
-    };
-    worker.on("error", onGone);
-    worker.on("exit", (code) => onGone(new Error(`worker exited with code ${code}`)));
-    return worker;
-  };
-
-  const dispatch = (): void => {
-    for (const slot of slots) {
-      while (queue.length > 0 && slot.job === undefined) {
-        const job = queue.shift()!;
-        let worker: Worker;
-        try {
-          worker = slot.worker ?? (slot.worker = startWorker(slot));
-        } catch (err) {
-          finish(job, new GraphError("INTERNAL", "preprocessing worker failed to start", { cause: err }));
-          continue;
-        }
-        slot.job = job;
-        worker.ref();
-        // The buffer goes in the transfer list: a plain ArrayBuffer is moved. sharp's output Buffers are
-        // external memory that V8 cannot detach, and for those Node copies (one memcpy of the frame)
-        // instead. A view into a larger buffer is cut out first so only the frame travels.
-        const standalone = job.rgb.byteOffset === 0 && job.rgb.byteLength === job.rgb.buffer.byteLength;
-        const rgb = standalone ? job.rgb : job.rgb.slice();
-        const msg: ExactJobMessage = { id: job.id, rgb, width: job.width, height: job.height };
-        worker.postMessage(msg, [rgb.buffer as ArrayBuffer]);
-      }
-    }
-  };
-
-  for (const slot of slots) slot.worker = startWorker(slot);
-
-  return {
-    run(rgb, width, height, signal) {
-      if (closed) return Promise.reject(new GraphError("UNAVAILABLE", "preprocessor is closed"));
-      if (signal?.aborted) return Promise.reject(deadlineExceeded(signal));
-      return new Promise<Float32Array>((resolve, reject) => {
-        const job: PendingJob = { id: nextId++, rgb, width, height, signal, resolve, reject, done: false };
-        if (signal !== undefined) {
-          job.onAbort = () => {
-            const queued = queue.indexOf(job);
-            if (queued >= 0) queue.splice(queued, 1);
-            // A running job cannot be interrupted: its worker stays busy and the reply is dropped.
-            finish(job, deadlineExceeded(signal));
-          };
-          signal.addEventListener("abort", job.onAbort, { once: true });
-        }
-        queue.push(job);
-        dispatch();
-      });
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      for (const job of queue.splice(0)) finish(job, new GraphError("UNAVAILABLE", "preprocessor is closed"));
-      await Promise.all(slots.map(async (slot) => slot.worker?.terminate()));
-    },
-  };
 }
 
 /** Creates a preprocessor; in `exact` mode its worker threads start now (they load in the background). */
