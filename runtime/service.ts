@@ -4,7 +4,13 @@
  *  - refuses work past the replica's in-flight cap (OVERLOADED) and past the caller's deadline (DEADLINE_EXCEEDED),
  *  - traces (server span from the caller's context) and measures every request,
  * plus ADR-32 discovery ($SRV.PING/INFO/STATS) so `nats micro ls` and `servegraph status` see every replica.
- * stop() drains intake first, waits for in-flight handlers, then leaves the connection to the caller (trap T8).
+ * stop() drains intake first, waits for in-flight handlers, then leaves the connection to the caller: `nc.drain()`
+ * alone does not wait for async handlers, so their replies would be dropped.
+ *
+ * Hand-written rather than `@nats-io/services`: that package is a stale prerelease on npm (it pins an older
+ * nats-core than transport-node and fails to type-check against it), and this wrapper needs the drain order
+ * above, the in-flight cap and our own stats data (p50/p99, in flight, batch fill) that `servegraph status` reads.
+ * The request muxer in client.ts is kept for a similar reason (see its header).
  */
 import { randomUUID } from "node:crypto";
 import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";

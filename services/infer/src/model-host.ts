@@ -77,9 +77,8 @@ function product(dims: readonly number[]): number {
 }
 
 function spawnOrtWorker(data: OrtWorkerData): Worker {
-  const fromTs = import.meta.url.endsWith(".ts");
-  const entry = new URL(fromTs ? "./ort-worker.ts" : "./ort-worker.js", import.meta.url);
-  if (!fromTs) return new Worker(entry, { workerData: data });
+  // There is no build step: the worker runs ort-worker.ts through tsx, like the rest of the node.
+  const entry = new URL("./ort-worker.ts", import.meta.url);
   // Under tsx on Node 20, `execArgv: ["--import", "tsx"]` does run tsx in the worker, but its loader hooks
   // do not apply to the worker's own entry (ERR_UNKNOWN_FILE_EXTENSION ".ts"). Registering tsx's ESM API
   // inside the worker and then importing the entry does work.
