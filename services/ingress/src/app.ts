@@ -120,6 +120,10 @@ const UNTRACED = /^\/(metrics|healthz|docs)(\/|$)/;
  * the route handler runs, so the handler's NATS client spans are its children; plus the HTTP in-flight gauge.
  * The context is entered by wrapping each route handler (onRoute): a context entered in an onRequest hook
  * would not survive Fastify's body parsing.
+ *
+ * Not @fastify/otel: it makes INTERNAL spans per hook and handler and leaves the SERVER span to
+ * @opentelemetry/instrumentation-http, which monkey-patches node:http; the two would add dependencies and a span
+ * per hook where this is one SERVER span per request with the HTTP semantic-convention attributes.
  */
 function observeHttp(app: FastifyInstance): void {
   const live = new WeakMap<FastifyRequest, { span: Span; ctx: Context; errorCode: string | undefined }>();
