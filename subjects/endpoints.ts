@@ -58,23 +58,20 @@ export interface Bytes<H> {
   readonly headers: H;
 }
 
-/** The value a handler receives (decoded) or a caller passes (to encode) for a payload. */
-export type ValueOf<P> = P extends JsonPayload<infer S>
-  ? z.output<S>
+/** A zod schema's type on the sending side ("in": defaults not applied yet) or the receiving side ("out"). */
+type SchemaSide<S extends z.ZodType, Side> = Side extends "in" ? z.input<S> : z.output<S>;
+type PayloadValue<P, Side extends "in" | "out"> = P extends JsonPayload<infer S>
+  ? SchemaSide<S, Side>
   : P extends TensorPayload
     ? Tensor
     : P extends BytesPayload<infer H>
-      ? Bytes<z.output<H>>
+      ? Bytes<SchemaSide<H, Side>>
       : never;
 
+/** The value a handler receives (decoded) or a caller gets back for a payload. */
+export type ValueOf<P> = PayloadValue<P, "out">;
 /** What a caller passes to encode a payload (json: the schema's input type; bytes: the headers' input type). */
-export type InputOf<P> = P extends JsonPayload<infer S>
-  ? z.input<S>
-  : P extends TensorPayload
-    ? Tensor
-    : P extends BytesPayload<infer H>
-      ? Bytes<z.input<H>>
-      : never;
+export type InputOf<P> = PayloadValue<P, "in">;
 
 export interface EndpointDef<Req extends Payload = Payload, Rep extends Payload = Payload> {
   /** The service module that serves it (a folder under services/). */
