@@ -4,7 +4,20 @@ import type { Logger } from "./log.ts";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
-export async function connectNats(opts: { name: string; servers?: string; log?: Logger; timeoutMs?: number }): Promise<NatsConnection> {
+export async function connectNats(opts: {
+  name: string;
+  /** Comma-separated server URLs; default NATS_URL, else DEFAULT_NATS_URL. */
+  servers?: string;
+  log?: Logger;
+  /** Timeout of one connection attempt (default 10 s). */
+  timeoutMs?: number;
+  /**
+   * true (default): retry until a server answers, so a node may start before its broker. false: reject when
+   * the first attempt fails, for a command probing a broker that may not be there (`servegraph status`,
+   * `bench`). Once connected, the connection reconnects forever either way.
+   */
+  waitOnFirstConnect?: boolean;
+}): Promise<NatsConnection> {
   const servers = opts.servers || process.env.NATS_URL || DEFAULT_NATS_URL;
   const nc = await connect({
     servers: servers.split(","),
@@ -12,7 +25,7 @@ export async function connectNats(opts: { name: string; servers?: string; log?: 
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     timeout: opts.timeoutMs ?? 10_000,
-    waitOnFirstConnect: true,
+    waitOnFirstConnect: opts.waitOnFirstConnect ?? true,
     // nats.js ignores credentials in the URL: a deployment passes them as NATS_USER / NATS_PASSWORD.
     ...(process.env.NATS_USER ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD ?? "" } : {}),
     // With per-node permissions each user may only read its own reply inbox (servegraph manifests).

@@ -25,14 +25,31 @@ function machineTicks(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/**
+ * CPU time of `pid` and of its children that have exited and been waited for: the stage measurements run
+ * in short-lived child processes of the bench, whose time would otherwise count as other processes'.
+ */
 function processTicks(pid: number): number {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // fields after the parenthesised command name; utime and stime are the 14th and 15th fields overall
+    // fields after the parenthesised command name; utime, stime, cutime and cstime are the 14th to 17th overall
     const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
+    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   } catch {
     return 0; // exited
+  }
+}
+
+/** Cores' worth of CPU used on the whole machine during `ms`; null where there is no /proc/stat. */
+export async function busyCores(ms: number): Promise<number | null> {
+  try {
+    const a = machineTicks();
+    await new Promise((r) => setTimeout(r, ms));
+    const b = machineTicks();
+    const dt = b.total - a.total;
+    return dt > 0 ? Math.round(((b.busy - a.busy) / dt) * cpus().length * 100) / 100 : null;
+  } catch {
+    return null;
   }
 }
 

@@ -1,12 +1,34 @@
 /**
- * One closed-loop load level: `connections` HTTP/1.1 keep-alive connections (autocannon), each sending its
- * next request as soon as the previous answer arrives, until `durationS` passes or `maxRequests` answers
- * came back, whichever is first.
+ * The load: closed-loop HTTP levels against the ingress, one per concurrency, for each target.
  *
- * Latency percentiles are computed here from every 2xx response time (autocannon's own histogram rounds to
- * whole milliseconds, too coarse for a 1 ms hop). Throughput is answers per second of wall time.
+ * One level: `connections` HTTP/1.1 keep-alive connections (autocannon), each sending its next request as soon
+ * as the previous answer arrives, until `durationS` passes or `maxRequests` answers came back, whichever is
+ * first. Latency percentiles are computed here from every 2xx response time (autocannon's own histogram rounds
+ * to whole milliseconds, too coarse for a 1 ms hop). Throughput is answers per second of wall time.
+ *
+ * Each target gets one unrecorded warm-up level (at the highest concurrency) first, then its levels in the
+ * order given; an aborted signal ends the current level early and skips the rest.
+ *  - chain:    GET /greeting/<name>
+ *  - classify: POST /classify with the raw bytes of each image in turn; around each level infer's counters are
+ *              read to give the batch sizes it formed (batches.ts).
  */
+import { readdirSync, readFileSync } from "node:fs";
+import { extname, join } from "node:path";
+import type { NatsConnection } from "@nats-io/transport-node";
 import autocannon from "autocannon";
+import { startBatchCount, type InferReplica, type LevelBatches } from "./batches.ts";
+import { startCpuSample, type CpuUse } from "./cpu.ts";
+
+/** What `--target` chooses. */
+export const Target = { CHAIN: "chain", CLASSIFY: "classify" } as const;
+export type Target = (typeof Target)[keyof typeof Target];
+
+/** The chain's performance goals: twice the seed's FastAPI chain (742 req/s with a persistent client). */
+export const CHAIN_GOALS = { seedRps: 742, minRpsAtC16: 1484, maxP50MsAtC1: 2 } as const;
+
+const IMAGE_TYPES: Record<string, string> = {
+  ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff",
+};
 
 export interface RequestBody {
   body: Buffer;
@@ -121,4 +143,109 @@ export function runLevel(o: LoadLevelOptions, signal?: AbortSignal): Promise<Loa
       if (answered === o.maxRequests) inst.stop();
     });
   });
+}
+
+export interface MeasuredLevel extends LoadLevelResult {
+  /** CPU use during the level (Linux): whole machine, graph + bench, and other processes. */
+  cpu: CpuUse | null;
+}
+
+export interface ClassifyLevel extends MeasuredLevel {
+  batches: LevelBatches | null;
+  /** End-to-end images/s over the stage limit for this level's batch mix (set by the stage measurement). */
+  fractionOfLimit: number | null;
+  limitImagesPerS: number | null;
+}
+
+export interface ChainReport {
+  route: string;
+  levels: MeasuredLevel[];
+  goals: { minRpsAtC16: number; maxP50MsAtC1: number; seedRps: number; rpsAtC16: number | null; p50MsAtC1: number | null; rpsMet: boolean | null; p50Met: boolean | null };
+}
+
+export interface ClassifyReport {
+  route: string;
+  imagesDir: string;
+  images: string[];
+  maxBatchSize: number | null;
+  levels: ClassifyLevel[];
+}
+
+export interface LoadPlan {
+  ingressUrl: string;
+  concurrency: readonly number[];
+  durationS: number;
+  warmupS: number;
+  maxRequests: number;
+  signal: AbortSignal;
+  /** The graph's processes, sampled with the bench's own for each level's CPU split. */
+  graphPids: () => Promise<number[]>;
+  progress: (line: string) => void;
+}
+
+export interface ImageSet {
+  /** File names, sorted. */
+  names: string[];
+  files: string[];
+  bodies: RequestBody[];
+}
+
+/** The images of `dir` (by extension), sorted by name. */
+export function loadImages(dir: string): ImageSet {
+  const names = readdirSync(dir).filter((f) => IMAGE_TYPES[extname(f).toLowerCase()]).sort();
+  const files = names.map((f) => join(dir, f));
+  return { names, files, bodies: files.map((f) => ({ body: readFileSync(f), contentType: IMAGE_TYPES[extname(f).toLowerCase()]! })) };
+}
+
+async function measuredLevel(plan: LoadPlan, o: LoadLevelOptions): Promise<MeasuredLevel> {
+  const sample = startCpuSample(await plan.graphPids());
+  const l = await runLevel(o, plan.signal);
+  return { ...l, cpu: sample.stop() };
+}
+
+async function warmUp(plan: LoadPlan, req: Pick<LoadLevelOptions, "url" | "method" | "path" | "bodies">): Promise<void> {
+  if (plan.warmupS > 0) await runLevel({ ...req, connections: Math.max(...plan.concurrency), durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal);
+}
+
+export async function runChain(plan: LoadPlan): Promise<ChainReport> {
+  const req = { url: plan.ingressUrl, method: "GET" as const, path: "/greeting/bench" };
+  await warmUp(plan, req);
+  const levels: MeasuredLevel[] = [];
+  for (const c of plan.concurrency) {
+    if (plan.signal.aborted) break;
+    plan.progress(`chain C=${c} for ${plan.durationS} s`);
+    levels.push(await measuredLevel(plan, { ...req, connections: c, durationS: plan.durationS, maxRequests: plan.maxRequests }));
+  }
+  const at = (c: number) => levels.find((l) => l.concurrency === c);
+  const rpsAtC16 = at(16)?.rps ?? null;
+  const p50MsAtC1 = at(1)?.latencyMs?.p50 ?? null;
+  return {
+    route: "GET /greeting/<name>", levels,
+    goals: {
+      ...CHAIN_GOALS, rpsAtC16, p50MsAtC1,
+      rpsMet: rpsAtC16 === null ? null : rpsAtC16 >= CHAIN_GOALS.minRpsAtC16,
+      p50Met: p50MsAtC1 === null ? null : p50MsAtC1 < CHAIN_GOALS.maxP50MsAtC1,
+    },
+  };
+}
+
+export async function runClassify(plan: LoadPlan & {
+  images: ImageSet;
+  /** How the report names the images' folder. */
+  imagesDir: string;
+  maxBatchSize: number | null;
+  nc: NatsConnection | undefined;
+  inferReplicas: readonly InferReplica[];
+}): Promise<ClassifyReport> {
+  const req = { url: plan.ingressUrl, method: "POST" as const, path: "/classify", bodies: plan.images.bodies };
+  await warmUp(plan, req);
+  const levels: ClassifyLevel[] = [];
+  for (const c of plan.concurrency) {
+    if (plan.signal.aborted) break;
+    plan.progress(`classify C=${c} for ${plan.durationS} s`);
+    const batchesSince = await startBatchCount(plan.nc, plan.inferReplicas);
+    const l = await measuredLevel(plan, { ...req, connections: c, durationS: plan.durationS, maxRequests: plan.maxRequests });
+    levels.push({ ...l, batches: await batchesSince(), fractionOfLimit: null, limitImagesPerS: null });
+  }
+  return { route: "POST /classify (raw image body)", imagesDir: plan.imagesDir, images: plan.images.names, maxBatchSize: plan.maxBatchSize, levels };
 }

@@ -14,8 +14,9 @@
  * Exit codes: 0 when at least one node answered, 1 when none did or NATS is unreachable, 2 for bad usage.
  */
 import { parseArgs } from "node:util";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { gather } from "../../runtime/discovery.ts";
+import { connectNats } from "../../runtime/nats.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { readState, resolveNatsUrl } from "../state.ts";
 
@@ -274,7 +275,8 @@ export async function run(argv: string[]): Promise<number> {
 
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: natsUrl.split(","), name: "servegraph-status", timeout: 3000, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    // Fails at once when nothing listens; under --watch it then reconnects for as long as it runs.
+    nc = await connectNats({ servers: natsUrl, name: "servegraph-status", timeoutMs: 3000, waitOnFirstConnect: false });
   } catch (err) {
     const msg = `cannot reach NATS at ${natsUrl} (${err instanceof Error ? err.message : String(err)}): start the graph with \`servegraph up\`, or set NATS_URL`;
     if (values.json) process.stdout.write(JSON.stringify({ ok: false, error: { code: "UNAVAILABLE", message: msg } }) + "\n");

@@ -1,13 +1,15 @@
-/** The pure parts of `servegraph bench`: histogram scraping, percentiles, stage limits, table and chart. */
+/** The pure parts of `servegraph bench`: histogram scraping, batch mixes, percentiles, stage limits, targets, table, JSON and chart. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { batchMix } from "../../ops/bench/batches.ts";
 import { startCpuSample } from "../../ops/bench/cpu.ts";
 import { percentile, summarize } from "../../ops/bench/load.ts";
 import { addHistograms, diffHistogram, parseHistogram } from "../../ops/bench/prom.ts";
 import { modelRateForMix, stageLimit } from "../../ops/bench/stages.ts";
 import { escapeXml, niceScale, renderChart } from "../../ops/bench/svg.ts";
-import { chartOf, formatTable, type BenchResult } from "../../ops/commands/bench.ts";
+import { servedTargets } from "../../ops/bench/target.ts";
+import { chartOf, formatTable, toJson, type BenchResult } from "../../ops/bench/report.ts";
 
 const METRICS = (c1: number, c2: number, c4: number, c8: number, sum: number) => `# HELP sg_batch_size Requests per forward pass.
 # TYPE sg_batch_size histogram
@@ -74,6 +76,26 @@ test("bench stages - CPU stages add their times, a GPU model overlaps with prepr
   assert.equal(modelRateForMix(batches, [{ size: 8, count: 1 }]), undefined);
 });
 
+test("bench batches - each bucket stands for its upper end, capped at the batch limit", () => {
+  const batches = {
+    count: 7, requests: 40, meanSize: 40 / 7,
+    histogram: [
+      { range: "1", min: 1, max: 1, count: 2 },
+      { range: "3-4", min: 3, max: 4, count: 0 },
+      { range: "5-8", min: 5, max: 8, count: 3 },
+      { range: "33+", min: 33, max: Infinity, count: 2 },
+    ],
+  };
+  assert.deepEqual(batchMix(batches, 16), [{ size: 1, count: 2 }, { size: 8, count: 3 }, { size: 16, count: 2 }]);
+  assert.deepEqual(batchMix(batches, 4), [{ size: 1, count: 2 }, { size: 4, count: 3 }, { size: 4, count: 2 }]);
+  assert.deepEqual(batchMix(null, 16), []);
+});
+
+test("bench target - a target is served when the node behind its route has a replica", () => {
+  assert.deepEqual(servedTargets({ ingress: 1, "greeter-proxy": 2, preprocess: 0 }), { chain: true, classify: false });
+  assert.deepEqual(servedTargets({}), { chain: false, classify: false });
+});
+
 test("bench chart - niceScale rounds up to 1, 2, 2.5 or 5 steps", () => {
   assert.deepEqual(niceScale(2580), { max: 3000, step: 500 });
   assert.deepEqual(niceScale(43), { max: 50, step: 10 });
@@ -112,6 +134,16 @@ test("bench report - the table shows every level, the goals and the batch histog
   assert.match(t, /p50 < 2 ms at C=1: met \(1\.20 ms\)/);
   assert.match(t, /3-4:10/);
   assert.match(t, /60%/);
+});
+
+test("bench report - JSON keeps three decimals and writes an open last bucket as null", () => {
+  const r = sample();
+  r.classify!.levels[0]!.batches!.histogram.push({ range: "33+", min: 33, max: Infinity, count: 0 });
+  r.chain!.levels[0]!.rps = 600.123456;
+  const back = JSON.parse(toJson(r)) as BenchResult;
+  assert.equal(back.chain!.levels[0]!.rps, 600.123);
+  assert.equal(back.classify!.levels[0]!.batches!.histogram[1]!.max, null);
+  assert.deepEqual(Object.keys(back), ["version", "startedAt", "finishedAt", "command", "commit", "machine", "graph", "settings", "chain", "classify", "stages", "warnings"]);
 });
 
 test("bench chart - one panel per target, labelled axes, escaped text", () => {
