@@ -16,3 +16,4 @@ export {
 } from "./tracing.ts";
 export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "./semconv.ts";
 export { countReplicas, gather } from "./discovery.ts";
+export { runJsonScript } from "./json-script.ts";

@@ -25,6 +25,7 @@ import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { createModelHost } from "./model-host.ts";
 import params from "./params.ts";
+import { runJsonScript } from "../../../runtime/index.ts";
 
 const Input = z.strictObject({
   modelPath: z.string().min(1),
@@ -99,23 +100,4 @@ async function measure(input: Input): Promise<ModelStageOutput> {
   }
 }
 
-async function readInput(): Promise<unknown> {
-  if (process.argv[2] !== undefined) return JSON.parse(process.argv[2]);
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
-}
-
-let input: Input;
-try {
-  input = Input.parse(await readInput());
-} catch (err) {
-  process.stderr.write(`infer stage-bench: bad input: ${err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(2);
-}
-try {
-  process.stdout.write(JSON.stringify(await measure(input)) + "\n");
-} catch (err) {
-  process.stderr.write(`infer stage-bench: ${err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
-}
+await runJsonScript("infer stage-bench", Input, measure);
