@@ -1,4 +1,4 @@
-import { GraphConfigError } from "../runtime/config.ts";
+import { GraphConfigError } from "../runtime/index.ts";
 
 /** Prints a graph config error for a person, or as JSON; returns the exit code, rethrows anything else. */
 export function reportConfigError(err: unknown, json: boolean | undefined): number {

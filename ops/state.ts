@@ -2,7 +2,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DEFAULT_NATS_URL } from "../runtime/nats.ts";
+import { DEFAULT_NATS_URL } from "../runtime/index.ts";
 
 export interface UpState {
   pid: number;

@@ -6,8 +6,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { countReplicas } from "../runtime/discovery.ts";
-import { nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/config.ts";
+import { countReplicas, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 
 export interface Replica {

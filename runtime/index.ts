@@ -3,7 +3,7 @@
  */
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, toGraphError, type Client, type RequestOptions } from "./client.ts";
-export { BATCHING_DEFAULTS, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { connectNats, DEFAULT_NATS_URL } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
@@ -17,3 +17,4 @@ export {
 export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "./semconv.ts";
 export { countReplicas, gather } from "./discovery.ts";
 export { runJsonScript } from "./json-script.ts";
+export { startTelemetry, stopTelemetry, telemetryWanted } from "./telemetry.ts";

@@ -13,9 +13,7 @@
  * What the graph serves comes from the ingress's /readyz: the nodes behind its routes and their replica counts.
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { ResolvedGraph } from "../../runtime/config.ts";
-import { gather } from "../../runtime/discovery.ts";
-import { connectNats } from "../../runtime/nats.ts";
+import { connectNats, gather, type ResolvedGraph } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { startNats, type LocalNats } from "../nats-server.ts";
 import { readState } from "../state.ts";

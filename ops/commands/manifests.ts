@@ -13,7 +13,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { loadGraph } from "../../runtime/config.ts";
+import { loadGraph } from "../../runtime/index.ts";
 import { buildManifests, renderYaml, type Manifest } from "../manifests/index.ts";
 import { reportConfigError } from "../output.ts";
 

@@ -1,11 +1,9 @@
 /** servegraph request <subject> <json|@file|-> : one direct NATS request, the way any service on the cluster calls a node. */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { createClient } from "../../runtime/client.ts";
-import { connectNats } from "../../runtime/nats.ts";
+import { connectNats, createClient, startTelemetry, stopTelemetry } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { resolveNatsUrl } from "../state.ts";
-import { startTelemetry, stopTelemetry } from "../../runtime/telemetry.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

@@ -1,7 +1,6 @@
 /** servegraph scale <node> <replicas>: asks the running `servegraph up` supervisor over NATS. */
 import { parseArgs } from "node:util";
-import { connectNats } from "../../runtime/nats.ts";
-import { createClient } from "../../runtime/client.ts";
+import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 import { resolveNatsUrl } from "../state.ts";

@@ -15,8 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { gather } from "../../runtime/discovery.ts";
-import { connectNats } from "../../runtime/nats.ts";
+import { connectNats, gather } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { readState, resolveNatsUrl } from "../state.ts";
 

@@ -1,10 +1,7 @@
 /** servegraph up [graph...]: the embedded single-machine deployment of a graph. */
 import { parseArgs } from "node:util";
-import { GraphConfigError, checkParams, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
+import { checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
 import { reportConfigError } from "../output.ts";
-import { connectNats } from "../../runtime/nats.ts";
-import { createService } from "../../runtime/service.ts";
-import { createLogger } from "../../runtime/log.ts";
 import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 import { z } from "zod";
 import { startNats, type LocalNats } from "../nats-server.ts";

@@ -8,7 +8,7 @@
  */
 import { createHash } from "node:crypto";
 import { dirname, relative, resolve } from "node:path";
-import { DEFAULT_GRAPH_FILE, GraphConfigError, nodesOfGraphs, type ResolvedGraph, type ResolvedNode } from "../../runtime/config.ts";
+import { DEFAULT_GRAPH_FILE, GraphConfigError, nodesOfGraphs, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
 import { credentialsSecretName, natsConfig, NATS_CLIENT_PORT, NATS_MONITOR_PORT, passwordEnvName, randomPassword } from "./nats-conf.ts";
 import { inboxPrefix, OPS_USER } from "./nats-permissions.ts";
 

@@ -4,7 +4,7 @@
  * (`$<USER>_NATS_PASSWORD`) that the server's Deployment fills from the credentials Secret.
  */
 import { randomBytes } from "node:crypto";
-import type { ResolvedGraph } from "../../runtime/config.ts";
+import { type ResolvedGraph } from "../../runtime/index.ts";
 import { natsPermissions, opsPermissions, OPS_USER, type NatsPermissions } from "./nats-permissions.ts";
 
 export const NATS_CLIENT_PORT = 4222;

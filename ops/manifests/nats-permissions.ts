@@ -27,7 +27,7 @@
  * and every subject of the graph (`<prefix>.>`), and subscribe to `$SRV.>` and `_INBOX.>`: it sees every node's
  * discovery, may call any node, and keeps the default `_INBOX.` prefix for its own replies.
  */
-import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/config.ts";
+import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
 
 /** The NATS user of the ops command line (`servegraph status`, `request`) inside the cluster. */
 export const OPS_USER = "servegraph";

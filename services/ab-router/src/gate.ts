@@ -24,7 +24,7 @@
  * output, which is routed through `log`, has the key replaced with "***" (./redact.ts).
  */
 import type { NetworkOverrideFunc } from "statsig-node";
-import { createLogger } from "../../../runtime/log.ts";
+import { createLogger } from "../../../runtime/index.ts";
 import { fallbackVariant, type Variant } from "./fallback.ts";
 import { createRedact, errorMessage, redactingLog, type GateLogFn } from "./redact.ts";
 import { loadSpec } from "./spec.ts";
