@@ -4,7 +4,7 @@
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, toGraphError, type Client, type RequestOptions } from "./client.ts";
 export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
-export { connectNats, DEFAULT_NATS_URL } from "./nats.ts";
+export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
 export { checkParams, defineParams, loadParamsSchema, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";

@@ -1,6 +1,24 @@
-/** One NATS connection per process, reconnecting forever. */
+/**
+ * One NATS connection per process, reconnecting forever, and whether it is connected right now: while the broker
+ * is unreachable, callers fail at once (UNAVAILABLE) instead of waiting out their deadlines on a dead socket.
+ */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./log.ts";
+
+const disconnectedSince = new WeakMap<NatsConnection, number>();
+const onChange = new WeakMap<NatsConnection, ((connected: boolean) => void)[]>();
+
+/** False from a disconnect until the reconnect (and once closed). Connections not made by connectNats count as connected. */
+export function isConnected(nc: NatsConnection): boolean {
+  return !nc.isClosed() && !disconnectedSince.has(nc);
+}
+
+/** Calls `fn` on every disconnect (false) and reconnect (true) of a connection made by {@link connectNats}. */
+export function onConnectionChange(nc: NatsConnection, fn: (connected: boolean) => void): void {
+  const list = onChange.get(nc) ?? [];
+  list.push(fn);
+  onChange.set(nc, list);
+}
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
@@ -31,15 +49,21 @@ export async function connectNats(opts: {
     // With per-node permissions each user may only read its own reply inbox (servegraph manifests).
     ...(process.env.NATS_INBOX_PREFIX ? { inboxPrefix: process.env.NATS_INBOX_PREFIX } : {}),
   });
-  if (opts.log) {
-    const log = opts.log;
-    void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error" || s.type === "slowConsumer") {
-          log.warn(`nats ${s.type}`, { server: "server" in s ? s.server : undefined });
+  const log = opts.log;
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect" || s.type === "reconnect") {
+        const connected = s.type === "reconnect";
+        if (connected) disconnectedSince.delete(nc);
+        else if (!disconnectedSince.has(nc)) disconnectedSince.set(nc, Date.now());
+        for (const fn of onChange.get(nc) ?? []) {
+          try { fn(connected); } catch { /* a listener's failure is its own */ }
         }
       }
-    })().catch(() => {});
-  }
+      if (log && (s.type === "disconnect" || s.type === "reconnect" || s.type === "error" || s.type === "slowConsumer")) {
+        log.warn(`nats ${s.type}`, { server: "server" in s ? s.server : undefined });
+      }
+    }
+  })().catch(() => {});
   return nc;
 }
