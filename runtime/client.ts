@@ -1,14 +1,16 @@
 /**
  * Typed NATS requests with a deadline. Every failure becomes a GraphError:
- * no responders -> UNAVAILABLE at once; timeout -> DEADLINE_EXCEEDED; an error reply -> its code;
- * a reply that fails the response schema -> CONTRACT_VIOLATION.
+ * no responders -> UNAVAILABLE at once; broker unreachable -> UNAVAILABLE at once; timeout -> DEADLINE_EXCEEDED;
+ * an error reply -> its code; a reply that fails the endpoint's contract -> CONTRACT_VIOLATION.
  *
- * Requests go out on one reply inbox per client (`<inbox>.<token>`, one wildcard subscription), the
- * same muxing `nc.request` does, with the same errors fed to {@link toGraphError}. It exists because
- * `nc.request` allocates three Error objects (stack captured) per request for its async traces,
- * which cost ~15% of the CPU of a hop on the hot path.
+ * Retries: an idempotent request (its endpoint's definition says so, or `idempotent: true`) asks the callee for
+ * heartbeats; if its replica goes silent (killed, frozen) the attempt is lost after LIVENESS_MS and the request is
+ * sent once more, to whichever replica of the queue group the server picks (the dead one no longer holds a
+ * subscription), never past the deadline. A non-idempotent request whose replica goes silent fails at once with
+ * UNAVAILABLE instead of waiting out its deadline. Retries are counted (`sg_client_retries_total`) and recorded as
+ * span events on the request's client span.
  */
-import { createInbox, errors, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { headers as natsHeaders, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { z } from "zod";
 import { decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
@@ -16,7 +18,15 @@ import { Headers } from "../subjects/headers.ts";
 import { fromMsg } from "./errors-wire.ts";
 import type { Logger } from "./log.ts";
 import { metrics } from "./metrics.ts";
+import { AttemptLostError, createRequester, toGraphError } from "./requester.ts";
 import { injectContext, withClientSpan } from "./tracing.ts";
+
+export { toGraphError };
+
+/** An attempt that hears nothing (no reply, no heartbeat) for this long is lost: its replica is gone. */
+export const LIVENESS_MS = 2000;
+/** A retry is sent only if at least this much of the deadline is left. */
+const MIN_RETRY_MS = 50;
 
 export interface RequestOptions {
   /** Relative timeout; the effective deadline is the earlier of this and `deadlineEpochMs`. */
@@ -24,6 +34,8 @@ export interface RequestOptions {
   /** Absolute deadline (epoch ms), usually the incoming request's, so a chain never outlives its caller. */
   deadlineEpochMs?: number;
   headers?: Record<string, string>;
+  /** Safe to send twice: heartbeats are asked for, and a lost attempt is retried once on another replica. */
+  idempotent?: boolean;
 }
 
 export interface Client {
@@ -43,113 +55,6 @@ export interface Client {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-export function toGraphError(err: unknown, subject: string): GraphError {
-  if (err instanceof GraphError) return err;
-  if (err instanceof errors.RequestError && err.isNoResponders()) {
-    return new GraphError("UNAVAILABLE", `no replica of ${subject} is running`, { cause: err });
-  }
-  if (err instanceof errors.TimeoutError) return new GraphError("DEADLINE_EXCEEDED", `${subject} did not answer before the deadline`, { cause: err });
-  if (err instanceof errors.InvalidArgumentError && /max_payload/.test(err.message)) {
-    return new GraphError("PAYLOAD_TOO_LARGE", "message exceeds the NATS max_payload", { cause: err });
-  }
-  if (err instanceof errors.ClosedConnectionError || err instanceof errors.DrainingConnectionError) {
-    return new GraphError("UNAVAILABLE", "NATS connection is closing", { cause: err });
-  }
-  return GraphError.from(err);
-}
-
-interface Pending {
-  subject: string;
-  resolve: (m: Msg) => void;
-  reject: (e: GraphError) => void;
-  timer: ReturnType<typeof setTimeout>;
-}
-
-/**
- * Request-reply over one wildcard inbox subscription, created on first use. Failures are the errors
- * `nc.request` would have raised, already mapped by {@link toGraphError}: closed or draining
- * connection, publish errors (max_payload, bad subject), no responders (the server's empty 503 status
- * reply), timeout, and "connection closed" for requests still pending when the connection closes.
- */
-function createRequester(nc: NatsConnection): (subject: string, payload: Uint8Array, timeoutMs: number, h: ReturnType<typeof natsHeaders>) => Promise<Msg> {
-  const pending = new Map<string, Pending>();
-  let sub: Subscription | undefined;
-  let base = "";
-  let seq = 0;
-
-  const settle = (token: string): Pending | undefined => {
-    const p = pending.get(token);
-    if (p) {
-      pending.delete(token);
-      clearTimeout(p.timer);
-    }
-    return p;
-  };
-
-  const failAll = (err: Error): void => {
-    for (const token of [...pending.keys()]) {
-      const p = settle(token);
-      p?.reject(toGraphError(err, p.subject));
-    }
-  };
-
-  const open = (): void => {
-    const prefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
-    const b = `${createInbox(prefix)}.`;
-    const s = nc.subscribe(`${b}*`, {
-      callback: (err, msg) => {
-        if (err) {
-          // e.g. a permission violation on the inbox: fail what is pending, open a new inbox next time
-          failAll(new errors.RequestError(err.message, { cause: err }));
-          if (sub === s) sub = undefined;
-          s.unsubscribe();
-          return;
-        }
-        const p = settle(msg.subject.slice(b.length));
-        if (!p) return; // late reply to a request that already timed out
-        if (msg.data.length === 0 && msg.headers?.code === 503) {
-          const nr = new errors.NoRespondersError(p.subject);
-          p.reject(toGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject));
-        } else {
-          p.resolve(msg);
-        }
-      },
-    });
-    sub = s;
-    base = b;
-    void s.closed.then(() => {
-      if (sub !== s) return;
-      sub = undefined;
-      // Drained with the connection: pending requests fail when it closes (below), as nc.request's do.
-      if (!nc.isDraining() && !nc.isClosed()) failAll(new errors.RequestError("connection closed"));
-    });
-  };
-  void nc.closed().then(() => failAll(new errors.RequestError("connection closed")));
-
-  return (subject, payload, timeoutMs, h) => new Promise<Msg>((resolve, reject) => {
-    try {
-      if (nc.isClosed()) throw new errors.ClosedConnectionError();
-      if (nc.isDraining()) throw new errors.DrainingConnectionError();
-      if (!sub) open();
-    } catch (err) {
-      reject(toGraphError(err, subject));
-      return;
-    }
-    const token = (++seq).toString(36);
-    const timer = setTimeout(() => {
-      const p = settle(token);
-      p?.reject(toGraphError(new errors.TimeoutError(), subject));
-    }, timeoutMs);
-    pending.set(token, { subject, resolve, reject, timer });
-    try {
-      nc.publish(subject, payload, { reply: base + token, headers: h });
-    } catch (err) {
-      settle(token);
-      reject(toGraphError(err, subject));
-    }
-  });
-}
-
 export function createClient(nc: NatsConnection, opts: { caller: string; defaultTimeoutMs: number; log?: Logger }): Client {
   const send = createRequester(nc);
   // prom-client children resolved once per subject for the common outcome.
@@ -165,20 +70,31 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
     const payload = typeof data === "string" ? enc.encode(data) : data;
     const now = Date.now();
     const deadline = Math.min(ro.deadlineEpochMs ?? Infinity, now + (ro.timeoutMs ?? opts.defaultTimeoutMs));
-    const remaining = Math.floor(deadline - now);
     const t0 = performance.now();
     let code = "OK";
     try {
-      if (remaining <= 0) throw new GraphError("DEADLINE_EXCEEDED", `deadline passed before calling ${subject}`);
-      return await withClientSpan(subject, payload.length, async (ctx) => {
-        const h = natsHeaders();
-        if (ro.headers) for (const [k, v] of Object.entries(ro.headers)) h.set(k, v);
-        h.set(Headers.Deadline, String(deadline));
-        injectContext(h, ctx);
-        const reply = await send(subject, payload, remaining, h);
-        const ge = fromMsg(reply);
-        if (ge) throw ge;
-        return reply;
+      if (deadline - now <= 0) throw new GraphError("DEADLINE_EXCEEDED", `deadline passed before calling ${subject}`);
+      return await withClientSpan(subject, payload.length, async (ctx, span) => {
+        for (let attempt = 1; ; attempt++) {
+          const h = natsHeaders();
+          if (ro.headers) for (const [k, v] of Object.entries(ro.headers)) h.set(k, v);
+          h.set(Headers.Deadline, String(deadline));
+          injectContext(h, ctx);
+          try {
+            const reply = await send(subject, payload, h, { timeoutMs: Math.floor(deadline - Date.now()), livenessMs: ro.idempotent === undefined ? undefined : LIVENESS_MS });
+            const ge = fromMsg(reply);
+            if (ge) throw ge;
+            if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", "OK").inc();
+            return reply;
+          } catch (err) {
+            const lost = err instanceof AttemptLostError;
+            const left = deadline - Date.now();
+            if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", toGraphError(err, subject).code).inc();
+            if (!lost || !ro.idempotent || attempt > 1 || left < MIN_RETRY_MS) throw err;
+            span.addEvent("retry", { "sg.retry.reason": "lost", "sg.retry.attempt": attempt + 1, "sg.retry.deadline_left_ms": Math.round(left) });
+            opts.log?.warn("replica stopped answering; retrying on another replica", { subject, deadline_left_ms: Math.round(left) });
+          }
+        }
       });
     } catch (err) {
       const ge = toGraphError(err, subject);
@@ -210,7 +126,7 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
 
   const call = async <D extends EndpointDef>(def: D, subject: string, input: InputOf<D["request"]>, ro: RequestOptions = {}): Promise<ValueOf<D["reply"]>> => {
     const e = encodePayload(def.request, input, "BAD_REQUEST");
-    const reply = await request(subject, e.data, { ...ro, headers: ro.headers ? { ...ro.headers, ...e.headers } : e.headers });
+    const reply = await request(subject, e.data, { ...ro, idempotent: def.idempotent, headers: ro.headers ? { ...ro.headers, ...e.headers } : e.headers });
     try {
       return decodePayload(def.reply, reply.data, (k) => reply.headers?.get(k) || undefined, "CONTRACT_VIOLATION") as ValueOf<D["reply"]>;
     } catch (err) {

@@ -25,6 +25,12 @@ export const metrics = {
     buckets: MS_BUCKETS,
     registers: [registry],
   }),
+  retries: new client.Counter({
+    name: "sg_client_retries_total",
+    help: "Requests sent again after their replica stopped answering, per edge, by reason and by the outcome of the retry (OK or an error code).",
+    labelNames: ["caller", "subject", "reason", "outcome"] as const,
+    registers: [registry],
+  }),
   errors: new client.Counter({
     name: "sg_request_errors_total",
     help: "Error replies by node, endpoint and error code.",

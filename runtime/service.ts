@@ -169,6 +169,38 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     }
   };
 
+  // Heartbeats to callers that asked for them (Graph-Heartbeat-Ms), so that they can tell a slow request from a
+  // dead replica: one timer for every request in flight, running only while some caller asked.
+  const beating = new Set<{ reply: string; everyMs: number; lastMs: number }>();
+  let beatTimer: ReturnType<typeof setInterval> | undefined;
+  const beatHeaders = natsHeaders();
+  beatHeaders.set(Headers.Heartbeat, "1");
+  const sendBeats = (): void => {
+    if (beating.size === 0) {
+      clearInterval(beatTimer);
+      beatTimer = undefined;
+      return;
+    }
+    const t = performance.now();
+    for (const b of beating) {
+      if (t - b.lastMs < b.everyMs) continue;
+      b.lastMs = t;
+      try {
+        nc.publish(b.reply, undefined, { headers: beatHeaders });
+      } catch {
+        // connection closing: the caller will see the attempt as lost
+      }
+    }
+  };
+  const heartbeatFor = (msg: Msg, h: MsgHdrs | undefined) => {
+    const v = h?.get(Headers.HeartbeatMs);
+    if (!v || !/^[0-9]{1,6}$/.test(v)) return undefined;
+    const b = { reply: msg.reply!, everyMs: Math.max(50, Number(v)), lastMs: performance.now() };
+    beating.add(b);
+    if (!beatTimer) (beatTimer = setInterval(sendBeats, 50)).unref();
+    return b;
+  };
+
   const done = (): void => {
     inflight--;
     inflightGauge.set(inflight);
@@ -188,13 +220,17 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       return respondError(msg, new GraphError("OVERLOADED", `${opts.name} replica is at its cap of ${opts.maxInFlight} requests in flight`, { details: { maxInFlight: opts.maxInFlight } }), ep, 0);
     }
     const h = msg.headers;
-    const dl = Number(h?.get(Headers.Deadline) || NaN);
-    const deadlineEpochMs = Number.isFinite(dl) && dl > 0 ? dl : Date.now() + opts.defaultTimeoutMs;
-    const remaining = deadlineEpochMs - Date.now();
-    if (remaining <= 0) return respondError(msg, new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"), ep, 0);
+    const now = Date.now();
+    // The caller's deadline, clamped to this node's timeout: a far-future (or malformed) one cannot hold a
+    // request forever or overflow a timer.
+    const dlRaw = h?.get(Headers.Deadline) || "";
+    const dl = /^[0-9]{1,15}$/.test(dlRaw) ? Number(dlRaw) : NaN;
+    const deadlineEpochMs = Math.min(Number.isFinite(dl) ? dl : Infinity, now + opts.defaultTimeoutMs);
+    if (deadlineEpochMs - now <= 0) return respondError(msg, new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"), ep, 0);
 
     inflight++;
     inflightGauge.set(inflight);
+    const beat = heartbeatFor(msg, h);
     // The signal and its deadline timer are made on first use: most handlers finish without looking.
     let ac: AbortController | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -240,6 +276,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         (err) => respondError(msg, err, ep, performance.now() - t0),
       )
       .finally(() => {
+        if (beat) beating.delete(beat);
         if (timer) clearTimeout(timer);
         const ms = performance.now() - t0;
         ep.processingNs += Math.round(ms * 1e6);

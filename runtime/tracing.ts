@@ -67,13 +67,13 @@ export function recordSpanError(span: Span, err: unknown): void {
 }
 
 /** A CLIENT span around a NATS request; `fn` gets the context to inject into the outgoing headers. */
-export async function withClientSpan<T>(subject: string, bytes: number, fn: (ctx: Context) => Promise<T>): Promise<T> {
+export async function withClientSpan<T>(subject: string, bytes: number, fn: (ctx: Context, span: Span) => Promise<T>): Promise<T> {
   const active = context.active();
   const span = tracer.startSpan(`send ${subject}`, { kind: SpanKind.CLIENT }, active);
   if (span.isRecording()) span.setAttributes(messagingAttrs("send", subject, bytes));
   const ctx = trace.setSpan(active, span);
   try {
-    return await context.with(ctx, fn, undefined, ctx);
+    return await context.with(ctx, fn, undefined, ctx, span);
   } catch (err) {
     recordSpanError(span, err);
     throw err;

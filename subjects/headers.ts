@@ -18,6 +18,13 @@ export const Headers = {
   TopK: "Graph-Top-K",
   /** A/B routing: the variant chosen and who decided it (router replies). */
   Variant: "Graph-Variant",
+  /**
+   * Request: the caller wants a heartbeat every this many ms while a replica works on it (liveness, so a request
+   * whose replica died is retried instead of waiting out its deadline). Reply side: an empty message with
+   * `Graph-Heartbeat` is such a heartbeat, not the reply. Callers that do not ask get no heartbeats.
+   */
+  HeartbeatMs: "Graph-Heartbeat-Ms",
+  Heartbeat: "Graph-Heartbeat",
   /** W3C trace context. */
   Traceparent: "traceparent",
   Tracestate: "tracestate",

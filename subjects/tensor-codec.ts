@@ -49,6 +49,20 @@ export function checkTensor(data: Uint8Array, declared: string | undefined, dtyp
   if (data.byteLength !== n) {
     throw new GraphError(fail, `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} needs ${n}`);
   }
+  const bad = firstNonFinite(data);
+  if (bad >= 0) throw new GraphError(fail, `tensor element ${bad} is not a finite number (NaN or infinity)`);
+}
+
+/**
+ * Index of the first NaN or infinite float32 in little-endian bytes, or -1. A float32 is non-finite exactly when
+ * its 8 exponent bits are all ones: bits 23..30, i.e. the low 7 bits of byte 3 and the top bit of byte 2. Reading
+ * bytes works at any byteOffset (no aligned view, no copy).
+ */
+export function firstNonFinite(data: Uint8Array): number {
+  for (let i = 3; i < data.length; i += 4) {
+    if ((data[i]! & 0x7f) === 0x7f && (data[i - 1]! & 0x80) === 0x80) return (i - 3) >> 2;
+  }
+  return -1;
 }
 
 /** Copies float32 tensor bytes (at any byteOffset) into a new aligned Float32Array. */

@@ -27,6 +27,12 @@ test("tensor-codec - wrong dtype, size or shape is BAD_REQUEST", () => {
   bad(() => parseShape("0x1,3,224,224"));
   bad(() => parseShape("1e2"));
   bad(() => parseShape("+3"));
+  for (const v of [NaN, Infinity, -Infinity]) {
+    const t = new Float32Array([1, 2, v, 4]);
+    bad(() => decodeFloat32(encodeFloat32(t), "float32", [4]));
+  }
+  const edge = new Float32Array([3.4028234663852886e38, -3.4028234663852886e38, 1e-45, -0, 0]);
+  assert.deepEqual(decodeFloat32(encodeFloat32(edge), "float32", [5]), edge, "the largest, smallest and signed-zero floats are finite");
   assert.deepEqual(parseShape("1, 3,224,224"), [1, 3, 224, 224]);
   assert.equal(formatShape([3, 224, 224]), "3,224,224");
 });

@@ -12,7 +12,7 @@ import { availableParallelism } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
-import { IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, formatShape } from "../../../subjects/index.ts";
+import { GraphError, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatShape } from "../../../subjects/index.ts";
 import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, BATCHING_DEFAULTS, MESSAGING_SYSTEM_NATS, MS_BUCKETS,
   createBatcher, recordSpanError, registry, runNode, startBatchSpan,
@@ -142,7 +142,9 @@ await runNode(async (ctx) => {
       req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
       if (trace.isSpanContextValid(r.batchSpan)) req.span.addLink({ context: r.batchSpan });
     }
-    return { data: encodeFloat32(r.row), shape: [host.outputSize] };
+    const logits = encodeFloat32(r.row);
+    if (firstNonFinite(logits) >= 0) throw new GraphError("MODEL_ERROR", "the model produced a non-finite logit for this input");
+    return { data: logits, shape: [host.outputSize] };
   });
   ctx.serve(InferLabels, () => labels);
   ctx.serve(InferInfoEndpoint, () => ({
