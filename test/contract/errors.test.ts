@@ -16,6 +16,14 @@ test("errors - docs/errors.md documents every code with its status, and nothing 
   }
 });
 
+test("errors - each section of docs/errors.md states its code's status, retryability and description", () => {
+  for (const code of ERROR_CODE_LIST) {
+    const { status, retryable, description } = ErrorCodes[code];
+    const section = new RegExp(`^## ${code}\\n\\n(.*)$`, "m").exec(docs)?.[1];
+    assert.equal(section, `Status ${status}${retryable ? ", retryable" : ""}. ${description}`, `section ${code}`);
+  }
+});
+
 test("errors - every status is an HTTP error status and every code maps back from its own status family", () => {
   for (const code of ERROR_CODE_LIST) {
     const { status } = ErrorCodes[code];
