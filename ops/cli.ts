@@ -1,6 +1,6 @@
 /**
  * servegraph: the ops way into a serving graph.
- *   up [graph...]                 start a local nats-server (or use NATS_URL) and every node's replicas
+ *   up [graph...]                 start a local nats-server (or use NATS_URL) and every node's replicas, supervised
  *   request <subject> <json|@file|->  send one NATS request and print the reply (the "direct NATS" way in)
  *   check                         validate graph.config.ts and print the resolved graph
  *   status [--watch]              every node's replicas, load and latency, from $SRV.INFO/STATS
@@ -16,6 +16,10 @@ const USAGE = `usage: servegraph <command> [options]
 
 commands:
   up [graph...]                     start the graph(s) locally (default: ${"all default graphs"}); Ctrl-C stops
+    [--port n] [--replicas node=n]  everything. Runs its own nats-server (per-node users, restarted if it dies)
+    [--keep-going]                  unless --nats. A node whose replica exits within 10 s of starting 5 times in
+                                    a row cannot start: up stops everything and exits 1; with --keep-going it
+                                    reports the node and keeps the rest running
   request <subject> <json|@file|->  send a NATS request, print the reply
   check                             validate graph.config.ts, print the resolved graph
   status [--watch]                  nodes, replicas, in-flight, requests, errors, latency, batch fill

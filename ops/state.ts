@@ -1,5 +1,9 @@
-/** Where a running `servegraph up` leaves its address, so other commands find the graph without flags. */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+/**
+ * Where a running `servegraph up` leaves its address, so other commands find the graph without flags: the NATS URL,
+ * the pid of the nats-server it supervises (rewritten when that restarts) and, for that broker, the ops user's
+ * credentials. The file is written atomically with mode 0600: it holds a password.
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_NATS_URL } from "../runtime/index.ts";
@@ -7,6 +11,11 @@ import { DEFAULT_NATS_URL } from "../runtime/index.ts";
 export interface UpState {
   pid: number;
   natsUrl: string;
+  /** The nats-server `up` started and supervises; absent with an external broker (--nats, NATS_URL). */
+  natsPid?: number;
+  /** The ops user of that nats-server (fresh per run): status, request, scale and bench log in as it. */
+  natsUser?: string;
+  natsPassword?: string;
   ingressUrl?: string;
   graphs: string[];
   nodes: string[];
@@ -18,7 +27,10 @@ export const STATE_FILE = process.env.SG_STATE_FILE || join(ROOT, ".servegraph",
 
 export function writeState(s: UpState): void {
   mkdirSync(dirname(STATE_FILE), { recursive: true });
-  writeFileSync(STATE_FILE, JSON.stringify(s, null, 2));
+  // A reader never sees half a file, and the password is never readable by others, not even for a moment.
+  const tmp = `${STATE_FILE}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(s, null, 2), { mode: 0o600 });
+  renameSync(tmp, STATE_FILE);
 }
 
 export function readState(): UpState | undefined {
@@ -43,4 +55,25 @@ export function clearState(pid: number): void {
 /** NATS_URL wins; else the graph that `servegraph up` started; else the default local server. */
 export function resolveNatsUrl(flag?: string): string {
   return flag || process.env.NATS_URL || readState()?.natsUrl || DEFAULT_NATS_URL;
+}
+
+/**
+ * Logs this process in as a NATS user: runtime/nats.ts connectNats reads NATS_USER / NATS_PASSWORD /
+ * NATS_INBOX_PREFIX (undefined prefix: the default `_INBOX`, which the ops user's permissions name).
+ */
+export function useNatsCredentials(c: { user: string; password: string; inboxPrefix?: string | undefined }): void {
+  process.env.NATS_USER = c.user;
+  process.env.NATS_PASSWORD = c.password;
+  if (c.inboxPrefix) process.env.NATS_INBOX_PREFIX = c.inboxPrefix;
+  else delete process.env.NATS_INBOX_PREFIX;
+}
+
+/**
+ * When `natsUrl` is the broker of the running `servegraph up` and it has credentials, connect as its ops user,
+ * unless this process was given a NATS_USER of its own. Returns whether it did.
+ */
+export function useOpsCredentials(natsUrl: string, state: UpState | undefined = readState()): boolean {
+  if (!state?.natsUser || state.natsPassword === undefined || state.natsUrl !== natsUrl || process.env.NATS_USER) return false;
+  useNatsCredentials({ user: state.natsUser, password: state.natsPassword });
+  return true;
 }

@@ -1,8 +1,19 @@
 /**
- * Runs a graph on one machine: each node's replicas as child processes, started in dependency order
- * (ingress last), each node waited for until all its replicas answer $SRV.PING. Crashed replicas are
- * restarted with backoff; scale() adds or stops replicas within the node's [min, max]; stop() stops the
- * ingress first and the rest in reverse dependency order, each with SIGTERM (graceful drain).
+ * Runs a graph on one machine: each node's replicas as child processes, started in dependency order (HTTP nodes
+ * last), each node waited for until all its replicas answer $SRV.PING.
+ *
+ * Crashes: a replica that exits is restarted with backoff (250 ms doubling up to 30 s; back to 250 ms once a
+ * replica has run `healthyMs`). A replica that exits within `earlyExitMs` of its start `maxEarlyExits` times in a
+ * row cannot start: the supervisor stops restarting it and reports a {@link NodeStartError} with the last line
+ * the replica wrote to stderr (`onGiveUp`; during start-up it also fails start-up unless `keepGoing`). Each
+ * replica's stderr is read for that line and passed through to ours with `stdio: "inherit"`.
+ *
+ * Scale: scale() adds or stops replicas within the node's [min, max].
+ *
+ * Stop: stop() stops the HTTP nodes first and the rest in reverse dependency order, each with SIGTERM (graceful
+ * drain); whatever still runs `graceMs` after stop() began gets SIGKILL, so stop() ends within graceMs + a moment
+ * whatever state NATS is in. kill() sends SIGKILL to every replica at once. Start-up abandoned through `signal`
+ * stops what it started the same way and rejects with `signal.reason`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -15,6 +26,29 @@ export interface Replica {
   child: ChildProcess;
   restarts: number;
   stopping: boolean;
+  /** When its current process started (epoch ms). */
+  startedAt: number;
+  /** Exits within `earlyExitMs` of a start, in a row. */
+  earlyExits: number;
+  /** Restarts since it last ran `healthyMs`: the backoff exponent. */
+  backoffStep: number;
+}
+
+/** A node whose replica keeps exiting right after it starts (local: never sent over the wire). */
+export class NodeStartError extends Error {
+  override readonly name = "NodeStartError";
+  constructor(readonly node: string, readonly lastLine: string) {
+    super(`node ${node} cannot start: ${lastLine}`);
+  }
+}
+
+export interface CrashLoopOptions {
+  /** An exit this soon after a start counts as a failed start (default 10 s). */
+  earlyExitMs?: number;
+  /** Failed starts in a row that make a node unable to start (default 5). */
+  maxEarlyExits?: number;
+  /** Uptime after which the restart backoff starts again from its first step (default 30 s). */
+  healthyMs?: number;
 }
 
 export interface SupervisorOptions {
@@ -24,13 +58,23 @@ export interface SupervisorOptions {
   nc: NatsConnection;
   /** Extra env for every replica (tests: short timeouts, OTEL endpoint...). */
   env?: Record<string, string>;
-  /** Per-node env overrides, e.g. { ingress: { PORT: "0" } }. */
+  /** Per-node env overrides, e.g. { ingress: { PORT: "0" } }; also each node's NATS credentials. */
   nodeEnv?: Record<string, Record<string, string>>;
   /** Per-node replica count overrides at start. */
   replicas?: Record<string, number>;
   readyTimeoutMs?: number;
   restart?: boolean;
+  crashLoop?: CrashLoopOptions;
+  /** A node cannot start (see the top of this file); called during start-up too. */
+  onGiveUp?: (err: NodeStartError) => void;
+  /** Start-up carries on without a node that cannot start (default: start-up fails with its NodeStartError). */
+  keepGoing?: boolean;
+  /** Abandons start-up (a started supervisor: stop()). */
+  signal?: AbortSignal;
+  /** Default grace of stop(), also used when start-up fails (default 50 s). */
+  stopGraceMs?: number;
   log?: (line: string) => void;
+  /** Replicas' stdout and stderr: passed through ("inherit", default) or not; stderr is read either way. */
   stdio?: "inherit" | "ignore";
 }
 
@@ -40,7 +84,27 @@ export interface Supervisor {
   scale(node: string, count: number): Promise<number>;
   /** Resolves when every replica of `node` answers $SRV.PING (count of answers >= expected). */
   waitReady(node: string, expected: number, timeoutMs?: number): Promise<void>;
-  stop(): Promise<void>;
+  /** The last line a replica of `node` wrote to stderr (stack frames and Node's version footer skipped). */
+  lastStderrLine(node: string): string | undefined;
+  stop(opts?: { graceMs?: number }): Promise<void>;
+  /** SIGKILL to every replica now (a second Ctrl-C). */
+  kill(): void;
+}
+
+export const DEFAULT_STOP_GRACE_MS = 50_000;
+const DEFAULT_EARLY_EXIT_MS = 10_000;
+const DEFAULT_MAX_EARLY_EXITS = 5;
+const DEFAULT_HEALTHY_MS = 30_000;
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+const MAX_LINE_CHARS = 500;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
+
+/** A line worth reporting: not blank, not a stack frame, not Node's `Node.js v20...` footer of an uncaught error. */
+function meaningful(line: string): boolean {
+  return line.trim() !== "" && !/^\s+at /.test(line) && !/^Node\.js v\d/.test(line);
 }
 
 function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {
@@ -53,7 +117,14 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
   const { graph, nc } = opts;
   const order = startOrder(graph, opts.graphs);
   const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
+  const earlyExitMs = opts.crashLoop?.earlyExitMs ?? DEFAULT_EARLY_EXIT_MS;
+  const maxEarlyExits = opts.crashLoop?.maxEarlyExits ?? DEFAULT_MAX_EARLY_EXITS;
+  const healthyMs = opts.crashLoop?.healthyMs ?? DEFAULT_HEALTHY_MS;
   const byNode = new Map<string, Replica[]>(order.map((n) => [n, []]));
+  const lastLine = new Map<string, string>();
+  const failures = new Map<string, NodeStartError>();
+  /** Every replica process not yet exited, including those scale() is stopping: stop() and kill() reach them all. */
+  const children = new Set<ChildProcess>();
   let seq = 0;
   let stopping = false;
 
@@ -80,51 +151,116 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     return env;
   };
 
+  /** Passes the replica's stderr through (or not) and keeps its last meaningful line for the node. */
+  const readStderr = (node: string, child: ChildProcess): Promise<void> => {
+    let partial = "";
+    const take = (line: string): void => {
+      if (meaningful(line)) lastLine.set(node, line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}...` : line);
+    };
+    child.stderr!.on("data", (d: Buffer) => {
+      if (opts.stdio !== "ignore") process.stderr.write(d);
+      const lines = (partial + d.toString()).split("\n");
+      partial = lines.pop()!;
+      lines.forEach(take);
+    });
+    return new Promise((resolve) => child.stderr!.once("close", () => { take(partial); resolve(); }));
+  };
+
+  const onExit = (node: ResolvedNode, rep: Replica, code: number | null, signal: NodeJS.Signals | null): void => {
+    if (rep.stopping || stopping) return;
+    const list = byNode.get(node.name)!;
+    if (!list.includes(rep)) return;
+    const uptimeMs = Date.now() - rep.startedAt;
+    const how = signal ?? `code ${code}`;
+    if (opts.restart === false) {
+      log(`replica ${rep.id} exited (${how}); not restarting`);
+      list.splice(list.indexOf(rep), 1);
+      return;
+    }
+    rep.restarts++;
+    rep.earlyExits = uptimeMs < earlyExitMs ? rep.earlyExits + 1 : 0;
+    if (uptimeMs >= healthyMs) rep.backoffStep = 0;
+    if (rep.earlyExits >= maxEarlyExits) {
+      list.splice(list.indexOf(rep), 1);
+      const err = new NodeStartError(node.name, lastLine.get(node.name) ?? `its replica exited (${how})`);
+      failures.set(node.name, err);
+      log(`replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
+      opts.onGiveUp?.(err);
+      return;
+    }
+    const backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** rep.backoffStep++);
+    log(`replica ${rep.id} exited (${how}) after ${(uptimeMs / 1000).toFixed(1)} s; restarting in ${backoffMs} ms`);
+    setTimeout(() => { if (!stopping && !rep.stopping) spawnReplica(node, rep); }, backoffMs).unref();
+  };
+
   const spawnReplica = (node: ResolvedNode, r?: Replica): Replica => {
     const id = r?.id ?? `${node.name}-${++seq}`;
     const child = spawn(process.execPath, ["--import", "tsx", node.entry], {
       cwd: graph.root,
       env: envFor(node, id),
-      stdio: ["ignore", opts.stdio ?? "inherit", opts.stdio ?? "inherit"],
+      stdio: ["ignore", opts.stdio ?? "inherit", "pipe"],
     });
-    const rep: Replica = r ?? { id, node: node.name, child, restarts: 0, stopping: false };
+    children.add(child);
+    const stderrDone = readStderr(node.name, child);
+    const rep: Replica = r ?? { id, node: node.name, child, restarts: 0, stopping: false, startedAt: 0, earlyExits: 0, backoffStep: 0 };
     rep.child = child;
+    rep.startedAt = Date.now();
     child.once("exit", (code, signal) => {
-      if (rep.stopping || stopping) return;
-      const list = byNode.get(node.name)!;
-      if (!list.includes(rep)) return;
-      rep.restarts++;
-      const backoffMs = Math.min(30_000, 500 * 2 ** Math.min(rep.restarts, 6));
-      log(`replica ${id} exited (code ${code}, signal ${signal}); ${opts.restart === false ? "not restarting" : `restarting in ${backoffMs} ms`}`);
-      if (opts.restart === false) {
-        list.splice(list.indexOf(rep), 1);
-        return;
-      }
-      setTimeout(() => { if (!stopping && !rep.stopping) spawnReplica(node, rep); }, backoffMs).unref();
+      children.delete(child);
+      // The last stderr lines may arrive after the exit: wait for them (bounded: a grandchild may hold the pipe).
+      void Promise.race([stderrDone, sleep(200)]).then(() => onExit(node, rep, code, signal));
     });
     return rep;
   };
 
-  const stopReplica = async (rep: Replica): Promise<void> => {
-    rep.stopping = true;
-    const c = rep.child;
-    if (c.exitCode !== null || c.signalCode !== null) return;
+  const terminate = async (c: ChildProcess): Promise<void> => {
+    if (!alive(c)) return;
     const exited = new Promise((r) => c.once("exit", r));
     c.kill("SIGTERM");
-    const t = setTimeout(() => c.kill("SIGKILL"), 50_000);
     await exited;
-    clearTimeout(t);
+  };
+
+  const killAll = async (): Promise<void> => {
+    const left = [...children].filter(alive);
+    const exits = left.map((c) => new Promise((r) => c.once("exit", r)));
+    for (const c of left) c.kill("SIGKILL");
+    await Promise.race([Promise.all(exits), sleep(2000)]);
   };
 
   const waitReady = async (node: string, expected: number, timeoutMs = opts.readyTimeoutMs ?? 120_000): Promise<void> => {
     const t0 = Date.now();
     for (;;) {
-      const n = await countReplicas(nc, node, 100);
+      opts.signal?.throwIfAborted();
+      if (stopping) throw new Error(`node ${node}: the supervisor is stopping`);
+      const failed = failures.get(node);
+      if (failed) throw failed;
+      // While NATS is away (restarting), nothing answers: keep waiting.
+      const n = await countReplicas(nc, node, 100).catch(() => 0);
       if (n >= expected) return;
       const reps = byNode.get(node) ?? [];
-      if (opts.restart === false && reps.length < expected) throw new Error(`node ${node}: a replica exited during start-up`);
+      if (opts.restart === false && reps.length < expected) throw new NodeStartError(node, lastLine.get(node) ?? "a replica exited during start-up");
       if (Date.now() - t0 > timeoutMs) throw new Error(`node ${node}: ${n} of ${expected} replicas answered $SRV.PING after ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
+    }
+  };
+
+  const stop = async (o: { graceMs?: number } = {}): Promise<void> => {
+    stopping = true;
+    const deadline = Date.now() + (o.graceMs ?? opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
+    const graceful = (async () => {
+      for (const name of [...order].reverse()) {
+        if (Date.now() >= deadline) return;
+        await Promise.all((byNode.get(name) ?? []).map((rep) => { rep.stopping = true; return terminate(rep.child); }));
+      }
+      // Replicas scale() was stopping are not in any list any more.
+      await Promise.all([...children].map(terminate));
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([graceful, new Promise((r) => { timer = setTimeout(r, Math.max(0, deadline - Date.now())); })]);
+    clearTimeout(timer);
+    if ([...children].some(alive)) {
+      log(`replicas still running after the grace period: SIGKILL`);
+      await killAll();
     }
   };
 
@@ -137,19 +273,20 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       if (!Number.isInteger(count) || count < Math.max(node.replicas.min, 1) || count > node.replicas.max) {
         throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${Math.max(node.replicas.min, 1)}, ${node.replicas.max}] (graph.config.ts), got ${count}`);
       }
+      failures.delete(name); // an explicit scale tries again
       const list = byNode.get(name)!;
       while (list.length < count) list.push(spawnReplica(node));
       const extra = list.splice(count);
-      await Promise.all(extra.map(stopReplica));
+      await Promise.all(extra.map((rep) => { rep.stopping = true; return terminate(rep.child); }));
       await waitReady(name, count);
       return list.length;
     },
     waitReady,
-    async stop() {
+    lastStderrLine: (n) => lastLine.get(n),
+    stop,
+    kill() {
       stopping = true;
-      for (const name of [...order].reverse()) {
-        await Promise.all((byNode.get(name) ?? []).map(stopReplica));
-      }
+      for (const c of children) if (alive(c)) c.kill("SIGKILL");
     },
   };
 
@@ -158,6 +295,7 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     const started = new Set<string>();
     const pending = [...order];
     while (pending.length) {
+      opts.signal?.throwIfAborted();
       const wave = pending.filter((n) => graph.nodes[n]!.dependsOn.every((d) => started.has(d) || !order.includes(d)));
       const httpLast = wave.filter((n) => !graph.nodes[n]!.http);
       const now = httpLast.length ? httpLast : wave;
@@ -166,8 +304,13 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
         const node = graph.nodes[name]!;
         const n = opts.replicas?.[name] ?? Math.max(node.replicas.min, 1);
         for (let i = 0; i < n; i++) byNode.get(name)!.push(spawnReplica(node));
-        await waitReady(name, n);
-        log(`node ${name}: ${n} replica(s) ready`);
+        try {
+          await waitReady(name, n);
+          log(`node ${name}: ${n} replica(s) ready`);
+        } catch (err) {
+          if (!(err instanceof NodeStartError && opts.keepGoing)) throw err;
+          log(`node ${name}: cannot start; starting the rest without it`);
+        }
       }));
       for (const n of now) {
         started.add(n);
@@ -175,7 +318,7 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       }
     }
   } catch (err) {
-    await sup.stop();
+    await stop();
     throw err;
   }
   return sup;

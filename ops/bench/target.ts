@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { connectNats, gather, type ResolvedGraph } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { startNats, type LocalNats } from "../nats-server.ts";
-import { readState } from "../state.ts";
+import { readState, useOpsCredentials } from "../state.ts";
 import { startSupervisor, type Supervisor } from "../supervisor.ts";
 import { descendants } from "./cpu.ts";
 import { Target } from "./load.ts";
@@ -118,6 +118,8 @@ export async function openTarget(o: TargetOptions): Promise<BenchTarget> {
     if (!ingressUrl) throw new Error("the graph has no HTTP ingress to load");
     if (!LOOPBACK.has(new URL(ingressUrl).hostname)) throw new BenchUsageError(`${ingressUrl} is not a loopback address: bench loads this machine only`);
     if (!nc && natsUrl) {
+      // The broker of `servegraph up` admits its ops user only (credentials in its state file).
+      useOpsCredentials(natsUrl, state);
       nc = await connectNats({ servers: natsUrl, name: NAME, timeoutMs: 2000, waitOnFirstConnect: false }).catch(() => undefined);
       if (!nc) o.warnings.push(`NATS at ${natsUrl} is unreachable: no batch sizes, no stage measurements`);
     }

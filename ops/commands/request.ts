@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { connectNats, createClient, startTelemetry, stopTelemetry } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
-import { resolveNatsUrl } from "../state.ts";
+import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -24,7 +24,9 @@ export async function run(argv: string[]): Promise<number> {
     headers[h.slice(0, i)] = h.slice(i + 1);
   }
   startTelemetry("servegraph-cli", { replica: `cli-${process.pid}`, graph: "cli" });
-  const nc = await connectNats({ name: "servegraph-cli", servers: resolveNatsUrl(values.nats) });
+  const natsUrl = resolveNatsUrl(values.nats);
+  useOpsCredentials(natsUrl);
+  const nc = await connectNats({ name: "servegraph-cli", servers: natsUrl });
   const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: Number(values.timeout) });
   try {
     const reply = await client.request(subject, data, { headers });

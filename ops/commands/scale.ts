@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
-import { resolveNatsUrl } from "../state.ts";
+import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" } }, allowPositionals: true });
@@ -13,7 +13,9 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write("usage: servegraph scale <node> <replicas>\n");
     return 2;
   }
-  const nc = await connectNats({ name: "servegraph-scale", servers: resolveNatsUrl(values.nats) });
+  const natsUrl = resolveNatsUrl(values.nats);
+  useOpsCredentials(natsUrl);
+  const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl });
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
     const res = (await client.requestJson(OPS_CONTROL_SUBJECT, { op: "scale", node, replicas: count })) as { node: string; replicas: number };

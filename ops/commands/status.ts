@@ -3,7 +3,8 @@
  *
  * Every node of the running graph, from ADR-32 discovery ($SRV.INFO and $SRV.STATS, one answer per replica):
  * replicas, in-flight, requests, errors, p50/p99 latency, batch fill where a node batches, metrics URLs.
- * Finds the graph that `servegraph up` started through its state file; NATS_URL or --nats points elsewhere.
+ * Finds the graph that `servegraph up` started through its state file (and logs in as its ops user when `up`
+ * runs its own broker); NATS_URL or --nats points elsewhere.
  * The `servegraph-ops` control service of `servegraph up` is reported apart from the nodes.
  *
  * Aggregation over replicas: in-flight, requests, errors and queue depth add up; p50 is the mean of the
@@ -17,7 +18,7 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { connectNats, gather } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
-import { readState, resolveNatsUrl } from "../state.ts";
+import { readState, resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 const CONTROL_SERVICE = "servegraph-ops";
 /** Samples each endpoint keeps for its percentiles (runtime/service.ts) and batches kept for batch stats (infer). */
@@ -265,6 +266,7 @@ export async function run(argv: string[]): Promise<number> {
   // The nodes `servegraph up` started, so a node with no replica left still shows (as DOWN).
   const state = readState();
   const ours = state && state.natsUrl === natsUrl ? state : undefined;
+  useOpsCredentials(natsUrl, state);
   const expected = ours?.nodes ?? [];
   const collect = async (): Promise<GraphStatus> => {
     const s = await collectStatus(nc, natsUrl, expected);

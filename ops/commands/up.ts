@@ -1,14 +1,52 @@
-/** servegraph up [graph...]: the embedded single-machine deployment of a graph. */
+/**
+ * servegraph up [graph...] [--keep-going]: the embedded single-machine deployment of a graph.
+ *
+ * Start: check the graph -> a local nats-server (unless --nats / NATS_URL name a broker) with the users and
+ * edge-derived permissions of `servegraph manifests` and passwords made for this run, supervised: restarted on the
+ * same port when it dies -> connect as the ops user -> every node's replicas (supervisor.ts), each given its own
+ * NATS user -> serve `sg.ops.control` (scale) -> write the state file (mode 0600: it holds the ops password) ->
+ * run until SIGINT / SIGTERM, or until a node cannot start (its replica keeps exiting right after it starts): then
+ * stop everything and exit 1, or with --keep-going report it and keep the rest running.
+ *
+ * Stop: a signal at any point, start-up included, stops whatever has started: the control service, the replicas
+ * (SIGTERM, SIGKILL for what still runs), the connection, the broker (its temp dir goes with it), the state file.
+ * Every wait there is bounded, so `up` ends within STOP_BUDGET_MS whatever state NATS is in (down, restarting,
+ * frozen); a second signal kills every process at once.
+ *
+ * Exit codes: 0 after a signal, 130 when a signal interrupted start-up, 1 when a node cannot start or the
+ * graph config is invalid.
+ */
 import { parseArgs } from "node:util";
-import { checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
-import { reportConfigError } from "../output.ts";
-import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
-import { startNats, type LocalNats } from "../nats-server.ts";
-import { startSupervisor } from "../supervisor.ts";
-import { clearState, writeState } from "../state.ts";
+import {
+  checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, type ResolvedGraph, type Service,
+} from "../../runtime/index.ts";
+import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import { OPS_USER } from "../manifests/index.ts";
+import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
+import { reportConfigError } from "../output.ts";
+import { clearState, useNatsCredentials, writeState, type UpState } from "../state.ts";
+import { NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
 
 const ScaleRequest = z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() });
+
+/** A signal ends `up` (and every process it started) within this time. */
+const STOP_BUDGET_MS = 9000;
+/** Of that budget: the control service, the connection's drain, the broker's SIGTERM before its SIGKILL. */
+const CONTROL_STOP_MS = 1000;
+const DRAIN_MS = 500;
+const BROKER_GRACE_MS = 1500;
+/** Replicas stopping because start-up failed or was interrupted. */
+const STARTUP_STOP_GRACE_MS = 5000;
+
+/** A signal arrived (local: the reason of the start-up abort). */
+class Interrupted extends Error {
+  override readonly name = "Interrupted";
+  constructor(readonly signal: string) {
+    super(`${signal} during start-up`);
+  }
+}
 
 /** The HTTP routes the ingress serves for the running nodes (it registers only those). */
 function routesOf(running: readonly string[]): string[] {
@@ -20,27 +58,67 @@ function routesOf(running: readonly string[]): string[] {
   return out;
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for `p` at most `ms` (its failure ignored): a wait on NATS must not hold up a stop. */
+async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => {}), new Promise((r) => { t = setTimeout(r, Math.max(0, ms)); })]);
+  clearTimeout(t);
+}
+
+/** `p`, or a rejection with signal.reason as soon as the signal aborts; a value that comes later goes to `late`. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal, late: (v: T) => void): Promise<T> {
+  if (signal.aborted) {
+    void p.then(late, () => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      void p.then(late, () => {});
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener("abort", onAbort); if (signal.aborted) late(v); else resolve(v); },
+      (err: unknown) => { signal.removeEventListener("abort", onAbort); reject(err); },
+    );
+  });
+}
+
+async function ingressUrlOf(nc: NatsConnection, graph: ResolvedGraph, sup: Supervisor): Promise<string | undefined> {
+  for (const name of sup.nodes.filter((n) => graph.nodes[n]!.http)) {
+    const info = await nc.request(`$SRV.INFO.${name}`, new Uint8Array(0), { timeout: 2000 }).catch(() => undefined);
+    const url = info ? (info.json() as { metadata?: Record<string, string> }).metadata?.http_url : undefined;
+    if (url) return url;
+  }
+  return undefined;
+}
+
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
       json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
-      replicas: { type: "string", multiple: true },
+      replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" },
     },
     allowPositionals: true,
   });
-  let graph;
+  const externalNats = values.nats || process.env.NATS_URL;
+  let graph: ResolvedGraph;
   let graphs: string[];
   try {
     graph = await loadGraph(values.graph);
     graphs = positionals.length ? positionals : [...graph.defaultGraphs];
     // Every node's parameters are checked before anything starts: a typo fails here, not in a replica.
     const issues = await checkParams(graph, nodesOfGraphs(graph, graphs));
+    if (!externalNats && graph.nodes[OPS_USER]) issues.push({ path: `nodes.${OPS_USER}`, message: `"${OPS_USER}" is the NATS user of the ops commands: rename the node` });
     if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
     return reportConfigError(err, values.json);
   }
   const log = createLogger("servegraph");
+  const keepGoing = values["keep-going"] ?? false;
   const replicas: Record<string, number> = {};
   for (const r of values.replicas ?? []) {
     const [k, v] = r.split("=");
@@ -48,85 +126,155 @@ export async function run(argv: string[]): Promise<number> {
     replicas[k] = Number(v);
   }
 
+  // From here on a signal stops whatever has started: nothing may outlive `up`.
+  const interrupt = new AbortController();
+  const signal = interrupt.signal;
   let nats: LocalNats | undefined;
-  const natsUrl = values.nats || process.env.NATS_URL || (nats = await startNats()).url;
-  if (nats) log.info("started nats-server", { url: natsUrl });
-  const nc = await connectNats({ name: "servegraph-up", servers: natsUrl });
-  const ingressEnv: Record<string, Record<string, string>> = {};
-  for (const [name, n] of Object.entries(graph.nodes)) if (n.http && values.port !== undefined) ingressEnv[name] = { PORT: values.port };
-
-  let sup;
-  try {
-    sup = await startSupervisor({ graph, graphs, natsUrl, nc, nodeEnv: ingressEnv, replicas, log: (l) => log.info(l) });
-  } catch (err) {
-    await nc.close();
-    await nats?.stop();
-    throw err;
-  }
-
-  // Ask each HTTP node where it listens.
-  let ingressUrl: string | undefined;
-  for (const name of sup.nodes.filter((n) => graph.nodes[n]!.http)) {
-    const info = await nc.request(`$SRV.INFO.${name}`, new Uint8Array(0), { timeout: 2000 }).catch(() => undefined);
-    ingressUrl ??= info ? ((info.json() as { metadata?: Record<string, string> }).metadata?.http_url) : undefined;
-  }
-
-  // Control endpoint: `servegraph scale` talks to this supervisor.
-  const control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name } });
-  control.addEndpoint("control", {
-    subject: OPS_CONTROL_SUBJECT,
-    handler: async (req) => {
-      const r = req.json(ScaleRequest);
-      const n = await sup.scale(r.node, r.replicas);
-      log.info(`scaled ${r.node}`, { replicas: n });
-      return { node: r.node, replicas: n };
-    },
-  });
-  control.announce();
-  writeState({ pid: process.pid, natsUrl, ...(ingressUrl ? { ingressUrl } : {}), graphs, nodes: [...sup.nodes], startedAt: new Date().toISOString() });
-
-  const summary = {
-    graph: graph.name, graphs, nats: natsUrl, ingress: ingressUrl ?? null,
-    nodes: sup.nodes.map((n) => ({ node: n, replicas: sup.replicas(n).length, subjects: `${graph.subjectPrefix}.${n}.*` })),
-  };
-  if (values.json) {
-    process.stdout.write(JSON.stringify(summary) + "\n");
-  } else {
-    const lines = [
-      "",
-      `servegraph: ${graphs.join(", ")} up (graph ${graph.name})`,
-      `  NATS     ${natsUrl}${nats ? " (embedded)" : ""}`,
-      ...(ingressUrl ? [`  HTTP     ${ingressUrl}`] : []),
-      "",
-      "  node            replicas  subject",
-      ...sup.nodes.map((n) => `  ${n.padEnd(16)}${String(sup.replicas(n).length).padEnd(10)}${graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`}`),
-      "",
-      ...(ingressUrl ? routesOf(sup.nodes).map((r) => `  ${r}`) : []),
-      ...(ingressUrl && sup.nodes.includes("greeter-proxy") ? ["", `  try: curl ${ingressUrl}/greeting/ada`] : []),
-      "  Ctrl-C stops everything.",
-      "",
-    ];
-    process.stdout.write(lines.join("\n") + "\n");
-  }
-
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (sig: string): void => {
-      if (stopping) return;
-      stopping = true;
+  let nc: NatsConnection | undefined;
+  let sup: Supervisor | undefined;
+  let control: Service | undefined;
+  let state: UpState | undefined;
+  let failure: NodeStartError | undefined;
+  let forced = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (!signal.aborted) {
       log.info(`${sig}: stopping the graph`);
-      void (async () => {
-        await control.stop({ maxWaitMs: 1000 });
-        await sup.stop();
-        await nc.drain().catch(() => {});
-        await nats?.stop();
-        clearState(process.pid);
-        log.info("stopped");
-        resolve();
-      })();
+      interrupt.abort(new Interrupted(sig));
+    } else if (!forced) {
+      forced = true;
+      log.warn(`${sig} again: killing every process now`);
+      sup?.kill();
+      void nats?.stop({ graceMs: 0 });
+    }
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const shutdown = async (): Promise<void> => {
+    const deadline = Date.now() + STOP_BUDGET_MS;
+    const left = (): number => deadline - Date.now();
+    if (control) await bounded(control.stop({ maxWaitMs: CONTROL_STOP_MS }), CONTROL_STOP_MS);
+    if (sup) await sup.stop({ graceMs: Math.max(500, left() - DRAIN_MS - BROKER_GRACE_MS - 500) });
+    if (nc) {
+      await bounded(nc.drain(), Math.min(DRAIN_MS, left() - BROKER_GRACE_MS));
+      await bounded(nc.close(), 200);
+    }
+    await nats?.stop({ graceMs: Math.max(100, Math.min(BROKER_GRACE_MS, left())) });
+    clearState(process.pid);
+    log.info("stopped");
+  };
+
+  let code = 0;
+  let error: unknown;
+  try {
+    let natsUrl: string;
+    const nodeEnv: Record<string, Record<string, string>> = {};
+    let ops: { user: string; password: string } | undefined;
+    if (externalNats) {
+      natsUrl = externalNats;
+    } else {
+      const auth = localNatsAuth(graph, nodesOfGraphs(graph, graphs));
+      log.info("starting nats-server");
+      nats = await startNats({
+        config: auth.config, env: auth.serverEnv, restart: true, signal,
+        log: (line) => log.warn(line),
+        onRestart: (pid) => { if (state) writeState((state = { ...state, natsPid: pid })); },
+      });
+      natsUrl = nats.url;
+      log.info("started nats-server", { url: natsUrl, pid: nats.process.pid });
+      // `up` itself is the ops user; each replica gets its node's user (nodeEnv overrides these).
+      ops = auth.ops;
+      useNatsCredentials(ops);
+      Object.assign(nodeEnv, auth.nodeEnv);
+    }
+    for (const [name, n] of Object.entries(graph.nodes)) if (n.http && values.port !== undefined) nodeEnv[name] = { ...nodeEnv[name], PORT: values.port };
+
+    nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl }), signal, (late) => void late.close().catch(() => {}));
+    sup = await startSupervisor({
+      graph, graphs, natsUrl, nc, nodeEnv, replicas, keepGoing, signal, stopGraceMs: STARTUP_STOP_GRACE_MS,
+      log: (l) => log.info(l),
+      onGiveUp: (err) => {
+        log.error(err.message);
+        if (keepGoing) {
+          log.warn(`--keep-going: the rest of the graph keeps running without node ${err.node}`);
+        } else {
+          failure = err;
+          interrupt.abort(err);
+        }
+      },
+    });
+
+    const ingressUrl = await ingressUrlOf(nc, graph, sup);
+    // Control endpoint: `servegraph scale` talks to this supervisor.
+    const running = sup;
+    control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name } });
+    control.addEndpoint("control", {
+      subject: OPS_CONTROL_SUBJECT,
+      handler: async (req) => {
+        const r = req.json(ScaleRequest);
+        const n = await running.scale(r.node, r.replicas);
+        log.info(`scaled ${r.node}`, { replicas: n });
+        return { node: r.node, replicas: n };
+      },
+    });
+    control.announce();
+    state = {
+      pid: process.pid, natsUrl,
+      ...(nats && ops ? { natsPid: nats.process.pid!, natsUser: ops.user, natsPassword: ops.password } : {}),
+      ...(ingressUrl ? { ingressUrl } : {}),
+      graphs, nodes: [...sup.nodes], startedAt: new Date().toISOString(),
     };
-    process.on("SIGINT", () => stop("SIGINT"));
-    process.on("SIGTERM", () => stop("SIGTERM"));
-  });
-  return 0;
+    writeState(state);
+    printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup });
+
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    code = failure ? 1 : 0;
+  } catch (err) {
+    if (err instanceof NodeStartError) {
+      if (!failure) log.error(err.message);
+      code = 1;
+    } else if (err instanceof Interrupted) {
+      code = 130;
+    } else {
+      error = err;
+    }
+  }
+  // The signal handlers stay on while stopping: a second signal kills, and none ends `up` with the broker left behind.
+  await shutdown();
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
+  // nats.js may keep a timer for a server that is gone; the graph has stopped, so nothing is lost by not waiting.
+  setTimeout(() => process.exit(error === undefined ? code : 1), 2000).unref();
+  if (error !== undefined) throw error;
+  return code;
+}
+
+function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]; natsUrl: string; nats: LocalNats | undefined; ingressUrl: string | undefined; sup: Supervisor }): void {
+  const { graph, graphs, natsUrl, nats, ingressUrl, sup } = s;
+  if (json) {
+    const summary = {
+      graph: graph.name, graphs, nats: natsUrl, nats_pid: nats?.process.pid ?? null, ingress: ingressUrl ?? null,
+      nodes: sup.nodes.map((n) => ({ node: n, replicas: sup.replicas(n).length, subjects: `${graph.subjectPrefix}.${n}.*` })),
+    };
+    process.stdout.write(JSON.stringify(summary) + "\n");
+    return;
+  }
+  const lines = [
+    "",
+    `servegraph: ${graphs.join(", ")} up (graph ${graph.name})`,
+    `  NATS     ${natsUrl}${nats ? ` (embedded, pid ${nats.process.pid}; per-node users, restarted if it dies)` : ""}`,
+    ...(ingressUrl ? [`  HTTP     ${ingressUrl}`] : []),
+    "",
+    "  node            replicas  subject",
+    ...sup.nodes.map((n) => `  ${n.padEnd(16)}${String(sup.replicas(n).length).padEnd(10)}${graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`}`),
+    "",
+    ...(ingressUrl ? routesOf(sup.nodes).map((r) => `  ${r}`) : []),
+    ...(ingressUrl && sup.nodes.includes("greeter-proxy") ? ["", `  try: curl ${ingressUrl}/greeting/ada`] : []),
+    "  Ctrl-C stops everything.",
+    "",
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
 }

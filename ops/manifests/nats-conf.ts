@@ -1,7 +1,8 @@
 /**
  * nats.conf of the graph's single NATS server: ports, limits, and one password user per node plus the ops user,
  * each with the permissions of nats-permissions.ts. Passwords are never written here: each is an env reference
- * (`$<USER>_NATS_PASSWORD`) that the server's Deployment fills from the credentials Secret.
+ * (`$<USER>_NATS_PASSWORD`) that the server's Deployment fills from the credentials Secret (in a cluster) or that
+ * `servegraph up` passes to its local nats-server (ops/nats-server.ts, the same authorization block).
  */
 import { randomBytes } from "node:crypto";
 import { type ResolvedGraph } from "../../runtime/index.ts";
@@ -49,6 +50,25 @@ function confUser(name: string, perms: NatsPermissions, why: string): string[] {
   ];
 }
 
+/**
+ * The `authorization` block: one password user per node plus the ops user, each with its permissions from
+ * nats-permissions.ts, passwords as `$<USER>_NATS_PASSWORD` env references. `opsControl`: the ops user may also
+ * serve and call `sg.ops.control` (the local broker of `servegraph up`, whose supervisor is the ops user).
+ */
+export function natsAuthorization(graph: ResolvedGraph, nodes: readonly string[], opts: { opsControl?: boolean } = {}): string[] {
+  return [
+    "authorization {",
+    "  users: [",
+    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n), `node ${n}: publishes to its edges, subscribes to its own subjects`)),
+    ...confUser(
+      OPS_USER, opsPermissions(graph, { control: opts.opsControl ?? false }),
+      opts.opsControl ? "servegraph up and the ops commands: control, discovery and requests to any node" : "servegraph ops (status, request): discovery and requests to any node",
+    ),
+    "  ]",
+    "}",
+  ];
+}
+
 /** nats.conf of the single server: limits, monitoring, and one user per node plus the ops user. */
 export function natsConfig(graph: ResolvedGraph, graphNames: readonly string[], nodes: readonly string[]): string {
   return [
@@ -59,12 +79,7 @@ export function natsConfig(graph: ResolvedGraph, graphNames: readonly string[], 
     "# An 8 MB image must fit one request (the same limits as the local server of `servegraph up`).",
     `max_payload: ${MAX_PAYLOAD}`,
     `max_pending: ${MAX_PENDING}`,
-    "authorization {",
-    "  users: [",
-    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n), `node ${n}: publishes to its edges, subscribes to its own subjects`)),
-    ...confUser(OPS_USER, opsPermissions(graph), "servegraph ops (status, request): discovery and requests to any node"),
-    "  ]",
-    "}",
+    ...natsAuthorization(graph, nodes),
     "",
   ].join("\n");
 }

@@ -26,8 +26,13 @@
  * The ops user (`servegraph status`, `servegraph request` inside the cluster) may publish to `$SRV.>`, `_INBOX.>`
  * and every subject of the graph (`<prefix>.>`), and subscribe to `$SRV.>` and `_INBOX.>`: it sees every node's
  * discovery, may call any node, and keeps the default `_INBOX.` prefix for its own replies.
+ *
+ * On the local broker of `servegraph up` (same users, fresh random passwords per run), the ops user is also the
+ * supervisor: it may in addition publish and subscribe to `sg.ops.control` ({@link OPS_CONTROL_SUBJECT}), the
+ * subject `up` serves and `servegraph scale` calls. No node may, and a client without credentials cannot connect.
  */
 import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
+import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 
 /** The NATS user of the ops command line (`servegraph status`, `request`) inside the cluster. */
 export const OPS_USER = "servegraph";
@@ -68,7 +73,11 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPer
   };
 }
 
-/** The ops user's permissions: discovery of every node, requests to any subject of the graph. */
-export function opsPermissions(graph: ResolvedGraph): NatsPermissions {
-  return { publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`], subscribe: ["$SRV.>", "_INBOX.>"] };
+/**
+ * The ops user's permissions: discovery of every node, requests to any subject of the graph; `control`: also the
+ * supervisor's control subject, both ways (the local broker of `servegraph up`).
+ */
+export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean } = {}): NatsPermissions {
+  const control = opts.control ? [OPS_CONTROL_SUBJECT] : [];
+  return { publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`, ...control], subscribe: ["$SRV.>", "_INBOX.>", ...control] };
 }
