@@ -23,8 +23,13 @@ import { injectContext, withClientSpan } from "./tracing.ts";
 
 export { toGraphError };
 
-/** An attempt that hears nothing (no reply, no heartbeat) for this long is lost: its replica is gone. */
+/**
+ * An attempt that hears nothing (no reply, no heartbeat) for this long is lost: its replica is gone. Shorter for
+ * short deadlines (a third of what is left, at least MIN_LIVENESS_MS), so that a retry still fits.
+ */
 export const LIVENESS_MS = 2000;
+const MIN_LIVENESS_MS = 250;
+const livenessFor = (leftMs: number): number => Math.max(MIN_LIVENESS_MS, Math.min(LIVENESS_MS, Math.floor(leftMs / 3)));
 /** A retry is sent only if at least this much of the deadline is left. */
 const MIN_RETRY_MS = 50;
 
@@ -81,7 +86,8 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
           h.set(Headers.Deadline, String(deadline));
           injectContext(h, ctx);
           try {
-            const reply = await send(subject, payload, h, { timeoutMs: Math.floor(deadline - Date.now()), livenessMs: ro.idempotent === undefined ? undefined : LIVENESS_MS });
+            const left = Math.floor(deadline - Date.now());
+            const reply = await send(subject, payload, h, { timeoutMs: left, livenessMs: ro.idempotent === undefined ? undefined : livenessFor(left) });
             const ge = fromMsg(reply);
             if (ge) throw ge;
             if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", "OK").inc();
