@@ -9,10 +9,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { buildApp } from "../../services/ingress/src/app.ts";
 import { createClient } from "../../runtime/client.ts";
 import { createService, type Service } from "../../runtime/service.ts";
-import { connectNats } from "../../runtime/nats.ts";
+import { connectNats, isConnected, onConnectionChange } from "../../runtime/nats.ts";
 import { createLogger } from "../../runtime/log.ts";
 import { countReplicas } from "../../runtime/discovery.ts";
 import { GreetRequest } from "../../subjects/schemas.ts";
+import { ErrorCodes, isErrorCode } from "../../subjects/errors.ts";
 import { startNats, type LocalNats } from "../helpers/graph.ts";
 
 let nats: LocalNats;
@@ -42,6 +43,7 @@ before(async () => {
       process: { subject: "sg.v1.ab-router.process", node: "ab-router", timeoutMs: 300 },
     },
     countReplicas: (n) => countReplicas(nc, n, 100),
+    isConnected: () => isConnected(nc),
     maxBodyBytes: 1024,
     imageFetchTimeoutMs: 1000,
     allowPrivateImageUrls: false,
@@ -86,7 +88,53 @@ test("ingress - errors are JSON {code, message} with the right status", async ()
   assert.equal(missingKey.statusCode, 400);
 
   const wrongMethod = await app.inject({ method: "DELETE", url: "/greeting/ada" });
-  assert.equal(wrongMethod.statusCode, 404);
+  assertTableError(wrongMethod, "METHOD_NOT_ALLOWED");
+  assert.equal(wrongMethod.headers.allow, "GET, HEAD");
+});
+
+/** A JSON `{code, message, details?}` whose code is `code` and whose status is that code's status in the table. */
+function assertTableError(res: { statusCode: number; headers: Record<string, unknown>; json(): unknown }, code: string): void {
+  assert.match(String(res.headers["content-type"]), /^application\/json/);
+  const body = res.json() as { code: unknown; message: unknown };
+  assert.ok(isErrorCode(body.code), `code ${String(body.code)} is in the table`);
+  assert.equal(body.code, code);
+  assert.equal(res.statusCode, ErrorCodes[body.code].status);
+  assert.equal(typeof body.message, "string");
+}
+
+test("ingress - router errors are table codes: bad percent-encoding, over-long parameter, wrong method", async () => {
+  assertTableError(await app.inject({ method: "GET", url: "/greeting/%FF" }), "BAD_REQUEST");
+  assertTableError(await app.inject({ method: "GET", url: `/greeting/${"a".repeat(3000)}` }), "URI_TOO_LONG");
+  assertTableError(await app.inject({ method: "GET", url: `/greeting/${"a".repeat(257)}` }), "BAD_REQUEST");
+  assertTableError(await app.inject({ method: "GET", url: "/nope/%FF" }), "BAD_REQUEST");
+  const post = await app.inject({ method: "POST", url: "/readyz" });
+  assertTableError(post, "METHOD_NOT_ALLOWED");
+  assert.equal(post.headers.allow, "GET, HEAD");
+  assertTableError(await app.inject({ method: "PUT", url: "/nope" }), "NOT_FOUND");
+});
+
+test("ingress - body and Content-Type errors of Fastify are table codes", async () => {
+  const withBody = await buildApp({
+    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
+    routes: { classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 } },
+    countReplicas: (n) => countReplicas(nc, n, 100),
+    isConnected: () => isConnected(nc),
+    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
+  });
+  try {
+    const post = (headers: Record<string, string>, payload: string | Buffer) => withBody.inject({ method: "POST", url: "/classify", headers, payload });
+    assertTableError(await post({ "content-type": "text/plain" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
+    assertTableError(await post({ "content-type": ";;;" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
+    assertTableError(await post({}, "hi"), "UNSUPPORTED_MEDIA_TYPE");
+    assertTableError(await post({ "content-type": "application/json" }, "{nope"), "BAD_REQUEST");
+    assertTableError(await post({ "content-type": "application/json" }, ""), "BAD_REQUEST");
+    assertTableError(await post({ "content-type": "image/png" }, Buffer.alloc(2048)), "PAYLOAD_TOO_LARGE");
+    assertTableError(await post({ "content-type": "application/json" }, JSON.stringify({ image_url: "http://x", extra: 1 })), "BAD_REQUEST");
+    // preprocess has no replica here: the call's own code
+    assertTableError(await post({ "content-type": "image/png" }, Buffer.from([1, 2, 3])), "UNAVAILABLE");
+  } finally {
+    await withBody.close();
+  }
 });
 
 test("ingress - past the route's deadline the answer is 504", async () => {
@@ -100,10 +148,44 @@ test("ingress - past the route's deadline the answer is 504", async () => {
   }
 });
 
+test("ingress - readyz is 503 UNAVAILABLE while the NATS connection is down, healthz stays 200", async () => {
+  await using broker = await startNats({ restart: true });
+  const own = await connectNats({ name: "inject-readyz", servers: broker.url });
+  const changes: boolean[] = [];
+  const waitFor = async (connected: boolean) => {
+    const until = Date.now() + 10_000;
+    while (isConnected(own) !== connected && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(isConnected(own), connected);
+  };
+  onConnectionChange(own, (c) => changes.push(c));
+  const probe = await buildApp({
+    client: createClient(own, { caller: "ingress", defaultTimeoutMs: 1000 }),
+    routes: {},
+    countReplicas: (n) => countReplicas(own, n, 100),
+    isConnected: () => isConnected(own),
+    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
+  });
+  try {
+    assert.equal((await probe.inject({ method: "GET", url: "/readyz" })).statusCode, 200);
+    broker.process.kill("SIGKILL");
+    await waitFor(false);
+    const down = await probe.inject({ method: "GET", url: "/readyz" });
+    assertTableError(down, "UNAVAILABLE");
+    assert.match(down.json().message, /not connected to NATS/);
+    assert.equal((await probe.inject({ method: "GET", url: "/healthz" })).statusCode, 200, "liveness does not depend on NATS");
+    await waitFor(true);
+    assert.equal((await probe.inject({ method: "GET", url: "/readyz" })).statusCode, 200);
+    assert.ok(changes.includes(false) && changes.at(-1) === true, `connection changes seen: ${changes.join(",")}`);
+  } finally {
+    await probe.close();
+    await own.close();
+  }
+});
+
 test("ingress - readyz is 503 until every downstream node has a replica, healthz always 200", async () => {
   assert.equal((await app.inject({ method: "GET", url: "/healthz" })).statusCode, 200);
   const notReady = await app.inject({ method: "GET", url: "/readyz" });
-  assert.equal(notReady.statusCode, 503);
+  assertTableError(notReady, "UNAVAILABLE");
   assert.deepEqual(notReady.json().details.replicas, { "greeter-proxy": 1, "ab-router": 0 });
   const router = createService(nc, { name: "ab-router", maxInFlight: 1, defaultTimeoutMs: 1000, log });
   router.announce();
@@ -117,12 +199,19 @@ test("ingress - readyz is 503 until every downstream node has a replica, healthz
 });
 
 test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes are not served", async () => {
-  const spec = (await app.inject({ method: "GET", url: "/docs/json" })).json() as { openapi: string; paths: Record<string, unknown> };
+  const spec = (await app.inject({ method: "GET", url: "/docs/json" })).json() as { openapi: string; paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
   assert.match(spec.openapi, /^3\./);
   assert.ok(spec.paths["/greeting/{name}"]);
   assert.ok(spec.paths["/process/{message}"]);
   assert.equal(spec.paths["/classify"], undefined);
   assert.equal((await app.inject({ method: "POST", url: "/classify" })).statusCode, 404);
+  // every status a route can answer, and no other: the edges (parser, timeouts, shutdown), its parameters, its call
+  const statuses = (path: string) => Object.keys(spec.paths[path]!.get!.responses).map(Number);
+  assert.deepEqual(statuses("/greeting/{name}"), [200, 400, 408, 414, 431, 500, 503, 504]);
+  assert.deepEqual(statuses("/readyz"), [200, 400, 408, 431, 500, 503]);
+  assert.deepEqual(statuses("/healthz"), [200, 400, 408, 431, 500, 503]);
+  const r503 = spec.paths["/greeting/{name}"]!.get!.responses["503"] as { description: string; content: Record<string, { schema: { properties: { code: { enum: string[] } } } }> };
+  assert.deepEqual(r503.content["application/json"]!.schema.properties.code.enum, ["UNAVAILABLE", "OVERLOADED"]);
   const metrics = await app.inject({ method: "GET", url: "/metrics" });
   assert.equal(metrics.statusCode, 200);
   assert.match(metrics.body, /sg_http_request_duration_ms_bucket/);
@@ -133,6 +222,7 @@ test("ingress - with requiresAuth, routes need the bearer key; health, metrics a
     client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
     routes: { greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 300 } },
     countReplicas: (n) => countReplicas(nc, n, 100),
+    isConnected: () => isConnected(nc),
     maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
     apiKey: "k3y-for-tests",
   });
@@ -149,6 +239,9 @@ test("ingress - with requiresAuth, routes need the bearer key; health, metrics a
     for (const url of ["/healthz", "/readyz", "/metrics", "/docs/json"]) {
       assert.equal((await secured.inject({ method: "GET", url })).statusCode, 200, url);
     }
+    const spec = (await secured.inject({ method: "GET", url: "/docs/json" })).json() as { paths: Record<string, { get: { responses: Record<string, unknown> } }> };
+    assert.ok(spec.paths["/greeting/{name}"]!.get.responses["401"], "a secured route lists 401");
+    assert.equal(spec.paths["/readyz"]!.get.responses["401"], undefined, "an open route does not");
   } finally {
     await secured.close();
   }

@@ -2,24 +2,29 @@
  * The HTTP face of the graph: Fastify 5 routes mapped to NATS requests, zod schemas for validation and
  * OpenAPI (browsable at /docs), and one error shape for every failure: `{ code, message, details? }` with
  * the status from the error table. buildApp() does not listen: tests drive it with inject().
+ *
+ * Around the routes: http-server.ts (timeouts, the HTTP parser's errors, shutdown), http-errors.ts (Fastify's
+ * errors, 404/405, the OpenAPI error responses) and http-observe.ts (spans and metrics).
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
-import { context, type Context, type Span } from "@opentelemetry/api";
+import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
-import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { z } from "zod";
-import client from "prom-client";
 import {
-  AbProcess, Classify, DEFAULT_TOP_K, ErrorCodes, GraphError, Greeting, Headers, InferLabels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
-  TopK, codeForStatus, type ErrorCode,
+  AbProcess, Classify, DEFAULT_TOP_K, GraphError, Greeting, Headers, InferLabels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
+  TopK, type ErrorCode,
 } from "../../../subjects/index.ts";
-import {
-  MS_BUCKETS, endHttpServerSpan, metrics, metricsText, observeReplicas, registry, startHttpServerSpan, type Client, type Logger,
-} from "../../../runtime/index.ts";
+import { metricsText, observeReplicas, type Client, type Logger } from "../../../runtime/index.ts";
 import { fetchImage } from "./fetch-image.ts";
+import {
+  BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, toGraphError,
+} from "./http-errors.ts";
+import { observeHttp } from "./http-observe.ts";
+import { DEFAULT_TIMEOUTS, guardRequests, guardServer, serverOptions, type IngressTimeouts } from "./http-server.ts";
+
+export type { IngressTimeouts };
 
 /** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
 export interface IngressRoutes {
@@ -37,6 +42,10 @@ export interface IngressDeps {
   maxBodyBytes: number;
   imageFetchTimeoutMs: number;
   allowPrivateImageUrls: boolean;
+  /** Whether the ingress's NATS connection is up right now (runtime `isConnected`): /readyz is 503 while it is not. */
+  isConnected: () => boolean;
+  /** How long the server waits on clients (params.ts); each one left out has its parameter's default. */
+  timeouts?: Partial<IngressTimeouts>;
   log?: Logger;
   version?: string;
   /** When set (requiresAuth), every route but health, metrics and docs needs `Authorization: Bearer <apiKey>`. */
@@ -54,21 +63,10 @@ function bearerMatches(header: string | undefined, key: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-const ErrorReply = z
-  .object({ code: z.enum(Object.keys(ErrorCodes) as [ErrorCode, ...ErrorCode[]]), message: z.string(), details: z.unknown().optional() })
-  .describe("Every error: `code` is one of docs/errors.md.");
-/** Every status the error table can produce, for the OpenAPI document. */
-const errorResponses = Object.fromEntries([...new Set(Object.values(ErrorCodes).map((c) => c.status))].map((s) => [s, ErrorReply]));
+/** Codes of fetching an `image_url` (fetch-image.ts). */
+const FETCH_CODES: readonly ErrorCode[] = ["BAD_REQUEST", "URL_NOT_ALLOWED", "UPSTREAM_FETCH_FAILED", "DEADLINE_EXCEEDED", "PAYLOAD_TOO_LARGE"];
 
 const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
-
-const httpDuration = new client.Histogram({
-  name: "sg_http_request_duration_ms",
-  help: "HTTP requests at the ingress by route, method and status.",
-  labelNames: ["route", "method", "status"] as const,
-  buckets: MS_BUCKETS,
-  registers: [registry],
-});
 
 const DRAIN_CAP_BYTES = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT_MS = 5000;
@@ -95,81 +93,21 @@ function drainRequest(raw: NodeJS.ReadableStream & { complete: boolean; destroy(
   });
 }
 
-function fastifyToGraphError(err: FastifyError): GraphError {
-  if (err instanceof GraphError) return err;
-  if (hasZodFastifySchemaValidationErrors(err)) {
-    const issues = err.validation.map((v) => ({ path: v.instancePath, message: v.message }));
-    return new GraphError("BAD_REQUEST", `${err.validationContext ?? "request"}${issues[0]?.path ?? ""}: ${issues[0]?.message ?? "invalid"}`, { details: issues });
-  }
-  switch (err.code) {
-    case "FST_ERR_CTP_BODY_TOO_LARGE": return new GraphError("PAYLOAD_TOO_LARGE", "request body is too large");
-    case "FST_ERR_CTP_INVALID_MEDIA_TYPE": return new GraphError("UNSUPPORTED_MEDIA_TYPE", "unsupported Content-Type; send application/json or an image (image/*, application/octet-stream)");
-    case "FST_ERR_CTP_EMPTY_JSON_BODY": return new GraphError("BAD_REQUEST", "empty JSON body");
-    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH": return new GraphError("BAD_REQUEST", "invalid Content-Length");
-  }
-  // Anything else Fastify raises maps by its status through the one table.
-  const code = codeForStatus(err.statusCode ?? 500);
-  return code === "INTERNAL" ? new GraphError("INTERNAL", "internal error", { cause: err }) : new GraphError(code, err.message);
-}
-
-/** Routes that get no span: scrapes, probes and the docs UI would drown the real traffic. */
-const UNTRACED = /^\/(metrics|healthz|docs)(\/|$)/;
-
-/**
- * One HTTP SERVER span per request (`GET /greeting/:name`, child of an incoming `traceparent`), active while
- * the route handler runs, so the handler's NATS client spans are its children; plus the HTTP in-flight gauge.
- * The context is entered by wrapping each route handler (onRoute): a context entered in an onRequest hook
- * would not survive Fastify's body parsing.
- *
- * Not @fastify/otel: it makes INTERNAL spans per hook and handler and leaves the SERVER span to
- * @opentelemetry/instrumentation-http, which monkey-patches node:http; the two would add dependencies and a span
- * per hook where this is one SERVER span per request with the HTTP semantic-convention attributes.
- */
-function observeHttp(app: FastifyInstance): void {
-  const live = new WeakMap<FastifyRequest, { span: Span; ctx: Context; errorCode: string | undefined }>();
-  app.addHook("onRoute", (route) => {
-    if (UNTRACED.test(route.url)) return;
-    const handler = route.handler;
-    route.handler = function (this: FastifyInstance, req, reply) {
-      const ctx = live.get(req)?.ctx;
-      return ctx ? context.with(ctx, handler, this, req, reply) : handler.call(this, req, reply);
-    };
-  });
-  app.addHook("onRequest", async (req) => {
-    const route = req.routeOptions.url;
-    if (route !== undefined && UNTRACED.test(route)) return;
-    metrics.httpInFlight.inc();
-    const q = req.url.indexOf("?");
-    const { span, ctx } = startHttpServerSpan({
-      method: req.method, route, path: q < 0 ? req.url : req.url.slice(0, q), scheme: req.protocol, headers: req.headers, userAgent: req.headers["user-agent"],
-    });
-    live.set(req, { span, ctx, errorCode: undefined });
-  });
-  app.addHook("onError", async (req, _reply, err) => {
-    const t = live.get(req);
-    if (t) t.errorCode = fastifyToGraphError(err).code;
-  });
-  // Runs once per request: on the response, or on a client abort when no response will come.
-  const finish = (req: FastifyRequest, statusCode: number | undefined): void => {
-    const t = live.get(req);
-    if (!t) return;
-    live.delete(req);
-    metrics.httpInFlight.dec();
-    endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : t.errorCode);
-  };
-  app.addHook("onResponse", async (req, reply) => finish(req, reply.statusCode));
-  app.addHook("onRequestAbort", async (req) => finish(req, undefined));
-}
-
 export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
+  const timeouts: IngressTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
   const app = Fastify({
     logger: false,
     bodyLimit: deps.maxBodyBytes,
-    return503OnClosing: true,
     forceCloseConnections: "idle",
-    routerOptions: { maxParamLength: 2048 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors,
+    ...serverOptions(timeouts),
   }).withTypeProvider<ZodTypeProvider>();
+  const methods = createMethodIndex();
+  app.addHook("onRoute", (route) => methods.add(route));
+  guardServer(app, timeouts);
   observeHttp(app);
+  guardRequests(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
@@ -194,23 +132,16 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
-    const ge = fastifyToGraphError(err);
-    if (ge.code === "UNAUTHENTICATED") void reply.header("www-authenticate", "Bearer");
+    const ge = toGraphError(err);
     if (ge.code === "PAYLOAD_TOO_LARGE" && !req.raw.complete) {
       // Read and discard the rest of the upload (bounded) so the client sees the 413, not a reset socket.
       await drainRequest(req.raw, DRAIN_CAP_BYTES, DRAIN_TIMEOUT_MS);
       void reply.header("connection", "close");
     }
-    if (ge.status >= 500 && ge.code === "INTERNAL") deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
-    void reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
+    if (ge.code === "INTERNAL") deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
+    void sendError(reply, ge);
   });
-  app.setNotFoundHandler((req, reply) => {
-    const ge = new GraphError("NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`);
-    void reply.status(ge.status).send(ge.toJSON());
-  });
-  app.addHook("onResponse", async (req, reply) => {
-    httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime);
-  });
+  app.setNotFoundHandler(notFound(methods));
 
   const apiKey = deps.apiKey;
   if (apiKey) {
@@ -225,18 +156,29 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   const edgeNodes = [...new Set(edges.map((e) => e.node))];
   observeReplicas(async () => Object.fromEntries(await Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const))));
 
-  app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
-  app.get("/readyz", { schema: { description: "Ready when every downstream node of the ingress has at least one replica.", response: { 200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }), 503: ErrorReply } } },
-    async (_req, reply) => {
-      const nodes = [...new Set(edges.map((e) => e.node))];
-      const counts = await Promise.all(nodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
-      const replicas = Object.fromEntries(counts);
-      const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
-      if (missing.length) {
-        return reply.status(503).send({ code: "UNAVAILABLE", message: `no replica of ${missing.join(", ")}`, details: { replicas } });
-      }
-      return { status: "ready" as const, replicas };
-    });
+  /** Error responses of a route in the OpenAPI document: what any request may get, plus `codes`. */
+  const errors = (open: boolean, ...codes: (readonly ErrorCode[])[]) =>
+    errorResponses([...EDGE_CODES, ...(apiKey && !open ? ["UNAUTHENTICATED" as const] : []), ...codes.flat()]);
+
+  app.get("/healthz", {
+    schema: {
+      description: "Liveness: 200 while the ingress process runs and serves HTTP. It looks at neither NATS nor the graph (that is /readyz), so a restart is never the answer to a broker outage.",
+      response: { 200: z.object({ status: z.literal("ok") }), ...errors(true) },
+    },
+  }, async () => ({ status: "ok" as const }));
+  app.get("/readyz", {
+    schema: {
+      description: "Readiness: 200 when the ingress's NATS connection is up and every downstream node of the ingress has at least one replica; otherwise 503 UNAVAILABLE.",
+      response: { 200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }), ...errors(true) },
+    },
+  }, async () => {
+    if (!deps.isConnected()) throw new GraphError("UNAVAILABLE", "the ingress is not connected to NATS");
+    const counts = await Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
+    const replicas = Object.fromEntries(counts);
+    const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
+    if (missing.length) throw new GraphError("UNAVAILABLE", `no replica of ${missing.join(", ")}`, { details: { replicas } });
+    return { status: "ready" as const, replicas };
+  });
   app.get("/metrics", { schema: { hide: true } }, async (_req, reply) => {
     const { contentType, body } = await metricsText();
     return reply.header("content-type", contentType).send(body);
@@ -250,7 +192,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       schema: {
         description: "Two-node chain: ingress -> greeter-proxy -> greeter.",
         params: z.object({ name: z.string().min(1).max(MAX_NAME_LENGTH) }),
-        response: { 200: Greeting.reply.schema, ...errorResponses },
+        response: { 200: Greeting.reply.schema, ...errors(false, PARAM_CODES, callCodes(Greeting)) },
       },
     }, async (req) => deps.client.call(Greeting, greeting.subject, { name: req.params.name }, { deadlineEpochMs: deadline(greeting.timeoutMs) }));
   }
@@ -270,7 +212,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
           z.instanceof(Buffer).describe("raw image bytes"),
           z.strictObject({ image_url: z.string().min(1).max(4096), top_k: TopK.default(DEFAULT_TOP_K) }),
         ]).optional(),
-        response: { 200: Classify.reply.schema, ...errorResponses },
+        response: { 200: Classify.reply.schema, ...errors(false, BODY_CODES, FETCH_CODES, callCodes(Classify)) },
       },
     }, async (req) => {
       const body = req.body;
@@ -286,7 +228,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   const labels = deps.routes.labels;
   if (labels) {
-    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: InferLabels.reply.schema, ...errorResponses } } },
+    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: InferLabels.reply.schema, ...errors(false, callCodes(InferLabels)) } } },
       async () => deps.client.call(InferLabels, labels.subject, undefined, { deadlineEpochMs: deadline(labels.timeoutMs) }));
   }
 
@@ -297,7 +239,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
         description: "A/B routing: the router picks variant A or B for `user_key` (Statsig gate) and forwards the message.",
         params: z.object({ message: z.string().max(MAX_MESSAGE_LENGTH) }),
         querystring: z.object({ user_key: z.string().min(1, "user_key is required").max(MAX_USER_KEY_LENGTH) }),
-        response: { 200: AbProcess.reply.schema, ...errorResponses },
+        response: { 200: AbProcess.reply.schema, ...errors(false, PARAM_CODES, callCodes(AbProcess)) },
       },
     }, async (req) => deps.client.call(AbProcess, ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs) }));
   }

@@ -3,7 +3,7 @@
  * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
  * (new requests get 503, in-flight ones finish), then the NATS connection drains.
  */
-import { countReplicas, runNode } from "../../../runtime/index.ts";
+import { countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
 import { buildApp, type IngressRoutes } from "./app.ts";
 import Params from "./params.ts";
 
@@ -32,6 +32,13 @@ await runNode(async (ctx) => {
     client: ctx.client,
     routes,
     countReplicas: (node) => countReplicas(ctx.nc, node, 150),
+    isConnected: () => isConnected(ctx.nc),
+    timeouts: {
+      headersTimeoutMs: p.HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: p.REQUEST_TIMEOUT_MS,
+      connectionTimeoutMs: p.CONNECTION_TIMEOUT_MS,
+      keepAliveTimeoutMs: p.KEEP_ALIVE_TIMEOUT_MS,
+    },
     maxBodyBytes: p.MAX_BODY_BYTES,
     imageFetchTimeoutMs: p.IMAGE_FETCH_TIMEOUT_MS,
     allowPrivateImageUrls: p.ALLOW_PRIVATE_IMAGE_URLS,
