@@ -30,6 +30,11 @@ export default defineGraph({
         IMAGE_FETCH_TIMEOUT_MS: 10_000,
         // Refuse image URLs that resolve to private, loopback or link-local addresses (SSRF). `true` only for local testing.
         ALLOW_PRIVATE_IMAGE_URLS: false,
+        // How long the ingress waits on a client (408 REQUEST_TIMEOUT, connection closed); a route's own time is its deadline.
+        HEADERS_TIMEOUT_MS: 10_000, // first byte to end of headers: slow-header (slowloris) guard
+        REQUEST_TIMEOUT_MS: 30_000, // whole request: an 8 MiB body at 300 KB/s fits
+        CONNECTION_TIMEOUT_MS: 10_000, // longest silence while a request is received or its answer written
+        KEEP_ALIVE_TIMEOUT_MS: 72_000, // idle between requests; above the 60 s of common load balancers
       },
     },
 
