@@ -107,6 +107,11 @@ function meaningful(line: string): boolean {
   return line.trim() !== "" && !/^\s+at /.test(line) && !/^Node\.js v\d/.test(line);
 }
 
+/** A log line may carry a stack, JSON-escaped in one value (runtime/log.ts): keep its message, drop the frames. */
+function withoutFrames(line: string): string {
+  return line.replace(/\\n\s*at (?:[^"\\]|\\.)*/g, "");
+}
+
 function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {
   const all = nodesOfGraphs(graph, graphs);
   // HTTP nodes face users: start them when everything behind them is up, stop them first.
@@ -155,7 +160,9 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
   const readStderr = (node: string, child: ChildProcess): Promise<void> => {
     let partial = "";
     const take = (line: string): void => {
-      if (meaningful(line)) lastLine.set(node, line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}...` : line);
+      if (!meaningful(line)) return;
+      const l = withoutFrames(line);
+      lastLine.set(node, l.length > MAX_LINE_CHARS ? `${l.slice(0, MAX_LINE_CHARS)}...` : l);
     };
     child.stderr!.on("data", (d: Buffer) => {
       if (opts.stdio !== "ignore") process.stderr.write(d);

@@ -31,12 +31,15 @@ import { NodeStartError, startSupervisor, type Supervisor } from "../supervisor.
 
 const ScaleRequest = z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() });
 
-/** A signal ends `up` (and every process it started) within this time. */
-const STOP_BUDGET_MS = 9000;
+/**
+ * A signal ends `up` and every process it started within about this time (the promise is 10 s): the replicas get
+ * what the other steps leave; with NATS frozen they cannot drain and are killed when it runs out.
+ */
+const STOP_BUDGET_MS = 7500;
 /** Of that budget: the control service, the connection's drain, the broker's SIGTERM before its SIGKILL. */
-const CONTROL_STOP_MS = 1000;
+const CONTROL_STOP_MS = 500;
 const DRAIN_MS = 500;
-const BROKER_GRACE_MS = 1500;
+const BROKER_GRACE_MS = 1000;
 /** Replicas stopping because start-up failed or was interrupted. */
 const STARTUP_STOP_GRACE_MS = 5000;
 
