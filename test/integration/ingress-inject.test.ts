@@ -129,6 +129,9 @@ test("ingress - body and Content-Type errors of Fastify are table codes", async 
     assertTableError(await post({ "content-type": "application/json" }, "{nope"), "BAD_REQUEST");
     assertTableError(await post({ "content-type": "application/json" }, ""), "BAD_REQUEST");
     assertTableError(await post({ "content-type": "image/png" }, Buffer.alloc(2048)), "PAYLOAD_TOO_LARGE");
+    const mismatch = await post({ "content-type": "image/png", "content-length": "5" }, Buffer.alloc(10));
+    assertTableError(mismatch, "BAD_REQUEST");
+    assert.match(mismatch.json().message, /Content-Length/);
     assertTableError(await post({ "content-type": "application/json" }, JSON.stringify({ image_url: "http://x", extra: 1 })), "BAD_REQUEST");
     // preprocess has no replica here: the call's own code
     assertTableError(await post({ "content-type": "image/png" }, Buffer.from([1, 2, 3])), "UNAVAILABLE");
