@@ -125,7 +125,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   await app.register(swagger, {
     openapi: {
-      info: { title: "servegraph ingress", description: "HTTP way into the serving graph. Every error is `{code, message, details?}`; codes are listed in docs/errors.md.", version: deps.version ?? "0.1.0" },
+      info: { title: "servegraph ingress", description: "HTTP way into the serving graph. Every error is `{code, message, details?}` with the status of its code (docs/errors.md); each operation lists the statuses it can answer. Any path may also answer 404 NOT_FOUND, or 405 METHOD_NOT_ALLOWED with `Allow` for a method it does not serve.", version: deps.version ?? "0.1.0" },
     },
     transform: jsonSchemaTransform,
   });
@@ -162,7 +162,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   app.get("/healthz", {
     schema: {
-      description: "Liveness: 200 while the ingress process runs and serves HTTP. It looks at neither NATS nor the graph (that is /readyz), so a restart is never the answer to a broker outage.",
+      description: "Liveness: 200 while the ingress process runs and serves HTTP. It checks neither NATS nor the graph (that is /readyz): a broker outage makes the ingress unready, it does not make it restart.",
       response: { 200: z.object({ status: z.literal("ok") }), ...errors(true) },
     },
   }, async () => ({ status: "ok" as const }));
