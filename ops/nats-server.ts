@@ -168,6 +168,9 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
   }
   const port = Number(new URL(url).port);
 
+  // The restart backoff: stop() cuts it short.
+  let backoff: NodeJS.Timeout | undefined;
+  let wakeUp = (): void => {};
   const restartLoop = async (): Promise<void> => {
     for (let attempt = 0; !stopping; attempt++) {
       const c = (current = launch(port));
@@ -177,7 +180,7 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
         if (stopping) return;
         const waitMs = Math.min(RESTART_BACKOFF_MAX_MS, 250 * 2 ** attempt);
         log(`nats-server did not restart on port ${port} (${err instanceof Error ? err.message : String(err)}); retrying in ${waitMs} ms`);
-        await sleep(waitMs);
+        await new Promise<void>((r) => { wakeUp = r; backoff = setTimeout(r, waitMs); });
         continue;
       }
       if (stopping) return;
@@ -199,6 +202,8 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
 
   const stop = async (o: { graceMs?: number } = {}): Promise<void> => {
     stopping = true;
+    clearTimeout(backoff);
+    wakeUp();
     const c = current;
     if (alive(c)) {
       const exited = new Promise((r) => c.once("exit", r));

@@ -40,6 +40,10 @@ const STOP_BUDGET_MS = 7500;
 const CONTROL_STOP_MS = 500;
 const DRAIN_MS = 500;
 const BROKER_GRACE_MS = 1000;
+/** Whether NATS answers at all when the stop begins: a PING/PONG round trip within this time. */
+const NATS_PROBE_MS = 500;
+/** Replicas' grace when it does not: they cannot drain through it (unless it returns at once: it restarts in ms). */
+const NATS_DOWN_GRACE_MS = 2000;
 /** Replicas stopping because start-up failed or was interrupted. */
 const STARTUP_STOP_GRACE_MS = 5000;
 
@@ -68,6 +72,15 @@ async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   let t: NodeJS.Timeout | undefined;
   await Promise.race([p.catch(() => {}), new Promise((r) => { t = setTimeout(r, Math.max(0, ms)); })]);
   clearTimeout(t);
+}
+
+/** Whether the server answers a PING within `ms`. */
+async function answersWithin(nc: NatsConnection, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((r) => { t = setTimeout(() => r(false), ms); });
+  const ok = await Promise.race([nc.flush().then(() => true, () => false), timeout]);
+  clearTimeout(t);
+  return ok;
 }
 
 /** `p`, or a rejection with signal.reason as soon as the signal aborts; a value that comes later goes to `late`. */
@@ -156,13 +169,17 @@ export async function run(argv: string[]): Promise<number> {
   const shutdown = async (): Promise<void> => {
     const deadline = Date.now() + STOP_BUDGET_MS;
     const left = (): number => deadline - Date.now();
-    if (control) await bounded(control.stop({ maxWaitMs: CONTROL_STOP_MS }), CONTROL_STOP_MS);
-    if (sup) await sup.stop({ graceMs: Math.max(500, left() - DRAIN_MS - BROKER_GRACE_MS - 500) });
+    // A broker that does not answer (dead, restarting, frozen) lets nobody drain: then nobody is waited for long.
+    const answers = nc ? await answersWithin(nc, NATS_PROBE_MS) : false;
+    if (nc && !answers) log.warn(`NATS does not answer: replicas get ${NATS_DOWN_GRACE_MS} ms to stop, then SIGKILL`);
+    if (control) await bounded(control.stop({ maxWaitMs: CONTROL_STOP_MS }), answers ? CONTROL_STOP_MS : 100);
+    const replicaGraceMs = Math.max(500, left() - DRAIN_MS - BROKER_GRACE_MS - 500);
+    if (sup) await sup.stop({ graceMs: answers || !nc ? replicaGraceMs : Math.min(replicaGraceMs, NATS_DOWN_GRACE_MS) });
     if (nc) {
-      await bounded(nc.drain(), Math.min(DRAIN_MS, left() - BROKER_GRACE_MS));
+      if (answers) await bounded(nc.drain(), Math.min(DRAIN_MS, left() - BROKER_GRACE_MS));
       await bounded(nc.close(), 200);
     }
-    await nats?.stop({ graceMs: Math.max(100, Math.min(BROKER_GRACE_MS, left())) });
+    await nats?.stop({ graceMs: Math.max(100, Math.min(answers ? BROKER_GRACE_MS : 300, left())) });
     clearState(process.pid);
     log.info("stopped");
   };
@@ -250,7 +267,7 @@ export async function run(argv: string[]): Promise<number> {
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
   // nats.js may keep a timer for a server that is gone; the graph has stopped, so nothing is lost by not waiting.
-  setTimeout(() => process.exit(error === undefined ? code : 1), 2000).unref();
+  setTimeout(() => process.exit(error === undefined ? code : 1), 500).unref();
   if (error !== undefined) throw error;
   return code;
 }
@@ -272,7 +289,11 @@ function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]
     ...(ingressUrl ? [`  HTTP     ${ingressUrl}`] : []),
     "",
     "  node            replicas  subject",
-    ...sup.nodes.map((n) => `  ${n.padEnd(16)}${String(sup.replicas(n).length).padEnd(10)}${graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`}`),
+    ...sup.nodes.map((n) => {
+      const count = sup.replicas(n).length;
+      const where = count === 0 ? "cannot start (see above)" : graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`;
+      return `  ${n.padEnd(16)}${String(count).padEnd(10)}${where}`;
+    }),
     "",
     ...(ingressUrl ? routesOf(sup.nodes).map((r) => `  ${r}`) : []),
     ...(ingressUrl && sup.nodes.includes("greeter-proxy") ? ["", `  try: curl ${ingressUrl}/greeting/ada`] : []),
