@@ -189,9 +189,10 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     if (uptimeMs >= healthyMs) rep.backoffStep = 0;
     if (rep.earlyExits >= maxEarlyExits) {
       list.splice(list.indexOf(rep), 1);
+      log(`replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
+      if (failures.has(node.name)) return; // reported once per node
       const err = new NodeStartError(node.name, lastLine.get(node.name) ?? `its replica exited (${how})`);
       failures.set(node.name, err);
-      log(`replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
       opts.onGiveUp?.(err);
       return;
     }
