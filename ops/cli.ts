@@ -6,10 +6,11 @@
  *   status [--watch]              every node's replicas, load and latency, from $SRV.INFO/STATS
  *   scale <node> <replicas>       change a running node's replica count (within its [min, max])
  *   bench [...]                   load-test the running graph over HTTP and compare with the hardware limit
+ *   soak [...]                    hold classify at ~80% of its capacity for --duration; memory and latency drift
  *   manifests [--out dir]         Kubernetes manifests (NATS + one Deployment per node) from graph.config.ts
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
-const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "manifests"] as const;
+const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests"] as const;
 type Command = (typeof COMMANDS)[number];
 
 const USAGE = `usage: servegraph <command> [options]
@@ -25,6 +26,8 @@ commands:
   status [--watch]                  nodes, replicas, in-flight, requests, errors, latency, batch fill
   scale <node> <replicas>           scale a running node (within its [min, max])
   bench                             closed-loop HTTP load test of the running graph
+  soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):
+                                    RSS per process, p50/p99 per minute, p99 drift, errors
   manifests [--out dir]             write Kubernetes manifests for the graph
 
 common options: --json  --graph <file>  --nats <url> (or NATS_URL)`;
