@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -140,6 +140,21 @@ async function interruptAndCheck(t: TestContext, up: Up, expectedCode: number): 
   return ms;
 }
 
+/** A server that accepts on `port` and never answers, once the port is free (within `ms`); undefined if it never was. */
+async function listenOn(port: number, ms: number): Promise<Server | undefined> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    const srv = createServer(() => {});
+    const ok = await new Promise<boolean>((resolve) => {
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "127.0.0.1", () => resolve(true));
+    });
+    if (ok) return srv;
+    await sleep(2);
+  }
+  return undefined;
+}
+
 async function greeting(ingress: string, name = "ada"): Promise<string | undefined> {
   try {
     const res = await fetch(`${ingress}/greeting/${name}`, { signal: AbortSignal.timeout(1000) });
@@ -159,8 +174,9 @@ async function violations(nc: NatsConnection, act: () => void): Promise<string[]
   return seen;
 }
 
-test("broker - up restarts a killed nats-server on the same port and the graph answers again; Ctrl-C right after another kill ends everything", { timeout: 120_000 }, async (t) => {
+test("broker - up restarts a killed nats-server on the same port and the graph answers again; Ctrl-C while it cannot come back ends everything", { timeout: 120_000 }, async (t) => {
   const up = startUp(["chain"]);
+  let blocker: Server | undefined;
   try {
     const s = await up.summary;
     assert.equal(await greeting(s.ingress), "Hello, ada!");
@@ -180,11 +196,15 @@ test("broker - up restarts a killed nats-server on the same port and the graph a
     assert.notEqual(after.natsPid, s.nats_pid, "the state file follows the new broker");
     assert.match(up.stderr(), /nats-server \(pid \d+, port \d+\) died \(SIGKILL\)/);
 
-    // Kill it again and interrupt at once: whatever the restart is doing, everything ends.
+    // Kill it again and take its port, so that it cannot come back; interrupt while up keeps trying.
     process.kill(after.natsPid!, "SIGKILL");
+    blocker = await listenOn(Number(port), 500);
+    if (blocker) await up.waitLog(new RegExp(`nats-server did not restart on port ${port}`), 5000);
+    else t.diagnostic("the broker came back before its port could be taken: interrupting right after its death instead");
     await interruptAndCheck(t, up, 0);
   } finally {
     await up.cleanup();
+    blocker?.close();
   }
 });
 
