@@ -35,6 +35,8 @@ export async function startGraph(opts: {
   env?: Record<string, string>;
   nodeEnv?: Record<string, Record<string, string>>;
   replicas?: Record<string, number>;
+  /** Restart crashed replicas as `servegraph up` does (default false: a test sees every exit). */
+  restart?: boolean;
 }): Promise<RunningGraph> {
   const nats = await startNats();
   const nc = await connectNats({ name: "test", servers: nats.url });
@@ -42,7 +44,7 @@ export async function startGraph(opts: {
   let sup: Supervisor;
   try {
     sup = await startSupervisor({
-      graph, graphs: opts.graphs, natsUrl: nats.url, nc, restart: false, stdio: process.env.SG_TEST_VERBOSE ? "inherit" : "ignore",
+      graph, graphs: opts.graphs, natsUrl: nats.url, nc, restart: opts.restart ?? false, stdio: process.env.SG_TEST_VERBOSE ? "inherit" : "ignore",
       env: { SG_LOG_LEVEL: "warn", OTEL_TRACES_EXPORTER: "none", ...opts.env },
       ...(opts.nodeEnv ? { nodeEnv: opts.nodeEnv } : {}),
       ...(opts.replicas ? { replicas: opts.replicas } : {}),

@@ -76,3 +76,39 @@ test("faults - SIGKILL of one of 2 greeter replicas under load: no request fails
   assert.deepEqual(r.failed, []);
   assert.ok(r.ok > 50);
 });
+
+test("faults - SIGKILL of the only infer replica under load: requests fail fast while it is down and succeed once it is back", { timeout: 180_000 }, async (t) => {
+  await using g = await startGraph({ graphs: ["classify"], restart: true });
+  const send = (i: number) => fetch(`${g.ingressUrl}/classify`, { method: "POST", body: IMAGES[i % IMAGES.length]!, headers: { "content-type": "image/jpeg" } });
+  const [victim] = g.sup.replicas("infer");
+  assert.ok(victim);
+  const outcomes: { at: number; ms: number; status: number }[] = [];
+  let stopped = false;
+  const t0 = performance.now();
+  let n = 0;
+  const loops = Promise.all(Array.from({ length: 4 }, async () => {
+    while (!stopped) {
+      const s = performance.now();
+      const res = await send(n++).catch(() => undefined);
+      await res?.arrayBuffer().catch(() => {});
+      outcomes.push({ at: s - t0, ms: performance.now() - s, status: res?.status ?? 0 });
+      if (res?.status !== 200) await sleep(20);
+    }
+  }));
+  await sleep(1500);
+  const killedAt = performance.now() - t0;
+  victim.child.kill("SIGKILL");
+  // Wait for the supervisor's replacement to answer, then for traffic to flow again.
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline && !outcomes.some((o) => o.at > killedAt + 100 && o.status === 200)) await sleep(200);
+  await sleep(1000);
+  stopped = true;
+  await loops;
+  const after = outcomes.filter((o) => o.at + o.ms > killedAt);
+  const failed = after.filter((o) => o.status !== 200);
+  const firstOkAfter = after.find((o) => o.status === 200 && o.at > killedAt + 100);
+  t.diagnostic(`infer (only replica): ${outcomes.length} requests, ${failed.length} failed (${[...new Set(failed.map((f) => f.status))].join(",")}), slowest failure ${Math.round(Math.max(0, ...failed.map((f) => f.ms)))} ms, first success ${firstOkAfter ? Math.round(firstOkAfter.at + firstOkAfter.ms - killedAt) : "never"} ms after the kill`);
+  assert.ok(failed.every((f) => f.status === 503), "while infer has no replica, callers get 503 UNAVAILABLE");
+  assert.ok(failed.every((f) => f.ms < LIVENESS_MS + 1500), "failures come fast, not after the 30 s deadline");
+  assert.ok(firstOkAfter, "the graph serves again once the supervisor restarted infer");
+});
