@@ -24,6 +24,7 @@
  * failed; 2 bad usage.
  */
 import http from "node:http";
+import { loadavg } from "node:os";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -423,6 +424,7 @@ export async function run(argv: string[]): Promise<number> {
     if (errorRate > MAX_ERROR_RATE) problems.push(`${(errorRate * 100).toFixed(2)}% of requests failed (limit ${MAX_ERROR_RATE * 100}%)`);
     if (windows.length < 2) warnings.push("one window only: the p99 drift compares it with itself; use a --duration of at least two windows");
 
+    machine.loadAvg1m.end = loadavg()[0]!;
     const result: SoakResult = {
       version: 1,
       startedAt,
