@@ -6,7 +6,9 @@
  * replica has run `healthyMs`). A replica that exits within `earlyExitMs` of its start `maxEarlyExits` times in a
  * row cannot start: the supervisor stops restarting it and reports a {@link NodeStartError} with the last line
  * the replica wrote to stderr (`onGiveUp`; during start-up it also fails start-up unless `keepGoing`). Each
- * replica's stderr is read for that line and passed through to ours with `stdio: "inherit"`.
+ * replica's stderr is read for that line and passed through to ours with `stdio: "inherit"`. A replica that exits
+ * with EXIT_CONFIG (its configuration makes it unable to start: a forced provider that does not load, a missing
+ * secret) cannot start at once: retrying cannot help.
  *
  * Scale: scale() adds or stops replicas within the node's [min, max].
  *
@@ -17,7 +19,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { countReplicas, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
+import { EXIT_CONFIG, countReplicas, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 
 export interface Replica {
@@ -185,7 +187,8 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       return;
     }
     rep.restarts++;
-    rep.earlyExits = uptimeMs < earlyExitMs ? rep.earlyExits + 1 : 0;
+    // A configuration error (EXIT_CONFIG) will not go away by itself: give up at once.
+    rep.earlyExits = code === EXIT_CONFIG ? maxEarlyExits : uptimeMs < earlyExitMs ? rep.earlyExits + 1 : 0;
     if (uptimeMs >= healthyMs) rep.backoffStep = 0;
     if (rep.earlyExits >= maxEarlyExits) {
       list.splice(list.indexOf(rep), 1);

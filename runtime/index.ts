@@ -6,7 +6,7 @@ export { createClient, LIVENESS_MS, toGraphError, type Client, type RequestOptio
 export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
-export { runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
+export { EXIT_CONFIG, NodeConfigError, runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
 export { checkParams, defineParams, loadParamsSchema, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
 export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";

@@ -61,6 +61,18 @@ function readLaunchEnv(env: NodeJS.ProcessEnv): LaunchEnv {
   };
 }
 
+/**
+ * Exit status of a replica that cannot start because of how it is configured (sysexits' EX_CONFIG): a forced
+ * execution provider that does not load, a missing required secret, invalid parameters. Restarting it cannot
+ * help, so the supervisor reports the node as unable to start at once instead of retrying.
+ */
+export const EXIT_CONFIG = 78;
+
+/** Thrown by a node's setup when its configuration makes it unable to start (exit {@link EXIT_CONFIG}). */
+export class NodeConfigError extends Error {
+  override readonly name = "NodeConfigError";
+}
+
 export interface NodeContext<P = unknown> {
   readonly graph: ResolvedGraph;
   readonly node: ResolvedNode;
@@ -108,7 +120,7 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   const parsed = parseParams(options.params, node, process.env);
   if (!parsed.ok) {
     log.error("invalid parameters", { issues: parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ") });
-    process.exit(1);
+    process.exit(EXIT_CONFIG);
   }
   startTelemetry(name, { replica: replicaId, graph: graph.name, node: name, host: hostname() });
   enableDefaultMetrics({ node: name, replica: replicaId });
@@ -180,9 +192,10 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   try {
     await setup(ctx);
   } catch (err) {
-    log.error("start-up failed", { error: err instanceof Error ? err.stack ?? err.message : String(err) });
+    const config = err instanceof NodeConfigError;
+    log.error(config ? `cannot start: ${err.message}` : "start-up failed", { error: config ? undefined : err instanceof Error ? err.stack ?? err.message : String(err) });
     await nc.close().catch(() => {});
-    process.exit(1);
+    process.exit(config ? EXIT_CONFIG : 1);
   }
   service.announce();
   await nc.flush();

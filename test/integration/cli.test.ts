@@ -43,6 +43,18 @@ test("cli - check and up refuse a misspelt parameter name or value with its path
   assert.match(up.stderr, /GREETNG/);
 });
 
+test("cli - a node that cannot start because of its configuration stops up at once, naming the node and the reason", () => {
+  const env: Record<string, string> = { SG_LOG_LEVEL: "warn", SG_STATE_FILE: join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json") };
+  const t0 = Date.now();
+  const up = spawnSync(process.execPath, ["--import", "tsx", CLI, "up", "chain", "--graph", join(REPO_ROOT, "test/fixtures/noauth-graph.config.ts")], {
+    cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env, SERVEGRAPH_API_KEY: "", NATS_URL: "" },
+  });
+  assert.equal(up.status, 1, up.stderr);
+  assert.match(up.stderr, /node ingress cannot start: .*requiresAuth is set but the API_KEY secret is empty/);
+  assert.doesNotMatch(up.stderr, /restarting in/, "a configuration error is not retried");
+  assert.ok(Date.now() - t0 < 30_000, `up gave up in ${Date.now() - t0} ms`);
+});
+
 test("cli - up starts its own nats-server and the chain, request reaches it over NATS, Ctrl-C stops everything", async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json");
   const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;

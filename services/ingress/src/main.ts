@@ -3,7 +3,7 @@
  * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
  * (new requests get 503, in-flight ones finish), then the NATS connection drains.
  */
-import { countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
+import { NodeConfigError, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
 import { buildApp, type IngressRoutes } from "./app.ts";
 import Params from "./params.ts";
 
@@ -25,7 +25,7 @@ await runNode(async (ctx) => {
   let apiKey: string | undefined;
   if (ctx.node.requiresAuth) {
     apiKey = ctx.secret("API_KEY");
-    if (!apiKey) throw new Error("requiresAuth is set but the API_KEY secret is empty (set SERVEGRAPH_API_KEY or /run/secrets/servegraph-api-key)");
+    if (!apiKey) throw new NodeConfigError("requiresAuth is set but the API_KEY secret is empty (set SERVEGRAPH_API_KEY or /run/secrets/servegraph-api-key)");
   }
   const app = await buildApp({
     ...(apiKey ? { apiKey } : {}),
