@@ -8,9 +8,10 @@
  *   bench [...]                   load-test the running graph over HTTP and compare with the hardware limit
  *   soak [...]                    hold classify at ~80% of its capacity for --duration; memory and latency drift
  *   manifests [--out dir]         Kubernetes manifests (NATS + one Deployment per node) from graph.config.ts
+ *   doctor [--install-cuda]       which execution providers the infer node can use on this host, and why not
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
-const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests"] as const;
+const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
 type Command = (typeof COMMANDS)[number];
 
 const USAGE = `usage: servegraph <command> [options]
@@ -21,6 +22,7 @@ commands:
     [--keep-going]                  unless --nats. A node whose replica exits within 10 s of starting 5 times in
                                     a row cannot start: up stops everything and exits 1; with --keep-going it
                                     reports the node and keeps the rest running
+    [--param node.KEY=VALUE]        override a node parameter for this run (repeatable; checked like the file)
   request <subject> <json|@file|->  send a NATS request, print the reply
   check                             validate graph.config.ts, print the resolved graph
   status [--watch]                  nodes, replicas, in-flight, requests, errors, latency, batch fill
@@ -29,6 +31,7 @@ commands:
   soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):
                                     RSS per process, p50/p99 per minute, p99 drift, errors
   manifests [--out dir]             write Kubernetes manifests for the graph
+  doctor [--install-cuda]           which execution providers infer can use on this host, and why not
 
 common options: --json  --graph <file>  --nats <url> (or NATS_URL)`;
 
