@@ -77,18 +77,21 @@ export default defineGraph({
     },
     infer: {
       service: "services/infer",
-      description: "ResNet18 ONNX on onnxruntime-node (CUDA when present, CPU otherwise), micro-batched.",
+      description: "ResNet18 ONNX on onnxruntime-node (CUDA or WebGPU when one starts, CPU otherwise), micro-batched.",
       replicas: [1, 2],
       resources: { cpu: 2, memory: "2Gi", gpu: 0 },
       timeout: "30s",
       maxInFlight: 1024,
-      // maxQueueDelayMs 0: a batch leaves as soon as the model is free; requests arriving during a forward
-      // pass form the next one. Raise it (a few ms) on a GPU, where bigger batches are nearly free.
-      batching: { maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 },
+      // Knobs left out here are chosen by infer for the execution provider it gets (services/infer/src/batching.ts):
+      // CPU maxBatchSize 32, maxQueueDelayMs 0 (a batch leaves as soon as the model is free), one batch at a time;
+      // a GPU maxBatchSize 64, maxQueueDelayMs 2, two batches in flight (one filled while the other computes).
+      batching: { maxQueueSize: 256 },
       parameters: {
         // Empty: generate a deterministic ResNet18-shaped model once and cache it (no download).
-        // Point it at any ResNet18-style ONNX file (input [batch,3,224,224], output [batch,1000]).
+        // Point it at any ResNet18-style ONNX file (input [batch,3,224,224], output [batch,1000]);
+        // "trivial": a generated model of the same shapes with almost no compute (the node's own ceiling).
         MODEL: "",
+        // auto: CUDA, then WebGPU, then CPU (each failure reported with its reason); cuda, webgpu or cpu force one.
         EXECUTION_PROVIDER: "auto",
         INTRA_OP_THREADS: 0,
         // ORT's spin-waiting threads would take CPU from preprocess on a shared machine.

@@ -22,6 +22,10 @@
  *
  * Time: `now()` (epoch ms) measures waits and checks deadlines; the delay timer is the global
  * `setTimeout`, looked up at each use, so `node:test`'s `mock.timers` can drive it.
+ *
+ * Cost: `enqueue` is O(1) while no deadline has passed (the earliest deadline of the queue is kept, so the queue
+ * is scanned only when it may hold an expired item, and once per dispatched batch); an inference node calls it
+ * for every request.
  */
 import { GraphError } from "../subjects/errors.ts";
 
@@ -99,6 +103,8 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
   const now = opts.now ?? (() => Date.now()); // looked up per call: Date may be mocked after creation
 
   let queue: Entry<T, R>[] = [];
+  /** No waiting item's deadline is earlier (it may be earlier than the true minimum after removals: harmless). */
+  let earliestDeadlineMs = Infinity;
   let runningBatches = 0;
   let inflightItems = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -120,9 +126,19 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
   const isDead = (e: Entry<T, R>, t: number): boolean =>
     e.signal?.aborted === true || (e.deadlineEpochMs !== undefined && e.deadlineEpochMs <= t);
 
-  /** Rejects and removes every expired or aborted waiting item. */
+  const recomputeEarliest = (): void => {
+    earliestDeadlineMs = Infinity;
+    for (const e of queue) if (e.deadlineEpochMs !== undefined && e.deadlineEpochMs < earliestDeadlineMs) earliestDeadlineMs = e.deadlineEpochMs;
+  };
+
+  /**
+   * Rejects and removes every expired waiting item. (An aborted item has already left the queue: its abort
+   * listener removes it at once; `isDead` covers a signal that aborted without firing, e.g. before enqueue.)
+   */
   const purge = (t: number): void => {
-    if (!queue.some((e) => isDead(e, t))) return;
+    if (t < earliestDeadlineMs) return;
+    recomputeEarliest();
+    if (t < earliestDeadlineMs) return;
     const live: Entry<T, R>[] = [];
     for (const e of queue) {
       if (isDead(e, t)) {
@@ -133,6 +149,7 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
       }
     }
     queue = live;
+    recomputeEarliest();
   };
 
   const maybeStopped = (): void => {
@@ -148,11 +165,12 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
       const due = stopping || queue.length >= maxBatchSize || t - oldest.enqueuedAtMs >= maxQueueDelayMs;
       if (!due) break;
       dispatch(queue.splice(0, maxBatchSize), t);
+      recomputeEarliest();
     }
     // Wake up when the oldest item's delay runs out (if a slot is free) or the earliest deadline passes,
     // so that an expired caller hears DEADLINE_EXCEEDED on time even while every slot is busy.
     let dueMs = queue.length > 0 && runningBatches < maxConcurrentBatches ? queue[0]!.enqueuedAtMs + maxQueueDelayMs : Infinity;
-    for (const e of queue) if (e.deadlineEpochMs !== undefined && e.deadlineEpochMs < dueMs) dueMs = e.deadlineEpochMs;
+    if (queue.length > 0 && earliestDeadlineMs < dueMs) dueMs = earliestDeadlineMs;
     if (dueMs === Infinity) {
       clearTimer();
     } else if (timer === undefined || timerDueMs !== dueMs) {
@@ -227,12 +245,14 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
           if (i < 0) return;
           queue.splice(i, 1);
           entry.onAbort = undefined;
+          // earliestDeadlineMs may now be earlier than the queue's: a harmless early wake-up at most.
           reject(deadlineError(signal.reason));
           pump(); // the oldest item may have changed: re-arm the timer
         };
         signal.addEventListener("abort", entry.onAbort, { once: true });
       }
       queue.push(entry);
+      if (deadlineEpochMs !== undefined && deadlineEpochMs < earliestDeadlineMs) earliestDeadlineMs = deadlineEpochMs;
       pump();
     });
   };

@@ -50,15 +50,30 @@ const Secret = z
   })
   .refine((s) => s.env !== undefined || s.file !== undefined, "a secret needs `env` or `file`");
 
+/**
+ * Batching knobs. Each is optional: one that graph.config.ts leaves out is the node's to choose (infer picks
+ * values for the execution provider it got at start-up); a node that does not choose uses BATCHING_DEFAULTS.
+ */
 const Batching = z.strictObject({
-  maxBatchSize: z.number().int().min(1).max(1024).default(32),
-  maxQueueDelayMs: z.number().min(0).max(10_000).default(4),
-  maxQueueSize: z.number().int().min(1).default(256),
-  maxConcurrentBatches: z.number().int().min(1).max(16).default(1),
+  maxBatchSize: z.number().int().min(1).max(1024).optional().describe("Most requests per batch."),
+  maxQueueDelayMs: z.number().min(0).max(10_000).optional().describe("A partial batch leaves when its oldest request has waited this long."),
+  maxQueueSize: z.number().int().min(1).optional().describe("Requests allowed to wait; more get QUEUE_FULL at once."),
+  maxConcurrentBatches: z.number().int().min(1).max(16).optional().describe("Batches in flight at once (2 overlaps filling one with computing another)."),
 });
 
-/** Batching knobs of a node that declares `batching: {}` without values (and what `bench` assumes). */
-export const BATCHING_DEFAULTS: Readonly<z.output<typeof Batching>> = Object.freeze(Batching.parse({}));
+export interface BatchingKnobs {
+  readonly maxBatchSize: number;
+  readonly maxQueueDelayMs: number;
+  readonly maxQueueSize: number;
+  readonly maxConcurrentBatches: number;
+}
+
+/**
+ * The CPU defaults: what a knob that graph.config.ts leaves out is, unless the node chooses (and what `bench`
+ * assumes). maxQueueDelayMs 0: on a CPU a batch leaves as soon as the model is free, and requests arriving
+ * during a forward pass form the next one.
+ */
+export const BATCHING_DEFAULTS: BatchingKnobs = Object.freeze({ maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 });
 
 const Replicas = z.union([
   z.number().int().min(0).max(256),
@@ -127,7 +142,10 @@ export interface ResolvedNode {
   readonly maxInFlight: number;
   readonly http?: { readonly port: number; readonly host: string };
   readonly metricsPort: number;
-  readonly batching?: z.output<typeof Batching>;
+  /** The node's batching knobs, BATCHING_DEFAULTS for the ones graph.config.ts leaves out; absent without `batching`. */
+  readonly batching?: BatchingKnobs;
+  /** Only the batching knobs graph.config.ts sets (a node that chooses its own defaults fills in the rest). */
+  readonly batchingDeclared?: Readonly<Partial<BatchingKnobs>>;
   /** Subject prefix of this node: every endpoint is `<subjectPrefix>.<name>.<endpoint>`. */
   readonly subjectPrefix: string;
 }
@@ -248,7 +266,7 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
     if (n.requiresAuth && !n.http) {
       issues.push({ path: `${at}.requiresAuth`, message: "applies to HTTP nodes; nodes reached over NATS are guarded by their NATS user's permissions (servegraph manifests)" });
     }
-    if (n.batching && n.batching.maxQueueSize < n.batching.maxBatchSize) {
+    if (n.batching?.maxQueueSize !== undefined && n.batching.maxBatchSize !== undefined && n.batching.maxQueueSize < n.batching.maxBatchSize) {
       issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });
     }
   }
@@ -278,6 +296,10 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
   return issues;
 }
 
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
 function compile(g: GraphOutput, file: string): ResolvedGraph {
   const root = resolve(dirname(file), g.root ?? ".");
   const nodes: Record<string, ResolvedNode> = {};
@@ -302,7 +324,7 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       maxInFlight: n.maxInFlight,
       ...(n.http ? { http: n.http } : {}),
       metricsPort: n.metricsPort,
-      ...(n.batching ? { batching: n.batching } : {}),
+      ...(n.batching ? { batching: { ...BATCHING_DEFAULTS, ...definedOnly(n.batching) }, batchingDeclared: definedOnly(n.batching) } : {}),
       subjectPrefix: g.subjectPrefix,
     };
   }

@@ -7,7 +7,8 @@
  * `client.call(def, ...)`), so a handler receives parsed, checked input and a caller gets a typed reply; the
  * ingress and direct NATS callers are checked by the same code. The wire format is the contract:
  *  - json:   UTF-8 JSON body (an empty body reads as `undefined`, e.g. for endpoints that take no input);
- *  - tensor: raw little-endian bytes, `Graph-Dtype` and `Graph-Shape` headers (never JSON);
+ *  - tensor: raw little-endian bytes, `Graph-Dtype` and `Graph-Shape` headers (never JSON); an endpoint may accept
+ *            several dtypes (infer's `run`: uint8 pixels or float32 normalised values), the header says which;
  *  - bytes:  the body as it is (e.g. an image), with the endpoint's headers.
  *
  * The subject of an endpoint is `<prefix>.<node>.<endpoint>`: the node name comes from graph.config.ts, since one
@@ -31,7 +32,8 @@ export interface JsonPayload<S extends z.ZodType = z.ZodType> {
 
 export interface TensorPayload {
   readonly kind: "tensor";
-  readonly dtype: TensorDtype;
+  /** The element types accepted (at least one). A value sent without a `dtype` is of the first. */
+  readonly dtypes: readonly TensorDtype[];
   /** Dimensions; `null` is a dimension of any size (e.g. a model's output width). */
   readonly shape: readonly (number | null)[];
 }
@@ -46,10 +48,18 @@ export interface BytesPayload<H extends z.ZodType = z.ZodType> {
 
 export type Payload = JsonPayload | TensorPayload | BytesPayload;
 
-/** A tensor as it travels: bytes (checked, not copied) and its shape. */
+/** A tensor as it travels: bytes (checked, not copied), its shape and element type. */
 export interface Tensor {
   readonly data: Uint8Array;
   readonly shape: readonly number[];
+  readonly dtype: TensorDtype;
+}
+
+/** A tensor to send: `dtype` may be left out when it is the payload's first (e.g. its only) dtype. */
+export interface TensorInput {
+  readonly data: Uint8Array;
+  readonly shape: readonly number[];
+  readonly dtype?: TensorDtype;
 }
 
 /** A raw body with its typed headers. */
@@ -63,7 +73,7 @@ type SchemaSide<S extends z.ZodType, Side> = Side extends "in" ? z.input<S> : z.
 type PayloadValue<P, Side extends "in" | "out"> = P extends JsonPayload<infer S>
   ? SchemaSide<S, Side>
   : P extends TensorPayload
-    ? Tensor
+    ? (Side extends "in" ? TensorInput : Tensor)
     : P extends BytesPayload<infer H>
       ? Bytes<SchemaSide<H, Side>>
       : never;
@@ -124,12 +134,17 @@ export const Classify = endpoint({
   idempotent: true,
 });
 
+/**
+ * One image in, its row of logits out. The image is either uint8 RGB pixels, CHW (what preprocess sends: a quarter
+ * of the bytes; infer normalises them with subjects/image-normalization.ts, bit-identical to the reference), or
+ * float32 values already normalised that way (direct callers with their own normalisation).
+ */
 export const InferRun = endpoint({
   service: "infer",
   name: "run",
-  description: "One image tensor in (float32, 1x3x224x224, normalised CHW); its row of logits out (float32).",
-  request: { kind: "tensor", dtype: TensorDtype.float32, shape: IMAGE_TENSOR_SHAPE },
-  reply: { kind: "tensor", dtype: TensorDtype.float32, shape: [null] },
+  description: "One image tensor in, 1x3x224x224 CHW: uint8 RGB pixels (infer normalises them with the ImageNet mean/std) or float32 already normalised; its row of logits out (float32).",
+  request: { kind: "tensor", dtypes: [TensorDtype.float32, TensorDtype.uint8], shape: IMAGE_TENSOR_SHAPE },
+  reply: { kind: "tensor", dtypes: [TensorDtype.float32], shape: [null] },
   errors: ["BAD_REQUEST", "QUEUE_FULL", "MODEL_ERROR"],
   idempotent: true,
 });
@@ -256,8 +271,8 @@ export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header:
       if (!tensorShape(p, shape)) {
         throw new GraphError(fail, `expected a tensor of shape ${p.shape.map((d) => d ?? "n").join(",")}, got ${formatShape(shape)}`);
       }
-      checkTensor(data, header(Headers.Dtype), p.dtype, shape, fail);
-      return { data, shape } as ValueOf<P>;
+      const dtype = checkTensor(data, header(Headers.Dtype), p.dtypes, shape, fail);
+      return { data, shape, dtype } as ValueOf<P>;
     }
     case "bytes": {
       const raw: Record<string, string> = {};
@@ -287,10 +302,10 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
       return { data: value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)), headers: {} };
     }
     case "tensor": {
-      const t = value as Tensor;
+      const t = value as TensorInput;
       if (!tensorShape(p, t.shape)) throw new GraphError(fail, `tensor shape ${formatShape(t.shape)} does not match ${p.shape.map((d) => d ?? "n").join(",")}`);
-      checkTensor(t.data, p.dtype, p.dtype, t.shape, fail);
-      return { data: t.data, headers: { [Headers.Dtype]: p.dtype, [Headers.Shape]: formatShape(t.shape) } };
+      const dtype = checkTensor(t.data, t.dtype ?? p.dtypes[0], p.dtypes, t.shape, fail);
+      return { data: t.data, headers: { [Headers.Dtype]: dtype, [Headers.Shape]: formatShape(t.shape) } };
     }
     case "bytes": {
       const b = value as Bytes<Record<string, unknown>>;
@@ -307,7 +322,7 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
 export function describePayload(p: Payload): string {
   switch (p.kind) {
     case "json": return "json";
-    case "tensor": return `tensor ${p.dtype} ${p.shape.map((d) => d ?? "n").join(",")}`;
+    case "tensor": return `tensor ${p.dtypes.join("|")} ${p.shape.map((d) => d ?? "n").join(",")}`;
     case "bytes": return `bytes; headers ${Object.keys((p.headers as unknown as z.ZodObject).shape ?? {}).join(", ")}`;
   }
 }

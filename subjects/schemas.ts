@@ -37,12 +37,17 @@ export const Labels = z.array(z.string()).min(1);
 
 export const InferInfo = z.strictObject({
   model: z.string(),
-  execution_provider: z.enum(["cpu", "cuda"]),
+  execution_provider: z.enum(["cpu", "cuda", "webgpu"]).describe("The onnxruntime execution provider the model runs on."),
+  provider_fallbacks: z
+    .array(z.strictObject({ provider: z.enum(["cpu", "cuda", "webgpu"]), reason: z.string() }))
+    .default([])
+    .describe("Providers tried before execution_provider (EXECUTION_PROVIDER auto), in order, with why each did not start."),
   input_shape: z.array(z.number().int()),
   output_size: z.number().int(),
   max_batch_size: z.number().int(),
   max_queue_delay_ms: z.number(),
   max_queue_size: z.number().int(),
+  max_concurrent_batches: z.number().int().optional(),
 });
 export type InferInfo = z.infer<typeof InferInfo>;
 

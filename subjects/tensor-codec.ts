@@ -3,13 +3,25 @@
  * JSON. A received `msg.data` is a Buffer view at an arbitrary byteOffset (nats.js slices it out of its read
  * buffer), so it cannot be viewed as a Float32Array directly: {@link toFloat32} copies it into an aligned buffer,
  * and hot paths copy it straight to where it is needed (e.g. a batch buffer) instead.
+ *
+ * Element types: `float32` (IEEE 754 single, little-endian; NaN and infinities are refused) and `uint8` (one
+ * byte per element, e.g. image pixels: a quarter of the bytes of the same image as float32).
  */
 import { GraphError } from "./errors.ts";
 
-export const TensorDtype = { float32: "float32" } as const;
+export const TensorDtype = { float32: "float32", uint8: "uint8" } as const;
 export type TensorDtype = (typeof TensorDtype)[keyof typeof TensorDtype];
 
-const BYTES_PER_ELEMENT: Record<TensorDtype, number> = { float32: 4 };
+const BYTES_PER_ELEMENT: Record<TensorDtype, number> = { float32: 4, uint8: 1 };
+
+/** Bytes of one element of `dtype`. */
+export function bytesPerElement(dtype: TensorDtype): number {
+  return BYTES_PER_ELEMENT[dtype];
+}
+
+export function isTensorDtype(x: unknown): x is TensorDtype {
+  return typeof x === "string" && Object.hasOwn(BYTES_PER_ELEMENT, x);
+}
 const MAX_RANK = 8;
 const DIM = /^\s*[0-9]{1,9}\s*$/;
 
@@ -38,19 +50,27 @@ export function encodeFloat32(t: Float32Array): Uint8Array {
 }
 
 /**
- * Checks that `data` holds a tensor of `dtype` and `shape` (its declared dtype header is `declared`) without
- * copying it.
+ * Checks that `data` holds a tensor of one of the `accepted` dtypes and of `shape` (its declared dtype header is
+ * `declared`) without copying it, and returns that dtype. float32 data must be finite.
  */
-export function checkTensor(data: Uint8Array, declared: string | undefined, dtype: TensorDtype, shape: readonly number[], fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST"): void {
-  if (declared !== dtype) {
-    throw new GraphError(fail, `unsupported tensor dtype: ${JSON.stringify((declared ?? "").slice(0, 32))}, expected ${dtype}`);
+export function checkTensor(
+  data: Uint8Array, declared: string | undefined, accepted: TensorDtype | readonly TensorDtype[], shape: readonly number[],
+  fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST",
+): TensorDtype {
+  const dtypes: readonly TensorDtype[] = typeof accepted === "string" ? [accepted] : accepted;
+  const dtype = dtypes.find((d) => d === declared);
+  if (dtype === undefined) {
+    throw new GraphError(fail, `unsupported tensor dtype: ${JSON.stringify((declared ?? "").slice(0, 32))}, expected ${dtypes.join(" or ")}`);
   }
   const n = elementCount(shape) * BYTES_PER_ELEMENT[dtype];
   if (data.byteLength !== n) {
-    throw new GraphError(fail, `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} needs ${n}`);
+    throw new GraphError(fail, `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} of ${dtype} needs ${n}`);
   }
-  const bad = firstNonFinite(data);
-  if (bad >= 0) throw new GraphError(fail, `tensor element ${bad} is not a finite number (NaN or infinity)`);
+  if (dtype === TensorDtype.float32) {
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new GraphError(fail, `tensor element ${bad} is not a finite number (NaN or infinity)`);
+  }
+  return dtype;
 }
 
 /**

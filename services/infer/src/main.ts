@@ -1,29 +1,42 @@
 /**
  * infer: one model per replica, hosted in a worker thread, fed by a micro-batcher. Requests carry one
- * image tensor each (the `run` endpoint's definition: float32 1x3x224x224, shape in headers) from any number
- * of preprocess replicas; the batcher
- * groups them (maxBatchSize / maxQueueDelayMs / maxQueueSize from graph.config.ts) and every caller gets
- * its own row of logits back. A full queue answers QUEUE_FULL (429) at once; a request whose deadline
- * passed while queued is dropped before compute (DEADLINE_EXCEEDED). If the model worker dies, the replica
- * leaves its queue group and exits (ctx.fail) so that it is replaced, instead of failing every request.
+ * image tensor each (the `run` endpoint's definition: 1x3x224x224 CHW, uint8 pixels or float32 already
+ * normalised, dtype and shape in headers) from any number of preprocess replicas; the batcher groups them and
+ * every caller gets its own row of logits back. Each request's tensor is written straight into a batch slot
+ * (uint8 pixels normalised on the way with subjects/image-normalization.ts, bit-identical to the reference;
+ * float32 copied); the slots are allocated once and reused (model-host.ts).
+ *
+ * The execution provider is chosen at start-up (EXECUTION_PROVIDER: auto tries CUDA, WebGPU, CPU) and reported
+ * with the reasons of the ones that failed: one log line, $SRV.INFO metadata, $SRV.STATS data, the `info`
+ * endpoint and `sg_model_info` in /metrics. A forced provider that cannot start fails start-up with the reason
+ * (the replica exits non-zero). The batching knobs graph.config.ts leaves out are chosen for that provider
+ * (./batching.ts). A full queue answers QUEUE_FULL (429) at once; a request whose deadline passed while queued
+ * is dropped before compute (DEADLINE_EXCEEDED). If the model worker dies, the replica leaves its queue group
+ * and exits (ctx.fail) so that it is replaced, instead of failing every request.
  */
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { isAbsolute, resolve } from "node:path";
+import { basename, isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
-import { GraphError, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatShape } from "../../../subjects/index.ts";
 import {
-  ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, BATCHING_DEFAULTS, MESSAGING_SYSTEM_NATS, MS_BUCKETS,
-  createBatcher, recordSpanError, registry, runNode, startBatchSpan,
+  GraphError, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatShape, type TensorDtype,
+} from "../../../subjects/index.ts";
+import {
+  ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, MS_BUCKETS,
+  NodeConfigError, createBatcher, recordSpanError, registry, runNode, startBatchSpan,
 } from "../../../runtime/index.ts";
-import { ensureGeneratedModel } from "./model-gen.ts";
+import { writeBatchRow } from "./batch-input.ts";
+import { batchingFor } from "./batching.ts";
+import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
-import Params from "./params.ts";
+import Params, { TRIVIAL_MODEL } from "./params.ts";
+import { formatFallbacks } from "./providers.ts";
 
 interface Item {
   /** The request's tensor bytes, checked but not copied (msg.data views are never reused by nats.js). */
   input: Uint8Array;
+  dtype: TensorDtype;
   enqueuedAt: number;
   spanContext: SpanContext | undefined;
 }
@@ -40,6 +53,15 @@ const batchSize = new client.Histogram({ name: "sg_batch_size", help: "Requests 
 const queueWait = new client.Histogram({ name: "sg_batch_queue_wait_ms", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const, buckets: MS_BUCKETS, registers: [registry] });
 const computeTime = new client.Histogram({ name: "sg_model_compute_ms", help: "Model forward-pass time per batch.", labelNames: ["node", "execution_provider"] as const, buckets: MS_BUCKETS, registers: [registry] });
 const queueDepth = new client.Gauge({ name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue.", labelNames: ["node"] as const, registers: [registry] });
+// One series per replica, fixed for its lifetime: the provider, the model file's name, the providers that failed
+// before it and their reasons (one line, cut short), so cardinality stays one per process.
+const modelInfo = new client.Gauge({
+  name: "sg_model_info",
+  help: "1, labelled with the model this replica loaded, its execution provider, and the providers tried before it (fallbacks) with why they did not start (fallback_reasons).",
+  labelNames: ["node", "provider", "model", "fallbacks", "fallback_reasons"] as const,
+  registers: [registry],
+});
+const MAX_REASONS_LABEL_CHARS = 200;
 
 const REPO_ROOT = resolve(import.meta.dirname, "../../..");
 
@@ -61,9 +83,12 @@ let statsExtra: () => Record<string, unknown> = () => ({});
 
 await runNode(async (ctx) => {
   const { MODEL: modelParam, EXECUTION_PROVIDER: ep } = ctx.params;
-  const modelPath = modelParam
-    ? (isAbsolute(modelParam) ? modelParam : resolve(ctx.graph.root, modelParam))
-    : await ensureGeneratedModel(ctx.launch.cacheDir ?? resolve(REPO_ROOT, ".cache/models"));
+  const cacheDir = ctx.launch.cacheDir ?? resolve(REPO_ROOT, ".cache/models");
+  const modelPath = modelParam === ""
+    ? await ensureGeneratedModel(cacheDir)
+    : modelParam === TRIVIAL_MODEL
+      ? await ensureGeneratedModel(cacheDir, 0, GeneratedModel.trivial)
+      : (isAbsolute(modelParam) ? modelParam : resolve(ctx.graph.root, modelParam));
   const t0 = performance.now();
   const host = await createModelHost({
     modelPath,
@@ -73,19 +98,45 @@ await runNode(async (ctx) => {
     allowSpinning: ctx.params.ALLOW_SPINNING,
     log: (msg, attrs) => ctx.log.info(msg, attrs),
     onBroken: (reason) => ctx.fail(reason),
+  }).catch((err: unknown) => {
+    // No session could be created: a forced provider that does not load (never a quiet run on CPU instead), or a
+    // MODEL that does not load anywhere. Retrying cannot help: the replica exits EXIT_CONFIG, and its last stderr
+    // line says why ("cannot start: execution provider webgpu did not start: <reason>").
+    const attempts = err instanceof GraphError ? (err.details as { attempts?: unknown } | undefined)?.attempts : undefined;
+    throw attempts ? new NodeConfigError(err instanceof Error ? err.message : String(err)) : err;
   });
   const rowShape = InferRun.request.shape.slice(1);
   if (formatShape(host.inputShape) !== formatShape(rowShape as number[])) {
     await host.close();
     throw new Error(`model ${modelPath} takes input rows of shape ${formatShape(host.inputShape)}; the ${InferRun.name} endpoint carries ${formatShape(IMAGE_TENSOR_SHAPE)}`);
   }
-  ctx.log.info("model loaded", { model: modelPath, execution_provider: host.executionProvider, input: formatShape(host.inputShape), outputs: host.outputSize, ms: Math.round(performance.now() - t0) });
-  ctx.metadata.execution_provider = host.executionProvider;
-  ctx.metadata.model = modelPath;
-  const labels = loadLabels(resolve(REPO_ROOT, "data/imagenet-labels.json"), host.outputSize);
+  const b = batchingFor(host.executionProvider, ctx.node.batchingDeclared);
   const rowElems = host.inputShape.reduce((a, b) => a * b, 1);
-  const b = ctx.node.batching ?? BATCHING_DEFAULTS;
+  // Every batch slot is allocated now; a batch never allocates its input.
+  host.reserveSlots(b.maxBatchSize, b.maxConcurrentBatches);
+  if (host.executionProvider !== "cpu") {
+    // A GPU provider prepares its kernels per input shape on first use: do it for a full batch now, not for a
+    // request. (On the CPU a full batch of ResNet18 is ~0.2 s of work for nothing.)
+    await host.runBatch(b.maxBatchSize, (x) => x.fill(0));
+  }
+  const fallbacks = formatFallbacks(host.fallbacks);
+  ctx.log.info("model loaded", {
+    model: modelPath, execution_provider: host.executionProvider, requested: ep, ...(fallbacks ? { provider_fallbacks: fallbacks } : {}),
+    input: formatShape(host.inputShape), outputs: host.outputSize,
+    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches,
+    ms: Math.round(performance.now() - t0),
+  });
+  ctx.metadata.execution_provider = host.executionProvider;
+  ctx.metadata.provider_fallbacks = fallbacks;
+  ctx.metadata.model = modelPath;
+  modelInfo.labels({
+    node: ctx.node.name, provider: host.executionProvider, model: modelParam === TRIVIAL_MODEL ? TRIVIAL_MODEL : basename(modelPath),
+    fallbacks: host.fallbacks.map((f) => f.provider).join(","),
+    fallback_reasons: fallbacks.length > MAX_REASONS_LABEL_CHARS ? `${fallbacks.slice(0, MAX_REASONS_LABEL_CHARS)}...` : fallbacks,
+  }).set(1);
+  const labels = loadLabels(resolve(REPO_ROOT, "data/imagenet-labels.json"), host.outputSize);
   const runSubject = ctx.subjectOf(ctx.node.name, InferRun.name);
+
 
   const batcher = createBatcher<Item, RowResult>({
     ...b,
@@ -100,16 +151,14 @@ await runNode(async (ctx) => {
       });
       const batchSpan = span.spanContext();
       try {
-        const input = new Float32Array(items.length * rowElems);
-        const inputBytes = new Uint8Array(input.buffer);
-        items.forEach((it, i) => inputBytes.set(it.input, i * rowElems * 4));
-        const { output, computeMs } = await host.run(input, items.length);
+        const { output, computeMs } = await host.runBatch(items.length, (batch) => items.forEach((it, i) => writeBatchRow(batch, i, rowElems, it.input, it.dtype)));
         if (span.isRecording()) {
           const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
           span.setAttributes({ "sg.batch.compute_ms": computeMs, "sg.batch.queue_wait_max_ms": maxWait });
         }
+        // Views, not copies: each batch's output is its own buffer, never reused.
         return items.map((it, i) => ({
-          row: output.slice(i * host.outputSize, (i + 1) * host.outputSize),
+          row: output.subarray(i * host.outputSize, (i + 1) * host.outputSize),
           batchSize: items.length, queueWaitMs: dispatchedAt - it.enqueuedAt, computeMs, batchSpan,
         }));
       } catch (err) {
@@ -132,10 +181,12 @@ await runNode(async (ctx) => {
   const depthTimer = setInterval(() => queueDepth.labels(ctx.node.name).set(batcher.queueDepth()), 500);
   depthTimer.unref();
 
-  ctx.serve(InferRun, async ({ data }, req) => {
+  ctx.serve(InferRun, async ({ data, dtype }, req) => {
     const r = await batcher.enqueue(
-      { input: data, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
-      { deadlineEpochMs: req.deadlineEpochMs, signal: req.signal },
+      { input: data, dtype, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
+      // The deadline alone: the batcher watches it with one timer for the whole queue. (`req.signal` aborts only
+      // when that deadline passes, and would cost an AbortController, a timer and a listener per request.)
+      { deadlineEpochMs: req.deadlineEpochMs },
     );
     if (req.span.isRecording()) {
       // Per request: its queue wait and its share of the forward pass, and a link to the batch span.
@@ -147,9 +198,11 @@ await runNode(async (ctx) => {
     return { data: logits, shape: [host.outputSize] };
   });
   ctx.serve(InferLabels, () => labels);
+  const providerFallbacks = host.fallbacks.map(({ provider, reason }) => ({ provider, reason }));
   ctx.serve(InferInfoEndpoint, () => ({
-    model: modelPath, execution_provider: host.executionProvider, input_shape: [...host.inputShape], output_size: host.outputSize,
-    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_queue_size: b.maxQueueSize,
+    model: modelPath, execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
+    input_shape: [...host.inputShape], output_size: host.outputSize,
+    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_queue_size: b.maxQueueSize, max_concurrent_batches: b.maxConcurrentBatches,
   }));
   ctx.afterStop(async () => {
     clearInterval(depthTimer);
@@ -157,8 +210,9 @@ await runNode(async (ctx) => {
     await host.close();
   });
   statsExtra = () => ({
-    execution_provider: host.executionProvider, batches: batchesRun, batched_requests: itemsRun, queue_depth: batcher.queueDepth(),
-    max_batch_size: b.maxBatchSize,
+    execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
+    batches: batchesRun, batched_requests: itemsRun, queue_depth: batcher.queueDepth(),
+    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches, batch_slots: host.slotCount(),
     avg_batch_size: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length : 0,
     batch_fill: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length / b.maxBatchSize : 0,
   });

@@ -21,6 +21,9 @@
  *
  * Bytes are a pure function of the seed for a given V8 (Math.log/cos/sin are V8's fdlibm ports) on a
  * little-endian host.
+ *
+ * Also here: a *trivial* model with the same input and output ({@link generateTrivialOnnx}), for measuring what
+ * the infer node itself costs per image (receive, batch, copy, reply) with almost no model compute.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, rename, stat, unlink, writeFile } from "node:fs/promises";
@@ -208,18 +211,68 @@ export function generateResnet18Onnx(seed = 0): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** The file name {@link ensureGeneratedModel} uses for `seed`. */
-export function generatedModelFileName(seed = 0): string {
-  return `resnet18-generated-seed${seed}.onnx`;
+export const TRIVIAL_MODEL_NODE_COUNT = 3;
+
+/**
+ * Builds the ModelProto bytes of a trivial model with the generated ResNet18's interface: `input` float32
+ * [batch,3,224,224] -> ReduceMean over H and W (keepdims 0) -> [batch,3] -> MatMul with a seeded 3x1000 matrix ->
+ * Add a seeded bias -> `logits` float32 [batch,1000]. Different images give different logits; a forward pass costs
+ * one read of the input. Opset 13 (ReduceMean's axes are still an attribute there), IR 8.
+ */
+export function generateTrivialOnnx(seed = 0): Uint8Array {
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be a uint32, got ${seed}`);
+  const normal = normalSource(seed);
+  const w = new Float32Array(3 * NUM_CLASSES);
+  normal(w, 1);
+  const b = new Float32Array(NUM_CLASSES);
+  normal(b, 0.1);
+  const model: onnxProto.onnx.IModelProto = {
+    irVersion: GENERATED_MODEL_IR_VERSION,
+    opsetImport: [{ domain: "", version: GENERATED_MODEL_OPSET }],
+    producerName: "servegraph-model-gen",
+    producerVersion: "1",
+    docString: `Trivial model (seed ${seed}): per-channel mean of the image times a random 3x${NUM_CLASSES} matrix. For measuring the serving path, not a classifier.`,
+    graph: {
+      name: `trivial_generated_seed${seed}`,
+      node: [
+        { name: "mean", opType: "ReduceMean", input: [GENERATED_MODEL_INPUT_NAME], output: ["mean.out"], attribute: [intsAttr("axes", [2, 3]), intAttr("keepdims", 0)] },
+        { name: "fc", opType: "MatMul", input: ["mean.out", "fc.weight"], output: ["fc.out"] },
+        { name: "bias", opType: "Add", input: ["fc.out", "fc.bias"], output: [GENERATED_MODEL_OUTPUT_NAME] },
+      ],
+      initializer: [
+        { name: "fc.weight", dims: [3, NUM_CLASSES], dataType: onnx.TensorProto.DataType.FLOAT, rawData: floatBytes(w) },
+        { name: "fc.bias", dims: [NUM_CLASSES], dataType: onnx.TensorProto.DataType.FLOAT, rawData: floatBytes(b) },
+      ],
+      input: [tensorValueInfo(GENERATED_MODEL_INPUT_NAME, ["batch", 3, 224, 224])],
+      output: [tensorValueInfo(GENERATED_MODEL_OUTPUT_NAME, ["batch", NUM_CLASSES])],
+    },
+  };
+  return onnx.ModelProto.encode(model).finish();
+}
+
+/** The generated models: `resnet18` (the default) and `trivial`. */
+export const GeneratedModel = { resnet18: "resnet18", trivial: "trivial" } as const;
+export type GeneratedModel = (typeof GeneratedModel)[keyof typeof GeneratedModel];
+
+const GENERATORS: Record<GeneratedModel, (seed: number) => Uint8Array> = {
+  resnet18: generateResnet18Onnx,
+  trivial: generateTrivialOnnx,
+};
+
+/** The file name {@link ensureGeneratedModel} uses for `seed` (and `kind`). */
+export function generatedModelFileName(seed = 0, kind: GeneratedModel = GeneratedModel.resnet18): string {
+  return `${kind}-generated-seed${seed}.onnx`;
 }
 
 /**
- * Returns the path of `<cacheDir>/resnet18-generated-seed<seed>.onnx`, generating it first if it is
- * absent. The file is written to a unique temporary name and renamed into place, so concurrent callers
- * (processes or tests) never see a partial file; the last rename wins with identical bytes.
+ * Returns the path of `<cacheDir>/<kind>-generated-seed<seed>.onnx` (kind `resnet18` by default), generating it
+ * first if it is absent. The file is written to a unique temporary name and renamed into place, so concurrent
+ * callers (processes or tests) never see a partial file; the last rename wins with identical bytes.
  */
-export async function ensureGeneratedModel(cacheDir: string, seed = 0): Promise<string> {
-  const file = path.resolve(cacheDir, generatedModelFileName(seed));
+export async function ensureGeneratedModel(cacheDir: string, seed = 0, kind: GeneratedModel = GeneratedModel.resnet18): Promise<string> {
+  const generate = GENERATORS[kind];
+  if (!generate) throw new TypeError(`unknown generated model ${JSON.stringify(kind)}`);
+  const file = path.resolve(cacheDir, generatedModelFileName(seed, kind));
   try {
     const st = await stat(file);
     if (st.isFile() && st.size > 0) return file;
@@ -227,7 +280,7 @@ export async function ensureGeneratedModel(cacheDir: string, seed = 0): Promise<
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   await mkdir(path.dirname(file), { recursive: true });
-  const bytes = generateResnet18Onnx(seed);
+  const bytes = generate(seed);
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   try {
     await writeFile(tmp, bytes);

@@ -3,25 +3,38 @@
  * event loop. The main thread never loads onnxruntime.
  *
  * Contract:
+ * - The session runs on the first execution provider of `executionProvider` that starts (./providers.ts):
+ *   `auto` tries CUDA, then WebGPU, then CPU; a forced provider that cannot start rejects creation with
+ *   MODEL_ERROR whose message carries the reason ("execution provider webgpu cannot start: ...").
+ *   `executionProvider` and `fallbacks` say what was chosen and why the ones before it were not.
+ * - `runBatch(batchSize, fill)` runs a batch in one of the host's batch slots: SharedArrayBuffers shared with
+ *   the worker, allocated once (`reserveSlots`, or on first need) and reused for every batch, never one per
+ *   batch. `fill` writes the rows into the slot (synchronously, before the call returns); the worker copies them
+ *   into the buffer ORT runs on (ORT refuses shared memory, see ort-worker.ts) and the slot is free again when
+ *   the result is back. With two slots, batch n+1 is filled and queued on the worker while batch n computes.
  * - `run(input, batchSize)` takes ownership of `input`: its ArrayBuffer is transferred to the worker
  *   (detached on the caller's side) when `input` spans its whole buffer, otherwise the rows are copied.
  *   `input.length` must be `batchSize * product(inputShape)`, else BAD_REQUEST (the host stays usable).
- * - Runs execute one at a time, in call order (two runs on one session serialize inside ORT anyway).
+ * - Runs execute one at a time on the worker, in call order (two runs on one session serialize inside ORT anyway).
  * - ORT failures reject with MODEL_ERROR. If the worker dies, every pending run rejects with
  *   MODEL_ERROR, the host is broken (`isBroken()`), and later runs reject at once with MODEL_ERROR.
  * - `close()` lets accepted runs finish, releases the session and ends the thread; runs after
  *   `close()` reject with UNAVAILABLE. Call it (after draining whatever feeds the host) before the
  *   process exits: a worker torn down in the middle of an ORT run aborts the whole process.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { GraphError } from "../../../subjects/errors.ts";
-import type { ExecutionProviderChoice, HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
+import type { HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
+import { formatFallbacks, providerCandidates, type ExecutionProvider, type ExecutionProviderChoice, type ProviderAttempt } from "./providers.ts";
 
-export type { ExecutionProviderChoice };
+export type { ExecutionProvider, ExecutionProviderChoice, ProviderAttempt };
 
 export interface ModelHostOptions {
   modelPath: string;
-  /** `auto`: CUDA when it loads, else CPU (logged with the reason); `cuda`: fail when CUDA does not load. */
+  /** `auto`: CUDA, else WebGPU, else CPU (each failure recorded with its reason); a provider name forces it. */
   executionProvider: ExecutionProviderChoice;
   /** ORT intra-op threads; 0 (default) lets ORT choose (its physical-core count: 1 on the 2-vCPU dev VM, so set it). */
   intraOpNumThreads?: number;
@@ -33,19 +46,30 @@ export interface ModelHostOptions {
 }
 
 export interface ModelRunResult {
-  /** `batchSize * outputSize` values, row-major. */
+  /** `batchSize * outputSize` values, row-major; the caller owns it. */
   output: Float32Array;
   /** Time inside `session.run`, measured in the worker. */
   computeMs: number;
 }
 
 export interface ModelHost {
-  readonly executionProvider: "cuda" | "cpu";
+  readonly executionProvider: ExecutionProvider;
+  /** Providers tried before `executionProvider`, in order, with why each did not start. */
+  readonly fallbacks: readonly ProviderAttempt[];
   /** Shape of one input row, e.g. [3, 224, 224]. */
   readonly inputShape: readonly number[];
   /** Values per output row, e.g. 1000. */
   readonly outputSize: number;
+  /**
+   * Allocates `count` batch slots of `rows` rows now (at most `count` batches can then be in flight without
+   * allocating); later slots, if ever needed, get at least `rows` rows too.
+   */
+  reserveSlots(rows: number, count: number): void;
+  /** Runs a batch in a reused slot; `fill` writes `batchSize` rows into `input` (see the top of this file). */
+  runBatch(batchSize: number, fill: (input: Float32Array) => void): Promise<ModelRunResult>;
   run(input: Float32Array, batchSize: number): Promise<ModelRunResult>;
+  /** Batch slots allocated so far (each allocated once, then reused). */
+  slotCount(): number;
   /** True once the worker has died; the host then rejects every run. */
   isBroken(): boolean;
   close(): Promise<void>;
@@ -65,9 +89,17 @@ export interface ModelHostTestInternals {
 const DEFAULT_INPUT_SHAPE = [3, 224, 224] as const;
 const CLOSE_TIMEOUT_MS = 10_000;
 
+interface Slot {
+  readonly index: number;
+  /** A view of the whole shared buffer. */
+  readonly values: Float32Array;
+  readonly rows: number;
+}
+
 interface PendingRun {
-  input: Float32Array;
   batchSize: number;
+  /** The slot the run's input lives in (undefined for `run()`, whose buffer is the caller's). */
+  slot: Slot | undefined;
   resolve: (r: ModelRunResult) => void;
   reject: (err: GraphError) => void;
 }
@@ -87,10 +119,24 @@ function spawnOrtWorker(data: OrtWorkerData): Worker {
   return new Worker(code, { eval: true, workerData: data });
 }
 
+/**
+ * Dawn (the WebGPU provider) wants XDG_RUNTIME_DIR and warns without it; a replica started without a login
+ * session (a container, a supervisor) often has none. It must be in the process environment (native getenv)
+ * before the worker creates a session, so it is set here, on the main thread, when unset: a private directory
+ * (mkdtemp: mode 0700), one per process, removed when the process exits.
+ */
+function ensureXdgRuntimeDir(): void {
+  if (process.env.XDG_RUNTIME_DIR) return;
+  const dir = mkdtempSync(join(tmpdir(), "sg-infer-xdg-"));
+  process.env.XDG_RUNTIME_DIR = dir;
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+}
+
 function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions, "log" | "onBroken">> {
   if (typeof opts.modelPath !== "string" || opts.modelPath.length === 0) throw new TypeError("modelPath must be a non-empty string");
-  if (!["auto", "cuda", "cpu"].includes(opts.executionProvider)) {
-    throw new TypeError(`executionProvider must be "auto", "cuda" or "cpu", got ${JSON.stringify(opts.executionProvider)}`);
+  const choices = ["auto", "cuda", "webgpu", "cpu"];
+  if (!choices.includes(opts.executionProvider)) {
+    throw new TypeError(`executionProvider must be one of ${choices.join(", ")}, got ${JSON.stringify(opts.executionProvider)}`);
   }
   const intraOpNumThreads = opts.intraOpNumThreads ?? 0;
   if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) throw new RangeError("intraOpNumThreads must be an integer >= 0");
@@ -98,21 +144,24 @@ function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions
 }
 
 /**
- * Starts the worker, creates the session (with the CUDA -> CPU fallback for `auto`), and validates the
- * model with a batch-1 warm-up run, which also discovers the output row size. Rejects with MODEL_ERROR
- * if the session cannot be created or the warm-up fails.
+ * Starts the worker, creates the session on the chosen execution provider, and validates the model with a
+ * batch-1 warm-up run, which also discovers the output row size. Rejects with MODEL_ERROR if no session can
+ * be created (the message says why) or the warm-up fails.
  */
 export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost> {
   const cfg = validateOptions(opts);
   const log = opts.log ?? (() => {});
+  if (providerCandidates(cfg.executionProvider).includes("webgpu")) ensureXdgRuntimeDir();
   const worker = spawnOrtWorker(cfg);
 
   let state: "starting" | "ready" | "closing" | "closed" | "broken" = "starting";
   let inputShape: readonly number[] = DEFAULT_INPUT_SHAPE;
   let rowSize = product(inputShape);
   let outputSize = 0; // 0 until the warm-up run has discovered it
-  const queue: PendingRun[] = [];
-  let current: (PendingRun & { id: number }) | undefined;
+  const inFlight = new Map<number, PendingRun>();
+  const freeSlots: Slot[] = [];
+  let slotsAllocated = 0;
+  let slotRows = 1;
   let nextId = 1;
   let onDrained: (() => void) | undefined;
 
@@ -126,24 +175,13 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
 
   const send = (msg: HostToWorker, transfer: ArrayBuffer[] = []): void => worker.postMessage(msg, transfer);
 
-  const pump = (): void => {
-    if (current || state === "broken" || state === "closed") return;
-    const next = queue.shift();
-    if (!next) {
-      onDrained?.();
-      return;
-    }
-    current = { ...next, id: nextId++ };
-    const owned = next.input.byteOffset === 0 && next.input.byteLength === next.input.buffer.byteLength
-      && next.input.buffer instanceof ArrayBuffer;
-    const input = owned ? next.input : next.input.slice();
-    send({ type: "run", id: current.id, dims: [next.batchSize, ...inputShape], input }, [input.buffer as ArrayBuffer]);
+  const settled = (): void => {
+    if (inFlight.size === 0) onDrained?.();
   };
 
   const failAll = (err: GraphError): void => {
-    const pending = current ? [current, ...queue] : [...queue];
-    current = undefined;
-    queue.length = 0;
+    const pending = [...inFlight.values()];
+    inFlight.clear();
     for (const p of pending) p.reject(err);
     onDrained?.();
   };
@@ -154,16 +192,17 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
         readyResolve(msg);
         return;
       case "init-error":
-        readyReject(new GraphError("MODEL_ERROR", "could not create the onnxruntime session", {
-          details: { executionProvider: cfg.executionProvider, reason: msg.message },
+        readyReject(new GraphError("MODEL_ERROR", msg.message, {
+          details: { executionProvider: cfg.executionProvider, ...(msg.attempts ? { attempts: msg.attempts } : {}) },
           cause: new Error(msg.message),
         }));
         return;
       case "result":
       case "run-error": {
-        const run = current;
-        if (!run || run.id !== msg.id) return; // a reply to a run already failed by a crash
-        current = undefined;
+        const run = inFlight.get(msg.id);
+        if (!run) return; // a reply to a run already failed by a crash
+        inFlight.delete(msg.id);
+        if (run.slot) freeSlots.push(run.slot);
         if (msg.type === "run-error") {
           run.reject(new GraphError("MODEL_ERROR", "model run failed", {
             details: { batchSize: run.batchSize, reason: msg.message },
@@ -176,7 +215,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
         } else {
           run.resolve({ output: msg.output, computeMs: msg.computeMs });
         }
-        pump();
+        settled();
         return;
       }
     }
@@ -207,21 +246,72 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     failAll(err);
   });
 
-  const run = (input: Float32Array, batchSize: number): Promise<ModelRunResult> => {
-    if (state === "broken") return Promise.reject(new GraphError("MODEL_ERROR", "model host is broken (its worker exited)"));
-    if (state === "closing" || state === "closed") return Promise.reject(new GraphError("UNAVAILABLE", "model host is closed"));
-    if (!Number.isInteger(batchSize) || batchSize < 1) {
-      return Promise.reject(new GraphError("BAD_REQUEST", "batchSize must be a positive integer", { details: { batchSize } }));
+  /** Why a run cannot start now, or undefined. */
+  const refusal = (batchSize: number): GraphError | undefined => {
+    if (state === "broken") return new GraphError("MODEL_ERROR", "model host is broken (its worker exited)");
+    if (state === "closing" || state === "closed") return new GraphError("UNAVAILABLE", "model host is closed");
+    if (!Number.isInteger(batchSize) || batchSize < 1) return new GraphError("BAD_REQUEST", "batchSize must be a positive integer", { details: { batchSize } });
+    return undefined;
+  };
+
+  /** Sends a run of `input` (its buffer transferred) or of a slot's rows; the result settles the returned promise. */
+  const dispatch = (batchSize: number, what: { input: Float32Array } | { slot: Slot }): Promise<ModelRunResult> =>
+    new Promise<ModelRunResult>((resolve, reject) => {
+      const id = nextId++;
+      const dims = [batchSize, ...inputShape];
+      if ("slot" in what) {
+        inFlight.set(id, { batchSize, slot: what.slot, resolve, reject });
+        send({ type: "run-slot", id, slot: what.slot.index, dims });
+      } else {
+        inFlight.set(id, { batchSize, slot: undefined, resolve, reject });
+        send({ type: "run", id, dims, input: what.input }, [what.input.buffer as ArrayBuffer]);
+      }
+    });
+
+  const allocateSlot = (rows: number): Slot => {
+    const buffer = new SharedArrayBuffer(rows * rowSize * Float32Array.BYTES_PER_ELEMENT);
+    const slot: Slot = { index: slotsAllocated++, values: new Float32Array(buffer), rows };
+    send({ type: "slot", index: slot.index, buffer });
+    return slot;
+  };
+
+  const reserveSlots = (rows: number, count: number): void => {
+    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(count) || count < 0) throw new RangeError("reserveSlots(rows >= 1, count >= 0)");
+    slotRows = Math.max(slotRows, rows);
+    // Slots too small for the new size are dropped (the ones on the worker are replaced when they come back).
+    for (let i = freeSlots.length - 1; i >= 0; i--) if (freeSlots[i]!.rows < rows) freeSlots.splice(i, 1);
+    const slotsOut = [...inFlight.values()].filter((r) => r.slot !== undefined).length;
+    while (freeSlots.length + slotsOut < count) freeSlots.push(allocateSlot(slotRows));
+  };
+
+  const runBatch = (batchSize: number, fill: (input: Float32Array) => void): Promise<ModelRunResult> => {
+    const refused = refusal(batchSize);
+    if (refused) return Promise.reject(refused);
+    let i = freeSlots.findIndex((s) => s.rows >= batchSize);
+    if (i < 0) {
+      freeSlots.push(allocateSlot(Math.max(batchSize, slotRows)));
+      i = freeSlots.length - 1;
     }
+    const slot = freeSlots.splice(i, 1)[0]!;
+    try {
+      fill(slot.values.subarray(0, batchSize * rowSize));
+    } catch (err) {
+      freeSlots.push(slot);
+      return Promise.reject(err);
+    }
+    return dispatch(batchSize, { slot });
+  };
+
+  const run = (input: Float32Array, batchSize: number): Promise<ModelRunResult> => {
+    const refused = refusal(batchSize);
+    if (refused) return Promise.reject(refused);
     if (!(input instanceof Float32Array) || input.length !== batchSize * rowSize) {
       return Promise.reject(new GraphError("BAD_REQUEST", "input length does not match batchSize x input shape", {
         details: { batchSize, inputShape, expectedLength: batchSize * rowSize, actualLength: (input as { length?: unknown })?.length },
       }));
     }
-    return new Promise<ModelRunResult>((resolve, reject) => {
-      queue.push({ input, batchSize, resolve, reject });
-      pump();
-    });
+    const owned = input.byteOffset === 0 && input.byteLength === input.buffer.byteLength && input.buffer instanceof ArrayBuffer;
+    return dispatch(batchSize, { input: owned ? input : input.slice() });
   };
 
   // Reached only with the worker idle or gone (init failed, warm-up answered or the worker exited).
@@ -244,9 +334,6 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     log("model input shape is not fully declared; assuming the default", { declared: readyMsg.inputDims, assumed: DEFAULT_INPUT_SHAPE });
   }
   rowSize = product(inputShape);
-  if (readyMsg.fallbackReason !== undefined) {
-    log("CUDA execution provider unavailable; running on CPU", { requested: cfg.executionProvider, reason: readyMsg.fallbackReason });
-  }
 
   state = "ready";
   let warmupMs: number;
@@ -265,6 +352,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     modelPath: cfg.modelPath,
     executionProvider: readyMsg.executionProvider,
     requested: cfg.executionProvider,
+    ...(readyMsg.fallbacks.length ? { fallbacks: formatFallbacks(readyMsg.fallbacks) } : {}),
     inputName: readyMsg.inputName,
     outputName: readyMsg.outputName,
     inputShape,
@@ -280,7 +368,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     closing ??= (async () => {
       if (state === "broken" || state === "closed") return;
       state = "closing";
-      if (current || queue.length > 0) await new Promise<void>((res) => { onDrained = res; });
+      if (inFlight.size > 0) await new Promise<void>((res) => { onDrained = res; });
       if ((state as string) === "closing") {
         send({ type: "close" });
         // Last resort if the idle worker does not exit; safe only because no run is in flight here.
@@ -288,15 +376,20 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
         await exited;
         clearTimeout(timer);
       }
+      freeSlots.length = 0;
     })();
     return closing;
   };
 
   const host: ModelHost & { [kTestInternals]: ModelHostTestInternals } = {
     executionProvider: readyMsg.executionProvider,
+    fallbacks: Object.freeze(readyMsg.fallbacks.map((f) => Object.freeze({ ...f }))),
     inputShape,
     outputSize,
+    reserveSlots,
+    runBatch,
     run,
+    slotCount: () => slotsAllocated,
     isBroken: () => state === "broken",
     close,
     [kTestInternals]: { simulateCrash: () => send({ type: "simulate-crash" }) },

@@ -2,13 +2,25 @@
  * The onnxruntime session of a model host, in its own worker thread: `session.run()` blocks the
  * thread it runs on for the whole inference, so it must not run on the service's event loop.
  *
- * Protocol (the host sends one run at a time):
- *   worker -> host  { type: "ready", ... } once the session exists, or { type: "init-error", ... }
- *   host -> worker  { type: "run", id, dims, input }  dims = [batch, ...row shape]; input's buffer is transferred
+ * Protocol:
+ *   worker -> host  { type: "ready", ... } once the session exists (with the provider chosen and the ones that
+ *                   failed before it), or { type: "init-error", ... }
+ *   host -> worker  { type: "slot", index, buffer }  a batch slot: a SharedArrayBuffer the host fills, sent once
+ *   host -> worker  { type: "run-slot", id, slot, dims }  run the first dims[0] rows of that slot
+ *   host -> worker  { type: "run", id, dims, input }  run `input` (its buffer is transferred)
+ *                   dims = [batch, ...row shape]. The host may send the next run before this one answers: runs
+ *                   queue on this thread's message port and execute one at a time, in order, so the host fills
+ *                   batch n+1 while n computes.
  *   worker -> host  { type: "result", id, output, outputDims, computeMs }  output's buffer is transferred
  *                   { type: "run-error", id, message }
  *   host -> worker  { type: "close" }  releases the session; the thread then exits on its own
  *   host -> worker  { type: "simulate-crash" }  tests only: an uncaught error on this thread, between runs
+ *
+ * Why a slot is copied here before the run: onnxruntime-node 1.30 refuses a tensor whose Float32Array views a
+ * SharedArrayBuffer (`session.run` throws "Invalid argument"), so a run copies its rows from the shared slot into
+ * this thread's own staging buffer (allocated once, at the largest batch) and runs on that. The alternative,
+ * transferring a plain ArrayBuffer slot back and forth, copies nothing but makes V8 count each arriving 19 MB
+ * buffer as a new external allocation: a full GC every few hundred ms at a few hundred images/s (measured).
  *
  * Never `worker.terminate()` this thread while a run is in flight: the binding then throws a C++
  * Napi::Error that nothing catches and the WHOLE PROCESS aborts (SIGABRT, exit 134; seen with
@@ -16,8 +28,11 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import {
+  ExecutionProvider, ProviderSelectionError, providerCandidates, selectProvider, type ExecutionProviderChoice, type ProviderAttempt,
+} from "./providers.ts";
 
-export type ExecutionProviderChoice = "auto" | "cuda" | "cpu";
+export type { ExecutionProviderChoice };
 
 export interface OrtWorkerData {
   modelPath: string;
@@ -29,6 +44,8 @@ export interface OrtWorkerData {
 }
 
 export type HostToWorker =
+  | { type: "slot"; index: number; buffer: SharedArrayBuffer }
+  | { type: "run-slot"; id: number; slot: number; dims: number[] }
   | { type: "run"; id: number; dims: number[]; input: Float32Array }
   | { type: "close" }
   | { type: "simulate-crash" };
@@ -36,9 +53,9 @@ export type HostToWorker =
 export type WorkerToHost =
   | {
     type: "ready";
-    executionProvider: "cuda" | "cpu";
-    /** Why `auto` ended up on CPU; absent when the first choice worked. */
-    fallbackReason?: string;
+    executionProvider: ExecutionProvider;
+    /** Providers tried before the one in use, with why each did not start (empty: the first choice worked). */
+    fallbacks: ProviderAttempt[];
     inputName: string;
     outputName: string;
     /** Model-declared dims; symbolic dims are strings, unknown metadata gives []. */
@@ -46,7 +63,8 @@ export type WorkerToHost =
     outputDims: Array<number | string>;
     createMs: number;
   }
-  | { type: "init-error"; message: string }
+  /** `attempts`: present when no provider could start (each with its reason). */
+  | { type: "init-error"; message: string; attempts?: ProviderAttempt[] }
   | { type: "result"; id: number; output: Float32Array; outputDims: number[]; computeMs: number }
   | { type: "run-error"; id: number; message: string };
 
@@ -58,9 +76,19 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function sessionOptions(eps: ort.InferenceSession.ExecutionProviderConfig[]): ort.InferenceSession.SessionOptions {
+function providerConfig(p: ExecutionProvider): ort.InferenceSession.ExecutionProviderConfig {
+  switch (p) {
+    case ExecutionProvider.cuda: return { name: "cuda", deviceId: 0 };
+    case ExecutionProvider.webgpu: return { name: "webgpu" };
+    case ExecutionProvider.cpu: return "cpu";
+  }
+}
+
+function sessionOptions(p: ExecutionProvider): ort.InferenceSession.SessionOptions {
   return {
-    executionProviders: eps,
+    // One provider per attempt: ORT adds its CPU provider for the nodes an accelerator does not support, but never
+    // falls back on its own when the accelerator itself does not load (create() throws); selectProvider does that.
+    executionProviders: [providerConfig(p)],
     intraOpNumThreads: data.intraOpNumThreads,
     interOpNumThreads: 1,
     executionMode: "sequential",
@@ -68,26 +96,6 @@ function sessionOptions(eps: ort.InferenceSession.ExecutionProviderConfig[]): or
     logSeverityLevel: 3,
     ...(data.allowSpinning ? {} : { extra: { session: { intra_op: { allow_spinning: "0" } } } }),
   };
-}
-
-async function createSession(): Promise<{ session: ort.InferenceSession; ep: "cuda" | "cpu"; fallbackReason?: string }> {
-  if (data.executionProvider === "cpu") {
-    return { session: await ort.InferenceSession.create(data.modelPath, sessionOptions(["cpu"])), ep: "cpu" };
-  }
-  if (data.executionProvider === "cuda") {
-    // No CPU in the list: a missing CUDA provider must fail, not quietly run on CPU.
-    return { session: await ort.InferenceSession.create(data.modelPath, sessionOptions([{ name: "cuda" }])), ep: "cuda" };
-  }
-  // ["cuda","cpu"] does not fall back on its own: create() throws when the CUDA provider library or
-  // its dependencies are missing, so retry on CPU and say why. The process-wide ORT logger would also
-  // print that expected failure to stderr; the host logs the reason instead.
-  ort.env.logLevel = "fatal";
-  try {
-    return { session: await ort.InferenceSession.create(data.modelPath, sessionOptions([{ name: "cuda" }, "cpu"])), ep: "cuda" };
-  } catch (err) {
-    const session = await ort.InferenceSession.create(data.modelPath, sessionOptions(["cpu"]));
-    return { session, ep: "cpu", fallbackReason: errorMessage(err) };
-  }
 }
 
 function dimsOf(meta: readonly ort.InferenceSession.ValueMetadata[] | undefined, name: string): Array<number | string> {
@@ -108,15 +116,18 @@ function ownedCopy(a: Float32Array): Float32Array {
 let session: ort.InferenceSession | undefined;
 try {
   const t0 = performance.now();
-  const created = await createSession();
-  session = created.session;
+  // A provider that fails to load makes ORT's process-wide logger print the same error to stderr; the host logs
+  // each reason once, in plain words, instead.
+  if (providerCandidates(data.executionProvider).some((p) => p !== ExecutionProvider.cpu)) ort.env.logLevel = "fatal";
+  const selected = await selectProvider(data.executionProvider, (p) => ort.InferenceSession.create(data.modelPath, sessionOptions(p)));
+  session = selected.session;
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
   if (inputName === undefined || outputName === undefined) throw new Error("model has no input or no output");
   post({
     type: "ready",
-    executionProvider: created.ep,
-    ...(created.fallbackReason === undefined ? {} : { fallbackReason: created.fallbackReason }),
+    executionProvider: selected.provider,
+    fallbacks: [...selected.fallbacks],
     inputName,
     outputName,
     inputDims: dimsOf(session.inputMetadata, inputName),
@@ -124,7 +135,7 @@ try {
     createMs: performance.now() - t0,
   });
 } catch (err) {
-  post({ type: "init-error", message: errorMessage(err) });
+  post({ type: "init-error", message: errorMessage(err), ...(err instanceof ProviderSelectionError ? { attempts: [...err.attempts] } : {}) });
   port.close();
 }
 
@@ -132,6 +143,19 @@ if (session) {
   const sess = session;
   const inputName = sess.inputNames[0]!;
   const outputName = sess.outputNames[0]!;
+  const slots = new Map<number, Float32Array>();
+  let staging = new Float32Array(0);
+
+  /** The first `n` values of a shared slot, copied into the staging buffer (grown, never shrunk). */
+  const stage = (slot: number, n: number): Float32Array => {
+    const shared = slots.get(slot);
+    if (!shared) throw new Error(`unknown batch slot ${slot}`);
+    if (n > shared.length) throw new Error(`batch of ${n} values does not fit slot ${slot} (${shared.length})`);
+    if (staging.length < n) staging = new Float32Array(Math.max(n, shared.length));
+    const x = staging.subarray(0, n);
+    x.set(shared.subarray(0, n));
+    return x;
+  };
 
   port.on("message", async (msg: HostToWorker) => {
     if (msg.type === "close") {
@@ -145,9 +169,14 @@ if (session) {
       });
       return;
     }
-    const { id, dims, input } = msg;
+    if (msg.type === "slot") {
+      slots.set(msg.index, new Float32Array(msg.buffer));
+      return;
+    }
+    const { id, dims } = msg;
     try {
       const t0 = performance.now();
+      const input = msg.type === "run" ? msg.input : stage(msg.slot, dims.reduce((a, b) => a * b, 1));
       const results = await sess.run({ [inputName]: new ort.Tensor("float32", input, dims) });
       const computeMs = performance.now() - t0;
       const out = results[outputName];

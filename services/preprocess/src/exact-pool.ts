@@ -14,8 +14,11 @@ import { GraphError } from "../../../subjects/errors.ts";
 import type { ExactJobMessage, ExactReplyMessage } from "./exact-worker.ts";
 
 export interface ExactPool {
-  /** Preprocesses one frame of packed RGB (`width * height * 3` bytes); the buffer may be transferred away. */
-  run(rgb: Uint8Array, width: number, height: number, signal: AbortSignal | undefined): Promise<Float32Array>;
+  /**
+   * Preprocesses one frame of packed RGB (`width * height * 3` bytes; the buffer may be transferred away) into the
+   * model's pixels: uint8 CHW, 3 x 224 x 224.
+   */
+  run(rgb: Uint8Array, width: number, height: number, signal: AbortSignal | undefined): Promise<Uint8Array>;
   /** Rejects queued and running jobs with UNAVAILABLE and stops the workers. Idempotent. */
   close(): Promise<void>;
 }
@@ -32,7 +35,7 @@ interface PendingJob {
   readonly width: number;
   readonly height: number;
   readonly signal: AbortSignal | undefined;
-  readonly resolve: (t: Float32Array) => void;
+  readonly resolve: (t: Uint8Array) => void;
   readonly reject: (e: GraphError) => void;
   /** Set once the caller's promise is settled (result, failure or abort); later outcomes are dropped. */
   done: boolean;
@@ -66,7 +69,7 @@ export function createExactPool(size: number): ExactPool {
   let nextId = 1;
   let closed = false;
 
-  const finish = (job: PendingJob, outcome: Float32Array | GraphError): void => {
+  const finish = (job: PendingJob, outcome: Uint8Array | GraphError): void => {
     if (job.done) return;
     job.done = true;
     if (job.onAbort !== undefined) job.signal?.removeEventListener("abort", job.onAbort);
@@ -82,7 +85,7 @@ export function createExactPool(size: number): ExactPool {
       slot.job = undefined;
       worker.unref();
       if (job !== undefined && job.id === msg.id) {
-        finish(job, "tensor" in msg ? msg.tensor : new GraphError("INTERNAL", "preprocessing failed", { cause: new Error(msg.error) }));
+        finish(job, "pixels" in msg ? msg.pixels : new GraphError("INTERNAL", "preprocessing failed", { cause: new Error(msg.error) }));
       }
       dispatch();
     });
@@ -131,7 +134,7 @@ export function createExactPool(size: number): ExactPool {
     run(rgb, width, height, signal) {
       if (closed) return Promise.reject(closedError());
       if (signal?.aborted) return Promise.reject(deadlineExceeded(signal));
-      return new Promise<Float32Array>((resolve, reject) => {
+      return new Promise<Uint8Array>((resolve, reject) => {
         const job: PendingJob = { id: nextId++, rgb, width, height, signal, resolve, reject, done: false };
         if (signal !== undefined) {
           job.onAbort = () => {

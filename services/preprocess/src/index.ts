@@ -16,6 +16,7 @@ export {
   IMAGENET_STD,
   MODEL_INPUT_SIZE,
   normalizeToChw,
+  pilPixelsRgb,
   pilPreprocessRgb,
   resizeBilinearRgb,
   type ResampleCoeffs,

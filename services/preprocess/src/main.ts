@@ -1,12 +1,13 @@
 /**
  * preprocess: the CPU side of image classification. Takes image bytes (JPEG, PNG, WebP, GIF first frame...),
- * decodes, blurs, resizes to 224x224 and normalizes to a float32 CHW tensor, sends it to `infer` as raw
- * bytes (dtype and shape in headers), and turns the logits it gets back into top-k labelled scores.
+ * decodes, blurs and resizes to 224x224 RGB, sends the pixels to `infer` as a uint8 CHW tensor (raw bytes, dtype
+ * and shape in headers; infer normalises them, a quarter of the bytes of float32 on the wire), and turns the
+ * logits it gets back into top-k labelled scores.
  * Direct NATS callers send the image as the body of a request to this node's `classify` subject, with
  * optional `Graph-Top-K` and `Content-Type` headers, and get the same JSON as the HTTP route; both are
  * checked by the endpoint's definition (subjects/endpoints.ts).
  */
-import { Classify, Headers, IMAGE_TENSOR_SHAPE, InferLabels, InferRun, encodeFloat32, toFloat32 } from "../../../subjects/index.ts";
+import { Classify, Headers, IMAGE_TENSOR_SHAPE, InferLabels, InferRun, TensorDtype, toFloat32 } from "../../../subjects/index.ts";
 import { runNode, withSpan } from "../../../runtime/index.ts";
 import { createPreprocessor, softmax, topK } from "./index.ts";
 import Params from "./params.ts";
@@ -28,8 +29,8 @@ await runNode(async (ctx) => {
 
   ctx.serve(Classify, async ({ data, headers }, req) => {
     const k = headers[Headers.TopK];
-    const tensor = await withSpan("preprocess image", { "sg.preprocess.mode": mode, "sg.image.bytes": data.length }, () => pre.toTensor(data, req.signal));
-    const logits = await ctx.client.call(InferRun, inferSubject, { data: encodeFloat32(tensor), shape: IMAGE_TENSOR_SHAPE }, { deadlineEpochMs: req.deadlineEpochMs });
+    const pixels = await withSpan("preprocess image", { "sg.preprocess.mode": mode, "sg.image.bytes": data.length }, () => pre.toPixels(data, req.signal));
+    const logits = await ctx.client.call(InferRun, inferSubject, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: TensorDtype.uint8 }, { deadlineEpochMs: req.deadlineEpochMs });
     const names = await getLabels(req.deadlineEpochMs);
     return withSpan("postprocess", { "sg.top_k": k }, async () =>
       topK(softmax(toFloat32(logits.data)), k, names).map(({ label, score }) => ({ label, score })));

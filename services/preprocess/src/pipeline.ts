@@ -1,9 +1,12 @@
 /**
- * Image bytes -> model input tensor: float32, CHW, shape (3, 224, 224), ImageNet-normalised.
+ * Image bytes -> the pixels the model sees: uint8 RGB, CHW, shape (3, 224, 224), which is what travels to infer
+ * (a quarter of the bytes of float32; infer normalises them). {@link Preprocessor.toTensor} also gives the
+ * normalised float32 tensor, with the same arithmetic (subjects/image-normalization.ts).
  *
  * The reference (Python, Pillow 9.4) is
  *   Image.open(bytes).convert("RGB") -> GaussianBlur(1.0) -> resize((224, 224), BILINEAR)
  *   -> float32 / 255 -> CHW -> (x - mean) / std
+ * and everything up to the resize is integer (uint8) work, so the pixels carry all of it.
  *
  * Two modes:
  * - `exact`: sharp decodes; a TypeScript port of Pillow's blur and resize (./pil-exact.ts) runs in a pool
@@ -14,7 +17,7 @@
  *   blur, so one pipeline would blur the small image). Not bit-exact (uint8 levels off by a few; libvips'
  *   Gaussian is not Pillow's extended box blur), but on the golden set the model's top-5 is the
  *   reference's, in order, with scores within 0.0073. About half the CPU of `exact`, all of it in
- *   libvips on libuv's thread pool (only the 224x224 normalisation runs on the event loop).
+ *   libvips on libuv's thread pool (only the 224x224 HWC -> CHW reordering runs on the event loop).
  *
  * Decoding matches `Image.open().convert("RGB")`: first frame only (GIF, animated WebP, multi-page
  * TIFF), alpha dropped without compositing, grey / palette / 16-bit inputs become 8-bit RGB, no EXIF
@@ -31,8 +34,9 @@
 import { availableParallelism } from "node:os";
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from "sharp";
 import { GraphError } from "../../../subjects/errors.ts";
+import { hwcToChw, normalizeChw } from "../../../subjects/image-normalization.ts";
 import { createExactPool, deadlineExceeded } from "./exact-pool.ts";
-import { MODEL_INPUT_SIZE, normalizeToChw } from "./pil-exact.ts";
+import { MODEL_INPUT_SIZE } from "./pil-exact.ts";
 
 sharp.cache(false);
 
@@ -44,7 +48,7 @@ export type PreprocessMode = (typeof PreprocessMode)[keyof typeof PreprocessMode
 
 /** Shape of one output tensor: channels, height, width. */
 export const TENSOR_SHAPE = [3, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE] as const;
-/** Number of float32 values in one output tensor (3 * 224 * 224). */
+/** Number of values in one output tensor (3 * 224 * 224): bytes of the pixels, floats of the normalised tensor. */
 export const TENSOR_LENGTH = 3 * MODEL_INPUT_SIZE * MODEL_INPUT_SIZE;
 
 /** Gaussian standard deviation of the reference blur (`GaussianBlur(radius=1.0)`: Pillow's radius is sigma). */
@@ -70,9 +74,13 @@ export interface PreprocessorOptions {
 export interface Preprocessor {
   readonly mode: PreprocessMode;
   /**
-   * Decodes and transforms one encoded image into a fresh (3, 224, 224) float32 tensor (its own
-   * ArrayBuffer, byteOffset 0, so `new Uint8Array(t.buffer)` is the wire payload).
-   * Rejects with a GraphError only.
+   * Decodes and transforms one encoded image into fresh uint8 RGB pixels, CHW (3, 224, 224): what infer's `run`
+   * takes as a uint8 tensor. Rejects with a GraphError only.
+   */
+  toPixels(bytes: Uint8Array, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * {@link toPixels}, normalised: a fresh (3, 224, 224) float32 tensor (its own ArrayBuffer, byteOffset 0, so
+   * `new Uint8Array(t.buffer)` is a float32 wire payload). Rejects with a GraphError only.
    */
   toTensor(bytes: Uint8Array, signal?: AbortSignal): Promise<Float32Array>;
   /** Stops the worker pool; pending and later calls reject with UNAVAILABLE. Idempotent. */
@@ -189,11 +197,11 @@ const rawInput = (img: RawRgb): SharpOptions => ({
 });
 
 /**
- * `fast`: sharp blur, then (second pipeline) sharp's antialiased linear resize, then the float32 LUT.
+ * `fast`: sharp blur, then (second pipeline) sharp's antialiased linear resize, then HWC -> CHW.
  * An image with alpha is decoded to RGB first: sharp blurs premultiplied RGBA and removes the alpha
  * only at the end, which would change the colours (10 -> 7 at alpha 0.25) where Pillow just drops it.
  */
-async function fastTensor(bytes: Uint8Array, limits: DecodeLimits, signal: AbortSignal | undefined): Promise<Float32Array> {
+async function fastPixels(bytes: Uint8Array, limits: DecodeLimits, signal: AbortSignal | undefined): Promise<Uint8Array> {
   const { image, hasAlpha } = await openImage(bytes, limits, signal);
   let blurred: RawRgb;
   if (hasAlpha) {
@@ -214,7 +222,10 @@ async function fastTensor(bytes: Uint8Array, limits: DecodeLimits, signal: Abort
     throw new GraphError("INTERNAL", "resize failed", { cause: err });
   }
   throwIfAborted(signal);
-  return normalizeToChw(resized, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
+  if (resized.length !== TENSOR_LENGTH) {
+    throw new GraphError("INTERNAL", "resize produced an unexpected pixel layout", { details: { bytes: resized.length } });
+  }
+  return hwcToChw(resized, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
 }
 
 /** Creates a preprocessor; in `exact` mode its worker threads start now (they load in the background). */
@@ -225,21 +236,27 @@ export function createPreprocessor(opts: PreprocessorOptions): Preprocessor {
   let closed = false;
   const pool = mode === PreprocessMode.EXACT ? createExactPool(opts.exactWorkers ?? availableParallelism()) : undefined;
 
-  const exactTensor = async (bytes: Uint8Array, signal: AbortSignal | undefined): Promise<Float32Array> => {
+  const exactPixels = async (bytes: Uint8Array, signal: AbortSignal | undefined): Promise<Uint8Array> => {
     const rgb = await toRawRgb((await openImage(bytes, limits, signal)).image, limits.maxInputPixels);
     throwIfAborted(signal);
     return pool!.run(rgb.data, rgb.width, rgb.height, signal);
   };
 
+  const toPixels = async (bytes: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> => {
+    if (closed) throw new GraphError("UNAVAILABLE", "preprocessor is closed");
+    try {
+      return mode === PreprocessMode.EXACT ? await exactPixels(bytes, signal) : await fastPixels(bytes, limits, signal);
+    } catch (err) {
+      throw err instanceof GraphError ? err : new GraphError("INTERNAL", "preprocessing failed", { cause: err });
+    }
+  };
+
   return {
     mode,
+    toPixels,
     async toTensor(bytes, signal) {
-      if (closed) throw new GraphError("UNAVAILABLE", "preprocessor is closed");
-      try {
-        return mode === PreprocessMode.EXACT ? await exactTensor(bytes, signal) : await fastTensor(bytes, limits, signal);
-      } catch (err) {
-        throw err instanceof GraphError ? err : new GraphError("INTERNAL", "preprocessing failed", { cause: err });
-      }
+      const pixels = await toPixels(bytes, signal);
+      return normalizeChw(pixels, new Float32Array(pixels.length));
     },
     async close() {
       closed = true;

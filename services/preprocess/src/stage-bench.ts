@@ -10,8 +10,10 @@
  *   schema (params.ts), so the preprocessor is the one a replica would build.
  * - `inFlight`: calls kept outstanding (default: twice the available cores, at least 4), as a replica serving
  *   several requests at once.
- * - `tensorsFile`: where to write the tensors of the accepted images (float32 in the platform's byte order,
- *   one after the other), so the model stage can run on real inputs.
+ * - `tensorsFile`: where to write the tensors of the accepted images (normalised float32 in the platform's byte
+ *   order, one after the other), so the model stage can run on real inputs.
+ *
+ * What is timed is what a replica does per image: `toPixels` (the uint8 pixels sent to infer).
  *
  * It runs once over the set first (warm-up, and to leave out the images the preprocessor refuses), then for
  * `durationS` seconds or `maxImages` images, whichever comes first.
@@ -23,6 +25,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
+import { normalizeChw } from "../../../subjects/image-normalization.ts";
 import { createPreprocessor, TENSOR_LENGTH } from "./index.ts";
 import params from "./params.ts";
 import { runJsonScript } from "../../../runtime/index.ts";
@@ -60,7 +63,8 @@ async function measure(input: Input): Promise<PreprocessStageOutput> {
     for (const [i, file] of input.images.entries()) {
       const img = readFileSync(file);
       try {
-        tensors.push(await pre.toTensor(img));
+        const pixels = await pre.toPixels(img);
+        tensors.push(normalizeChw(pixels, new Float32Array(pixels.length)));
         accepted.push(img);
       } catch (err) {
         refused.push({ index: i, reason: err instanceof Error ? err.message : String(err) });
@@ -79,7 +83,7 @@ async function measure(input: Input): Promise<PreprocessStageOutput> {
     const lane = async (): Promise<void> => {
       while (started < input.maxImages && performance.now() < endAt) {
         const img = accepted[started++ % accepted.length]!;
-        await pre.toTensor(img);
+        await pre.toPixels(img);
         done++;
       }
     };
