@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import {
-  ENDPOINTS, ErrorCodes, GraphError, Headers, IMAGE_TENSOR_SHAPE, decodePayload, elementCount, encodeFloat32, encodePayload,
+  ENDPOINTS, ErrorCodes, GraphError, Headers, IMAGE_TENSOR_SHAPE, InferRun, decodePayload, describePayload, elementCount, encodeFloat32, encodePayload,
   type EndpointDef, type ErrorCode,
 } from "../../subjects/index.ts";
 import { connectNats, createClient, createLogger, createService } from "../../runtime/index.ts";
@@ -49,8 +49,9 @@ const SAMPLES: Record<string, Sample> = {
   "infer.run": {
     input: { data: tensor, shape: IMAGE_TENSOR_SHAPE },
     received: (v) => {
-      const t = v as { data: Uint8Array; shape: number[] };
+      const t = v as { data: Uint8Array; shape: number[]; dtype: string };
       assert.deepEqual(t.shape, [...IMAGE_TENSOR_SHAPE]);
+      assert.equal(t.dtype, "float32", "a tensor sent without a dtype is the endpoint's first");
       assert.deepEqual(Buffer.from(t.data), Buffer.from(tensor));
     },
     reply: { data: logits, shape: [1000] },
@@ -69,8 +70,17 @@ const SAMPLES: Record<string, Sample> = {
   },
   "infer.info": {
     input: {}, received: same({}),
-    reply: { model: "m.onnx", execution_provider: "cpu", input_shape: [3, 224, 224], output_size: 1000, max_batch_size: 32, max_queue_delay_ms: 0, max_queue_size: 256 },
-    got: (v) => assert.equal((v as { output_size: number }).output_size, 1000),
+    reply: {
+      model: "m.onnx", execution_provider: "webgpu",
+      provider_fallbacks: [{ provider: "cuda", reason: "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library" }],
+      input_shape: [3, 224, 224], output_size: 1000, max_batch_size: 64, max_queue_delay_ms: 2, max_queue_size: 256, max_concurrent_batches: 2,
+    },
+    got: (v) => {
+      const info = v as { output_size: number; execution_provider: string; provider_fallbacks: { provider: string }[] };
+      assert.equal(info.output_size, 1000);
+      assert.equal(info.execution_provider, "webgpu");
+      assert.deepEqual(info.provider_fallbacks.map((f) => f.provider), ["cuda"]);
+    },
     badInput: "info please", badWire: { data: json({ verbose: true }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
   },
   "greeter.greet": {
@@ -148,6 +158,50 @@ test("endpoints - valid and invalid payloads round-trip through serve() and call
       assert.equal(msg.headers?.get(Headers.ServiceErrorCode), String(ErrorCodes[s.badWire.code].status));
       assert.equal(received, "not called", `${key(d)}: the handler never sees a bad payload`);
     }
+  } finally {
+    await svc.stop({ maxWaitMs: 100 });
+    await nc.close();
+    await nats.stop();
+  }
+});
+
+test("endpoints - infer's run takes uint8 pixels or float32 values; the Graph-Dtype header says which", async () => {
+  assert.equal(describePayload(InferRun.request), "tensor float32|uint8 1,3,224,224");
+  const pixels = Uint8Array.from({ length: elementCount(IMAGE_TENSOR_SHAPE) }, (_, i) => (i * 7) & 255);
+  const e = encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" }, "BAD_REQUEST");
+  assert.deepEqual(e.headers, { [Headers.Dtype]: "uint8", [Headers.Shape]: "1,3,224,224" });
+  const bad = (fn: () => unknown) => assert.throws(fn, (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST");
+  bad(() => encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE }, "BAD_REQUEST")); // uint8 bytes sent as float32
+  bad(() => encodePayload(InferRun.request, { data: tensor, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" }, "BAD_REQUEST"));
+  bad(() => encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "int8" as never }, "BAD_REQUEST"));
+  assert.throws(() => encodePayload(InferRun.reply, { data: pixels.subarray(0, 1000), shape: [1000], dtype: "uint8" }, "CONTRACT_VIOLATION"),
+    (err: unknown) => err instanceof GraphError && err.code === "CONTRACT_VIOLATION", "logits are float32 only");
+
+  const nats = await startNats();
+  const nc = await connectNats({ name: "contract-dtypes", servers: nats.url });
+  const svc = createService(nc, { name: "contract-dtypes", maxInFlight: 16, defaultTimeoutMs: 3000, log });
+  const client = createClient(nc, { caller: "contract-dtypes", defaultTimeoutMs: 3000 });
+  try {
+    const received: { dtype: string; bytes: number }[] = [];
+    svc.serve(InferRun, "t.infer.run", (t) => {
+      received.push({ dtype: t.dtype, bytes: t.data.byteLength });
+      return { data: logits, shape: [1000] };
+    });
+    await nc.flush();
+    const got = await client.call(InferRun, "t.infer.run", { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" });
+    assert.equal(got.dtype, "float32");
+    await client.call(InferRun, "t.infer.run", { data: tensor, shape: IMAGE_TENSOR_SHAPE, dtype: "float32" });
+    assert.deepEqual(received, [{ dtype: "uint8", bytes: 150_528 }, { dtype: "float32", bytes: 602_112 }]);
+
+    // A foreign client: a uint8 header on a float32-sized body, and an unknown dtype, are refused with headers.
+    for (const [dtype, body] of [["uint8", tensor], ["int8", pixels]] as const) {
+      const h = natsHeaders();
+      h.set(Headers.Dtype, dtype);
+      h.set(Headers.Shape, "1,3,224,224");
+      const msg = await nc.request("t.infer.run", body, { timeout: 3000, headers: h });
+      assert.equal(msg.headers?.get(Headers.GraphError), "BAD_REQUEST", `${dtype}, ${body.byteLength} bytes`);
+    }
+    assert.equal(received.length, 2, "the handler never sees a bad tensor");
   } finally {
     await svc.stop({ maxWaitMs: 100 });
     await nc.close();

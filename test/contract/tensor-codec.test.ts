@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decodeFloat32, encodeFloat32, parseShape, formatShape } from "../../subjects/tensor-codec.ts";
+import { bytesPerElement, checkTensor, decodeFloat32, encodeFloat32, isTensorDtype, parseShape, formatShape } from "../../subjects/tensor-codec.ts";
 import { GraphError } from "../../subjects/errors.ts";
 
 test("tensor-codec - encode/decode is the identity, from any byteOffset", () => {
@@ -35,4 +35,21 @@ test("tensor-codec - wrong dtype, size or shape is BAD_REQUEST", () => {
   assert.deepEqual(decodeFloat32(encodeFloat32(edge), "float32", [5]), edge, "the largest, smallest and signed-zero floats are finite");
   assert.deepEqual(parseShape("1, 3,224,224"), [1, 3, 224, 224]);
   assert.equal(formatShape([3, 224, 224]), "3,224,224");
+});
+
+test("tensor-codec - uint8 tensors: one byte per element, any byte value, checked against a set of dtypes", () => {
+  assert.equal(bytesPerElement("uint8"), 1);
+  assert.equal(bytesPerElement("float32"), 4);
+  assert.ok(isTensorDtype("uint8") && isTensorDtype("float32") && !isTensorDtype("int8") && !isTensorDtype("toString"));
+  const pixels = Uint8Array.from({ length: 3 * 224 * 224 }, (_, i) => i & 255);
+  assert.equal(pixels.byteLength, 150_528, "a quarter of the float32 tensor of the same image");
+  // 0xff 0xff 0xff 0x7f would be a NaN as float32: as uint8 it is just pixels.
+  assert.equal(checkTensor(Buffer.from([0xff, 0xff, 0xff, 0x7f]), "uint8", ["float32", "uint8"], [4]), "uint8");
+  assert.equal(checkTensor(pixels, "uint8", ["float32", "uint8"], [1, 3, 224, 224]), "uint8");
+  assert.equal(checkTensor(new Uint8Array(8), "float32", ["float32", "uint8"], [2]), "float32");
+  const bad = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST" && re.test(e.message));
+  bad(() => checkTensor(pixels, "uint8", ["float32"], [1, 3, 224, 224]), /expected float32/);
+  bad(() => checkTensor(pixels, "int8", ["float32", "uint8"], [1, 3, 224, 224]), /expected float32 or uint8/);
+  bad(() => checkTensor(pixels, "float32", ["float32", "uint8"], [1, 3, 224, 224]), /150528 bytes, shape 1,3,224,224 of float32 needs 602112/);
+  bad(() => checkTensor(pixels.subarray(1), "uint8", "uint8", [1, 3, 224, 224]), /needs 150528/);
 });

@@ -39,21 +39,38 @@ after(async () => {
   await host?.close();
 });
 
-test("model-host - auto picks CPU when the CUDA provider cannot load, and says why", { skip }, () => {
+// This machine: no CUDA provider library, no GPU adapter for WebGPU (real onnxruntime, nothing mocked).
+const noGpu = hasCudaProvider ? "a CUDA provider library is installed" : false;
+
+test("model-host - auto falls back to CPU and records why CUDA and then WebGPU did not start", { skip: skip || noGpu }, () => {
   assert.ok(host);
-  if (!hasCudaProvider) {
-    assert.equal(host.executionProvider, "cpu");
-    const fallback = logs.find((l) => /CUDA/.test(l.msg));
-    assert.ok(fallback, "the fallback is logged");
-    assert.match(String(fallback.attrs?.reason), /Cuda|CUDA|shared library/);
+  assert.equal(host.executionProvider, "cpu");
+  assert.deepEqual(host.fallbacks.map((f) => f.provider), ["cuda", "webgpu"]);
+  assert.match(host.fallbacks[0]!.reason, /^OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library/);
+  assert.match(host.fallbacks[1]!.reason, /^Failed to get a WebGPU adapter/);
+  for (const f of host.fallbacks) {
+    assert.doesNotMatch(f.reason, /\n|onnxruntime_src|\.cc:\d/, "the first line, without onnxruntime's source location");
+    assert.ok(f.ms >= 0);
   }
+  assert.ok(process.env.XDG_RUNTIME_DIR, "set for Dawn when it was unset");
   assert.deepEqual(host.inputShape, [3, 224, 224]);
   assert.equal(host.outputSize, 1000);
-  assert.ok(logs.some((l) => l.msg === "model host ready" && l.attrs?.executionProvider === host!.executionProvider));
+  const ready = logs.find((l) => l.msg === "model host ready");
+  assert.equal(ready?.attrs?.executionProvider, "cpu");
+  assert.match(String(ready?.attrs?.fallbacks), /^cuda: .*; webgpu: Failed to get a WebGPU adapter/);
 });
 
-test("model-host - cuda fails hard when its provider is unavailable", { skip: skip || (hasCudaProvider && "a CUDA provider library is installed") }, async () => {
-  await assert.rejects(createModelHost({ modelPath, executionProvider: "cuda" }), (e) => code(e) === "MODEL_ERROR");
+test("model-host - a forced cuda or webgpu that cannot start fails with its reason, never a quiet CPU run", { skip: skip || noGpu, timeout: 60_000 }, async () => {
+  const reasons = { cuda: /^execution provider cuda did not start: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library/, webgpu: /^execution provider webgpu did not start: Failed to get a WebGPU adapter/ };
+  for (const [ep, reason] of Object.entries(reasons) as ["cuda" | "webgpu", RegExp][]) {
+    await assert.rejects(createModelHost({ modelPath, executionProvider: ep }), (e) => {
+      assert.equal(code(e), "MODEL_ERROR");
+      assert.match((e as Error).message, reason);
+      const attempts = ((e as GraphError).details as { attempts: { provider: string }[] }).attempts;
+      assert.deepEqual(attempts.map((a) => a.provider), [ep], "no other provider was tried");
+      return true;
+    });
+  }
 });
 
 test("model-host - a batch of 4 equals 4 single runs", { skip, timeout: 60_000 }, async () => {
@@ -147,6 +164,59 @@ test("model-host - close() lets an accepted run finish and refuses later runs", 
   assert.equal((await running).output.length, 2000);
   await closed;
   await assert.rejects(h.run(randomInput(ROW, 9), 1), (e) => code(e) === "UNAVAILABLE");
+});
+
+test("model-host - runBatch fills a reused slot; the slots are allocated once, not per batch", { skip, timeout: 60_000 }, async () => {
+  assert.ok(host);
+  const inputs = [0, 1, 2].map((i) => randomInput(ROW, 20 + i));
+  const expected = (await host.run(Float32Array.from([...inputs[0]!, ...inputs[1]!, ...inputs[2]!]), 3)).output;
+  host.reserveSlots(4, 1);
+  const slots = host.slotCount();
+  let seen: Float32Array | undefined;
+  for (let k = 0; k < 3; k++) {
+    const r = await host.runBatch(3, (x) => {
+      assert.equal(x.length, 3 * ROW, "the view covers exactly the batch's rows");
+      assert.ok(x.buffer instanceof SharedArrayBuffer, "a slot shared with the worker");
+      if (seen) assert.equal(x.buffer, seen.buffer, "the same slot again");
+      seen = x;
+      inputs.forEach((row, i) => x.set(row, i * ROW));
+    });
+    assert.ok(maxAbsDiff(r.output, expected) < 1e-5);
+  }
+  await host.runBatch(1, (x) => x.set(inputs[0]!));
+  assert.equal(host.slotCount(), slots, "no slot allocated for later batches");
+  // A batch bigger than every slot gets a bigger one, once.
+  await host.runBatch(6, (x) => x.fill(0));
+  await host.runBatch(6, (x) => x.fill(0));
+  assert.equal(host.slotCount(), slots + 1);
+});
+
+test("model-host - with two slots, batch n+1 is filled and queued while batch n computes", { skip, timeout: 60_000 }, async () => {
+  const h = await createModelHost({ modelPath, executionProvider: "cpu" });
+  try {
+    h.reserveSlots(16, 2);
+    const events: string[] = [];
+    const first = h.runBatch(16, (x) => { events.push("fill 1"); x.set(randomInput(16 * ROW, 30)); }).then((r) => { events.push("done 1"); return r; });
+    const second = h.runBatch(2, (x) => { events.push("fill 2"); x.set(randomInput(2 * ROW, 31)); }).then((r) => { events.push("done 2"); return r; });
+    assert.deepEqual(events, ["fill 1", "fill 2"], "both batches are filled before either has computed");
+    const [a, b] = await Promise.all([first, second]);
+    assert.deepEqual(events, ["fill 1", "fill 2", "done 1", "done 2"], "and they run in order");
+    assert.equal(a.output.length, 16_000);
+    assert.equal(b.output.length, 2000);
+    assert.equal(h.slotCount(), 2);
+  } finally {
+    await h.close();
+  }
+});
+
+test("model-host - a fill that throws fails only its own batch and gives the slot back", { skip }, async () => {
+  assert.ok(host);
+  const slots = host.slotCount();
+  await assert.rejects(host.runBatch(1, () => { throw new Error("bad row"); }), /bad row/);
+  const ok = await host.runBatch(1, (x) => x.set(randomInput(ROW, 40)));
+  assert.equal(ok.output.length, 1000);
+  assert.equal(host.slotCount(), slots);
+  await assert.rejects(host.runBatch(0, () => {}), (e) => code(e) === "BAD_REQUEST");
 });
 
 test("model-host - a model that cannot be loaded is a MODEL_ERROR at creation", { skip }, async () => {

@@ -1,7 +1,8 @@
 /**
  * Fidelity of the preprocess node against the reference Python pipeline (test/fixtures/golden, made
  * with Pillow 9.4 + numpy + torch on data/images):
- * - exact mode: the float32 CHW tensor is bit-identical (sha256) for every image;
+ * - exact mode: the float32 CHW tensor is bit-identical (sha256) for every image, both as preprocess makes it
+ *   (`toTensor`) and as infer makes it from the uint8 pixels preprocess sends (`toPixels` -> infer's batch row);
  * - with the ResNet18 model run on onnxruntime (CPU): both modes give the same top-5 classes in the
  *   same order, scores within 0.01.
  */
@@ -14,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { createPreprocessor, type Preprocessor } from "../../services/preprocess/src/pipeline.ts";
 import { softmax, topK } from "../../services/preprocess/src/postprocess.ts";
+import { writeBatchRow } from "../../services/infer/src/batch-input.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const goldenDir = path.join(repoRoot, "test/fixtures/golden");
@@ -60,6 +62,24 @@ describe("preprocess fidelity (exact)", () => {
       const t = await pre.toTensor(bytes);
       assert.equal(t.length, 3 * 224 * 224);
       if (sha256(t) !== tensorsGolden[name]!.sha256) mismatches.push(name);
+    }
+    assert.deepEqual(mismatches, []);
+  });
+
+  test("preprocess fidelity - exact uint8 pixels, normalised by infer into a batch row, are the reference float32 bytes", async () => {
+    const row = 3 * 224 * 224;
+    // A shared batch slot of 3 rows, written at row 1 as infer writes a request that is second in its batch.
+    const batch = new Float32Array(new SharedArrayBuffer(3 * row * 4));
+    const mismatches: string[] = [];
+    for (const [name, bytes] of images) {
+      const pixels = await pre.toPixels(bytes);
+      assert.equal(pixels.length, row);
+      assert.ok(pixels instanceof Uint8Array);
+      // As it arrives from NATS: a view at an odd byteOffset of a larger buffer.
+      const wire = Buffer.alloc(row + 3);
+      wire.set(pixels, 3);
+      writeBatchRow(batch, 1, row, wire.subarray(3), "uint8");
+      if (sha256(batch.subarray(row, 2 * row)) !== tensorsGolden[name]!.sha256) mismatches.push(name);
     }
     assert.deepEqual(mismatches, []);
   });

@@ -8,9 +8,12 @@ import onnxProto from "onnx-proto";
 import { createModelHost, type ModelHost } from "../../services/infer/src/model-host.ts";
 import {
   ensureGeneratedModel,
+  GeneratedModel,
   generateResnet18Onnx,
+  generateTrivialOnnx,
   GENERATED_MODEL_NODE_COUNT,
   GENERATED_MODEL_PARAMETER_COUNT,
+  TRIVIAL_MODEL_NODE_COUNT,
 } from "../../services/infer/src/model-gen.ts";
 import { randomInput } from "../helpers/random.ts";
 
@@ -121,6 +124,35 @@ test("model-gen - the generated model runs in onnxruntime at batch 1 and 3, batc
     assert.ok(maxDiff < 1e-4, `batch rows differ from single runs by ${maxDiff}`);
     // different inputs give different logits: the weights are not degenerate
     assert.ok(singles[0]!.some((v, k) => Math.abs(v - singles[1]![k]!) > 1e-3));
+  } finally {
+    await host?.close();
+  }
+});
+
+test("model-gen - the trivial model has ResNet18's interface, almost no compute, and is cached under its own name", { timeout: 60_000 }, async () => {
+  const bytes = generateTrivialOnnx(0);
+  assert.equal(sha256(generateTrivialOnnx(0)), sha256(bytes), "deterministic");
+  assert.ok(bytes.length < 64 * 1024, `${bytes.length} bytes`);
+  const graph = onnx.ModelProto.decode(bytes).graph!;
+  assert.deepEqual((graph.node ?? []).map((n) => n.opType), ["ReduceMean", "MatMul", "Add"]);
+  assert.equal(graph.node!.length, TRIVIAL_MODEL_NODE_COUNT);
+
+  const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));
+  tmpDirs.push(dir);
+  const file = await ensureGeneratedModel(dir, 0, GeneratedModel.trivial);
+  assert.equal(path.basename(file), "trivial-generated-seed0.onnx");
+  assert.equal(sha256(await readFile(file)), sha256(bytes));
+
+  let host: ModelHost | undefined;
+  try {
+    host = await createModelHost({ modelPath: file, executionProvider: "cpu" });
+    assert.deepEqual(host.inputShape, [3, 224, 224]);
+    assert.equal(host.outputSize, 1000);
+    const row = 3 * 224 * 224;
+    const { output } = await host.run(Float32Array.from([...randomInput(row, 1), ...randomInput(row, 2)]), 2);
+    assert.equal(output.length, 2000);
+    assert.ok(output.every(Number.isFinite));
+    assert.ok(output.subarray(0, 1000).some((v, k) => v !== output[1000 + k]), "different images give different logits");
   } finally {
     await host?.close();
   }
