@@ -383,3 +383,29 @@ export async function loadGraph(file: string = process.env.SG_GRAPH_FILE || DEFA
   if (mod.default === undefined) throw new GraphConfigError([{ path: "", message: `${abs} has no default export (export default defineGraph({...}))` }]);
   return resolveGraph(mod.default, abs);
 }
+
+/**
+ * The graph with some node parameters replaced for one run (`servegraph up --param node.KEY=VALUE`): `NODE.KEY=VALUE`
+ * strings, checked for shape and node here; the values are then checked like the file's by the node's schema.
+ */
+export function withParameterOverrides(graph: ResolvedGraph, overrides: readonly string[]): ResolvedGraph {
+  if (overrides.length === 0) return graph;
+  const issues: { path: string; message: string }[] = [];
+  const nodes: Record<string, ResolvedNode> = { ...graph.nodes };
+  for (const o of overrides) {
+    const m = /^([A-Za-z0-9_-]+)\.([A-Z_][A-Z0-9_]*)=(.*)$/s.exec(o);
+    if (!m) {
+      issues.push({ path: `--param ${o}`, message: "expected node.KEY=VALUE (KEY an env var name)" });
+      continue;
+    }
+    const [, node, key, value] = m as unknown as [string, string, string, string];
+    const n = nodes[node];
+    if (!n) {
+      issues.push({ path: `--param ${o}`, message: `unknown node "${node}"; known: ${Object.keys(graph.nodes).join(", ")}` });
+      continue;
+    }
+    nodes[node] = { ...n, parameters: { ...n.parameters, [key]: value } };
+  }
+  if (issues.length) throw new GraphConfigError(issues);
+  return deepFreeze({ ...graph, nodes });
+}

@@ -1,5 +1,6 @@
 /**
- * servegraph up [graph...] [--keep-going]: the embedded single-machine deployment of a graph.
+ * servegraph up [graph...] [--keep-going] [--param node.KEY=VALUE ...]: the embedded single-machine deployment of a
+ * graph; --param overrides a node parameter for this run (checked like graph.config.ts).
  *
  * Start: check the graph -> a local nats-server (unless --nats / NATS_URL name a broker) with the users and
  * edge-derived permissions of `servegraph manifests` and passwords made for this run, supervised: restarted on the
@@ -20,7 +21,7 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
 import {
-  checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, type ResolvedGraph, type Service,
+  checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, withParameterOverrides, type ResolvedGraph, type Service,
 } from "../../runtime/index.ts";
 import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 import { OPS_USER } from "../manifests/index.ts";
@@ -116,7 +117,7 @@ export async function run(argv: string[]): Promise<number> {
     args: argv,
     options: {
       json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
-      replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" },
+      replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" }, param: { type: "string", multiple: true },
     },
     allowPositionals: true,
   });
@@ -124,7 +125,8 @@ export async function run(argv: string[]): Promise<number> {
   let graph: ResolvedGraph;
   let graphs: string[];
   try {
-    graph = await loadGraph(values.graph);
+    // --param node.KEY=VALUE overrides a parameter for this run; checked below like the file's values.
+    graph = withParameterOverrides(await loadGraph(values.graph), values.param ?? []);
     graphs = positionals.length ? positionals : [...graph.defaultGraphs];
     // Every node's parameters are checked before anything starts: a typo fails here, not in a replica.
     const issues = await checkParams(graph, nodesOfGraphs(graph, graphs));
