@@ -141,10 +141,13 @@ test("classify - concurrent callers are micro-batched and each gets its own row"
   const batches = afterStats.batches - before.batches;
   const items = afterStats.batched_requests - before.batched_requests;
   assert.equal(items, names.length * 3);
+  assert.equal(afterStats.inputs_by_dtype.uint8 - before.inputs_by_dtype.uint8, items, "preprocess sends uint8 pixels, not float32");
+  assert.equal(afterStats.inputs_by_dtype.float32, before.inputs_by_dtype.float32);
   assert.ok(batches < items, `expected batches larger than 1: ${items} requests in ${batches} forward passes`);
 });
 
-async function inferStats(g: RunningGraph): Promise<{ batches: number; batched_requests: number }> {
+interface InferStats { batches: number; batched_requests: number; inputs_by_dtype: { uint8: number; float32: number } }
+async function inferStats(g: RunningGraph): Promise<InferStats> {
   const msg = await g.nc.request("$SRV.STATS.infer", new Uint8Array(0), { timeout: 2000 });
-  return (msg.json() as { endpoints: { data: { batches: number; batched_requests: number } }[] }).endpoints[0]!.data;
+  return (msg.json() as { endpoints: { data: InferStats }[] }).endpoints[0]!.data;
 }

@@ -77,6 +77,8 @@ function loadLabels(file: string, n: number): string[] {
 
 let batchesRun = 0;
 let itemsRun = 0;
+/** Requests by the dtype they arrived in (preprocess sends uint8; float32 is for direct callers). */
+const inputsByDtype: Record<TensorDtype, number> = { uint8: 0, float32: 0 };
 const recentSizes: number[] = [];
 
 let statsExtra: () => Record<string, unknown> = () => ({});
@@ -182,6 +184,7 @@ await runNode(async (ctx) => {
   depthTimer.unref();
 
   ctx.serve(InferRun, async ({ data, dtype }, req) => {
+    inputsByDtype[dtype]++;
     const r = await batcher.enqueue(
       { input: data, dtype, enqueuedAt: Date.now(), spanContext: req.span.spanContext() },
       // The deadline alone: the batcher watches it with one timer for the whole queue. (`req.signal` aborts only
@@ -211,7 +214,7 @@ await runNode(async (ctx) => {
   });
   statsExtra = () => ({
     execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
-    batches: batchesRun, batched_requests: itemsRun, queue_depth: batcher.queueDepth(),
+    batches: batchesRun, batched_requests: itemsRun, queue_depth: batcher.queueDepth(), inputs_by_dtype: { ...inputsByDtype },
     max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches, batch_slots: host.slotCount(),
     avg_batch_size: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length : 0,
     batch_fill: recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length / b.maxBatchSize : 0,
