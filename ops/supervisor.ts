@@ -111,7 +111,8 @@ function meaningful(line: string): boolean {
 
 /** A log line may carry a stack, JSON-escaped in one value (runtime/log.ts): keep its message, drop the frames. */
 function withoutFrames(line: string): string {
-  return line.replace(/\\n\s*at (?:[^"\\]|\\.)*/g, "");
+  // Stack frames, and our own log prefix ("<time> ERROR <replica> "): the node is named by the caller.
+  return line.replace(/\\n\s*at (?:[^"\\]|\\.)*/g, "").replace(/^\d{4}-\d\d-\d\dT[\d:.]+Z\s+(?:ERROR|WARN|INFO|DEBUG)\s+\S+\s+/, "");
 }
 
 function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {
@@ -192,7 +193,9 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     if (uptimeMs >= healthyMs) rep.backoffStep = 0;
     if (rep.earlyExits >= maxEarlyExits) {
       list.splice(list.indexOf(rep), 1);
-      log(`replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
+      log(code === EXIT_CONFIG
+        ? `replica ${rep.id} cannot start with this configuration (exit ${EXIT_CONFIG}): not restarting it`
+        : `replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
       if (failures.has(node.name)) return; // reported once per node
       const err = new NodeStartError(node.name, lastLine.get(node.name) ?? `its replica exited (${how})`);
       failures.set(node.name, err);

@@ -193,7 +193,7 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     await setup(ctx);
   } catch (err) {
     const config = err instanceof NodeConfigError;
-    log.error(config ? `cannot start: ${err.message}` : "start-up failed", { error: config ? undefined : err instanceof Error ? err.stack ?? err.message : String(err) });
+    log.error(config ? err.message : "start-up failed", { error: config ? undefined : err instanceof Error ? err.stack ?? err.message : String(err) });
     await nc.close().catch(() => {});
     process.exit(config ? EXIT_CONFIG : 1);
   }

@@ -55,6 +55,20 @@ test("cli - a node that cannot start because of its configuration stops up at on
   assert.ok(Date.now() - t0 < 30_000, `up gave up in ${Date.now() - t0} ms`);
 });
 
+test("cli - up --param overrides a parameter for one run: a forced GPU provider that cannot load stops up at once, naming infer", () => {
+  const env = { ...process.env, SG_LOG_LEVEL: "warn", NATS_URL: "", SG_STATE_FILE: join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json") };
+  const bad = spawnSync(process.execPath, ["--import", "tsx", CLI, "up", "classify", "--graph", TEST_GRAPH_FILE, "--param", "infer.EXECUTION_PROVIDER=fpga"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000, env });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /nodes\.infer\.parameters\.EXECUTION_PROVIDER: must be one of auto, cuda, webgpu, cpu \(got "fpga"\)/);
+  const unknown = spawnSync(process.execPath, ["--import", "tsx", CLI, "up", "classify", "--graph", TEST_GRAPH_FILE, "--param", "nope.X=1"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000, env });
+  assert.match(unknown.stderr, /--param nope\.X=1: unknown node "nope"/);
+  const t0 = Date.now();
+  const gpu = spawnSync(process.execPath, ["--import", "tsx", CLI, "up", "classify", "--graph", TEST_GRAPH_FILE, "--param", "infer.EXECUTION_PROVIDER=webgpu"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 90_000, env });
+  assert.equal(gpu.status, 1, gpu.stderr);
+  assert.match(gpu.stderr, /node infer cannot start: execution provider webgpu did not start: \S/);
+  assert.ok(Date.now() - t0 < 45_000, `gave up in ${Date.now() - t0} ms`);
+});
+
 test("cli - up starts its own nats-server and the chain, request reaches it over NATS, Ctrl-C stops everything", async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json");
   const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;
