@@ -7,6 +7,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -104,3 +105,16 @@ for (const ep of ["webgpu", "cuda"] as const) {
     );
   });
 }
+
+test("infer provider probe - tries each provider on its own and says which loads and why not, as one JSON line", { skip: noGpu, timeout: 120_000 }, () => {
+  const probe = path.resolve(REPO_ROOT, "services/infer/src/provider-probe.ts");
+  const r = spawnSync(process.execPath, ["--import", "tsx", probe, JSON.stringify({ providers: ["webgpu", "cuda", "cpu"] })], { cwd: REPO_ROOT, encoding: "utf8", timeout: 90_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { providers: { provider: string; loaded: boolean; reason?: string; ms: number }[] };
+  assert.deepEqual(out.providers.map((p) => [p.provider, p.loaded]), [["webgpu", false], ["cuda", false], ["cpu", true]]);
+  assert.match(out.providers[0]!.reason!, /^Failed to get a WebGPU adapter/);
+  assert.match(out.providers[1]!.reason!, /^OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library/);
+  assert.equal(out.providers[2]!.reason, undefined);
+  const bad = spawnSync(process.execPath, ["--import", "tsx", probe, JSON.stringify({ providers: ["tpu"] })], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000 });
+  assert.equal(bad.status, 2);
+});
