@@ -140,6 +140,10 @@ await runNode(async (ctx) => {
   const runSubject = ctx.subjectOf(ctx.node.name, InferRun.name);
 
 
+  // prom-client children resolved once: a labels() lookup per observation is measurable per request.
+  const batchSizeOf = batchSize.labels(ctx.node.name);
+  const queueWaitOf = queueWait.labels(ctx.node.name);
+  const computeTimeOf = computeTime.labels(ctx.node.name, host.executionProvider);
   const batcher = createBatcher<Item, RowResult>({
     ...b,
     run: async (items) => {
@@ -175,9 +179,9 @@ await runNode(async (ctx) => {
       itemsRun += info.size;
       recentSizes.push(info.size);
       if (recentSizes.length > 512) recentSizes.shift();
-      batchSize.labels(ctx.node.name).observe(info.size);
-      for (const w of info.queueWaitMs) queueWait.labels(ctx.node.name).observe(w);
-      computeTime.labels(ctx.node.name, host.executionProvider).observe(info.computeMs);
+      batchSizeOf.observe(info.size);
+      for (const w of info.queueWaitMs) queueWaitOf.observe(w);
+      computeTimeOf.observe(info.computeMs);
     },
   });
   const depthTimer = setInterval(() => queueDepth.labels(ctx.node.name).set(batcher.queueDepth()), 500);
