@@ -68,6 +68,8 @@ export interface BatchStatus {
   batch_fill: number;
   queue_depth: number;
   execution_provider: string;
+  /** Providers tried before the one in use, and why each did not start (`auto`), per distinct answer. */
+  provider_fallbacks: { provider: string; reason: string }[];
 }
 
 export interface NodeStatus {
@@ -170,6 +172,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
         batch_fill: weighted(batchRows.map((r) => [num(r.data.batch_fill), w(r.data)])) ?? 0,
         queue_depth: batchRows.reduce((a, r) => a + num(r.data.queue_depth), 0),
         execution_provider: [...new Set(batchRows.map((r) => String(r.data.execution_provider ?? "?")))].join(","),
+        provider_fallbacks: fallbacksOf(batchRows.map((r) => r.data.provider_fallbacks)),
       };
     }
     nodes.push({
@@ -194,6 +197,19 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
 export async function collectStatus(nc: NatsConnection, natsUrl: string, expectedNodes: readonly string[] = [], windowMs = 250): Promise<GraphStatus> {
   const [infos, stats] = await Promise.all([gather<InfoReply>(nc, Discovery.info(), windowMs), gather<StatsReply>(nc, Discovery.stats(), windowMs)]);
   return { nats: natsUrl, at: new Date().toISOString(), ...summarize(infos, stats, expectedNodes) };
+}
+
+/** The distinct {provider, reason} pairs the replicas report (they usually all agree). */
+function fallbacksOf(values: unknown[]): { provider: string; reason: string }[] {
+  const out = new Map<string, { provider: string; reason: string }>();
+  for (const v of values) {
+    if (!Array.isArray(v)) continue;
+    for (const f of v as unknown[]) {
+      const { provider, reason } = (f ?? {}) as { provider?: unknown; reason?: unknown };
+      if (typeof provider === "string" && typeof reason === "string") out.set(`${provider}\0${reason}`, { provider, reason });
+    }
+  }
+  return [...out.values()];
 }
 
 const ms = (x: number | null): string => (x === null ? "-" : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -221,6 +237,10 @@ export function formatStatus(s: GraphStatus): string {
   const lines = [head, "", ...table(rows)];
   const http = s.nodes.filter((n) => n.http_url);
   if (http.length) lines.push("", ...http.map((n) => `${n.node} serves HTTP at ${n.http_url} (its request metrics: ${n.metrics_urls[0] ?? "-"})`));
+  for (const n of s.nodes) {
+    if (!n.batch?.provider_fallbacks.length) continue;
+    lines.push("", `${n.node} runs on ${n.batch.execution_provider}; providers tried first:`, ...n.batch.provider_fallbacks.map((f) => `  ${f.provider}: ${f.reason}`));
+  }
   const failing = s.nodes.flatMap((n) => n.endpoints.filter((e) => e.last_error).map((e) => `${n.node}.${e.name}: ${e.last_error}`));
   if (failing.length) lines.push("", "last errors:", ...failing.map((f) => `  ${f}`));
   if (s.control.replicas || s.control.pid) {

@@ -104,7 +104,12 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   assert.equal(infer.replicas, 1);
   assert.ok(infer.batch, "infer reports its batching");
   assert.equal(infer.batch.max_batch_size, g.graph.nodes.infer!.batching!.maxBatchSize);
-  assert.ok(["cpu", "cuda"].includes(infer.batch.execution_provider));
+  assert.ok(["cpu", "cuda", "webgpu"].includes(infer.batch.execution_provider));
+  if (infer.batch.execution_provider === "cpu") {
+    // `auto` on a host without a usable GPU provider: both GPU providers were tried, each with its reason.
+    assert.deepEqual(infer.batch.provider_fallbacks.map((f) => f.provider), ["cuda", "webgpu"]);
+    for (const f of infer.batch.provider_fallbacks) assert.ok(f.reason.length > 10, `${f.provider}: ${f.reason}`);
+  }
   assert.equal(infer.batch.batches, 1);
   assert.equal(infer.batch.avg_batch_size, 1);
   assert.equal(infer.batch.batch_fill, 1 / infer.batch.max_batch_size);
@@ -113,8 +118,14 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   assert.equal(table.code, 0, table.stderr);
   const lines = table.stdout.split("\n");
   assert.match(lines.find((l) => l.startsWith("NODE")) ?? "", /^NODE\s+REPLICAS\s+IN-FLIGHT\s+REQUESTS\s+ERRORS\s+P50 ms\s+P99 ms\s+BATCH FILL\s+METRICS$/);
-  assert.match(lines.find((l) => l.startsWith("infer ")) ?? "", /^infer\s+1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+  assert.match(lines.find((l) => l.startsWith("infer ")) ?? "", /^infer\s+1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda|webgpu)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/);
   assert.match(lines.find((l) => l.startsWith("ghost ")) ?? "", /^ghost\s+0 DOWN/);
+  if (infer.batch.execution_provider === "cpu") {
+    const at = lines.indexOf("infer runs on cpu; providers tried first:");
+    assert.ok(at > 0, table.stdout);
+    assert.match(lines[at + 1] ?? "", /^ {2}cuda: \S/);
+    assert.match(lines[at + 2] ?? "", /^ {2}webgpu: \S/);
+  }
 
   // nothing listening: a clear error, exit 1
   const none = await servegraph(["status"], { NATS_URL: "nats://127.0.0.1:1" });
