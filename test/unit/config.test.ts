@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closure, durationToMs, GraphConfigError, loadGraph, nodesOfGraphs, resolveGraph, subjectFor, subjectOf } from "../../runtime/config.ts";
+import { BATCHING_DEFAULTS, closure, durationToMs, GraphConfigError, loadGraph, nodesOfGraphs, resolveGraph, subjectFor, subjectOf } from "../../runtime/config.ts";
 
 const FILE = "/srv/app/graph.config.ts";
 
@@ -101,7 +101,9 @@ test("config - batching knobs are validated (maxQueueSize >= maxBatchSize)", () 
   assert.ok(issuesOf(g).some((i) => i.path === "nodes.b.batching.maxQueueSize"));
   (g.nodes.b as Record<string, unknown>).batching = {};
   const ok = resolveGraph(g, FILE);
-  assert.deepEqual(ok.nodes.b!.batching, { maxBatchSize: 32, maxQueueDelayMs: 4, maxQueueSize: 256, maxConcurrentBatches: 1 });
+  assert.deepEqual(ok.nodes.b!.batching, BATCHING_DEFAULTS, "unset knobs resolve to the CPU defaults");
+  assert.deepEqual(ok.nodes.b!.batching, { maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 });
+  assert.deepEqual(ok.nodes.b!.batchingDeclared, {}, "and the node knows which knobs the graph left to it");
 });
 
 test("config - secrets need a source and are never parameters", () => {
