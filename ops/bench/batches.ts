@@ -13,8 +13,10 @@ export interface InferReplica {
   metricsUrl?: string | undefined;
   /** The model file it loaded. */
   model?: string | undefined;
-  /** The execution provider its session runs on (cpu or cuda). */
+  /** The execution provider its session runs on (cpu, cuda or webgpu). */
   executionProvider?: string | undefined;
+  /** Its process id (metadata `pid`), to read its CPU time from /proc. */
+  pid?: number | undefined;
 }
 
 export interface LevelBatches {
@@ -35,7 +37,10 @@ export async function discoverInfer(nc: NatsConnection | undefined, graph: Resol
   let maxBatchSize: number | null = node ? (node.batching ?? BATCHING_DEFAULTS).maxBatchSize : null;
   if (!nc) return { replicas: [], maxBatchSize };
   const infos = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.info("infer"), 300);
-  const replicas = infos.map((i) => ({ metricsUrl: i.metadata?.metrics_url, model: i.metadata?.model, executionProvider: i.metadata?.execution_provider }));
+  const replicas = infos.map((i) => {
+    const pid = Number(i.metadata?.pid);
+    return { metricsUrl: i.metadata?.metrics_url, model: i.metadata?.model, executionProvider: i.metadata?.execution_provider, pid: Number.isInteger(pid) && pid > 0 ? pid : undefined };
+  });
   if (node) {
     const info = await nc.request(subjectFor(graph, "infer", "info"), "{}", { timeout: 2000 }).catch(() => undefined);
     const mbs = info ? (info.json() as { max_batch_size?: unknown }).max_batch_size : undefined;
@@ -103,4 +108,19 @@ export async function startBatchCount(nc: NatsConnection | undefined, replicas: 
 export function batchMix(batches: LevelBatches | null, maxBatchSize: number | null): { size: number; count: number }[] {
   const cap = maxBatchSize ?? BATCHING_DEFAULTS.maxBatchSize;
   return (batches?.histogram ?? []).filter((b) => b.count > 0).map((b) => ({ size: Math.min(b.max === Infinity ? cap : b.max, cap), count: b.count }));
+}
+
+/** Two levels' batches together (two passes at one concurrency): counts and histogram buckets added. */
+export function addBatches(a: LevelBatches | null, b: LevelBatches | null): LevelBatches | null {
+  if (!a || !b) return a ?? b;
+  const count = a.count + b.count;
+  const requests = a.requests + b.requests;
+  const histogram = a.histogram.map((x) => ({ ...x }));
+  for (const y of b.histogram) {
+    const x = histogram.find((h) => h.range === y.range);
+    if (x) x.count += y.count;
+    else histogram.push({ ...y });
+  }
+  histogram.sort((x, y) => x.min - y.min);
+  return { count, requests, meanSize: count > 0 ? requests / count : null, histogram };
 }

@@ -3,7 +3,7 @@
  * the bench itself (the load generator), and the rest, i.e. other work on the machine that skews the
  * numbers. Elsewhere every reading is null.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 
 /** Kernel clock ticks per second in /proc (USER_HZ, 100 on every mainstream Linux build). */
@@ -70,6 +70,18 @@ export function descendants(pid: number): number[] {
   };
   visit(pid);
   return out;
+}
+
+/**
+ * Starts a count of the CPU time `pids` use (user + system, every thread, and their waited-for children);
+ * `stop()` gives it in seconds, null where there is no /proc. For a server's own cost per request: its CPU
+ * seconds over the answers it gave.
+ */
+export function startProcessCpu(pids: readonly number[]): { stop(): number | null } {
+  const ids = [...new Set(pids)].filter((p) => p > 0);
+  if (ids.length === 0 || !existsSync(`/proc/${ids[0]}/stat`)) return { stop: () => null };
+  const t0 = ids.reduce((a, p) => a + processTicks(p), 0);
+  return { stop: () => (ids.reduce((a, p) => a + processTicks(p), 0) - t0) / TICKS_PER_S };
 }
 
 /** Starts a measurement over `pids` (the bench's own pid is always included); `stop()` reads it. */

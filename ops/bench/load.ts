@@ -8,15 +8,15 @@
  *
  * Each target gets one unrecorded warm-up level (at the highest concurrency) first, then its levels in the
  * order given; an aborted signal ends the current level early and skips the rest.
- *  - chain:    GET /greeting/<name>
- *  - classify: POST /classify with the raw bytes of each image in turn; around each level infer's counters are
- *              read to give the batch sizes it formed (batches.ts).
+ *  - chain:    GET /greeting/<name> (here)
+ *  - classify: POST /classify with the raw bytes of each image in turn, the graph and the one-process composition
+ *              interleaved, in passes (compare.ts)
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
 import autocannon from "autocannon";
-import { startBatchCount, type InferReplica, type LevelBatches } from "./batches.ts";
+import type { LevelBatches } from "./batches.ts";
+import type { Comparison, OneProcessReport } from "./compare.ts";
 import { startCpuSample, type CpuUse } from "./cpu.ts";
 
 /** What `--target` chooses. */
@@ -90,6 +90,11 @@ export function summarize(latencies: Float64Array): LatencySummary | null {
 }
 
 export function runLevel(o: LoadLevelOptions, signal?: AbortSignal): Promise<LoadLevelResult> {
+  return runLevelWithSamples(o, signal).then((r) => r.result);
+}
+
+/** {@link runLevel}, with the response time of every 2xx answer (ms, in arrival order), to merge passes. */
+export function runLevelWithSamples(o: LoadLevelOptions, signal?: AbortSignal): Promise<{ result: LoadLevelResult; latencies: Float64Array }> {
   let lat = new Float64Array(1 << 16);
   let ok = 0;
   let answered = 0;
@@ -116,16 +121,20 @@ export function runLevel(o: LoadLevelOptions, signal?: AbortSignal): Promise<Loa
       const wallS = (performance.now() - t0) / 1000;
       const statusCodes: Record<string, number> = {};
       for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = v.count ?? 0;
+      const latencies = lat.subarray(0, ok);
       resolve({
-        concurrency: o.connections,
-        durationS: wallS,
-        ok,
-        rps: ok / wallS,
-        latencyMs: summarize(lat.subarray(0, ok)),
-        non2xx: r.non2xx,
-        errors: r.errors,
-        timeouts: r.timeouts,
-        statusCodes,
+        result: {
+          concurrency: o.connections,
+          durationS: wallS,
+          ok,
+          rps: ok / wallS,
+          latencyMs: summarize(latencies),
+          non2xx: r.non2xx,
+          errors: r.errors,
+          timeouts: r.timeouts,
+          statusCodes,
+        },
+        latencies,
       });
     });
     const stop = (): void => inst.stop();
@@ -150,7 +159,15 @@ export interface MeasuredLevel extends LoadLevelResult {
   cpu: CpuUse | null;
 }
 
-export interface ClassifyLevel extends MeasuredLevel {
+/** A level of a system measured in passes (compare.ts): the passes merged. */
+export interface PassedLevel extends MeasuredLevel {
+  /** CPU milliseconds per answer of the processes under test (the graph's, or the one process), the bench excluded. */
+  cpuMsPerImage: number | null;
+  /** The rate of each pass, in order. */
+  passRps: number[];
+}
+
+export interface ClassifyLevel extends PassedLevel {
   batches: LevelBatches | null;
   /** End-to-end images/s over the stage limit for this level's batch mix (set by the stage measurement). */
   fractionOfLimit: number | null;
@@ -168,7 +185,13 @@ export interface ClassifyReport {
   imagesDir: string;
   images: string[];
   maxBatchSize: number | null;
+  /** How the levels ran: passes, seconds per pass, the order. */
+  schedule: string;
   levels: ClassifyLevel[];
+  /** The same parts in one process (one-process/server.ts), measured at the same levels; null when it could not run. */
+  oneProcess: OneProcessReport | null;
+  /** The graph as a fraction of the one-process composition: the headline. */
+  comparison: Comparison | null;
 }
 
 export interface LoadPlan {
@@ -227,25 +250,4 @@ export async function runChain(plan: LoadPlan): Promise<ChainReport> {
       p50Met: p50MsAtC1 === null ? null : p50MsAtC1 < CHAIN_GOALS.maxP50MsAtC1,
     },
   };
-}
-
-export async function runClassify(plan: LoadPlan & {
-  images: ImageSet;
-  /** How the report names the images' folder. */
-  imagesDir: string;
-  maxBatchSize: number | null;
-  nc: NatsConnection | undefined;
-  inferReplicas: readonly InferReplica[];
-}): Promise<ClassifyReport> {
-  const req = { url: plan.ingressUrl, method: "POST" as const, path: "/classify", bodies: plan.images.bodies };
-  await warmUp(plan, req);
-  const levels: ClassifyLevel[] = [];
-  for (const c of plan.concurrency) {
-    if (plan.signal.aborted) break;
-    plan.progress(`classify C=${c} for ${plan.durationS} s`);
-    const batchesSince = await startBatchCount(plan.nc, plan.inferReplicas);
-    const l = await measuredLevel(plan, { ...req, connections: c, durationS: plan.durationS, maxRequests: plan.maxRequests });
-    levels.push({ ...l, batches: await batchesSince(), fractionOfLimit: null, limitImagesPerS: null });
-  }
-  return { route: "POST /classify (raw image body)", imagesDir: plan.imagesDir, images: plan.images.names, maxBatchSize: plan.maxBatchSize, levels };
 }

@@ -1,41 +1,55 @@
 /**
- * servegraph bench: closed-loop HTTP load on the running graph, on this machine's loopback.
+ * servegraph bench: closed-loop load on this machine's loopback, against the running graph or one it starts.
  *
- *   servegraph bench [--target chain|classify|all] [--duration 8] [--concurrency 1,4,16] [--max-requests 100000]
+ *   servegraph bench [--target chain|classify|infer|all] [--duration 8] [--concurrency 1,4,16] [--max-requests 100000]
  *                    [--images data/images] [--url http://127.0.0.1:8080] [--nats url] [--out bench-results]
- *                    [--warmup 2] [--no-stages] [--json] [--graph file]
+ *                    [--warmup 2] [--no-stages] [--param node.KEY=VALUE ...] [--json] [--graph file]
  *
- * Which graph: --url, else the one `servegraph up` started (its state file), else it starts its own
- * (nats-server + the chain and classify graphs, as `servegraph up chain classify` would), benches it and
- * stops it (ops/bench/target.ts). Targets are those the ingress serves (its /readyz lists the nodes behind
- * its routes): chain (GET /greeting/<name>) and classify (POST /classify with the images of --images, with
- * the batch sizes infer formed during each level). Each level runs for --duration seconds or --max-requests
- * answers, whichever comes first, after one unrecorded warm-up of --warmup seconds per target (ops/bench/load.ts).
+ * Targets:
+ *  - chain (GET /greeting/<name>) and classify (POST /classify with the images of --images) go through the
+ *    ingress of a graph: --url, else the one `servegraph up` started (its state file), else one it starts
+ *    (nats-server + the chain and classify graphs, as `servegraph up chain classify` would, with the --param
+ *    overrides) and stops at the end (ops/bench/target.ts). Each level runs for --duration seconds or
+ *    --max-requests answers, whichever comes first, after an unrecorded warm-up of --warmup seconds
+ *    (ops/bench/load.ts).
+ *  - classify measures, beside the graph, the one-process composition (ops/bench/one-process/: the same parts in
+ *    one process, no NATS, no batching) at the same concurrencies, interleaved in two passes, and reports the graph
+ *    as a fraction of it: the headline (ops/bench/compare.ts). Then, with the graph idle, the two compute stages
+ *    alone and the limit they imply, as information (ops/bench/stages.ts; --no-stages skips them).
+ *  - infer: the infer node's own ceiling over NATS, with no ingress or preprocess: the bench starts nats-server and
+ *    one infer replica with MODEL=trivial (and the --param overrides), sends single-image uint8 and float32
+ *    tensors straight to its run subject, and a bare responder beside it gives what the same request-reply costs
+ *    with nothing behind it (ops/bench/infer-target.ts). Concurrency defaults to 1,16,64 for it.
+ *  - all: chain and classify (infer starts a graph of its own: ask for it by name).
  *
- * After the load, with the graph idle, the classify graph's two stages are measured alone, each by its service
- * in a process of its own with every core (preprocess with several images in flight; the model file infer
- * loaded, at the batch sizes seen), and the end-to-end rate is given as a fraction of the limit they imply
- * (ops/bench/stages.ts).
- *
- * Writes <out>/<timestamp>.json, <out>/latest.json and <out>/latest.svg, prints a table (or the JSON
- * with --json) (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed,
- * 2 bad usage.
+ * Writes <out>/<timestamp>.json, <out>/latest.json and <out>/latest.svg, prints a table (or the JSON with --json)
+ * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage.
  */
 import { loadavg } from "node:os";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { loadGraph, telemetryWanted } from "../../runtime/index.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
+import { Discovery } from "../../subjects/names.ts";
 import { discoverInfer, type InferReplica } from "../bench/batches.ts";
+import { runClassify } from "../bench/compare.ts";
 import { busyCores } from "../bench/cpu.ts";
-import { loadImages, runChain, runClassify, Target, type LoadPlan } from "../bench/load.ts";
-import { gitCommit, gpuName, machineInfo } from "../bench/machine.ts";
+import { runInferTarget } from "../bench/infer-target.ts";
+import { loadImages, runChain, Target, type LoadPlan } from "../bench/load.ts";
+import { gitCommit, gpuName, machineInfo, type MachineInfo } from "../bench/machine.ts";
+import { startOneProcess, type OneProcess } from "../bench/one-process/launch.ts";
 import { formatTable, writeResult, type BenchResult } from "../bench/report.ts";
 import { measureStages } from "../bench/stages.ts";
 import { BenchUsageError, openTarget, readyReplicas, servedTargets, type BenchTarget } from "../bench/target.ts";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const BENCH_DIR = join(REPO_ROOT, "ops/bench");
 const LOAD_GENERATOR = "autocannon in the bench process, on the same machine (it uses CPU the graph could have had)";
+const NATS_LOAD_GENERATOR = "NATS requests from the bench process, on the same machine (it uses CPU the node could have had)";
+const INFER_TARGET = "infer";
+const DEFAULT_CONCURRENCY = "1,4,16";
+const DEFAULT_INFER_CONCURRENCY = "1,16,64";
 
 function usage(msg: string): number {
   process.stderr.write(`servegraph bench: ${msg}\n`);
@@ -51,6 +65,46 @@ function parseList(s: string): number[] | undefined {
   return xs.length && xs.every((x) => Number.isInteger(x) && x >= 1 && x <= 4096) ? xs : undefined;
 }
 
+/** The preprocess mode the running replicas report (metadata `preprocess_mode`), if any answers. */
+async function runningPreprocessMode(nc: NatsConnection | undefined): Promise<string | undefined> {
+  if (!nc) return undefined;
+  const infos = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.info("preprocess"), 300);
+  return infos.find((i) => i.metadata?.preprocess_mode)?.metadata?.preprocess_mode;
+}
+
+/** The one-process composition with the parts the graph runs; undefined (and a warning) when it cannot start. */
+async function oneProcessFor(graph: ResolvedGraph, nc: NatsConnection | undefined, inferReplicas: readonly InferReplica[], warnings: string[]): Promise<OneProcess | undefined> {
+  const r = inferReplicas.find((x) => x.model);
+  if (!r?.model) {
+    warnings.push("infer's model file is unknown (no $SRV.INFO metadata over NATS): the one-process composition was not measured");
+    return undefined;
+  }
+  try {
+    progress(`starting the one-process composition (${r.model.split("/").pop()} on ${r.executionProvider ?? "cpu"})`);
+    return await startOneProcess({ graph, modelPath: r.model, executionProvider: r.executionProvider, preprocessMode: await runningPreprocessMode(nc) });
+  } catch (err) {
+    warnings.push(`the one-process composition did not start: ${err instanceof Error ? err.message : String(err)}`);
+    return undefined;
+  }
+}
+
+function finish(r: BenchResult, outDir: string, json: boolean): number {
+  // the JSON keeps its fields in this order
+  const result: BenchResult = {
+    version: r.version, startedAt: r.startedAt, finishedAt: r.finishedAt, command: r.command, commit: r.commit, machine: r.machine,
+    graph: r.graph, settings: r.settings, chain: r.chain, classify: r.classify, stages: r.stages, infer: r.infer, warnings: r.warnings,
+  };
+  const { json: text, file } = writeResult(outDir, result);
+  if (json) process.stdout.write(text);
+  else process.stdout.write(formatTable(result) + `wrote ${join(basename(outDir), file)}, latest.json, latest.svg in ${outDir}\n`);
+  return 0;
+}
+
+function busiestWarning(warnings: string[], otherCores: readonly (number | undefined)[]): void {
+  const busiest = Math.max(0, ...otherCores.map((x) => x ?? 0));
+  if (busiest > 0.3) warnings.push(`other processes used up to ${busiest.toFixed(2)} cores during the measurements ("other cpu"): those numbers are low`);
+}
+
 export async function run(argv: string[]): Promise<number> {
   let values;
   try {
@@ -60,13 +114,14 @@ export async function run(argv: string[]): Promise<number> {
         target: { type: "string", default: "all" },
         duration: { type: "string", default: "8" },
         warmup: { type: "string", default: "2" },
-        concurrency: { type: "string", default: "1,4,16" },
+        concurrency: { type: "string" },
         "max-requests": { type: "string", default: "100000" },
         images: { type: "string" },
         url: { type: "string" },
         nats: { type: "string" },
         out: { type: "string" },
         "no-stages": { type: "boolean", default: false },
+        param: { type: "string", multiple: true },
         json: { type: "boolean", default: false },
         graph: { type: "string" },
       },
@@ -76,15 +131,16 @@ export async function run(argv: string[]): Promise<number> {
     return usage(err instanceof Error ? err.message : String(err));
   }
   const target = values.target;
-  if (target !== "all" && target !== Target.CHAIN && target !== Target.CLASSIFY) return usage(`--target must be chain, classify or all, got ${target}`);
+  if (target !== "all" && target !== Target.CHAIN && target !== Target.CLASSIFY && target !== INFER_TARGET) return usage(`--target must be chain, classify, infer or all, got ${target}`);
   const durationS = Number(values.duration);
   const warmupS = Number(values.warmup);
   const maxRequests = Number(values["max-requests"]);
-  const concurrency = parseList(values.concurrency);
+  const concurrency = parseList(values.concurrency ?? (target === INFER_TARGET ? DEFAULT_INFER_CONCURRENCY : DEFAULT_CONCURRENCY));
   if (!(durationS > 0 && durationS <= 600)) return usage("--duration must be a number of seconds in (0, 600]");
   if (!(warmupS >= 0 && warmupS <= 60)) return usage("--warmup must be a number of seconds in [0, 60]");
   if (!Number.isInteger(maxRequests) || maxRequests < 1) return usage("--max-requests must be a positive integer");
   if (!concurrency) return usage("--concurrency must be a comma-separated list of integers in 1..4096");
+  const params = values.param ?? [];
   const imagesDir = values.images ? resolve(values.images) : join(REPO_ROOT, "data/images");
   const outDir = values.out ? (isAbsolute(values.out) ? values.out : resolve(values.out)) : join(REPO_ROOT, "bench-results");
 
@@ -95,20 +151,58 @@ export async function run(argv: string[]): Promise<number> {
   if (machine.busyCoresBefore !== null && machine.busyCoresBefore > 0.3) {
     warnings.push(`other processes used ${machine.busyCoresBefore.toFixed(2)} of ${machine.logicalCores} cores just before the run: the numbers are lower than this machine can do`);
   }
-  const graph = await loadGraph(values.graph);
+  let graph: ResolvedGraph;
+  try {
+    graph = withParameterOverrides(await loadGraph(values.graph), params);
+  } catch (err) {
+    if (err instanceof GraphConfigError) return usage(err.message);
+    throw err;
+  }
   const aborter = new AbortController();
   const onSigint = (): void => {
     progress("interrupted: stopping");
     aborter.abort();
   };
   process.once("SIGINT", onSigint);
+  const base = (m: MachineInfo): Pick<BenchResult, "version" | "startedAt" | "command" | "commit" | "machine" | "settings"> => ({
+    version: 2, startedAt, command: ["servegraph bench", ...argv].join(" "), commit: gitCommit(REPO_ROOT), machine: m,
+    settings: { durationS, warmupS, maxRequests, concurrency },
+  });
+
+  if (target === INFER_TARGET) {
+    try {
+      const r = await runInferTarget({
+        graph: await loadGraph(values.graph), params, scriptsDir: BENCH_DIR, concurrency, durationS, warmupS, maxRequests,
+        signal: aborter.signal, warnings, progress,
+      });
+      if (r.report.levels.length === 0) throw new Error("nothing was measured");
+      busiestWarning(warnings, r.report.levels.map((l) => l.cpu?.otherCores));
+      machine.loadAvg1m.end = loadavg()[0]!;
+      if (r.report.executionProvider === "cuda") {
+        const g = gpuName();
+        if (g) machine.gpu = g;
+      }
+      return finish({
+        ...base(machine), finishedAt: new Date().toISOString(),
+        graph: { source: "started", ingressUrl: null, replicas: r.replicas, tracing: r.tracing, loadGenerator: NATS_LOAD_GENERATOR },
+        chain: null, classify: null, stages: null, infer: r.report, warnings,
+      }, outDir, values.json);
+    } catch (err) {
+      if (err instanceof GraphConfigError) return usage(err.message);
+      throw err;
+    } finally {
+      process.removeListener("SIGINT", onSigint);
+    }
+  }
 
   let t: BenchTarget | undefined;
+  let one: OneProcess | undefined;
   try {
     t = await openTarget({
       url: values.url, nats: values.nats, graph, warnings, progress,
       graphs: target === "all" ? [Target.CHAIN, Target.CLASSIFY] : [target],
     });
+    if (params.length && t.source !== "started") warnings.push(`--param ${params.join(" ")} applies to a graph bench starts; the ${t.source} graph runs with its own parameters`);
     const { ingressUrl, nc } = t;
     const replicas = await readyReplicas(ingressUrl);
     const served = servedTargets(replicas);
@@ -132,7 +226,13 @@ export async function run(argv: string[]): Promise<number> {
         warnings.push(`no images in ${imagesDir}: classify not measured`);
       } else {
         const shownDir = imagesDir.startsWith(REPO_ROOT) ? imagesDir.slice(REPO_ROOT.length + 1) : imagesDir;
-        classify = await runClassify({ ...plan, images, imagesDir: shownDir, maxBatchSize, nc, inferReplicas });
+        one = await oneProcessFor(graph, nc, inferReplicas, warnings);
+        try {
+          classify = await runClassify({ ...plan, images, imagesDir: shownDir, maxBatchSize, nc, inferReplicas, oneProcess: one });
+        } finally {
+          await one?.stop(); // before the stages: they want every core
+          one = undefined;
+        }
         if (classify.levels.length && !aborter.signal.aborted) {
           stages = await measureStages({
             graph, nc, inferReplicas, maxBatchSize, levels: classify.levels, images: images.files, durationS, maxImages: maxRequests,
@@ -143,29 +243,26 @@ export async function run(argv: string[]): Promise<number> {
     }
 
     if (!chain && !classify) throw new Error("nothing was measured");
-    const busiest = Math.max(0, ...[...(chain?.levels ?? []), ...(classify?.levels ?? [])].map((l) => l.cpu?.otherCores ?? 0), stages?.cpu?.otherCores ?? 0);
-    if (busiest > 0.3) warnings.push(`other processes used up to ${busiest.toFixed(2)} cores during the measurements ("other cpu"): those numbers are low`);
+    busiestWarning(warnings, [
+      ...[...(chain?.levels ?? []), ...(classify?.levels ?? []), ...(classify?.oneProcess?.levels ?? [])].map((l) => l.cpu?.otherCores),
+      stages?.cpu?.otherCores,
+    ]);
     machine.loadAvg1m.end = loadavg()[0]!;
     if (inferReplicas.some((r) => r.executionProvider === "cuda")) {
       const g = gpuName();
       if (g) machine.gpu = g;
     }
-    const result: BenchResult = {
-      version: 1, startedAt, finishedAt: new Date().toISOString(),
-      command: ["servegraph bench", ...argv].join(" "), commit: gitCommit(REPO_ROOT), machine,
+    return finish({
+      ...base(machine), finishedAt: new Date().toISOString(),
       graph: { source: t.source, ingressUrl, replicas, tracing: t.source === "started" ? telemetryWanted() : null, loadGenerator: LOAD_GENERATOR },
-      settings: { durationS, warmupS, maxRequests, concurrency },
-      chain, classify, stages, warnings,
-    };
-    const { json, file } = writeResult(outDir, result);
-    if (values.json) process.stdout.write(json);
-    else process.stdout.write(formatTable(result) + `wrote ${join(basename(outDir), file)}, latest.json, latest.svg in ${outDir}\n`);
-    return 0;
+      chain, classify, stages, infer: null, warnings,
+    }, outDir, values.json);
   } catch (err) {
     if (err instanceof BenchUsageError) return usage(err.message);
     throw err;
   } finally {
     process.removeListener("SIGINT", onSigint);
+    await one?.stop();
     await t?.close();
   }
 }
