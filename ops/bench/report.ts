@@ -82,8 +82,10 @@ export function comparisonLines(c: Comparison): string[] {
 
 /** Infer's levels beside the bare responder's, one row per dtype and concurrency, then the targets. */
 export function inferLines(r: InferReport): string[] {
+  // a space before each value, however wide it is
+  const col = (v: string, w: number): string => ` ${v}`.padStart(w);
   const side = (l: InferLevel | undefined, cpu: number): string =>
-    `${f1(l?.rps).padStart(9)}${f2(l?.latencyMs?.p50).padStart(8)}${f2(l?.latencyMs?.p99).padStart(8)}${f2(l?.serverCpuMsPerRequest).padStart(cpu)}`;
+    `${col(f1(l?.rps), 9)}${col(f2(l?.latencyMs?.p50), 8)}${col(f2(l?.latencyMs?.p99), 8)}${col(f2(l?.serverCpuMsPerRequest), cpu)}`;
   const out = [
     `${"dtype".padEnd(8)}${"conc".padStart(5)} |${"infer/s".padStart(9)}${"p50 ms".padStart(8)}${"p99 ms".padStart(8)}${"cpu ms/img".padStart(11)}${"mean batch".padStart(11)} |${"bare/s".padStart(9)}${"p50 ms".padStart(8)}${"p99 ms".padStart(8)}${"cpu ms/req".padStart(11)} |${"of bare".padStart(8)}${"bench ms/req".padStart(13)}${"errors".padStart(7)}${"other cpu".padStart(10)}`,
   ];
