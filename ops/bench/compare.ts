@@ -7,7 +7,10 @@
  * system's level is its passes merged (every answer's latency pooled; rate = answers / time), so each gets
  * durationS seconds per concurrency in all, and a burst of other load on the shared machine hits both.
  * Around each graph level infer's batch sizes are read (batches.ts); around every level, the CPU time of the
- * processes under test (the graph's, or the one process; the load generator excluded).
+ * processes under test (the graph's, or the one process; the load generator excluded). After each level (and
+ * warm-up) the bench waits as long as that level's slowest answer took (at most SETTLE_MAX_MS): the requests
+ * autocannon abandoned when the level ended are still being worked on, and would otherwise run into the next
+ * level, on the same cores, whichever system it measures.
  *
  * The headline is the graph as a fraction of the one-process composition: throughput at each concurrency, and
  * the p50 difference at C=1. Targets: >= 0.9x at C=16, p50 at C=1 within 3 ms.
@@ -19,6 +22,7 @@ import { runLevel, runLevelWithSamples, summarize, type ClassifyLevel, type Clas
 import type { OneProcess } from "./one-process/launch.ts";
 
 export const PASSES = 2;
+const SETTLE_MAX_MS = 10_000;
 export const ONE_PROCESS_GOALS = { minFractionAtC16: 0.9, maxP50DiffMsAtC1: 3 } as const;
 
 export interface OneProcessReport {
@@ -148,17 +152,21 @@ export async function runClassify(plan: ClassifyPlan): Promise<ClassifyReport> {
   const graphPids = await plan.graphPids();
   const allPids = one ? [...graphPids, one.pid] : graphPids;
 
+  /** Lets the requests a level abandoned finish (see the top of this file). */
+  const settle = (r: LoadLevelResult): Promise<void> => new Promise((res) => setTimeout(res, plan.signal.aborted ? 0 : Math.min(SETTLE_MAX_MS, (r.latencyMs?.max ?? 0) + 100)));
   const level = async (o: LoadLevelOptions, sutPids: number[]): Promise<PassSample> => {
     const cpu = startCpuSample(allPids);
     const sut = startProcessCpu(sutPids);
     const { result, latencies } = await runLevelWithSamples(o, plan.signal);
-    return { result, latencies, cpu: cpu.stop(), sutCpuS: sut.stop() };
+    const sample = { result, latencies, cpu: cpu.stop(), sutCpuS: sut.stop() };
+    await settle(result);
+    return sample;
   };
 
   if (plan.warmupS > 0) {
     plan.progress(`classify warm-up: graph${one ? " and one-process" : ""} at C=${maxC} for ${plan.warmupS} s each`);
-    await runLevel({ ...graphReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal);
-    if (oneReq) await runLevel({ ...oneReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal);
+    await settle(await runLevel({ ...graphReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal));
+    if (oneReq) await settle(await runLevel({ ...oneReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal));
   }
   const graphPasses = new Map<number, PassSample[]>();
   const onePasses = new Map<number, PassSample[]>();
