@@ -3,7 +3,8 @@
  */
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, LIVENESS_MS, toGraphError, type Client, type RequestOptions } from "./client.ts";
-export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, closure, defineGraph, loadGraph, nodesOfGraphs, readSecret, resolveGraph, subjectFor, subjectOf, withParameterOverrides, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { EXIT_CONFIG, NodeConfigError, runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";

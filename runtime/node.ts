@@ -11,7 +11,8 @@
  */
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { loadGraph, readSecret, subjectFor, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+import { loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+import { readSecret, subjectFor } from "./graph-queries.ts";
 import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { enableDefaultMetrics, metrics, startMetricsServer } from "./metrics.ts";

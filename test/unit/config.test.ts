@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BATCHING_DEFAULTS, closure, durationToMs, GraphConfigError, loadGraph, nodesOfGraphs, resolveGraph, subjectFor, subjectOf } from "../../runtime/config.ts";
+import { BATCHING_DEFAULTS, durationToMs, GraphConfigError, loadGraph, resolveGraph, subjectOf } from "../../runtime/config.ts";
+import { closure, nodesOfGraphs, subjectFor } from "../../runtime/graph-queries.ts";
 
 const FILE = "/srv/app/graph.config.ts";
 

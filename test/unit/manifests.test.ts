@@ -5,7 +5,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { loadGraph, nodesOfGraphs, resolveGraph, GraphConfigError } from "../../runtime/config.ts";
+import { loadGraph, resolveGraph, GraphConfigError } from "../../runtime/config.ts";
+import { nodesOfGraphs } from "../../runtime/graph-queries.ts";
 import { findNatsServer } from "../../ops/nats-server.ts";
 import { main } from "../../ops/cli.ts";
 import { parseAllDocuments } from "yaml";
