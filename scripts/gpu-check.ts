@@ -118,11 +118,14 @@ async function main(): Promise<number> {
 
     const info = JSON.parse(cli(["request", "$SRV.INFO.infer", ""])) as { metadata: { pid: string; execution_provider: string } };
     const inferPid = Number(info.metadata.pid);
+    const served = (): number => (JSON.parse(cli(["request", "$SRV.STATS.infer", ""])) as { endpoints: { data?: { batched_requests?: number } }[] })
+      .endpoints.reduce((a, e) => Math.max(a, e.data?.batched_requests ?? 0), 0);
+    const served0 = served();
     const cpu0 = cpuSeconds(inferPid);
-    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", "--concurrency", "1,16,64,128", "--duration", "6", "--warmup", "2", "--json", "--out", work])) as BenchJson;
+    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", "--concurrency", "1,16,64,128", "--duration", "4", "--warmup", "2", "--json", "--out", work])) as BenchJson;
     const cpuUsed = cpuSeconds(inferPid) - cpu0;
+    const images = served() - served0;
     const levels = bench.classify?.levels ?? [];
-    const images = levels.reduce((a, l) => a + l.rps * (l.durationS ?? 6), 0);
     const best = levels.reduce<BenchLevel | undefined>((a, l) => (!a || l.rps > a.rps ? l : a), undefined);
     const model1 = bench.stages?.model?.batches ?? [];
     const pre = bench.stages?.preprocess?.imagesPerS ?? null;
@@ -140,7 +143,7 @@ async function main(): Promise<number> {
   }
 }
 
-interface BenchLevel { concurrency: number; rps: number; durationS?: number; latencyMs: { p50: number } }
+interface BenchLevel { concurrency: number; rps: number; latencyMs: { p50: number } }
 interface BenchJson {
   classify?: { levels: BenchLevel[] };
   stages?: { preprocess?: { imagesPerS: number } | null; model?: { batches: { batchSize: number; imagesPerS: number }[] } | null };
