@@ -151,9 +151,11 @@ export async function run(argv: string[]): Promise<number> {
   if (machine.busyCoresBefore !== null && machine.busyCoresBefore > 0.3) {
     warnings.push(`other processes used ${machine.busyCoresBefore.toFixed(2)} of ${machine.logicalCores} cores just before the run: the numbers are lower than this machine can do`);
   }
+  let fileGraph: ResolvedGraph;
   let graph: ResolvedGraph;
   try {
-    graph = withParameterOverrides(await loadGraph(values.graph), params);
+    fileGraph = await loadGraph(values.graph);
+    graph = withParameterOverrides(fileGraph, params);
   } catch (err) {
     if (err instanceof GraphConfigError) return usage(err.message);
     throw err;
@@ -172,7 +174,7 @@ export async function run(argv: string[]): Promise<number> {
   if (target === INFER_TARGET) {
     try {
       const r = await runInferTarget({
-        graph: await loadGraph(values.graph), params, scriptsDir: BENCH_DIR, concurrency, durationS, warmupS, maxRequests,
+        graph: fileGraph, params, scriptsDir: BENCH_DIR, concurrency, durationS, warmupS, maxRequests,
         signal: aborter.signal, warnings, progress,
       });
       if (r.report.levels.length === 0) throw new Error("nothing was measured");
