@@ -30,7 +30,7 @@ import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
+import { checkParams, gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { discoverInfer, type InferReplica } from "../bench/batches.ts";
 import { runClassify } from "../bench/compare.ts";
@@ -156,6 +156,9 @@ export async function run(argv: string[]): Promise<number> {
   try {
     fileGraph = await loadGraph(values.graph);
     graph = withParameterOverrides(fileGraph, params);
+    // The nodes --param names are checked by their services' schemas before anything starts (as `up` does).
+    const issues = await checkParams(graph, [...new Set(params.map((p) => p.slice(0, p.indexOf("."))))]);
+    if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
     if (err instanceof GraphConfigError) return usage(err.message);
     throw err;
@@ -165,7 +168,9 @@ export async function run(argv: string[]): Promise<number> {
     progress("interrupted: stopping");
     aborter.abort();
   };
+  // SIGTERM too: without a handler the bench would die at once and leave the processes it started running.
   process.once("SIGINT", onSigint);
+  process.once("SIGTERM", onSigint);
   const base = (m: MachineInfo): Pick<BenchResult, "version" | "startedAt" | "command" | "commit" | "machine" | "settings"> => ({
     version: 2, startedAt, command: ["servegraph bench", ...argv].join(" "), commit: gitCommit(REPO_ROOT), machine: m,
     settings: { durationS, warmupS, maxRequests, concurrency },
@@ -194,6 +199,7 @@ export async function run(argv: string[]): Promise<number> {
       throw err;
     } finally {
       process.removeListener("SIGINT", onSigint);
+      process.removeListener("SIGTERM", onSigint);
     }
   }
 
@@ -264,6 +270,7 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   } finally {
     process.removeListener("SIGINT", onSigint);
+    process.removeListener("SIGTERM", onSigint);
     await one?.stop();
     await t?.close();
   }
