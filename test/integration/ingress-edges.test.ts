@@ -8,76 +8,46 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import type { FastifyInstance } from "fastify";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { buildApp, type IngressTimeouts } from "../../services/ingress/src/app.ts";
 import { checkingIntervalMs } from "../../services/ingress/src/http-server.ts";
-import { createClient } from "../../runtime/client.ts";
-import { createService, type Service } from "../../runtime/service.ts";
-import { connectNats, isConnected } from "../../runtime/nats.ts";
-import { createLogger } from "../../runtime/log.ts";
-import { countReplicas } from "../../runtime/discovery.ts";
-import { GreetRequest } from "../../subjects/schemas.ts";
-import { ErrorCodes, isErrorCode, type ErrorCode } from "../../subjects/errors.ts";
-import { startNats, type LocalNats } from "../helpers/graph.ts";
+import { assertTableError, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
 
 const TIMEOUTS: IngressTimeouts = { headersTimeoutMs: 1000, requestTimeoutMs: 2000, connectionTimeoutMs: 1500, keepAliveTimeoutMs: 1000 };
 /** Node looks for expired requests this often, so a cut comes at most this late; plus scheduling on a busy CI box. */
 const LATE_MS = checkingIntervalMs(TIMEOUTS) + 700;
 const DRIP_MS = 500;
 
-let nats: LocalNats;
-let nc: NatsConnection;
-let proxy: Service;
+let greeter: GreeterBroker;
 let app: FastifyInstance;
 let port: number;
-const log = createLogger("test", "error");
-let delayMs = 0;
 
 async function listeningApp(): Promise<{ app: FastifyInstance; port: number }> {
-  const a = await buildApp({
-    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 5000 }),
+  const a = await buildApp(ingressDeps(greeter, {
+    clientTimeoutMs: 5000,
     routes: {
-      greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 4000 },
+      greeting: greetingRoute(4000),
       classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 },
     },
-    countReplicas: (n) => countReplicas(nc, n, 100),
-    isConnected: () => isConnected(nc),
     maxBodyBytes: 64 * 1024,
-    imageFetchTimeoutMs: 1000,
-    allowPrivateImageUrls: false,
     timeouts: TIMEOUTS,
-    log,
-  });
+  }));
   await a.listen({ host: "127.0.0.1", port: 0 });
   return { app: a, port: (a.server.address() as net.AddressInfo).port };
 }
 
 before(async () => {
-  nats = await startNats();
-  nc = await connectNats({ name: "edges", servers: nats.url });
-  proxy = createService(nc, { name: "greeter-proxy", maxInFlight: 8, defaultTimeoutMs: 5000, log });
-  proxy.addEndpoint("greeting", {
-    subject: "sg.v1.greeter-proxy.greeting",
-    handler: async (req) => {
-      const { name } = req.json(GreetRequest);
-      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
-      return { message: `Hello, ${name}!`, served_by: "inproc" };
-    },
-  });
-  proxy.announce();
+  greeter = await startGreeterBroker("edges", 5000);
   ({ app, port } = await listeningApp());
 });
 
 after(async () => {
   await app?.close();
-  await proxy?.stop({ maxWaitMs: 100 });
-  await nc?.close();
-  await nats?.stop();
+  await greeter?.close();
 });
 
 interface Exchange {
   /** Undefined when the connection closed without a byte of answer. */
-  status: number | undefined;
+  statusCode: number | undefined;
   headers: Record<string, string>;
   body: string;
   /** From the first byte sent to the first byte of the answer (or to the close, when none came). */
@@ -140,31 +110,19 @@ function complete(data: Buffer): boolean {
   return m !== null && data.length >= end + 4 + Number(m[1]);
 }
 
-function parse(data: Buffer): Pick<Exchange, "status" | "headers" | "body"> {
-  if (data.length === 0) return { status: undefined, headers: {}, body: "" };
+function parse(data: Buffer): Pick<Exchange, "statusCode" | "headers" | "body"> {
+  if (data.length === 0) return { statusCode: undefined, headers: {}, body: "" };
   const end = data.indexOf("\r\n\r\n");
   const [statusLine, ...lines] = data.subarray(0, end).toString("latin1").split("\r\n");
   const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
-  return { status: Number(statusLine!.split(" ")[1]), headers, body: data.subarray(end + 4).toString("utf8") };
-}
-
-/** JSON `{code, message}` with `code` from the table, answered with that code's status. */
-function assertTableError(res: Exchange, code: ErrorCode): { code: ErrorCode; message: string; details?: unknown } {
-  assert.ok(res.status !== undefined, `an answer, not a bare close (${code})`);
-  assert.match(res.headers["content-type"] ?? "", /^application\/json/);
-  const body = JSON.parse(res.body) as { code: unknown; message: unknown; details?: unknown };
-  assert.ok(isErrorCode(body.code), `code ${String(body.code)} is in the table`);
-  assert.equal(body.code, code, body.message as string);
-  assert.equal(res.status, ErrorCodes[body.code].status, `HTTP status of ${code}`);
-  assert.equal(typeof body.message, "string");
-  return body as { code: ErrorCode; message: string; details?: unknown };
+  return { statusCode: Number(statusLine!.split(" ")[1]), headers, body: data.subarray(end + 4).toString("utf8") };
 }
 
 const get = (path: string, extra = "") => `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${extra}\r\n`;
 
 test("ingress edges - a well-formed request is answered (the harness itself)", async () => {
   const res = await exchange(get("/greeting/ada"));
-  assert.equal(res.status, 200);
+  assert.equal(res.statusCode, 200);
   assert.deepEqual(JSON.parse(res.body), { message: "Hello, ada!", served_by: "inproc" });
 });
 
@@ -200,13 +158,13 @@ test("ingress edges - a body that stalls gets 408 at the connection (inactivity)
 });
 
 test("ingress edges - a route waiting on the graph longer than the inactivity timeout is not cut", async () => {
-  delayMs = TIMEOUTS.connectionTimeoutMs + 400;
+  greeter.delayMs = TIMEOUTS.connectionTimeoutMs + 400;
   try {
     const res = await exchange(get("/greeting/patient"));
-    assert.equal(res.status, 200);
-    assert.ok(res.elapsedMs >= delayMs - 50);
+    assert.equal(res.statusCode, 200);
+    assert.ok(res.elapsedMs >= greeter.delayMs - 50);
   } finally {
-    delayMs = 0;
+    greeter.delayMs = 0;
   }
 });
 
@@ -265,8 +223,8 @@ test("ingress edges - router errors: bad percent-encoding, over-long parameter, 
 test("ingress edges - HTTP/1.1 without Host is a JSON 400; an unknown Expect is ignored, not a bare 417", async () => {
   const noHost = assertTableError(await exchange("GET /greeting/ada HTTP/1.1\r\n\r\n"), "BAD_REQUEST");
   assert.match(noHost.message, /Host/);
-  assert.equal((await exchange("GET /greeting/ada HTTP/1.0\r\n\r\n")).status, 200, "HTTP/1.0 needs no Host");
-  assert.equal((await exchange(get("/greeting/ada", "Expect: something-else\r\n"))).status, 200);
+  assert.equal((await exchange("GET /greeting/ada HTTP/1.0\r\n\r\n")).statusCode, 200, "HTTP/1.0 needs no Host");
+  assert.equal((await exchange(get("/greeting/ada", "Expect: something-else\r\n"))).statusCode, 200);
 });
 
 test("ingress edges - a request arriving while the ingress shuts down gets 503 UNAVAILABLE JSON", async () => {

@@ -5,58 +5,29 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import type { FastifyInstance } from "fastify";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { buildApp } from "../../services/ingress/src/app.ts";
-import { createClient } from "../../runtime/client.ts";
-import { createService, type Service } from "../../runtime/service.ts";
+import { createService } from "../../runtime/service.ts";
 import { connectNats, isConnected, onConnectionChange } from "../../runtime/nats.ts";
-import { createLogger } from "../../runtime/log.ts";
-import { countReplicas } from "../../runtime/discovery.ts";
-import { GreetRequest } from "../../subjects/schemas.ts";
-import { ErrorCodes, isErrorCode } from "../../subjects/errors.ts";
-import { startNats, type LocalNats } from "../helpers/graph.ts";
+import { startNats } from "../helpers/graph.ts";
+import { assertTableError, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
 
-let nats: LocalNats;
-let nc: NatsConnection;
+let greeter: GreeterBroker;
 let app: FastifyInstance;
-let proxy: Service;
-const log = createLogger("test", "error");
-let delayMs = 0;
 
 before(async () => {
-  nats = await startNats();
-  nc = await connectNats({ name: "inject", servers: nats.url });
-  proxy = createService(nc, { name: "greeter-proxy", maxInFlight: 8, defaultTimeoutMs: 1000, log });
-  proxy.addEndpoint("greeting", {
-    subject: "sg.v1.greeter-proxy.greeting",
-    handler: async (req) => {
-      const { name } = req.json(GreetRequest);
-      if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
-      return { message: `Hello, ${name}!`, served_by: "inproc" };
-    },
-  });
-  proxy.announce();
-  app = await buildApp({
-    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
+  greeter = await startGreeterBroker("inject", 1000);
+  app = await buildApp(ingressDeps(greeter, {
     routes: {
-      greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 300 },
+      greeting: greetingRoute(300),
       process: { subject: "sg.v1.ab-router.process", node: "ab-router", timeoutMs: 300 },
     },
-    countReplicas: (n) => countReplicas(nc, n, 100),
-    isConnected: () => isConnected(nc),
-    maxBodyBytes: 1024,
-    imageFetchTimeoutMs: 1000,
-    allowPrivateImageUrls: false,
-    log,
-  });
+  }));
   await app.ready();
 });
 
 after(async () => {
   await app?.close();
-  await proxy?.stop({ maxWaitMs: 100 });
-  await nc?.close();
-  await nats?.stop();
+  await greeter?.close();
 });
 
 test("ingress - GET /greeting/:name maps to the NATS subject and back", async () => {
@@ -92,16 +63,6 @@ test("ingress - errors are JSON {code, message} with the right status", async ()
   assert.equal(wrongMethod.headers.allow, "GET, HEAD");
 });
 
-/** A JSON `{code, message, details?}` whose code is `code` and whose status is that code's status in the table. */
-function assertTableError(res: { statusCode: number; headers: Record<string, unknown>; json(): unknown }, code: string): void {
-  assert.match(String(res.headers["content-type"]), /^application\/json/);
-  const body = res.json() as { code: unknown; message: unknown };
-  assert.ok(isErrorCode(body.code), `code ${String(body.code)} is in the table`);
-  assert.equal(body.code, code);
-  assert.equal(res.statusCode, ErrorCodes[body.code].status);
-  assert.equal(typeof body.message, "string");
-}
-
 test("ingress - router errors are table codes: bad percent-encoding, over-long parameter, wrong method", async () => {
   assertTableError(await app.inject({ method: "GET", url: "/greeting/%FF" }), "BAD_REQUEST");
   assertTableError(await app.inject({ method: "GET", url: `/greeting/${"a".repeat(3000)}` }), "URI_TOO_LONG");
@@ -114,13 +75,7 @@ test("ingress - router errors are table codes: bad percent-encoding, over-long p
 });
 
 test("ingress - body and Content-Type errors of Fastify are table codes", async () => {
-  const withBody = await buildApp({
-    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
-    routes: { classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 } },
-    countReplicas: (n) => countReplicas(nc, n, 100),
-    isConnected: () => isConnected(nc),
-    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
-  });
+  const withBody = await buildApp(ingressDeps(greeter, { routes: { classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 } } }));
   try {
     const post = (headers: Record<string, string>, payload: string | Buffer) => withBody.inject({ method: "POST", url: "/classify", headers, payload });
     assertTableError(await post({ "content-type": "text/plain" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
@@ -141,13 +96,13 @@ test("ingress - body and Content-Type errors of Fastify are table codes", async 
 });
 
 test("ingress - past the route's deadline the answer is 504", async () => {
-  delayMs = 600;
+  greeter.delayMs = 600;
   try {
     const res = await app.inject({ method: "GET", url: "/greeting/slow" });
     assert.equal(res.statusCode, 504);
     assert.equal(res.json().code, "DEADLINE_EXCEEDED");
   } finally {
-    delayMs = 0;
+    greeter.delayMs = 0;
   }
 });
 
@@ -161,13 +116,7 @@ test("ingress - readyz is 503 UNAVAILABLE while the NATS connection is down, hea
     assert.equal(isConnected(own), connected);
   };
   onConnectionChange(own, (c) => changes.push(c));
-  const probe = await buildApp({
-    client: createClient(own, { caller: "ingress", defaultTimeoutMs: 1000 }),
-    routes: {},
-    countReplicas: (n) => countReplicas(own, n, 100),
-    isConnected: () => isConnected(own),
-    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
-  });
+  const probe = await buildApp(ingressDeps({ nc: own, log: greeter.log }, { routes: {} }));
   try {
     assert.equal((await probe.inject({ method: "GET", url: "/readyz" })).statusCode, 200);
     broker.process.kill("SIGKILL");
@@ -190,7 +139,7 @@ test("ingress - readyz is 503 until every downstream node has a replica, healthz
   const notReady = await app.inject({ method: "GET", url: "/readyz" });
   assertTableError(notReady, "UNAVAILABLE");
   assert.deepEqual(notReady.json().details.replicas, { "greeter-proxy": 1, "ab-router": 0 });
-  const router = createService(nc, { name: "ab-router", maxInFlight: 1, defaultTimeoutMs: 1000, log });
+  const router = createService(greeter.nc, { name: "ab-router", maxInFlight: 1, defaultTimeoutMs: 1000, log: greeter.log });
   router.announce();
   try {
     const ready = await app.inject({ method: "GET", url: "/readyz" });
@@ -221,14 +170,7 @@ test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes a
 });
 
 test("ingress - with requiresAuth, routes need the bearer key; health, metrics and docs stay open", async () => {
-  const secured = await buildApp({
-    client: createClient(nc, { caller: "ingress", defaultTimeoutMs: 1000 }),
-    routes: { greeting: { subject: "sg.v1.greeter-proxy.greeting", node: "greeter-proxy", timeoutMs: 300 } },
-    countReplicas: (n) => countReplicas(nc, n, 100),
-    isConnected: () => isConnected(nc),
-    maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false, log,
-    apiKey: "k3y-for-tests",
-  });
+  const secured = await buildApp(ingressDeps(greeter, { routes: { greeting: greetingRoute(300) }, apiKey: "k3y-for-tests" }));
   try {
     const none = await secured.inject({ method: "GET", url: "/greeting/ada" });
     assert.equal(none.statusCode, 401);
