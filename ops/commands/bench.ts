@@ -26,20 +26,19 @@
  * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage.
  */
 import { loadavg } from "node:os";
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { checkParams, gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
 import { discoverInfer, type InferReplica } from "../bench/batches.ts";
 import { runClassify } from "../bench/compare.ts";
-import { busyCores } from "../bench/cpu.ts";
 import { runInferTarget } from "../bench/infer-target.ts";
 import { loadImages, runChain, Target, type LoadPlan } from "../bench/load.ts";
-import { gitCommit, gpuName, machineInfo, type MachineInfo } from "../bench/machine.ts";
+import { gitCommit, gpuName, type MachineInfo } from "../bench/machine.ts";
 import { startOneProcess, type OneProcess } from "../bench/one-process/launch.ts";
 import { formatTable, writeResult, type BenchResult } from "../bench/report.ts";
+import { machineBeforeRun, parseLoadArgs } from "../bench/shared-cli.ts";
 import { measureStages } from "../bench/stages.ts";
 import { BenchUsageError, openTarget, readyReplicas, servedTargets, type BenchTarget } from "../bench/target.ts";
 
@@ -106,30 +105,17 @@ function busiestWarning(warnings: string[], otherCores: readonly (number | undef
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        target: { type: "string", default: "all" },
-        duration: { type: "string", default: "8" },
-        warmup: { type: "string", default: "2" },
-        concurrency: { type: "string" },
-        "max-requests": { type: "string", default: "100000" },
-        images: { type: "string" },
-        url: { type: "string" },
-        nats: { type: "string" },
-        out: { type: "string" },
-        "no-stages": { type: "boolean", default: false },
-        param: { type: "string", multiple: true },
-        json: { type: "boolean", default: false },
-        graph: { type: "string" },
-      },
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return usage(err instanceof Error ? err.message : String(err));
-  }
+  const args = parseLoadArgs(argv, {
+    target: { type: "string", default: "all" },
+    duration: { type: "string", default: "8" },
+    warmup: { type: "string", default: "2" },
+    concurrency: { type: "string" },
+    "max-requests": { type: "string", default: "100000" },
+    "no-stages": { type: "boolean", default: false },
+    param: { type: "string", multiple: true },
+  }, usage);
+  if (typeof args === "number") return args;
+  const { values, imagesDir, outDir } = args;
   const target = values.target;
   if (target !== "all" && target !== Target.CHAIN && target !== Target.CLASSIFY && target !== INFER_TARGET) return usage(`--target must be chain, classify, infer or all, got ${target}`);
   const durationS = Number(values.duration);
@@ -141,16 +127,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(maxRequests) || maxRequests < 1) return usage("--max-requests must be a positive integer");
   if (!concurrency) return usage("--concurrency must be a comma-separated list of integers in 1..4096");
   const params = values.param ?? [];
-  const imagesDir = values.images ? resolve(values.images) : join(REPO_ROOT, "data/images");
-  const outDir = values.out ? (isAbsolute(values.out) ? values.out : resolve(values.out)) : join(REPO_ROOT, "bench-results");
 
   const startedAt = new Date().toISOString();
-  const machine = machineInfo();
-  machine.busyCoresBefore = await busyCores(1000);
   const warnings: string[] = [];
-  if (machine.busyCoresBefore !== null && machine.busyCoresBefore > 0.3) {
-    warnings.push(`other processes used ${machine.busyCoresBefore.toFixed(2)} of ${machine.logicalCores} cores just before the run: the numbers are lower than this machine can do`);
-  }
+  const machine = await machineBeforeRun(warnings, ": the numbers are lower than this machine can do");
   let fileGraph: ResolvedGraph;
   let graph: ResolvedGraph;
   try {
