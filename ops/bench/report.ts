@@ -12,6 +12,7 @@ import type { ChainReport, ClassifyReport, LoadLevelResult, MeasuredLevel, Passe
 import type { MachineInfo } from "./machine.ts";
 import type { StagesReport } from "./stages.ts";
 import { renderChart, type ChartPanel } from "./svg.ts";
+import { resultJson } from "./shared-cli.ts";
 import type { TargetSource } from "./target.ts";
 
 export interface BenchResult {
@@ -37,9 +38,9 @@ export interface BenchResult {
   warnings: string[];
 }
 
-/** Three decimals are plenty for ms and rates, and keep the file small. Infinity (a last bucket's max) becomes null. */
+/** The result as written (shared-cli.ts's `resultJson`: three decimals; Infinity, a last bucket's max, becomes null). */
 export function toJson(r: BenchResult): string {
-  return JSON.stringify(r, (_k, v: unknown) => (typeof v === "number" && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + "\n";
+  return resultJson(r);
 }
 
 /** Writes the result files into `outDir` (created if needed); returns the JSON and the timestamped file's name. */
