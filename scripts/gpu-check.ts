@@ -122,7 +122,7 @@ async function main(): Promise<number> {
       .endpoints.reduce((a, e) => Math.max(a, e.data?.batched_requests ?? 0), 0);
     const served0 = served();
     const cpu0 = cpuSeconds(inferPid);
-    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", "--concurrency", "1,16,64,128", "--duration", "4", "--warmup", "2", "--json", "--out", work])) as BenchJson;
+    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", "--concurrency", "1,16,64,128", "--duration", "6", "--warmup", "3", "--json", "--out", work])) as BenchJson;
     const cpuUsed = cpuSeconds(inferPid) - cpu0;
     const images = served() - served0;
     const levels = bench.classify?.levels ?? [];
@@ -134,7 +134,7 @@ async function main(): Promise<number> {
     say(`provider        ${info.metadata.execution_provider} (asked: ${gpu.provider})`);
     say(`model alone     ${model1.map((b) => `batch ${b.batchSize}: ${b.imagesPerS.toFixed(0)}/s`).join(", ") || "-"}`);
     say(`preprocess      ${pre === null ? "-" : `${pre.toFixed(0)} images/s`} (${preprocessReplicas} replicas in the graph)`);
-    say(`end to end      ${levels.map((l) => `C=${l.concurrency}: ${l.rps.toFixed(0)}/s p50 ${l.latencyMs.p50.toFixed(1)} ms`).join("; ")}`);
+    say(`end to end      ${levels.map((l) => `C=${l.concurrency}: ${l.rps.toFixed(0)}/s p50 ${l.latencyMs?.p50 == null ? "-" : `${l.latencyMs.p50.toFixed(1)} ms`}`).join("; ")}`);
     say(`infer CPU       ${images > 0 ? ((cpuUsed * 1000) / images).toFixed(2) : "-"} ms per image`);
     say(`limiting stage  ${best && pre !== null && modelBest > 0 ? (pre < modelBest ? "preprocess (CPU)" : "the model (GPU)") : "-"}`);
     return differ.length === 0 ? 0 : 1;
@@ -143,7 +143,7 @@ async function main(): Promise<number> {
   }
 }
 
-interface BenchLevel { concurrency: number; rps: number; latencyMs: { p50: number } }
+interface BenchLevel { concurrency: number; rps: number; latencyMs: { p50: number | null } | null }
 interface BenchJson {
   classify?: { levels: BenchLevel[] };
   stages?: { preprocess?: { imagesPerS: number } | null; model?: { batches: { batchSize: number; imagesPerS: number }[] } | null };
