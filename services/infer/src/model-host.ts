@@ -28,7 +28,9 @@ import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { GraphError } from "../../../subjects/errors.ts";
 import type { HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
-import { formatFallbacks, providerCandidates, type ExecutionProvider, type ExecutionProviderChoice, type ProviderAttempt } from "./providers.ts";
+import {
+  EXECUTION_PROVIDER_CHOICES, formatFallbacks, isExecutionProviderChoice, providerCandidates, type ExecutionProvider, type ExecutionProviderChoice, type ProviderAttempt,
+} from "./providers.ts";
 
 export type { ExecutionProvider, ExecutionProviderChoice, ProviderAttempt };
 
@@ -134,9 +136,8 @@ function ensureXdgRuntimeDir(): void {
 
 function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions, "log" | "onBroken">> {
   if (typeof opts.modelPath !== "string" || opts.modelPath.length === 0) throw new TypeError("modelPath must be a non-empty string");
-  const choices = ["auto", "cuda", "webgpu", "cpu"];
-  if (!choices.includes(opts.executionProvider)) {
-    throw new TypeError(`executionProvider must be one of ${choices.join(", ")}, got ${JSON.stringify(opts.executionProvider)}`);
+  if (!isExecutionProviderChoice(opts.executionProvider)) {
+    throw new TypeError(`executionProvider must be one of ${EXECUTION_PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(opts.executionProvider)}`);
   }
   const intraOpNumThreads = opts.intraOpNumThreads ?? 0;
   if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) throw new RangeError("intraOpNumThreads must be an integer >= 0");
