@@ -54,13 +54,13 @@ export interface IngressDeps {
 
 const OPEN_ROUTES = /^\/(healthz|readyz|metrics)(\?|$)|^\/docs(\/|\?|$)/;
 
-/** Constant-time comparison of a presented bearer token with the key (digests have equal length). */
-function bearerMatches(header: string | undefined, key: string): boolean {
+const sha256 = (s: string): Buffer => createHash("sha256").update(s).digest();
+
+/** Constant-time comparison of a presented bearer token with the key's digest (digests have equal length). */
+function bearerMatches(header: string | undefined, keyDigest: Buffer): boolean {
   const m = /^Bearer\s+(.+)$/i.exec(header ?? "");
   if (!m) return false;
-  const a = createHash("sha256").update(m[1]!.trim()).digest();
-  const b = createHash("sha256").update(key).digest();
-  return timingSafeEqual(a, b);
+  return timingSafeEqual(sha256(m[1]!.trim()), keyDigest);
 }
 
 /** Codes of fetching an `image_url` (fetch-image.ts). */
@@ -145,16 +145,19 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   const apiKey = deps.apiKey;
   if (apiKey) {
+    const keyDigest = sha256(apiKey);
     // onRequest runs before the body is read: an unauthenticated upload is refused without buffering it.
     app.addHook("onRequest", async (req) => {
-      if (OPEN_ROUTES.test(req.url) || bearerMatches(req.headers.authorization, apiKey)) return;
+      if (OPEN_ROUTES.test(req.url) || bearerMatches(req.headers.authorization, keyDigest)) return;
       throw new GraphError("UNAUTHENTICATED", "missing or invalid Authorization: Bearer <key>");
     });
   }
 
   const edges = Object.values(deps.routes).filter((r): r is NonNullable<typeof r> => r !== undefined);
   const edgeNodes = [...new Set(edges.map((e) => e.node))];
-  observeReplicas(async () => Object.fromEntries(await Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const))));
+  /** Replicas of each downstream node (0 when the count fails). */
+  const replicaCounts = () => Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
+  observeReplicas(async () => Object.fromEntries(await replicaCounts()));
 
   /** Error responses of a route in the OpenAPI document: what any request may get, plus `codes`. */
   const errors = (open: boolean, ...codes: (readonly ErrorCode[])[]) =>
@@ -173,7 +176,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
     },
   }, async () => {
     if (!deps.isConnected()) throw new GraphError("UNAVAILABLE", "the ingress is not connected to NATS");
-    const counts = await Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
+    const counts = await replicaCounts();
     const replicas = Object.fromEntries(counts);
     const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
     if (missing.length) throw new GraphError("UNAVAILABLE", `no replica of ${missing.join(", ")}`, { details: { replicas } });
