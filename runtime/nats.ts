@@ -5,12 +5,12 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./log.ts";
 
-const disconnectedSince = new WeakMap<NatsConnection, number>();
+const disconnected = new WeakSet<NatsConnection>();
 const onChange = new WeakMap<NatsConnection, ((connected: boolean) => void)[]>();
 
 /** False from a disconnect until the reconnect (and once closed). Connections not made by connectNats count as connected. */
 export function isConnected(nc: NatsConnection): boolean {
-  return !nc.isClosed() && !disconnectedSince.has(nc);
+  return !nc.isClosed() && !disconnected.has(nc);
 }
 
 /** Calls `fn` on every disconnect (false) and reconnect (true) of a connection made by {@link connectNats}. */
@@ -54,8 +54,8 @@ export async function connectNats(opts: {
     for await (const s of nc.status()) {
       if (s.type === "disconnect" || s.type === "reconnect") {
         const connected = s.type === "reconnect";
-        if (connected) disconnectedSince.delete(nc);
-        else if (!disconnectedSince.has(nc)) disconnectedSince.set(nc, Date.now());
+        if (connected) disconnected.delete(nc);
+        else disconnected.add(nc);
         for (const fn of onChange.get(nc) ?? []) {
           try { fn(connected); } catch { /* a listener's failure is its own */ }
         }
