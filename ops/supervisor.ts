@@ -21,6 +21,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { EXIT_CONFIG, countReplicas, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
+import { Discovery } from "../subjects/names.ts";
 
 export interface Replica {
   readonly id: string;
@@ -336,4 +337,14 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     throw err;
   }
   return sup;
+}
+
+/** Where the running graph's HTTP node listens: the first `http_url` its replicas advertise in $SRV.INFO metadata. */
+export async function ingressUrlOf(nc: NatsConnection, graph: ResolvedGraph, sup: Supervisor, timeoutMs = 3000): Promise<string | undefined> {
+  for (const name of sup.nodes.filter((n) => graph.nodes[n]!.http)) {
+    const info = await nc.request(Discovery.info(name), new Uint8Array(0), { timeout: timeoutMs }).catch(() => undefined);
+    const url = info ? (info.json() as { metadata?: Record<string, string> }).metadata?.http_url : undefined;
+    if (url) return url;
+  }
+  return undefined;
 }

@@ -17,7 +17,7 @@ import { connectNats, gather, type ResolvedGraph } from "../../runtime/index.ts"
 import { Discovery } from "../../subjects/names.ts";
 import { startNats, type LocalNats } from "../nats-server.ts";
 import { readState, useOpsCredentials } from "../state.ts";
-import { startSupervisor, type Supervisor } from "../supervisor.ts";
+import { ingressUrlOf, startSupervisor, type Supervisor } from "../supervisor.ts";
 import { descendants } from "./cpu.ts";
 import { Target } from "./load.ts";
 
@@ -76,12 +76,7 @@ async function startOwn(o: TargetOptions): Promise<{ own: OwnGraph; ingressUrl: 
     await nats.stop();
     throw err;
   }
-  let ingressUrl: string | undefined;
-  for (const name of sup.nodes.filter((n) => o.graph.nodes[n]!.http)) {
-    const info = await nc.request(Discovery.info(name), new Uint8Array(0), { timeout: 3000 }).catch(() => undefined);
-    ingressUrl ??= info ? (info.json() as { metadata?: Record<string, string> }).metadata?.http_url : undefined;
-  }
-  return { own: { nats, nc, sup }, ingressUrl };
+  return { own: { nats, nc, sup }, ingressUrl: await ingressUrlOf(nc, o.graph, sup) };
 }
 
 export async function openTarget(o: TargetOptions): Promise<BenchTarget> {

@@ -28,7 +28,7 @@ import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { reportConfigError } from "../output.ts";
 import { clearState, useNatsCredentials, writeState, type UpState } from "../state.ts";
-import { NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
+import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
 
 const ScaleRequest = z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() });
 
@@ -66,8 +66,6 @@ function routesOf(running: readonly string[]): string[] {
   return out;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Waits for `p` at most `ms` (its failure ignored): a wait on NATS must not hold up a stop. */
 async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   let t: NodeJS.Timeout | undefined;
@@ -101,15 +99,6 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal, late: (v: T) => void):
       (err: unknown) => { signal.removeEventListener("abort", onAbort); reject(err); },
     );
   });
-}
-
-async function ingressUrlOf(nc: NatsConnection, graph: ResolvedGraph, sup: Supervisor): Promise<string | undefined> {
-  for (const name of sup.nodes.filter((n) => graph.nodes[n]!.http)) {
-    const info = await nc.request(`$SRV.INFO.${name}`, new Uint8Array(0), { timeout: 2000 }).catch(() => undefined);
-    const url = info ? (info.json() as { metadata?: Record<string, string> }).metadata?.http_url : undefined;
-    if (url) return url;
-  }
-  return undefined;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -226,7 +215,7 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
 
-    const ingressUrl = await ingressUrlOf(nc, graph, sup);
+    const ingressUrl = await ingressUrlOf(nc, graph, sup, 2000);
     // Control endpoint: `servegraph scale` talks to this supervisor.
     const running = sup;
     control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name } });
