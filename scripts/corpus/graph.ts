@@ -1,21 +1,23 @@
 /** The graph under test as the corpus sees it (graph.config.ts, subjects/): the limits that decide some expected codes, and its subjects. */
+import { IMAGE_TENSOR_SHAPE } from "../../subjects/endpoints.ts";
+import { endpointSubject } from "../../subjects/names.ts";
 
 /** Limits of the graph under test (graph.config.ts), which decide some expected codes. */
 export const MAX_BODY_BYTES = 8 * 1024 * 1024;
 export const MAX_INPUT_PIXELS = 50_000_000;
-export const TENSOR_BYTES = 3 * 224 * 224 * 4;
-export const TENSOR_ELEMS = 3 * 224 * 224;
+export const TENSOR_ELEMS = IMAGE_TENSOR_SHAPE.reduce((a: number, b: number) => a * b, 1);
+export const TENSOR_BYTES = TENSOR_ELEMS * Float32Array.BYTES_PER_ELEMENT;
 export const MIB = 1024 * 1024;
 
 export const S = {
-  classify: "sg.v1.preprocess.classify",
-  run: "sg.v1.infer.run",
-  labels: "sg.v1.infer.labels",
-  info: "sg.v1.infer.info",
-  greet: "sg.v1.greeter.greet",
-  greeting: "sg.v1.greeter-proxy.greeting",
-  endpoints: "sg.v1.greeter-proxy.endpoints",
-  process: "sg.v1.ab-router.process",
-  variantA: "sg.v1.variant-a.process",
-  variantB: "sg.v1.variant-b.process",
+  classify: endpointSubject("preprocess", "classify"),
+  run: endpointSubject("infer", "run"),
+  labels: endpointSubject("infer", "labels"),
+  info: endpointSubject("infer", "info"),
+  greet: endpointSubject("greeter", "greet"),
+  greeting: endpointSubject("greeter-proxy", "greeting"),
+  endpoints: endpointSubject("greeter-proxy", "endpoints"),
+  process: endpointSubject("ab-router", "process"),
+  variantA: endpointSubject("variant-a", "process"),
+  variantB: endpointSubject("variant-b", "process"),
 } as const;
