@@ -21,8 +21,6 @@ import { metrics } from "./metrics.ts";
 import { AttemptLostError, createRequester, toGraphError } from "./requester.ts";
 import { injectContext, withClientSpan } from "./tracing.ts";
 
-export { toGraphError };
-
 /**
  * An attempt that hears nothing (no reply, no heartbeat) for this long is lost: its replica is gone. Shorter for
  * short deadlines (a third of what is left, at least MIN_LIVENESS_MS), so that a retry still fits.

@@ -2,13 +2,14 @@
  * The kit's front door: nodes and ops import the runtime from here only. What is not exported here is internal.
  */
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
-export { createClient, LIVENESS_MS, toGraphError, type Client, type RequestOptions } from "./client.ts";
+export { createClient, LIVENESS_MS, type Client, type RequestOptions } from "./client.ts";
+export { toGraphError } from "./requester.ts";
 export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
 export { EXIT_CONFIG, NodeConfigError, runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
-export { checkParams, defineParams, loadParamsSchema, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
+export { checkParams, defineParams, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
 export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";
 export { MS_BUCKETS, metrics, metricsText, observeReplicas, registry, startMetricsServer } from "./metrics.ts";

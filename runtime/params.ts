@@ -69,7 +69,7 @@ export function parseParams<S extends ParamsSchema>(schema: S, node: ResolvedNod
 }
 
 /** Loads the parameter schema of a node's service module (`<service>/src/params.ts`, default export). */
-export async function loadParamsSchema(graph: ResolvedGraph, node: ResolvedNode): Promise<ParamsSchema> {
+async function loadParamsSchema(graph: ResolvedGraph, node: ResolvedNode): Promise<ParamsSchema> {
   const file = resolve(graph.root, node.service, "src/params.ts");
   let mod: { default?: unknown };
   try {
