@@ -48,7 +48,7 @@ export interface IncomingRequest {
   readonly headers: MsgHdrs | undefined;
   /** Header value or undefined (nats.js returns "" for a missing header). */
   header(name: string): string | undefined;
-  /** Parses the body as JSON and validates it; failures are BAD_REQUEST with the zod issues as details. */
+  /** Parses the body as JSON (an empty body reads as `undefined`) and validates it; failures are BAD_REQUEST with the zod issues as details. */
   json<S extends z.ZodType>(schema: S): z.output<S>;
   /** Absolute deadline (epoch ms) from the caller, or now + the node's timeout. */
   readonly deadlineEpochMs: number;
@@ -118,7 +118,7 @@ export interface Service {
 
 const RECENT = 2048;
 const enc = new TextEncoder();
-const dec = new TextDecoder();
+const noHeaders = (): undefined => undefined;
 
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return 0;
@@ -250,19 +250,8 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         data: msg.data,
         headers: h,
         header: (name) => h?.get(name) || undefined,
-        json: (schema) => {
-          let raw: unknown;
-          try {
-            raw = JSON.parse(dec.decode(msg.data));
-          } catch {
-            throw new GraphError("BAD_REQUEST", "request body is not valid JSON");
-          }
-          const r = schema.safeParse(raw);
-          if (!r.success) {
-            throw new GraphError("BAD_REQUEST", r.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "), { details: r.error.issues });
-          }
-          return r.data;
-        },
+        // The same JSON decoding and check as a defined endpoint's (subjects/endpoints.ts).
+        json: (schema) => decodePayload({ kind: "json", schema }, msg.data, noHeaders, "BAD_REQUEST"),
         deadlineEpochMs,
         get signal() {
           return signal();
