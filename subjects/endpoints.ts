@@ -243,6 +243,12 @@ function issuesMessage(err: z.ZodError, where: string): string {
   return err.issues.map((i) => `${[where, ...i.path].filter((p) => p !== "").join(".")}: ${i.message}`).join("; ");
 }
 
+/** The payload's shape as text, `n` for a dimension of any size. */
+const shapePattern = (p: TensorPayload): string => p.shape.map((d) => d ?? "n").join(",");
+
+/** The header names a bytes payload reads. */
+const headerNames = (p: BytesPayload): string[] => Object.keys((p.headers as unknown as z.ZodObject).shape ?? {});
+
 function tensorShape(p: TensorPayload, shape: readonly number[]): boolean {
   return shape.length === p.shape.length && p.shape.every((d, i) => d === null || d === shape[i]);
 }
@@ -269,14 +275,14 @@ export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header:
     case "tensor": {
       const shape = parseShape(header(Headers.Shape), fail);
       if (!tensorShape(p, shape)) {
-        throw new GraphError(fail, `expected a tensor of shape ${p.shape.map((d) => d ?? "n").join(",")}, got ${formatShape(shape)}`);
+        throw new GraphError(fail, `expected a tensor of shape ${shapePattern(p)}, got ${formatShape(shape)}`);
       }
       const dtype = checkTensor(data, header(Headers.Dtype), p.dtypes, shape, fail);
       return { data, shape, dtype } as ValueOf<P>;
     }
     case "bytes": {
       const raw: Record<string, string> = {};
-      for (const k of Object.keys((p.headers as unknown as z.ZodObject).shape ?? {})) {
+      for (const k of headerNames(p)) {
         const v = header(k);
         if (v !== undefined) raw[k] = v;
       }
@@ -303,7 +309,7 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
     }
     case "tensor": {
       const t = value as TensorInput;
-      if (!tensorShape(p, t.shape)) throw new GraphError(fail, `tensor shape ${formatShape(t.shape)} does not match ${p.shape.map((d) => d ?? "n").join(",")}`);
+      if (!tensorShape(p, t.shape)) throw new GraphError(fail, `tensor shape ${formatShape(t.shape)} does not match ${shapePattern(p)}`);
       const dtype = checkTensor(t.data, t.dtype ?? p.dtypes[0], p.dtypes, t.shape, fail);
       return { data: t.data, headers: { [Headers.Dtype]: dtype, [Headers.Shape]: formatShape(t.shape) } };
     }
@@ -322,7 +328,7 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
 export function describePayload(p: Payload): string {
   switch (p.kind) {
     case "json": return "json";
-    case "tensor": return `tensor ${p.dtypes.join("|")} ${p.shape.map((d) => d ?? "n").join(",")}`;
-    case "bytes": return `bytes; headers ${Object.keys((p.headers as unknown as z.ZodObject).shape ?? {}).join(", ")}`;
+    case "tensor": return `tensor ${p.dtypes.join("|")} ${shapePattern(p)}`;
+    case "bytes": return `bytes; headers ${headerNames(p).join(", ")}`;
   }
 }
