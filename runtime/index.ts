@@ -20,3 +20,4 @@ export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_ME
 export { countReplicas, gather } from "./discovery.ts";
 export { runJsonScript } from "./json-script.ts";
 export { startTelemetry, stopTelemetry, telemetryWanted } from "./telemetry.ts";
+export { startTsWorker } from "./ts-worker.ts";

@@ -5,7 +5,7 @@
  * Contract:
  * - The session runs on the first execution provider of `executionProvider` that starts (./providers.ts):
  *   `auto` tries CUDA, then WebGPU, then CPU; a forced provider that cannot start rejects creation with
- *   MODEL_ERROR whose message carries the reason ("execution provider webgpu cannot start: ...").
+ *   MODEL_ERROR whose message carries the reason ("execution provider webgpu did not start: ...").
  *   `executionProvider` and `fallbacks` say what was chosen and why the ones before it were not.
  * - `runBatch(batchSize, fill)` runs a batch in one of the host's batch slots: SharedArrayBuffers shared with
  *   the worker, allocated once (`reserveSlots`, or on first need) and reused for every batch, never one per
@@ -26,6 +26,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
+import { startTsWorker } from "../../../runtime/index.ts";
 import { GraphError } from "../../../subjects/errors.ts";
 import type { HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
 import {
@@ -111,14 +112,7 @@ function product(dims: readonly number[]): number {
 }
 
 function spawnOrtWorker(data: OrtWorkerData): Worker {
-  // There is no build step: the worker runs ort-worker.ts through tsx, like the rest of the node.
-  const entry = new URL("./ort-worker.ts", import.meta.url);
-  // Under tsx on Node 20, `execArgv: ["--import", "tsx"]` does run tsx in the worker, but its loader hooks
-  // do not apply to the worker's own entry (ERR_UNKNOWN_FILE_EXTENSION ".ts"). Registering tsx's ESM API
-  // inside the worker and then importing the entry does work.
-  const tsxApi = import.meta.resolve("tsx/esm/api");
-  const code = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(code, { eval: true, workerData: data });
+  return startTsWorker(new URL("./ort-worker.ts", import.meta.url), { name: "infer-ort", workerData: data });
 }
 
 /**

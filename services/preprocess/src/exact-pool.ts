@@ -10,6 +10,7 @@
  */
 // Not piscina: it terminates the worker of an aborted running job, and a replacement costs ~300 ms of tsx start-up here.
 import { Worker } from "node:worker_threads";
+import { startTsWorker } from "../../../runtime/index.ts";
 import { GraphError } from "../../../subjects/errors.ts";
 import type { ExactJobMessage, ExactReplyMessage } from "./exact-worker.ts";
 
@@ -54,12 +55,7 @@ interface PoolSlot {
  * tsx's ESM API inside the worker before importing the entry works on Node 20 and later.
  */
 function spawnExactWorker(): Worker {
-  const tsxApi = import.meta.resolve("tsx/esm/api");
-  const entry = new URL("./exact-worker.ts", import.meta.url).href;
-  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-  // execArgv: [] so an inherited `--import tsx` (which registers in workers on newer Node) cannot install the
-  // hooks a second time.
-  return new Worker(bootstrap, { eval: true, execArgv: [], name: "preprocess-exact" });
+  return startTsWorker(new URL("./exact-worker.ts", import.meta.url), { name: "preprocess-exact" });
 }
 
 /** Creates the pool; its `size` workers start now and load in the background. */
