@@ -63,6 +63,8 @@ export default defineGraph({
       description: "CPU: decode, Gaussian blur, resize 224x224, normalize (sharp); softmax + top-k on the way back.",
       dependsOn: ["infer"],
       replicas: [1, 8],
+      // CPU-bound: a replica is busy with a few images at once; add one when more than 4 per replica are in flight.
+      autoscale: { metric: "inFlight", target: 4, scaleUpAfter: "5s", scaleDownAfter: "60s" },
       resources: { cpu: 1, memory: "512Mi" },
       timeout: "30s",
       maxInFlight: 64,
@@ -79,6 +81,8 @@ export default defineGraph({
       service: "services/infer",
       description: "ResNet18 ONNX on onnxruntime-node (CUDA or WebGPU when one starts, CPU otherwise), micro-batched.",
       replicas: [1, 2],
+      // Narrow and warm: a second replica only when a full CPU batch keeps waiting per replica.
+      autoscale: { metric: "queueDepth", target: 32, scaleUpAfter: "10s", scaleDownAfter: "120s" },
       resources: { cpu: 2, memory: "2Gi", gpu: 0 },
       timeout: "30s",
       maxInFlight: 1024,

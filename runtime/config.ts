@@ -79,11 +79,42 @@ const Replicas = z.union([
   z.tuple([z.number().int().min(0).max(256), z.number().int().min(1).max(256)]),
 ]);
 
+export const AUTOSCALE_METRICS = ["inFlight", "queueDepth", "batchFill"] as const;
+export type AutoscaleMetric = (typeof AUTOSCALE_METRICS)[number];
+
+/**
+ * How `servegraph up` (and the emitted KEDA/HPA objects) move a node with `replicas: [min, max]`. Every field is
+ * optional; AUTOSCALE_DEFAULTS fills the rest by node kind (a batching node scales on its batch queue).
+ */
+const Autoscale = z.strictObject({
+  metric: z.enum(AUTOSCALE_METRICS).optional().describe("inFlight: requests being handled; queueDepth: requests waiting in the batch queue; batchFill: recent batch fill 0..1."),
+  target: z.number().positive().optional().describe("The metric's value per replica the autoscaler aims at: replicas = ceil(total / target)."),
+  scaleUpAfter: duration.optional().describe("Scale up only after the metric has asked for more replicas this long."),
+  scaleDownAfter: duration.optional().describe("Scale down only after it has asked for fewer this long (to 0 after this long idle)."),
+});
+
+export interface AutoscalePolicy {
+  readonly metric: AutoscaleMetric;
+  /** Per replica: in-flight requests, batch-queue depth, or fill 0..1. */
+  readonly target: number;
+  readonly scaleUpAfterMs: number;
+  readonly scaleDownAfterMs: number;
+}
+
+/** The policy of a node whose graph.config.ts entry leaves `autoscale` (or part of it) out. */
+export const AUTOSCALE_DEFAULTS: { readonly batching: AutoscalePolicy; readonly other: AutoscalePolicy } = Object.freeze({
+  /** A batching node: one CPU batch waiting per replica. */
+  batching: Object.freeze({ metric: "queueDepth", target: 32, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
+  /** Any other node: a few requests in flight per replica (they mostly wait on I/O or a downstream node). */
+  other: Object.freeze({ metric: "inFlight", target: 8, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
+} as const);
+
 const NodeSchema = z.strictObject({
   service: z.string().min(1).describe("Folder of the node's service module, relative to the graph file (its entry is src/main.ts)."),
   description: z.string().default(""),
   dependsOn: z.array(z.string()).default([]).describe("Nodes deployed with this one (co-scheduling, not request ordering)."),
-  replicas: Replicas.default(1).describe("A fixed count, or [min, max]; `up` starts min (at least 1)."),
+  replicas: Replicas.default(1).describe("A fixed count, or [min, max]: the autoscaler keeps the count within; min 0 scales to zero when idle."),
+  autoscale: Autoscale.optional().describe("Autoscaling policy of a node with replicas [min, max] (defaults by node kind)."),
   resources: z
     .strictObject({ cpu: cpu.default(1), memory: memory.default("512Mi"), gpu: z.number().int().min(0).default(0) })
     .prefault({}),
@@ -145,6 +176,8 @@ export interface ResolvedNode {
   readonly batching?: BatchingKnobs;
   /** Only the batching knobs graph.config.ts sets (a node that chooses its own defaults fills in the rest). */
   readonly batchingDeclared?: Readonly<Partial<BatchingKnobs>>;
+  /** Present when replicas.min < replicas.max: graph.config.ts's `autoscale` over AUTOSCALE_DEFAULTS. */
+  readonly autoscale?: AutoscalePolicy;
   /** Subject prefix of this node: every endpoint is `<subjectPrefix>.<name>.<endpoint>`. */
   readonly subjectPrefix: string;
 }
@@ -266,6 +299,16 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
     if (n.requiresAuth && !n.http) {
       issues.push({ path: `${at}.requiresAuth`, message: "applies to HTTP nodes; nodes reached over NATS are guarded by their NATS user's permissions (servegraph manifests)" });
     }
+    if (n.autoscale) {
+      const fixed = !Array.isArray(n.replicas) || n.replicas[0] === n.replicas[1];
+      if (fixed) issues.push({ path: `${at}.autoscale`, message: "applies to nodes with replicas: [min, max] (min < max)" });
+      if (n.autoscale.metric && n.autoscale.metric !== "inFlight" && !n.batching) {
+        issues.push({ path: `${at}.autoscale.metric`, message: `${n.autoscale.metric} is a batch-queue metric: the node needs \`batching\`` });
+      }
+      if (n.autoscale.metric === "batchFill" && n.autoscale.target !== undefined && n.autoscale.target > 1) {
+        issues.push({ path: `${at}.autoscale.target`, message: "batchFill is a fraction: the target is in (0, 1]" });
+      }
+    }
     if (n.batching?.maxQueueSize !== undefined && n.batching.maxBatchSize !== undefined && n.batching.maxQueueSize < n.batching.maxBatchSize) {
       issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });
     }
@@ -300,6 +343,20 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+function autoscalePolicy(n: GraphOutput["nodes"][string]): AutoscalePolicy {
+  const d = n.batching ? AUTOSCALE_DEFAULTS.batching : AUTOSCALE_DEFAULTS.other;
+  const a = n.autoscale ?? {};
+  const metric = a.metric ?? d.metric;
+  // A declared metric that differs from the default has no default target of its own kind: batchFill aims at 80 %.
+  const target = a.target ?? (metric === d.metric ? d.target : metric === "batchFill" ? 0.8 : metric === "queueDepth" ? AUTOSCALE_DEFAULTS.batching.target : AUTOSCALE_DEFAULTS.other.target);
+  return {
+    metric,
+    target,
+    scaleUpAfterMs: a.scaleUpAfter !== undefined ? durationToMs(a.scaleUpAfter) : d.scaleUpAfterMs,
+    scaleDownAfterMs: a.scaleDownAfter !== undefined ? durationToMs(a.scaleDownAfter) : d.scaleDownAfterMs,
+  };
+}
+
 function compile(g: GraphOutput, file: string): ResolvedGraph {
   const root = resolve(dirname(file), g.root ?? ".");
   const nodes: Record<string, ResolvedNode> = {};
@@ -325,6 +382,7 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       ...(n.http ? { http: n.http } : {}),
       metricsPort: n.metricsPort,
       ...(n.batching ? { batching: { ...BATCHING_DEFAULTS, ...definedOnly(n.batching) }, batchingDeclared: definedOnly(n.batching) } : {}),
+      ...(min < max ? { autoscale: autoscalePolicy(n) } : {}),
       subjectPrefix: g.subjectPrefix,
     };
   }

@@ -4,7 +4,7 @@
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, LIVENESS_MS, type Client, type RequestOptions } from "./client.ts";
 export { toGraphError } from "./requester.ts";
-export { BATCHING_DEFAULTS, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { AUTOSCALE_DEFAULTS, AUTOSCALE_METRICS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
@@ -12,7 +12,7 @@ export { EXIT_CONFIG, NodeConfigError, runNode, type LaunchEnv, type NodeContext
 export { checkParams, defineParams, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
 export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";
-export { MS_BUCKETS, metrics, metricsText, observeReplicas, registry, startMetricsServer } from "./metrics.ts";
+export { SECONDS_BUCKETS, metrics, metricsText, observeReplicas, registry, startMetricsServer } from "./metrics.ts";
 export {
   endHttpServerSpan, extractContext, injectContext, recordSpanError, startBatchSpan, startHttpServerSpan, tracer, withClientSpan, withServerSpan, withSpan,
 } from "./tracing.ts";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { BATCHING_DEFAULTS, durationToMs, GraphConfigError, loadGraph, resolveGraph, subjectOf } from "../../runtime/config.ts";
+import { AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, durationToMs, GraphConfigError, loadGraph, resolveGraph, subjectOf } from "../../runtime/config.ts";
 import { closure, nodesOfGraphs, subjectFor } from "../../runtime/graph-queries.ts";
 
 const FILE = "/srv/app/graph.config.ts";
@@ -136,4 +136,41 @@ test("config - requiresAuth applies to HTTP nodes only", () => {
   assert.ok(issuesOf(g).some((i) => i.path === "nodes.b.requiresAuth"));
   (g.nodes.b as Record<string, unknown>).http = { port: 0 };
   assert.equal(resolveGraph(g, FILE).nodes.b!.requiresAuth, true);
+});
+
+test("config - a node with replicas [min, max] gets an autoscale policy: declared fields over defaults by node kind", () => {
+  const g = minimal();
+  let r = resolveGraph(g, FILE);
+  assert.equal(r.nodes.a!.autoscale, undefined, "a fixed count is never autoscaled");
+  assert.deepEqual(r.nodes.b!.autoscale, AUTOSCALE_DEFAULTS.other);
+  (g.nodes.b as Record<string, unknown>).batching = {};
+  r = resolveGraph(g, FILE);
+  assert.deepEqual(r.nodes.b!.autoscale, AUTOSCALE_DEFAULTS.batching, "a batching node scales on its batch queue");
+  assert.equal(r.nodes.b!.autoscale!.metric, "queueDepth");
+  (g.nodes.b as Record<string, unknown>).autoscale = { metric: "batchFill", scaleUpAfter: "2s", scaleDownAfter: "1m" };
+  r = resolveGraph(g, FILE);
+  assert.deepEqual(r.nodes.b!.autoscale, { metric: "batchFill", target: 0.8, scaleUpAfterMs: 2000, scaleDownAfterMs: 60_000 });
+});
+
+test("config - autoscale is checked: a range of replicas, a batch metric needs batching, batchFill is a fraction", () => {
+  const fixed = minimal();
+  (fixed.nodes.a as Record<string, unknown>).autoscale = { target: 2 };
+  assert.ok(issuesOf(fixed).some((i) => i.path === "nodes.a.autoscale" && /\[min, max\]/.test(i.message)));
+  const noBatching = minimal();
+  (noBatching.nodes.b as Record<string, unknown>).autoscale = { metric: "queueDepth" };
+  assert.ok(issuesOf(noBatching).some((i) => i.path === "nodes.b.autoscale.metric" && /batching/.test(i.message)));
+  const fill = minimal();
+  Object.assign(fill.nodes.b, { batching: {}, autoscale: { metric: "batchFill", target: 3 } });
+  assert.ok(issuesOf(fill).some((i) => i.path === "nodes.b.autoscale.target"));
+  const typo = minimal();
+  (typo.nodes.b as Record<string, unknown>).autoscale = { metric: "cpu" };
+  assert.ok(issuesOf(typo).some((i) => i.path === "nodes.b.autoscale.metric"));
+});
+
+test("config - replicas [0, N] resolves min 0 (scale to zero) with a policy", () => {
+  const g = minimal();
+  (g.nodes.b as Record<string, unknown>).replicas = [0, 2];
+  const r = resolveGraph(g, FILE);
+  assert.deepEqual(r.nodes.b!.replicas, { min: 0, max: 2 });
+  assert.ok(r.nodes.b!.autoscale);
 });
