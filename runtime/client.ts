@@ -60,13 +60,13 @@ const dec = new TextDecoder();
 
 export function createClient(nc: NatsConnection, opts: { caller: string; defaultTimeoutMs: number; log?: Logger }): Client {
   const send = createRequester(nc);
-  // prom-client children resolved once per subject for the common outcome.
+  // prom-client children resolved once per subject for the common outcome. The histogram is in seconds.
   const okDuration = new Map<string, { observe(v: number): void }>();
   const observe = (subject: string, code: string, ms: number): void => {
-    if (code !== "OK") return metrics.clientDuration.labels(opts.caller, subject, code).observe(ms);
+    if (code !== "OK") return metrics.clientDuration.labels(opts.caller, subject, code).observe(ms / 1000);
     let h = okDuration.get(subject);
     if (!h) okDuration.set(subject, (h = metrics.clientDuration.labels(opts.caller, subject, "OK")));
-    h.observe(ms);
+    h.observe(ms / 1000);
   };
 
   const request = async (subject: string, data: Uint8Array | string, ro: RequestOptions = {}): Promise<Msg> => {

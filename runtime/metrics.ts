@@ -1,28 +1,39 @@
 /**
  * Prometheus metrics of one process (prom-client). Every process serves them at /metrics: the ingress on its
  * HTTP port, nodes on their own small metrics port (advertised in $SRV.INFO metadata as `metrics_url`).
+ *
+ * Names follow Prometheus's conventions, and `promtool check metrics` is the judge: base units in the name
+ * (durations are `_seconds` histograms observed in seconds, while the code measures in ms), `_total` only on
+ * counters. prom-client's default metrics are kept except its `nodejs_active_{handles,requests,resources}`
+ * collectors, whose `_total` gauges break the second rule and cannot be renamed: their counts are exported here as
+ * `sg_nodejs_active_handles`, `sg_nodejs_active_requests` and `sg_nodejs_active_resources`.
  */
 import { createServer, type Server } from "node:http";
 import client from "prom-client";
 
 export const registry = new client.Registry();
 
-/** Latency buckets in milliseconds, from sub-millisecond NATS hops to long inference waits. */
-export const MS_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000, 30000];
+/**
+ * Latency buckets in seconds, from sub-millisecond NATS hops (0.25 ms) to long inference waits (30 s). Observe
+ * `ms / 1000`.
+ */
+export const SECONDS_BUCKETS = [
+  0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30,
+];
 
 export const metrics = {
   serverDuration: new client.Histogram({
-    name: "sg_server_request_duration_ms",
+    name: "sg_server_request_duration_seconds",
     help: "Time to handle one request on the callee side, by endpoint and outcome code (OK or an error code).",
     labelNames: ["node", "endpoint", "code"] as const,
-    buckets: MS_BUCKETS,
+    buckets: SECONDS_BUCKETS,
     registers: [registry],
   }),
   clientDuration: new client.Histogram({
-    name: "sg_client_request_duration_ms",
+    name: "sg_client_request_duration_seconds",
     help: "Time of one NATS request on the caller side, per edge (caller node -> subject) and outcome code.",
     labelNames: ["caller", "subject", "code"] as const,
-    buckets: MS_BUCKETS,
+    buckets: SECONDS_BUCKETS,
     registers: [registry],
   }),
   retries: new client.Counter({
@@ -77,12 +88,39 @@ export function observeReplicas(source: () => Promise<Record<string, number>>): 
   replicaSource = source;
 }
 
+const PREFIX = "sg_";
+
+/**
+ * prom-client's collectors that each register a `nodejs_active_<x>` gauge by type and a `nodejs_active_<x>_total`
+ * gauge (lib/metrics/process{Handles,Requests,Resources}.js): a `_total` gauge fails promtool, and the names cannot
+ * be changed, so both are removed after collectDefaultMetrics (which registers every collector in one call).
+ */
+const DROPPED_DEFAULTS = ["handles", "requests", "resources"].flatMap((x) => [`${PREFIX}nodejs_active_${x}`, `${PREFIX}nodejs_active_${x}_total`]);
+
+/** Node's undocumented counters, as prom-client reads them; each may be missing from a Node version. */
+const nodeProcess = process as unknown as { _getActiveHandles?: () => unknown[]; _getActiveRequests?: () => unknown[] };
+
+/** The counts of the dropped `_total` gauges, under names without `_total`, read at scrape time. */
+function registerActiveGauges(): void {
+  const gauges: [string, string, (() => number) | undefined][] = [
+    ["handles", "Active libuv handles (sockets, timers, servers...) in this process.", nodeProcess._getActiveHandles && (() => nodeProcess._getActiveHandles!().length)],
+    ["requests", "Active libuv requests (file system, DNS...) in this process.", nodeProcess._getActiveRequests && (() => nodeProcess._getActiveRequests!().length)],
+    ["resources", "Active resources keeping the event loop alive in this process.", typeof process.getActiveResourcesInfo === "function" ? () => process.getActiveResourcesInfo().length : undefined],
+  ];
+  for (const [what, help, count] of gauges) {
+    if (!count) continue;
+    new client.Gauge({ name: `${PREFIX}nodejs_active_${what}`, help, registers: [registry], collect() { this.set(count()); } });
+  }
+}
+
 let defaultsOn = false;
 export function enableDefaultMetrics(labels: Record<string, string>): void {
   if (defaultsOn) return;
   defaultsOn = true;
   registry.setDefaultLabels(labels);
-  client.collectDefaultMetrics({ register: registry, prefix: "sg_" }); // sg_process_cpu_seconds_total, sg_nodejs_heap_size_used_bytes...
+  client.collectDefaultMetrics({ register: registry, prefix: PREFIX }); // sg_process_cpu_seconds_total, sg_nodejs_heap_size_used_bytes...
+  for (const name of DROPPED_DEFAULTS) registry.removeSingleMetric(name);
+  registerActiveGauges();
 }
 
 export async function metricsText(): Promise<{ contentType: string; body: string }> {

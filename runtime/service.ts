@@ -94,7 +94,7 @@ interface EndpointState {
   processingNs: number;
   recentMs: Float64Array;
   recentCount: number;
-  /** prom-client child for the common outcome, resolved once. */
+  /** prom-client child for the common outcome, resolved once (observes seconds). */
   okDuration: { observe(v: number): void };
 }
 
@@ -145,7 +145,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     ep.numErrors++;
     ep.lastError = `${ge.status}:${ge.message}`;
     metrics.errors.labels(opts.name, ep.name, ge.code).inc();
-    metrics.serverDuration.labels(opts.name, ep.name, ge.code).observe(elapsedMs);
+    metrics.serverDuration.labels(opts.name, ep.name, ge.code).observe(elapsedMs / 1000);
     try {
       msg.respond(toBody(ge), { headers: toHeaders(ge) });
     } catch (e) {
@@ -162,7 +162,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       } else {
         msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)));
       }
-      ep.okDuration.observe(elapsedMs);
+      ep.okDuration.observe(elapsedMs / 1000);
     } catch (e) {
       // e.g. the reply exceeds max_payload: tell the caller instead of leaving it to time out
       respondError(msg, new GraphError("PAYLOAD_TOO_LARGE", "reply exceeds the NATS max_payload", { cause: e }), ep, elapsedMs);

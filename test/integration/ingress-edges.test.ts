@@ -137,7 +137,7 @@ test("ingress edges - a slow body (1 byte per 500 ms) is cut off with 408 at the
   assert.ok(res.closed, "and the connection is closed");
   // the request was under way in Fastify: its duration is recorded with the status it was answered with
   const metrics = await exchange(get("/metrics"));
-  assert.match(metrics.body, /sg_http_request_duration_ms_count\{route="\/classify",method="POST",status="408"\} [1-9]/);
+  assert.match(metrics.body, /sg_http_request_duration_seconds_count\{route="\/classify",method="POST",status="408"\} [1-9]/);
 });
 
 test("ingress edges - slow headers (1 byte per 500 ms) get 408 at the headers timeout, then the connection closes", async () => {

@@ -166,7 +166,7 @@ test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes a
   assert.deepEqual(r503.content["application/json"]!.schema.properties.code.enum, ["UNAVAILABLE", "OVERLOADED"]);
   const metrics = await app.inject({ method: "GET", url: "/metrics" });
   assert.equal(metrics.statusCode, 200);
-  assert.match(metrics.body, /sg_http_request_duration_ms_bucket/);
+  assert.match(metrics.body, /sg_http_request_duration_seconds_bucket/);
 });
 
 test("ingress - with requiresAuth, routes need the bearer key; health, metrics and docs stay open", async () => {

@@ -1,12 +1,15 @@
 /**
  * /metrics of the ingress and of node processes (URL from $SRV.INFO metadata): strict Prometheus text
- * exposition format, and histogram counts equal to the requests actually made.
+ * exposition format, histogram counts equal to the requests actually made, durations in seconds, and infer's
+ * batch gauges equal to what it reports in $SRV.STATS and its info endpoint.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { createClient } from "../../runtime/client.ts";
+import { gather } from "../../runtime/discovery.ts";
+import { InferInfoEndpoint } from "../../subjects/endpoints.ts";
 import { GreetReply } from "../../subjects/schemas.ts";
 import { startGraph, REPO_ROOT, type RunningGraph } from "../helpers/graph.ts";
 
@@ -122,7 +125,9 @@ async function metricsUrl(g: RunningGraph, node: string): Promise<string> {
 test("metrics - ingress and node /metrics parse strictly and count every request", async () => {
   await using g = await startGraph({ graphs: ["chain"] });
   const N = 5;
+  const t0 = performance.now();
   for (let i = 0; i < N; i++) assert.equal((await fetch(`${g.ingressUrl}/greeting/ada${i}`)).status, 200);
+  const wallSeconds = (performance.now() - t0) / 1000;
   assert.equal((await fetch(`${g.ingressUrl}/greeting/${"x".repeat(300)}`)).status, 400); // refused by the ingress itself
   // an error reply from greeter-proxy, straight over NATS
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 2000 });
@@ -130,28 +135,42 @@ test("metrics - ingress and node /metrics parse strictly and count every request
 
   const ingress = await scrape(`${g.ingressUrl}/metrics`);
   assert.equal(await metricsUrl(g, "ingress"), `${g.ingressUrl}/metrics`);
-  assert.equal(value(ingress, "sg_http_request_duration_ms_count", { route: "/greeting/:name", method: "GET", status: "200" }), N);
-  assert.equal(value(ingress, "sg_http_request_duration_ms_count", { route: "/greeting/:name", method: "GET", status: "400" }), 1);
-  assert.equal(value(ingress, "sg_client_request_duration_ms_count", { caller: "ingress", subject: "sg.v1.greeter-proxy.greeting", code: "OK" }), N);
+  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/greeting/:name", method: "GET", status: "200" }), N);
+  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/greeting/:name", method: "GET", status: "400" }), 1);
+  assert.equal(value(ingress, "sg_client_request_duration_seconds_count", { caller: "ingress", subject: "sg.v1.greeter-proxy.greeting", code: "OK" }), N);
   assert.equal(value(ingress, "sg_http_requests_in_flight", {}), 0, "the scrape itself is not counted");
   assert.equal(value(ingress, "sg_edge_replicas", { target: "greeter-proxy" }), 1);
+  // Seconds, not ms: the N requests' durations, measured inside the ingress, add up to less than the test's wall time.
+  const httpSeconds = value(ingress, "sg_http_request_duration_seconds_sum", { route: "/greeting/:name", method: "GET", status: "200" });
+  assert.ok(httpSeconds > 0 && httpSeconds <= wallSeconds, `${httpSeconds} s of ${wallSeconds} s`);
+  const edgeSeconds = value(ingress, "sg_client_request_duration_seconds_sum", { caller: "ingress", subject: "sg.v1.greeter-proxy.greeting", code: "OK" });
+  assert.ok(edgeSeconds > 0 && edgeSeconds <= httpSeconds, `${edgeSeconds} s within ${httpSeconds} s`);
+  const les = ingress.get("sg_http_request_duration_seconds")!.samples.filter((s) => s.name.endsWith("_bucket") && s.labels.status === "200").map((s) => s.labels.le);
+  assert.deepEqual([les[0], les.at(-2), les.at(-1)], ["0.00025", "30", "+Inf"], "buckets from 0.25 ms to 30 s, in seconds");
   assert.equal(ingress.get("sg_process_cpu_seconds_total")?.type, "counter", "process metrics are exported");
+  for (const x of ["handles", "requests", "resources"]) {
+    assert.equal(ingress.get(`sg_nodejs_active_${x}`)?.type, "gauge", `sg_nodejs_active_${x}`);
+    assert.equal(ingress.get(`sg_nodejs_active_${x}_total`), undefined, `no gauge named sg_nodejs_active_${x}_total`);
+  }
+  assert.ok(value(ingress, "sg_nodejs_active_handles", {}) >= 1, "the ingress's listening socket is an active handle");
 
   const proxy = await scrape(await metricsUrl(g, "greeter-proxy"));
   const replica = g.sup.replicas("greeter-proxy")[0]!.id;
-  assert.equal(value(proxy, "sg_server_request_duration_ms_count", { node: "greeter-proxy", replica, endpoint: "greeting", code: "OK" }), N);
-  assert.equal(value(proxy, "sg_server_request_duration_ms_count", { endpoint: "greeting", code: "BAD_REQUEST" }), 1);
+  assert.equal(value(proxy, "sg_server_request_duration_seconds_count", { node: "greeter-proxy", replica, endpoint: "greeting", code: "OK" }), N);
+  assert.equal(value(proxy, "sg_server_request_duration_seconds_count", { endpoint: "greeting", code: "BAD_REQUEST" }), 1);
   assert.equal(value(proxy, "sg_request_errors_total", { endpoint: "greeting", code: "BAD_REQUEST" }), 1);
-  assert.equal(value(proxy, "sg_client_request_duration_ms_count", { caller: "greeter-proxy", subject: "sg.v1.greeter.greet", code: "OK" }), N);
+  assert.equal(value(proxy, "sg_client_request_duration_seconds_count", { caller: "greeter-proxy", subject: "sg.v1.greeter.greet", code: "OK" }), N);
   assert.equal(value(proxy, "sg_requests_in_flight", { node: "greeter-proxy" }), 0);
   assert.equal(value(proxy, "sg_replicas", { node: "greeter-proxy" }), 1);
 
   const greeter = await scrape(await metricsUrl(g, "greeter"));
-  assert.equal(value(greeter, "sg_server_request_duration_ms_count", { node: "greeter", endpoint: "greet", code: "OK" }), N);
-  assert.ok(value(greeter, "sg_server_request_duration_ms_sum", { node: "greeter", endpoint: "greet", code: "OK" }) > 0);
+  assert.equal(value(greeter, "sg_server_request_duration_seconds_count", { node: "greeter", endpoint: "greet", code: "OK" }), N);
+  const greetSeconds = value(greeter, "sg_server_request_duration_seconds_sum", { node: "greeter", endpoint: "greet", code: "OK" });
+  assert.ok(greetSeconds > 0 && greetSeconds <= edgeSeconds, `${greetSeconds} s within ${edgeSeconds} s`);
+  assert.equal(value(greeter, "sg_nodejs_active_handles", { node: "greeter" }) >= 1, true, "node processes export the active gauges too");
 });
 
-test("metrics - infer exports batch size, queue wait, compute time and queue depth", async () => {
+test("metrics - infer exports batch size, queue wait, compute time, and its queue and fill gauges", async () => {
   await using g = await startGraph({ graphs: ["classify"] });
   const jpeg = readFileSync(resolve(REPO_ROOT, "data/images/cat-chelsea.jpg"));
   const N = 4;
@@ -164,13 +183,21 @@ test("metrics - infer exports batch size, queue wait, compute time and queue dep
   const batches = value(infer, "sg_batch_size_count", node);
   assert.ok(batches >= 1 && batches <= N, `${batches} forward passes for ${N} requests`);
   assert.equal(value(infer, "sg_batch_size_sum", node), N, "every request was in exactly one batch");
-  assert.equal(value(infer, "sg_batch_queue_wait_ms_count", node), N, "one queue wait per request");
-  assert.equal(value(infer, "sg_model_compute_ms_count", node), batches, "one compute time per batch");
-  assert.equal(value(infer, "sg_server_request_duration_ms_count", { node: "infer", endpoint: "run", code: "OK" }), N);
-  assert.equal(infer.get("sg_batch_queue_depth")?.type, "gauge");
+  assert.equal(value(infer, "sg_batch_queue_wait_seconds_count", node), N, "one queue wait per request");
+  assert.equal(value(infer, "sg_model_compute_seconds_count", node), batches, "one compute time per batch");
+  assert.equal(value(infer, "sg_server_request_duration_seconds_count", { node: "infer", endpoint: "run", code: "OK" }), N);
+  assert.ok(value(infer, "sg_model_compute_seconds_sum", node) > 0);
+  assert.equal(value(infer, "sg_batch_queue_depth", node), 0, "nothing waits once every request is answered");
+  const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
+  const info = await client.call(InferInfoEndpoint, "sg.v1.infer.info", undefined);
+  assert.equal(value(infer, "sg_batch_queue_limit", node), info.max_queue_size);
+  const [stats] = await gather<{ endpoints: { data?: { batch_fill?: number } }[] }>(g.nc, "$SRV.STATS.infer", 300);
+  const fill = stats?.endpoints.find((e) => e.data?.batch_fill !== undefined)?.data?.batch_fill;
+  assert.equal(value(infer, "sg_batch_fill_ratio", node), fill, "the batch fill of $SRV.STATS (servegraph status)");
+  assert.equal(fill, N / batches / info.max_batch_size);
 
   const pre = await scrape(await metricsUrl(g, "preprocess"));
-  assert.equal(value(pre, "sg_client_request_duration_ms_count", { caller: "preprocess", subject: "sg.v1.infer.run", code: "OK" }), N);
+  assert.equal(value(pre, "sg_client_request_duration_seconds_count", { caller: "preprocess", subject: "sg.v1.infer.run", code: "OK" }), N);
   const ingress = await scrape(`${g.ingressUrl}/metrics`);
-  assert.equal(value(ingress, "sg_http_request_duration_ms_count", { route: "/classify", method: "POST", status: "200" }), N);
+  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/classify", method: "POST", status: "200" }), N);
 });

@@ -1,7 +1,7 @@
 /**
  * What the ingress records of each HTTP request: one SERVER span (`GET /greeting/:name`, child of an incoming
  * `traceparent`), active while the route handler runs so its NATS client spans are its children; the HTTP
- * in-flight gauge; and `sg_http_request_duration_ms` by route, method and status.
+ * in-flight gauge; and `sg_http_request_duration_seconds` by route, method and status.
  *
  * The context is entered by wrapping each route handler (onRoute): a context entered in an onRequest hook
  * would not survive Fastify's body parsing.
@@ -16,15 +16,15 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { context, type Context, type Span } from "@opentelemetry/api";
 import client from "prom-client";
-import { MS_BUCKETS, endHttpServerSpan, metrics, registry, startHttpServerSpan } from "../../../runtime/index.ts";
+import { SECONDS_BUCKETS, endHttpServerSpan, metrics, registry, startHttpServerSpan } from "../../../runtime/index.ts";
 import { toGraphError } from "./http-errors.ts";
 import { rawAnswerOf } from "./http-server.ts";
 
 const httpDuration = new client.Histogram({
-  name: "sg_http_request_duration_ms",
+  name: "sg_http_request_duration_seconds",
   help: "HTTP requests at the ingress by route, method and status.",
   labelNames: ["route", "method", "status"] as const,
-  buckets: MS_BUCKETS,
+  buckets: SECONDS_BUCKETS,
   registers: [registry],
 });
 
@@ -64,13 +64,13 @@ export function observeHttp(app: FastifyInstance): void {
     endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : errorCode ?? t.errorCode);
   };
   app.addHook("onResponse", async (req, reply) => {
-    httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime);
+    httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime / 1000);
     finish(req, reply.statusCode);
   });
   app.addHook("onRequestAbort", async (req) => {
     const raw = rawAnswerOf(req.raw.socket);
     const t = live.get(req);
-    if (raw && t) httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(raw.status)).observe(performance.now() - t.startMs);
+    if (raw && t) httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(raw.status)).observe((performance.now() - t.startMs) / 1000);
     finish(req, raw?.status, raw?.code);
   });
 }
