@@ -19,7 +19,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { EXIT_CONFIG, countReplicas, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
+import { EXIT_CONFIG, gather, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Discovery } from "../subjects/names.ts";
 
@@ -65,6 +65,13 @@ export interface SupervisorOptions {
   nodeEnv?: Record<string, Record<string, string>>;
   /** Per-node replica count overrides at start. */
   replicas?: Record<string, number>;
+  /**
+   * A worker host (`servegraph up --only`): run only these nodes here, joining a graph whose other nodes run
+   * elsewhere on the same NATS. `graphs` still names the whole graph (the ingress serves routes to all of it).
+   */
+  only?: readonly string[];
+  /** The host name replicas report in discovery (SG_HOST); also part of replica ids, which stay unique across hosts. */
+  host?: string;
   readyTimeoutMs?: number;
   restart?: boolean;
   crashLoop?: CrashLoopOptions;
@@ -124,7 +131,9 @@ function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {
 
 export async function startSupervisor(opts: SupervisorOptions): Promise<Supervisor> {
   const { graph, nc } = opts;
-  const order = startOrder(graph, opts.graphs);
+  const active = startOrder(graph, opts.graphs);
+  const only = opts.only;
+  const order = only ? [...active.filter((n) => only.includes(n)), ...only.filter((n) => !active.includes(n))] : active;
   const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
   const earlyExitMs = opts.crashLoop?.earlyExitMs ?? DEFAULT_EARLY_EXIT_MS;
   const maxEarlyExits = opts.crashLoop?.maxEarlyExits ?? DEFAULT_MAX_EARLY_EXITS;
@@ -154,7 +163,8 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     env.SG_NODE = node.name;
     env.SG_REPLICA_ID = id;
     env.SG_GRAPH_FILE = graph.file;
-    env.SG_ACTIVE_NODES = order.join(",");
+    env.SG_ACTIVE_NODES = [...new Set([...active, ...order])].join(",");
+    if (opts.host) env.SG_HOST = opts.host;
     env.NATS_URL = opts.natsUrl;
     env.SG_SUPERVISED = "1";
     return env;
@@ -209,7 +219,7 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
   };
 
   const spawnReplica = (node: ResolvedNode, r?: Replica): Replica => {
-    const id = r?.id ?? `${node.name}-${++seq}`;
+    const id = r?.id ?? (opts.host ? `${node.name}-${opts.host}-${++seq}` : `${node.name}-${++seq}`);
     const child = spawn(process.execPath, ["--import", "tsx", node.entry], {
       cwd: graph.root,
       env: envFor(node, id),
@@ -249,8 +259,11 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       if (stopping) throw new Error(`node ${node}: the supervisor is stopping`);
       const failed = failures.get(node);
       if (failed) throw failed;
-      // While NATS is away (restarting), nothing answers: keep waiting.
-      const n = await countReplicas(nc, node, 100).catch(() => 0);
+      // While NATS is away (restarting), nothing answers: keep waiting. Only our own replicas count: on a
+      // worker host, other hosts' replicas of the node answer too.
+      const ours = new Set((byNode.get(node) ?? []).map((r) => r.id));
+      const n = (await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(node), 100).catch(() => []))
+        .filter((p) => ours.has(p.metadata?.replica ?? "")).length;
       if (n >= expected) return;
       const reps = byNode.get(node) ?? [];
       if (opts.restart === false && reps.length < expected) throw new NodeStartError(node, lastLine.get(node) ?? "a replica exited during start-up");

@@ -38,6 +38,8 @@ export interface LaunchEnv {
   readonly httpHost: string | undefined;
   /** Where generated artifacts (e.g. a generated model) are cached. */
   readonly cacheDir: string | undefined;
+  /** The host this replica reports in discovery (SG_HOST: e.g. `servegraph up --host`), else the machine's hostname. */
+  readonly host: string;
 }
 
 function readLaunchEnv(env: NodeJS.ProcessEnv): LaunchEnv {
@@ -59,6 +61,7 @@ function readLaunchEnv(env: NodeJS.ProcessEnv): LaunchEnv {
     httpPort: int("PORT"),
     httpHost: env.HOST || undefined,
     cacheDir: env.SG_MODEL_CACHE_DIR || undefined,
+    host: env.SG_HOST || hostname(),
   };
 }
 
@@ -123,12 +126,12 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     log.error("invalid parameters", { issues: parsed.issues.map((i) => `${i.path}: ${i.message}`).join("; ") });
     process.exit(EXIT_CONFIG);
   }
-  startTelemetry(name, { replica: replicaId, graph: graph.name, node: name, host: hostname() });
+  startTelemetry(name, { replica: replicaId, graph: graph.name, node: name, host: launch.host });
   enableDefaultMetrics({ node: name, replica: replicaId });
   metrics.replicas.labels(name).set(1);
 
   const nc = await connectNats({ name: replicaId, log });
-  const metadata: Record<string, string> = { graph: graph.name, replica: replicaId, pid: String(process.pid), host: hostname(), ...options.metadata };
+  const metadata: Record<string, string> = { graph: graph.name, replica: replicaId, pid: String(process.pid), host: launch.host, ...options.metadata };
   if (options.metricsServer !== false) {
     // In a cluster the port is fixed and bound on all interfaces for scraping (`servegraph manifests` sets both).
     const { url } = await startMetricsServer(launch.metricsPort ?? node.metricsPort, launch.metricsHost);

@@ -23,5 +23,10 @@ export const Discovery = {
   stats: (name?: string, id?: string) => ["$SRV.STATS", name, id].filter(Boolean).join("."),
 } as const;
 
-/** Control subject of a running `servegraph up` supervisor (scale requests). */
+/**
+ * Control subject of a running `servegraph up` supervisor (scale requests). A full `up` answers it; every `up`,
+ * worker hosts (`--only`) included, also answers {@link opsControlSubjectOf} its host.
+ */
 export const OPS_CONTROL_SUBJECT = "sg.ops.control";
+/** Control subject of the `servegraph up` on one host (`servegraph scale --host`). */
+export const opsControlSubjectOf = (host: string): string => `${OPS_CONTROL_SUBJECT}.${host.replace(/[^A-Za-z0-9_-]/g, "_")}`;

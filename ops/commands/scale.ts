@@ -1,16 +1,19 @@
-/** servegraph scale <node> <replicas>: asks the running `servegraph up` supervisor over NATS. */
+/**
+ * servegraph scale <node> <replicas> [--host name] [--auto]: asks the running `servegraph up` supervisor over NATS
+ * (with --host: the `up` on that host, e.g. a worker host started with `--only`).
+ */
 import { parseArgs } from "node:util";
 import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
-import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
 import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" }, host: { type: "string" } }, allowPositionals: true });
   const [node, n] = positionals;
   const count = Number(n);
   if (!node || !Number.isInteger(count)) {
-    process.stderr.write("usage: servegraph scale <node> <replicas>\n");
+    process.stderr.write("usage: servegraph scale <node> <replicas> [--host name] [--nats url]\n");
     return 2;
   }
   const natsUrl = resolveNatsUrl(values.nats);
@@ -18,12 +21,12 @@ export async function run(argv: string[]): Promise<number> {
   const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl });
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
-    const res = (await client.requestJson(OPS_CONTROL_SUBJECT, { op: "scale", node, replicas: count })) as { node: string; replicas: number };
-    process.stdout.write(values.json ? JSON.stringify(res) + "\n" : `${res.node}: ${res.replicas} replica(s)\n`);
+    const res = (await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, { op: "scale", node, replicas: count })) as { node: string; replicas: number; host?: string };
+    process.stdout.write(values.json ? JSON.stringify(res) + "\n" : `${res.node}: ${res.replicas} replica(s)${res.host ? ` on ${res.host}` : ""}\n`);
     return 0;
   } catch (err) {
     const ge = GraphError.from(err);
-    const msg = ge.code === "UNAVAILABLE" ? "no `servegraph up` is running on this NATS server" : ge.message;
+    const msg = ge.code === "UNAVAILABLE" ? `no \`servegraph up\`${values.host ? ` on host ${values.host}` : ""} is running on this NATS server` : ge.message;
     if (values.json) process.stdout.write(JSON.stringify({ ok: false, error: { ...ge.toJSON(), message: msg } }) + "\n");
     else process.stderr.write(`error ${ge.status} ${ge.code}: ${msg}\n`);
     return 1;

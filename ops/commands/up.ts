@@ -2,6 +2,12 @@
  * servegraph up [graph...] [--keep-going] [--param node.KEY=VALUE ...]: the embedded single-machine deployment of a
  * graph; --param overrides a node parameter for this run (checked like graph.config.ts).
  *
+ * Worker host: `servegraph up --nats nats://seed:4222 --only preprocess=4,infer=1 [--host name]` starts just those
+ * nodes here (no dependency closure, no local broker), joining the graph that runs on that NATS (one server of a
+ * cluster: each host connects to its own). Replicas report `--host` (default: the machine's hostname) in discovery,
+ * so `servegraph status` run anywhere lists them by host. Every `up` answers `sg.ops.control.<host>`
+ * (`servegraph scale --host`); a full `up` also answers `sg.ops.control`.
+ *
  * Start: check the graph -> a local nats-server (unless --nats / NATS_URL name a broker) with the users and
  * edge-derived permissions of `servegraph manifests` and passwords made for this run, supervised: restarted on the
  * same port when it dies -> connect as the ops user -> every node's replicas (supervisor.ts), each given its own
@@ -23,9 +29,11 @@ import { z } from "zod";
 import {
   checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, withParameterOverrides, type ResolvedGraph, type Service,
 } from "../../runtime/index.ts";
-import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import { hostname } from "node:os";
+import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
+import { GraphError } from "../../subjects/errors.ts";
 import { reportConfigError } from "../output.ts";
 import { clearState, useNatsCredentials, writeState, type UpState } from "../state.ts";
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
@@ -63,6 +71,22 @@ function routesOf(running: readonly string[]): string[] {
   if (running.includes("preprocess")) out.push("POST /classify   (JSON {image_url, top_k} or an image body)", "GET  /labels");
   if (running.includes("ab-router")) out.push("GET  /process/:message?user_key=...");
   out.push("GET  /healthz  /readyz  /metrics  /docs");
+  return out;
+}
+
+/** `--only preprocess=4,infer=1` (a node alone: its minimum, at least 1) -> node -> replicas. */
+export function parseOnly(spec: string, graph: ResolvedGraph): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z0-9_-]+)(?:=(\d{1,3}))?$/.exec(part);
+    if (!m) throw new GraphConfigError([{ path: "--only", message: `expected node=N[,node=N...], got "${part}"` }]);
+    const node = graph.nodes[m[1]!];
+    if (!node) throw new GraphConfigError([{ path: "--only", message: `unknown node "${m[1]}" (nodes: ${Object.keys(graph.nodes).join(", ")})` }]);
+    const n = m[2] === undefined ? Math.max(node.replicas.min, 1) : Number(m[2]);
+    if (n > node.replicas.max) throw new GraphConfigError([{ path: "--only", message: `${m[1]}=${n} is above its max replicas ${node.replicas.max}` }]);
+    out[m[1]!] = n;
+  }
+  if (Object.keys(out).length === 0) throw new GraphConfigError([{ path: "--only", message: "names no node" }]);
   return out;
 }
 
@@ -107,18 +131,26 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
       replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" }, param: { type: "string", multiple: true },
+      only: { type: "string" }, host: { type: "string" },
     },
     allowPositionals: true,
   });
   const externalNats = values.nats || process.env.NATS_URL;
   let graph: ResolvedGraph;
   let graphs: string[];
+  let only: Record<string, number> | undefined;
+  const host = values.host || process.env.SG_HOST || hostname();
   try {
     // --param node.KEY=VALUE overrides a parameter for this run; checked below like the file's values.
     graph = withParameterOverrides(await loadGraph(values.graph), values.param ?? []);
     graphs = positionals.length ? positionals : [...graph.defaultGraphs];
+    if (values.only !== undefined) {
+      if (!externalNats) throw new GraphConfigError([{ path: "--only", message: "a worker host joins a running graph: give its NATS with --nats nats://<seed>:4222 (or NATS_URL)" }]);
+      only = parseOnly(values.only, graph);
+    }
+    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(host)) throw new GraphConfigError([{ path: "--host", message: `"${host}": a host name is 1-63 letters, digits, '.', '_' or '-'` }]);
     // Every node's parameters are checked before anything starts: a typo fails here, not in a replica.
-    const issues = await checkParams(graph, nodesOfGraphs(graph, graphs));
+    const issues = await checkParams(graph, only ? Object.keys(only) : nodesOfGraphs(graph, graphs));
     if (!externalNats && graph.nodes[OPS_USER]) issues.push({ path: `nodes.${OPS_USER}`, message: `"${OPS_USER}" is the NATS user of the ops commands: rename the node` });
     if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
@@ -132,6 +164,7 @@ export async function run(argv: string[]): Promise<number> {
     if (!k || !Number.isInteger(Number(v))) throw new Error(`bad --replicas ${r}: expected node=N`);
     replicas[k] = Number(v);
   }
+  Object.assign(replicas, only);
 
   // From here on a signal stops whatever has started: nothing may outlive `up`.
   const interrupt = new AbortController();
@@ -202,7 +235,8 @@ export async function run(argv: string[]): Promise<number> {
 
     nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl }), signal, (late) => void late.close().catch(() => {}));
     sup = await startSupervisor({
-      graph, graphs, natsUrl, nc, nodeEnv, replicas, keepGoing, signal, stopGraceMs: STARTUP_STOP_GRACE_MS,
+      graph, graphs, natsUrl, nc, nodeEnv, replicas, keepGoing, signal, stopGraceMs: STARTUP_STOP_GRACE_MS, host,
+      ...(only ? { only: Object.keys(only) } : {}),
       log: (l) => log.info(l),
       onGiveUp: (err) => {
         log.error(err.message);
@@ -218,16 +252,17 @@ export async function run(argv: string[]): Promise<number> {
     const ingressUrl = await ingressUrlOf(nc, graph, sup, 2000);
     // Control endpoint: `servegraph scale` talks to this supervisor.
     const running = sup;
-    control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name } });
-    control.addEndpoint("control", {
-      subject: OPS_CONTROL_SUBJECT,
-      handler: async (req) => {
-        const r = req.json(ScaleRequest);
-        const n = await running.scale(r.node, r.replicas);
-        log.info(`scaled ${r.node}`, { replicas: n });
-        return { node: r.node, replicas: n };
-      },
-    });
+    control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
+    const handler = async (req: { json: <T>(schema: z.ZodType<T>) => T }): Promise<unknown> => {
+      const r = req.json(ScaleRequest);
+      if (!running.nodes.includes(r.node)) throw new GraphError("NOT_FOUND", `node ${r.node} does not run on host ${host} (it runs: ${running.nodes.join(", ")})`);
+      const n = await running.scale(r.node, r.replicas);
+      log.info(`scaled ${r.node}`, { replicas: n, host });
+      return { node: r.node, replicas: n, host };
+    };
+    // A worker host answers only its own subject: `scale` without --host reaches the full `up`.
+    if (!only) control.addEndpoint("control", { subject: OPS_CONTROL_SUBJECT, handler });
+    control.addEndpoint("control-host", { subject: opsControlSubjectOf(host), handler });
     control.announce();
     state = {
       pid: process.pid, natsUrl,
@@ -235,7 +270,9 @@ export async function run(argv: string[]): Promise<number> {
       ...(ingressUrl ? { ingressUrl } : {}),
       graphs, nodes: [...sup.nodes], startedAt: new Date().toISOString(),
     };
-    writeState(state);
+    // The state file is this machine's full `up` (status and scale find its broker and credentials there); a worker
+    // host leaves it alone: it was given --nats, and hosts simulated on one machine share the file system.
+    if (!only) writeState(state);
     printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup });
 
     await new Promise<void>((resolve) => {

@@ -78,6 +78,6 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPer
  * supervisor's control subject, both ways (the local broker of `servegraph up`).
  */
 export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean } = {}): NatsPermissions {
-  const control = opts.control ? [OPS_CONTROL_SUBJECT] : [];
+  const control = opts.control ? [OPS_CONTROL_SUBJECT, `${OPS_CONTROL_SUBJECT}.*`] : [];
   return { publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`, ...control], subscribe: ["$SRV.>", "_INBOX.>", ...control] };
 }

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
 
@@ -102,7 +102,7 @@ test("cli - up starts its own nats-server and the chain, request reaches it over
 
     const scaled = cli(["scale", "greeter", "2", "--json"], { SG_STATE_FILE: stateFile });
     assert.equal(scaled.status, 0, scaled.stderr + scaled.stdout);
-    assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2 });
+    assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2, host: hostname() });
     const outOfRange = cli(["scale", "greeter", "99", "--json"], { SG_STATE_FILE: stateFile });
     assert.equal(outOfRange.status, 1);
     assert.equal((JSON.parse(outOfRange.stdout) as { error: { code: string } }).error.code, "BAD_REQUEST");
