@@ -193,7 +193,8 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
     }
     nodes.push({
       node, replicas: ids.length, replica_ids: replicaIds, in_flight: inFlight,
-      replica_list: replicaList.sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id)), hosts,
+      replica_list: replicaList.sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id)),
+      hosts: Object.fromEntries(Object.entries(hosts).sort(([a], [b]) => a.localeCompare(b))),
       requests: endpoints.reduce((a, e) => a + e.requests, 0),
       errors: endpoints.reduce((a, e) => a + e.errors, 0),
       p50_ms: weighted([...eps.values()].flatMap((e) => e.p50)),
