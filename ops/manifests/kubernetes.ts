@@ -1,26 +1,30 @@
 /**
  * The Kubernetes objects of a deployment, derived from the resolved graph only: the Secrets (NATS passwords, and
- * a template per node with secrets), the single NATS server (ConfigMap with nats.conf, Deployment, Service), and
- * per node of the closure a Deployment, plus an HPA where replicas is [min, max] and a Service for a node with
- * `http`. Nothing in a node changes between `servegraph up` and a cluster: it reads the same env.
+ * a template per node with secrets), the NATS cluster (nats-cluster.ts: a 3-server StatefulSet with the graph's
+ * users and permissions), and per node of the closure a Deployment on the node's own image (images.ts), plus its
+ * autoscaler where replicas is [min, max] (autoscaling.ts: KEDA or HPA) and a Service for a node with `http`; and
+ * the monitoring objects (observability.ts). Nothing in a node changes between `servegraph up` and a cluster: it
+ * reads the same env.
  *
  * Objects are plain JSON data; render-yaml.ts writes them out.
  */
-import { createHash } from "node:crypto";
 import { dirname, relative, resolve } from "node:path";
 import { DEFAULT_GRAPH_FILE, GraphConfigError, nodesOfGraphs, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
-import { credentialsSecretName, natsConfig, NATS_CLIENT_PORT, NATS_MONITOR_PORT, passwordEnvName, randomPassword } from "./nats-conf.ts";
-import { inboxPrefix, OPS_USER } from "./nats-permissions.ts";
+import { autoscalerManifest, AUTOSCALERS, DEFAULT_AUTOSCALER, DEFAULT_PROMETHEUS_URL, type Autoscaler } from "./autoscaling.ts";
+import { buildCommand, imageOf, IMAGE_WORKDIR, SRV_PING_PROBE, type ImageOptions } from "./images.ts";
+import { credentialsSecretName, NATS_CLIENT_PORT, randomPassword } from "./nats-conf.ts";
+import { natsClusterManifests, NATS_HEADLESS_NAME, NATS_NAME } from "./nats-cluster.ts";
+import { edgeSubjects, inboxPrefix, OPS_USER } from "./nats-permissions.ts";
+import { monitoringManifests } from "./observability.ts";
 
-export const DEFAULT_IMAGE = "servegraph:0.1.0";
-export const NATS_IMAGE = "nats:2.10-alpine";
 /** Port of every node's /metrics in a pod (SG_METRICS_PORT); a node with `http` serves /metrics there instead. */
 export const METRICS_PORT = 9464;
-/** Name of the NATS Deployment, Service and the host in every node's NATS_URL. */
-export const NATS_NAME = "nats";
-export const HPA_CPU_UTILIZATION_PERCENT = 70;
 /** Added to a node's request timeout: time to drain in-flight requests after SIGTERM. */
 export const DRAIN_MARGIN_S = 15;
+/** The label NVIDIA's GPU feature discovery (GPU operator) puts on nodes with a GPU: a GPU node's nodeSelector. */
+export const GPU_NODE_SELECTOR = { "nvidia.com/gpu.present": "true" } as const;
+/** UID of the `node` user of the node:20 images, the user every node image runs as. */
+export const NODE_UID = 1000;
 
 export interface K8sMetadata {
   name: string;
@@ -45,12 +49,14 @@ export interface Manifest {
   readonly object: K8sObject;
 }
 
-export interface ManifestOptions {
-  /** Container image of every node: one image holds the repo (default {@link DEFAULT_IMAGE}). */
-  image?: string;
+export interface ManifestOptions extends ImageOptions {
   namespace?: string;
   /** Password of one NATS user (default: 192 random bits). Must be a plain token: see {@link randomPassword}. */
   password?: (user: string) => string;
+  /** `keda` (default): KEDA ScaledObjects; `hpa`: autoscaling/v2 HorizontalPodAutoscalers. */
+  autoscaler?: Autoscaler;
+  /** Prometheus that KEDA's triggers query (default {@link DEFAULT_PROMETHEUS_URL}). */
+  prometheusUrl?: string;
 }
 
 /** The Secret of a node's own secrets (a template with empty values), referenced by its env. */
@@ -64,27 +70,33 @@ function cpuQuantity(cores: number): string {
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+/** A registry host[:port] and path, and an image tag (the OCI distribution grammar, loosely). */
+const REGISTRY = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(\/[a-z0-9]+([._-][a-z0-9]+)*)*\/?$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
 function checkNames(nodes: readonly string[], opts: ManifestOptions): void {
   const issues: { path: string; message: string }[] = [];
   for (const n of nodes) {
     if (!DNS_LABEL.test(n) || n.length > 63) issues.push({ path: `nodes.${n}`, message: "a Kubernetes name must be lowercase letters, digits and dashes (at most 63)" });
-    if (n === NATS_NAME || n === OPS_USER) issues.push({ path: `nodes.${n}`, message: `"${n}" is reserved for the NATS server or the ops user in the manifests` });
+    if (n === NATS_NAME || n === NATS_HEADLESS_NAME || n === OPS_USER) issues.push({ path: `nodes.${n}`, message: `"${n}" is reserved for the NATS cluster or the ops user in the manifests` });
   }
   if (opts.namespace !== undefined && !DNS_LABEL.test(opts.namespace)) issues.push({ path: "--namespace", message: "must be a Kubernetes namespace name" });
   if (opts.image !== undefined && !/^\S+$/.test(opts.image)) issues.push({ path: "--image", message: "must be an image reference" });
+  if (opts.registry !== undefined && !REGISTRY.test(opts.registry)) issues.push({ path: "--registry", message: "must be a registry host and path, e.g. registry.example.com/team" });
+  if (opts.tag !== undefined && !TAG.test(opts.tag)) issues.push({ path: "--tag", message: "must be an image tag: letters, digits, _ . - (at most 128), not starting with . or -" });
+  if (opts.autoscaler !== undefined && !AUTOSCALERS.includes(opts.autoscaler)) issues.push({ path: "--autoscaler", message: `must be one of ${AUTOSCALERS.join(", ")}` });
+  if (opts.prometheusUrl !== undefined && !/^https?:\/\/\S+$/.test(opts.prometheusUrl)) issues.push({ path: "--prometheus-url", message: "must be an http(s) URL" });
   if (issues.length) throw new GraphConfigError(issues);
 }
 
 /**
  * The Kubernetes objects for the named graphs: a pure function of the graph and options, except for the NATS
  * passwords (pass `opts.password` for fixed ones). Order: secrets.yaml, nats.yaml, then each node of the
- * closure, dependencies first.
+ * closure, dependencies first, then monitoring.yaml.
  */
 export function buildManifests(graph: ResolvedGraph, graphNames: readonly string[], opts: ManifestOptions = {}): Manifest[] {
   const nodes = nodesOfGraphs(graph, graphNames);
   checkNames(nodes, opts);
-  const image = opts.image ?? DEFAULT_IMAGE;
   const password = opts.password ?? randomPassword;
   const meta = (name: string, component: string, extra: Partial<K8sMetadata> = {}): K8sMetadata => ({
     name,
@@ -103,7 +115,7 @@ export function buildManifests(graph: ResolvedGraph, graphNames: readonly string
     comments: [
       `NATS passwords of graph ${graph.name}: one per node user and one for the ops user "${OPS_USER}".`,
       "Generated at random on every run: manage this Secret in your secret store (External Secrets, Sealed Secrets,",
-      "Vault) and apply it once; a new password reaches the NATS server and a node only when their pods restart.",
+      "Vault) and apply it once; a new password reaches the NATS servers and a node only when their pods restart.",
       "A password must stay a plain token (letters and digits, a letter first): nats-server parses $VAR values.",
     ],
     object: {
@@ -137,91 +149,45 @@ export function buildManifests(graph: ResolvedGraph, graphNames: readonly string
   }
 
   // --- nats.yaml ---------------------------------------------------------------------------------------
-  const conf = natsConfig(graph, graphNames, nodes);
-  out.push({
-    file: "nats.yaml",
-    comments: [
-      "The minimal NATS server: one replica, no clustering, no JetStream. A production cluster would use the official",
-      "NATS Helm chart (https://github.com/nats-io/k8s) with 3 clustered servers and this nats.conf's authorization block.",
-    ],
-    object: { apiVersion: "v1", kind: "ConfigMap", metadata: meta(`${NATS_NAME}-config`, NATS_NAME), data: { "nats.conf": conf } },
-  });
-  out.push({
-    file: "nats.yaml",
-    comments: ["Each user's password reaches the server as an env var that nats.conf references as $<USER>_NATS_PASSWORD."],
-    object: {
-      apiVersion: "apps/v1",
-      kind: "Deployment",
-      metadata: meta(NATS_NAME, NATS_NAME),
-      spec: {
-        replicas: 1,
-        selector: { matchLabels: labels(NATS_NAME) },
-        template: {
-          metadata: {
-            labels: labels(NATS_NAME),
-            // A changed nats.conf rolls the server.
-            annotations: { "checksum/config": createHash("sha256").update(conf).digest("hex") },
-          },
-          spec: {
-            containers: [
-              {
-                name: NATS_NAME,
-                image: NATS_IMAGE,
-                args: ["-c", "/etc/nats/nats.conf"],
-                ports: [
-                  { name: "client", containerPort: NATS_CLIENT_PORT },
-                  { name: "monitor", containerPort: NATS_MONITOR_PORT },
-                ],
-                env: users.map((u) => ({ name: passwordEnvName(u), valueFrom: { secretKeyRef: { name: creds, key: u } } })),
-                volumeMounts: [{ name: "config", mountPath: "/etc/nats" }],
-                resources: { requests: { cpu: "500m", memory: "256Mi" }, limits: { cpu: "2", memory: "1Gi" } },
-                readinessProbe: { httpGet: { path: "/healthz", port: NATS_MONITOR_PORT }, periodSeconds: 5 },
-                livenessProbe: { httpGet: { path: "/healthz", port: NATS_MONITOR_PORT }, initialDelaySeconds: 10, periodSeconds: 10 },
-              },
-            ],
-            volumes: [{ name: "config", configMap: { name: `${NATS_NAME}-config` } }],
-          },
-        },
-      },
-    },
-  });
-  out.push({
-    file: "nats.yaml",
-    comments: [],
-    object: {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: meta(NATS_NAME, NATS_NAME),
-      spec: {
-        selector: labels(NATS_NAME),
-        ports: [
-          { name: "client", port: NATS_CLIENT_PORT, targetPort: NATS_CLIENT_PORT },
-          { name: "monitor", port: NATS_MONITOR_PORT, targetPort: NATS_MONITOR_PORT },
-        ],
-      },
-    },
-  });
+  out.push(...natsClusterManifests({ graph, graphNames, nodes, users, namespace: opts.namespace, meta, labels }));
 
   // --- <node>.yaml -------------------------------------------------------------------------------------
   const graphFileEnv = resolve(graph.file) === resolve(DEFAULT_GRAPH_FILE) ? undefined : relative(dirname(DEFAULT_GRAPH_FILE), graph.file);
-  for (const n of nodes) out.push(...nodeManifests(graph, graph.nodes[n]!, { nodes, image, creds, graphFileEnv, meta, labels }));
+  const ctx: NodeManifestContext = {
+    nodes, creds, graphFileEnv, meta, labels, images: opts,
+    autoscaler: opts.autoscaler ?? DEFAULT_AUTOSCALER,
+    prometheusUrl: opts.prometheusUrl ?? DEFAULT_PROMETHEUS_URL,
+  };
+  for (const n of nodes) out.push(...nodeManifests(graph, graph.nodes[n]!, ctx));
+
+  // --- monitoring.yaml ---------------------------------------------------------------------------------
+  out.push(...monitoringManifests(graph, nodes, meta));
   return out;
 }
 
 interface NodeManifestContext {
   nodes: readonly string[];
-  image: string;
+  images: ImageOptions;
   creds: string;
   graphFileEnv: string | undefined;
+  autoscaler: Autoscaler;
+  prometheusUrl: string;
   meta: (name: string, component: string, extra?: Partial<K8sMetadata>) => K8sMetadata;
   labels: (name: string) => Record<string, string>;
+}
+
+/** The subjects of `node` that the other nodes of the closure call. */
+function calledSubjects(graph: ResolvedGraph, node: ResolvedNode, nodes: readonly string[]): string[] {
+  const own = `${node.subjectPrefix}.${node.name}.`;
+  return [...new Set(nodes.flatMap((m) => (m === node.name ? [] : edgeSubjects(graph, graph.nodes[m]!).filter((s) => s.startsWith(own)))))].sort();
 }
 
 function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifestContext): Manifest[] {
   const n = node.name;
   const file = `${n}.yaml`;
-  const min = Math.max(node.replicas.min, 1);
-  const autoscaled = min < node.replicas.max;
+  const autoscaled = node.replicas.min < node.replicas.max;
+  const called = calledSubjects(graph, node, c.nodes);
+  const image = imageOf(node, c.images);
   // A node with `http` (the ingress) serves /metrics on its HTTP port; the others on their own metrics port.
   // A random HTTP port (0) has no meaning behind a Service: 8080 then.
   const httpPort = node.http ? node.http.port || 8080 : undefined;
@@ -244,11 +210,13 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
       valueFrom: { secretKeyRef: { name: nodeSecretName(graph, n), key: k, optional: !s.required } },
     })),
   ];
-  const quantities = { cpu: cpuQuantity(node.resources.cpu), memory: node.resources.memory, ...(node.resources.gpu > 0 ? { "nvidia.com/gpu": String(node.resources.gpu) } : {}) };
+  const gpu = node.resources.gpu > 0;
+  const quantities = { cpu: cpuQuantity(node.resources.cpu), memory: node.resources.memory, ...(gpu ? { "nvidia.com/gpu": String(node.resources.gpu) } : {}) };
   const probe = (path: string, port: number, extra: Record<string, number>) => ({ httpGet: { path, port }, ...extra });
+  const drainS = Math.ceil(node.timeoutMs / 1000) + DRAIN_MARGIN_S;
   const container = {
     name: n,
-    image: c.image,
+    image,
     imagePullPolicy: "IfNotPresent",
     command: ["node", "--import", "tsx", `${node.service}/src/main.ts`],
     env,
@@ -256,27 +224,31 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     resources: { requests: quantities, limits: quantities },
     ...(httpPort !== undefined
       ? {
+          // /readyz: the ingress's NATS connection is up and every node its routes call has a replica.
           readinessProbe: probe("/readyz", httpPort, { periodSeconds: 5, failureThreshold: 2 }),
           livenessProbe: probe("/healthz", httpPort, { initialDelaySeconds: 10, periodSeconds: 10 }),
         }
       : {
-          // The metrics server starts once the NATS connection is up, before the node's own start-up.
-          readinessProbe: probe("/metrics", METRICS_PORT, { periodSeconds: 10 }),
-          livenessProbe: probe("/metrics", METRICS_PORT, { initialDelaySeconds: 15, periodSeconds: 10, failureThreshold: 3 }),
+          // Ready = this replica answers $SRV.PING over NATS, which it does only once its endpoints are served.
+          readinessProbe: { exec: { command: ["node", SRV_PING_PROBE] }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 2 },
+          // Alive = its event loop answers /metrics (up as soon as NATS is connected, before a model loads).
+          livenessProbe: probe("/metrics", METRICS_PORT, { initialDelaySeconds: 15, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 }),
         }),
-    securityContext: { allowPrivilegeEscalation: false },
+    securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
   };
   const comments = [
     `Node ${n}${node.description ? `: ${node.description}` : ""}`,
-    `Image ${c.image}: one image holds the repo, its WORKDIR the repo root. Each services/<node>/package.json is an npm`,
-    "workspace naming only that node's libraries, so a per-node image can install just its closure",
-    `(npm install --workspace=${node.service} --include-workspace-root).`,
+    `Image ${image}: its own workspace's dependencies only. Build it from the repository root with`,
+    `  ${buildCommand(node, c.images)}`,
+    `The repository is at ${IMAGE_WORKDIR} in the image (its WORKDIR); the node runs as uid ${NODE_UID}.`,
     "NATS_USER/NATS_PASSWORD: the node's NATS credentials, for connect()'s user/pass options (nats.js v3 reads none from a URL).",
     `SIGTERM drains: terminationGracePeriodSeconds is the request timeout (${node.timeoutMs} ms) + ${DRAIN_MARGIN_S} s.`,
-    ...(autoscaled ? [`replicas ${node.replicas.min}..${node.replicas.max}: the HorizontalPodAutoscaler below owns the count after the first apply.`] : []),
-    ...(node.resources.gpu > 0
-      ? ["GPU node: the toleration admits the usual nvidia.com/gpu taint; pin a GPU pool with a nodeSelector if the cluster has one,",
-         "e.g. nodeSelector: { cloud.google.com/gke-accelerator: nvidia-l4 } or { nvidia.com/gpu.present: \"true\" }. The image needs the CUDA runtime."]
+    ...(autoscaled
+      ? [`replicas ${node.replicas.min}..${node.replicas.max}: no spec.replicas, the ${c.autoscaler === "keda" ? "ScaledObject" : "HorizontalPodAutoscaler"} below owns the count.`]
+      : []),
+    ...(gpu
+      ? ["GPU node: nvidia.com/gpu limit, a toleration of the nvidia.com/gpu taint, and the GPU-discovery label as nodeSelector.",
+         "The CUDA execution provider also needs CUDA 12 and cuDNN 9 libraries in the image (see deploy/containers/Containerfile)."]
       : []),
   ];
   const out: Manifest[] = [
@@ -288,7 +260,8 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
         kind: "Deployment",
         metadata: c.meta(n, n),
         spec: {
-          replicas: min,
+          // An autoscaled node: the autoscaler sets the count; a replicas field here would reset it on every apply.
+          ...(autoscaled ? {} : { replicas: node.replicas.min }),
           selector: { matchLabels: c.labels(n) },
           template: {
             metadata: {
@@ -296,9 +269,12 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
               annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(metricsPort), "prometheus.io/path": "/metrics" },
             },
             spec: {
-              terminationGracePeriodSeconds: Math.ceil(node.timeoutMs / 1000) + DRAIN_MARGIN_S,
+              terminationGracePeriodSeconds: drainS,
+              securityContext: { runAsNonRoot: true, runAsUser: NODE_UID, runAsGroup: NODE_UID, seccompProfile: { type: "RuntimeDefault" } },
               containers: [container],
-              ...(node.resources.gpu > 0 ? { tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }] } : {}),
+              ...(gpu
+                ? { tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }], nodeSelector: { ...GPU_NODE_SELECTOR } }
+                : {}),
             },
           },
         },
@@ -318,22 +294,7 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     });
   }
   if (autoscaled) {
-    out.push({
-      file,
-      comments: [],
-      object: {
-        apiVersion: "autoscaling/v2",
-        kind: "HorizontalPodAutoscaler",
-        metadata: c.meta(n, n),
-        spec: {
-          scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: n },
-          minReplicas: min,
-          maxReplicas: node.replicas.max,
-          metrics: [{ type: "Resource", resource: { name: "cpu", target: { type: "Utilization", averageUtilization: HPA_CPU_UTILIZATION_PERCENT } } }],
-        },
-      },
-    });
+    out.push(autoscalerManifest(node, { graph, autoscaler: c.autoscaler, prometheusUrl: c.prometheusUrl, calledSubjects: called, meta: c.meta }));
   }
   return out;
 }
-

@@ -1,8 +1,11 @@
 /**
- * nats.conf of the graph's single NATS server: ports, limits, and one password user per node plus the ops user,
- * each with the permissions of nats-permissions.ts. Passwords are never written here: each is an env reference
- * (`$<USER>_NATS_PASSWORD`) that the server's Deployment fills from the credentials Secret (in a cluster) or that
+ * nats.conf of the graph's NATS cluster: ports, limits, the `cluster` block that routes the servers of the
+ * StatefulSet to each other (nats-cluster.ts), and one password user per node plus the ops user, each with the
+ * permissions of nats-permissions.ts. Passwords are never written here: each is an env reference
+ * (`$<USER>_NATS_PASSWORD`) that the StatefulSet fills from the credentials Secret (in a cluster) or that
  * `servegraph up` passes to its local nats-server (ops/nats-server.ts, the same authorization block).
+ *
+ * Only what nats-server 2.9 accepts (Debian's, which the tests run `nats-server -t` with) is written.
  */
 import { randomBytes } from "node:crypto";
 import { type ResolvedGraph } from "../../runtime/index.ts";
@@ -10,6 +13,11 @@ import { natsPermissions, opsPermissions, OPS_USER, type NatsPermissions } from 
 
 export const NATS_CLIENT_PORT = 4222;
 export const NATS_MONITOR_PORT = 8222;
+export const NATS_CLUSTER_PORT = 6222;
+/** Where the server writes its pid: the preStop hook sends lame-duck mode to it (`nats-server -sl=ldm=<pid file>`). */
+export const NATS_PID_FILE = "/var/run/nats/nats.pid";
+/** Lame-duck mode: clients are moved to the other servers over this long before a server stops. */
+export const NATS_LAME_DUCK_S = 30;
 /** An 8 MB image must fit one request: the same limits as the local server of `servegraph up`. */
 const MAX_PAYLOAD = "16MB";
 const MAX_PENDING = "64MB";
@@ -69,16 +77,39 @@ export function natsAuthorization(graph: ResolvedGraph, nodes: readonly string[]
   ];
 }
 
-/** nats.conf of the single server: limits, monitoring, and one user per node plus the ops user. */
-export function natsConfig(graph: ResolvedGraph, graphNames: readonly string[], nodes: readonly string[]): string {
+/** The cluster a nats.conf joins: every server lists the routes of all (its own is recognised and skipped). */
+export interface NatsClusterConf {
+  /** Cluster name, the same on every server. */
+  readonly name: string;
+  /** `nats-route://<host>:<port>` of every server (the StatefulSet pods by their headless-Service DNS names). */
+  readonly routes: readonly string[];
+}
+
+/**
+ * nats.conf of a cluster server: limits, monitoring, clustering, and one user per node plus the ops user. The
+ * server's name is `$POD_NAME` (each StatefulSet pod sets it from its own name), so every server is told apart in
+ * routes and monitoring.
+ */
+export function natsConfig(graph: ResolvedGraph, graphNames: readonly string[], nodes: readonly string[], cluster: NatsClusterConf): string {
   return [
     `# nats.conf of graph ${graph.name} (${graphNames.join(", ")}), written by \`servegraph manifests\` from graph.config.ts.`,
-    `# Passwords are env references, filled from the Secret ${credentialsSecretName(graph)}.`,
+    `# Passwords are env references, filled from the Secret ${credentialsSecretName(graph)}; POD_NAME is the pod's name.`,
+    "server_name: $POD_NAME",
     `port: ${NATS_CLIENT_PORT}`,
     `http_port: ${NATS_MONITOR_PORT}`,
+    `pid_file: ${JSON.stringify(NATS_PID_FILE)}`,
+    `lame_duck_duration: "${NATS_LAME_DUCK_S}s"`,
     "# An 8 MB image must fit one request (the same limits as the local server of `servegraph up`).",
     `max_payload: ${MAX_PAYLOAD}`,
     `max_pending: ${MAX_PENDING}`,
+    "# The servers of the StatefulSet, routed to each other through the headless Service's per-pod DNS names.",
+    "# The route port is not exposed outside the NATS pods (the NetworkPolicy beside this ConfigMap).",
+    "cluster {",
+    `  name: ${JSON.stringify(cluster.name)}`,
+    `  port: ${NATS_CLUSTER_PORT}`,
+    `  routes: ${confList(cluster.routes)}`,
+    "  connect_retries: 120",
+    "}",
     ...natsAuthorization(graph, nodes),
     "",
   ].join("\n");

@@ -11,8 +11,9 @@
  *     prefix (`sg.v1.`), exactly as written, never a wildcard;
  *   - `$SRV.*.<target>` for each node that one of those subjects belongs to: ADR-32 discovery (PING, INFO, STATS)
  *     of the services it calls, e.g. the ingress counts their replicas for /readyz.
- *   A node without edges gets an empty publish list, which nats.conf writes as `deny: [">"]` (an empty allow list
- *   could read as "no restriction"): it publishes nothing but replies.
+ *   - `$SRV.PING.<node>`, a node without `http` only: its own discovery PING, so that the readiness probe of a
+ *     replica in a cluster (deploy/probe/srv-ping.mjs, with the node's credentials) can ask whether this replica
+ *     answers. (An HTTP node's probe is its /readyz.)
  *   Replies to the requests a node serves need no publish permission: `allow_responses: true` lets it send one
  *   response per request it received, to the reply subject the server delivered with it.
  *
@@ -60,7 +61,7 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPer
   const edges = edgeSubjects(graph, node);
   const targets = [...new Set(edges.map((s) => s.slice(graph.subjectPrefix.length + 1).split(".")[0]!))];
   return {
-    publish: [...edges, ...targets.map((t) => `$SRV.*.${t}`)],
+    publish: [...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`])],
     subscribe: [
       `${graph.subjectPrefix}.${nodeName}.>`,
       "$SRV.PING",

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -9,10 +9,11 @@ import { loadGraph, resolveGraph, GraphConfigError } from "../../runtime/config.
 import { nodesOfGraphs } from "../../runtime/graph-queries.ts";
 import { findNatsServer } from "../../ops/nats-server.ts";
 import { main } from "../../ops/cli.ts";
+import { REPO_ROOT } from "../helpers/graph.ts";
 import { parseAllDocuments } from "yaml";
 import {
-  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, METRICS_PORT,
-  type K8sObject, type Manifest,
+  autoscalePolicy, buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, AUTOSCALE_METRIC_NAMES,
+  DEFAULT_PROMETHEUS_URL, METRICS_PORT, SRV_PING_PROBE, type K8sObject, type Manifest,
 } from "../../ops/manifests/index.ts";
 
 /**
@@ -56,42 +57,100 @@ const containerOf = (ms: readonly Manifest[], node: string): Container => spec(f
 
 // --- tests -----------------------------------------------------------------------------------------------
 
-test("manifests - one Deployment per node of the closure, plus the NATS server", () => {
+test("manifests - one Deployment per node of the closure, plus the NATS cluster", () => {
   const deployments = all.filter((m) => m.object.kind === "Deployment").map((m) => m.object.metadata.name);
-  assert.deepEqual([...deployments].sort(), [...closureNodes, "nats"].sort());
+  assert.deepEqual([...deployments].sort(), [...closureNodes].sort());
   assert.equal(new Set(deployments).size, deployments.length);
+  assert.deepEqual(all.filter((m) => m.object.kind === "StatefulSet").map((m) => m.object.metadata.name), ["nats"]);
   const classify = buildManifests(graph, ["classify"], { password: fixedPassword });
-  assert.deepEqual(classify.filter((m) => m.object.kind === "Deployment").map((m) => m.object.metadata.name).sort(), ["infer", "ingress", "nats", "preprocess"]);
+  assert.deepEqual(classify.filter((m) => m.object.kind === "Deployment").map((m) => m.object.metadata.name).sort(), ["infer", "ingress", "preprocess"]);
   for (const n of closureNodes) {
     const d = find(all, "Deployment", n);
     assert.equal(d.metadata.labels?.["app.kubernetes.io/name"], n);
     assert.equal(d.metadata.labels?.["app.kubernetes.io/part-of"], graph.name);
     assert.deepEqual(spec(d).selector.matchLabels, spec(d).template.metadata.labels);
     const c = containerOf(all, n);
-    assert.equal(c.image, "servegraph:0.1.0");
+    assert.equal(c.image, `servegraph-${graph.nodes[n]!.service.split("/").pop()}:0.1.0`, "the image of the node's workspace");
     assert.deepEqual(c.command, ["node", "--import", "tsx", `${graph.nodes[n]!.service}/src/main.ts`]);
   }
 });
 
-test("manifests - replicas and HPA bounds follow the config", () => {
+test("manifests - replicas, and a KEDA ScaledObject or an HPA with the node's policy where replicas is [min, max]", () => {
+  const hpa = buildManifests(graph, graph.defaultGraphs, { password: fixedPassword, autoscaler: "hpa" });
   for (const n of closureNodes) {
-    const { min, max } = graph.nodes[n]!.replicas;
-    assert.equal(spec(find(all, "Deployment", n)).replicas, Math.max(min, 1), n);
-    const hpa = all.find((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === n)?.object;
-    if (Math.max(min, 1) < max) {
-      assert.ok(hpa, `${n} scales ${min}..${max}: needs an HPA`);
-      const s = hpa.spec as { minReplicas: number; maxReplicas: number; scaleTargetRef: { kind: string; name: string }; metrics: { resource: { name: string; target: { averageUtilization: number } } }[] };
-      assert.equal(s.minReplicas, Math.max(min, 1));
-      assert.equal(s.maxReplicas, max);
-      assert.deepEqual(s.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: n });
-      assert.equal(s.metrics[0]!.resource.target.averageUtilization, 70);
+    const node = graph.nodes[n]!;
+    const { min, max } = node.replicas;
+    const policy = autoscalePolicy(node);
+    const scaled = all.find((m) => m.object.kind === "ScaledObject" && m.object.metadata.name === n)?.object;
+    const h = hpa.find((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === n)?.object;
+    assert.ok(!all.some((m) => m.object.kind === "HorizontalPodAutoscaler"), "keda is the default: no HPA beside the ScaledObjects");
+    if (min < max) {
+      assert.equal(spec(find(all, "Deployment", n)).replicas, undefined, `${n}: the autoscaler owns the count`);
+      assert.ok(scaled, `${n} scales ${min}..${max}: needs a ScaledObject`);
+      const s = scaled.spec as {
+        minReplicaCount: number; maxReplicaCount: number; cooldownPeriod: number; scaleTargetRef: { name: string };
+        advanced: { horizontalPodAutoscalerConfig: { behavior: { scaleUp: { stabilizationWindowSeconds: number }; scaleDown: { stabilizationWindowSeconds: number } } } };
+        triggers: { type: string; metricType: string; metadata: { query: string; threshold: string; serverAddress: string } }[];
+      };
+      assert.equal(s.minReplicaCount, min);
+      assert.equal(s.maxReplicaCount, max);
+      assert.equal(s.scaleTargetRef.name, n);
+      assert.equal(s.triggers.length, 1);
+      assert.equal(s.triggers[0]!.type, "prometheus");
+      assert.equal(s.triggers[0]!.metadata.query, `sum(${AUTOSCALE_METRIC_NAMES[policy.metric]}{node="${n}"})`);
+      assert.equal(s.triggers[0]!.metadata.threshold, String(policy.target));
+      assert.equal(s.triggers[0]!.metadata.serverAddress, DEFAULT_PROMETHEUS_URL);
+      assert.equal(s.advanced.horizontalPodAutoscalerConfig.behavior.scaleUp.stabilizationWindowSeconds, Math.ceil(policy.scaleUpAfterMs / 1000));
+      assert.equal(s.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds, Math.ceil(policy.scaleDownAfterMs / 1000));
+      assert.equal(s.cooldownPeriod, Math.ceil(policy.scaleDownAfterMs / 1000));
+      assert.ok(h, `${n}: --autoscaler hpa writes an HPA`);
+      const hs = h.spec as { minReplicas: number; maxReplicas: number; metrics: { type: string; pods: { metric: { name: string }; target: { averageValue: string } } }[]; behavior: unknown };
+      assert.equal(hs.minReplicas, Math.max(min, 1));
+      assert.equal(hs.maxReplicas, max);
+      assert.equal(hs.metrics[0]!.type, "Pods");
+      assert.equal(hs.metrics[0]!.pods.metric.name, AUTOSCALE_METRIC_NAMES[policy.metric]);
+      assert.equal(hs.metrics[0]!.pods.target.averageValue, String(policy.target));
+      assert.deepEqual(hs.behavior, s.advanced.horizontalPodAutoscalerConfig.behavior);
+      assert.ok(!hpa.some((m) => m.object.kind === "ScaledObject"));
     } else {
-      assert.equal(hpa, undefined, `${n} has a fixed replica count`);
+      assert.equal(spec(find(all, "Deployment", n)).replicas, min, n);
+      assert.equal(scaled, undefined, `${n} has a fixed replica count`);
+      assert.equal(h, undefined, `${n} has a fixed replica count`);
     }
   }
-  // the reference graph has both kinds
-  assert.ok(all.some((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === "preprocess"));
-  assert.ok(!all.some((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === "variant-a"));
+  // the reference graph has both kinds, and the policy of graph.config.ts reaches the trigger
+  assert.ok(all.some((m) => m.object.kind === "ScaledObject" && m.object.metadata.name === "preprocess"));
+  assert.ok(!all.some((m) => m.object.kind === "ScaledObject" && m.object.metadata.name === "variant-a"));
+  assert.match(JSON.stringify(find(all, "ScaledObject", "infer").spec), /sum\(sg_batch_queue_depth\{node=\\"infer\\"\}\)/, "infer scales on its batch queue");
+});
+
+test("manifests - replicas [0, N]: KEDA scales to zero and wakes on the callers' demand; an HPA is clamped to 1", () => {
+  const g = resolveGraph({
+    name: "g",
+    nodes: {
+      front: { service: "services/front", parameters: { BACK_SUBJECT: "sg.v1.back.run", BACK_INFO: "sg.v1.back.info" } },
+      back: { service: "services/back", replicas: [0, 3], timeout: "2s" },
+      lonely: { service: "services/lonely", replicas: [0, 2] },
+    },
+    graphs: { main: { nodes: ["front", "back", "lonely"] } }, defaultGraphs: ["main"],
+  }, join(tmpdir(), "graph.config.ts"));
+  const keda = buildManifests(g, ["main"]);
+  const so = find(keda, "ScaledObject", "back").spec as { minReplicaCount: number; cooldownPeriod: number; triggers: { name: string; metadata: Record<string, string> }[] };
+  assert.equal(so.minReplicaCount, 0);
+  assert.equal(so.triggers.length, 2);
+  const demand = so.triggers.find((t) => t.name === "demand")!;
+  assert.equal(demand.metadata.activationThreshold, "0");
+  assert.equal(demand.metadata.query, 'sum(rate(sg_client_request_duration_seconds_count{subject=~"sg\\\\.v1\\\\.back\\\\.info|sg\\\\.v1\\\\.back\\\\.run"}[1m]))');
+  // nothing calls `lonely`: nothing could wake it, so it keeps one replica, and the file says why
+  const lonely = keda.find((m) => m.object.kind === "ScaledObject" && m.object.metadata.name === "lonely")!;
+  assert.equal((lonely.object.spec as { minReplicaCount: number }).minReplicaCount, 1);
+  assert.ok(lonely.comments.some((c) => /clamped to 1/.test(c)));
+  const hpa = buildManifests(g, ["main"], { autoscaler: "hpa" });
+  const h = hpa.find((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === "back")!;
+  assert.equal((h.object.spec as { minReplicas: number }).minReplicas, 1);
+  assert.ok(h.comments.some((c) => /cannot scale to zero/.test(c)), "the clamp is said in the output");
+  assert.match(renderYaml(hpa), /# replicas min 0 clamped to 1: a HorizontalPodAutoscaler cannot scale to zero/);
+  assert.throws(() => buildManifests(g, ["main"], { autoscaler: "vpa" as never }), GraphConfigError);
 });
 
 test("manifests - env carries SG_NODE, every parameter as a string, resolved subjects and NATS settings", () => {
@@ -153,7 +212,8 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   const pre = natsPermissions(graph, "preprocess");
   assert.ok(pre.publish.includes("sg.v1.infer.run") && pre.publish.includes("sg.v1.infer.labels"));
   assert.ok(!pre.publish.includes("sg.v1.greeter.greet"));
-  assert.deepEqual(natsPermissions(graph, "greeter").publish, [], "a leaf node publishes only replies");
+  assert.deepEqual(natsPermissions(graph, "greeter").publish, ["$SRV.PING.greeter"], "a leaf node publishes only replies, and its own PING (readiness probe)");
+  assert.ok(!natsPermissions(graph, "ingress").publish.includes("$SRV.PING.ingress"), "an HTTP node's probe is /readyz");
   for (const n of Object.keys(graph.nodes)) {
     for (const s of natsPermissions(graph, n).subscribe) {
       const own = s === `sg.v1.${n}.>` || s === `_INBOX_${n}.>` || ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].includes(s) || s === `$SRV.*.${n}` || s === `$SRV.*.${n}.*`;
@@ -169,7 +229,7 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   assert.match(conf, /^max_payload: 16MB$/m);
   assert.match(conf, /^port: 4222$/m);
   assert.match(conf, /^http_port: 8222$/m);
-  assert.match(conf, /publish: \{ allow: \["sg\.v1\.greeter\.greet", "\$SRV\.\*\.greeter"\] \}/);
+  assert.match(conf, /publish: \{ allow: \["sg\.v1\.greeter\.greet", "\$SRV\.\*\.greeter", "\$SRV\.PING\.greeter-proxy"\] \}/);
   // the server gets each password from the credentials Secret under the name nats.conf references
   const natsEnv = containerOfNats(all);
   for (const n of [...closureNodes, "servegraph"]) {
@@ -178,7 +238,7 @@ test("manifests - NATS permissions come from the graph's edges", () => {
 });
 
 function containerOfNats(ms: readonly Manifest[]): EnvVar[] {
-  const c = containerOf(ms, "nats");
+  const c = spec(find(ms, "StatefulSet", "nats")).template.spec.containers[0]!;
   assert.equal(c.image, "nats:2.10-alpine");
   return c.env;
 }
@@ -193,6 +253,9 @@ test("manifests - probes, ports, resources and drain time", () => {
   assert.deepEqual(svc.ports.map((p) => [p.port, p.targetPort]), [[80, port]]);
   const pre = containerOf(all, "preprocess");
   assert.deepEqual(pre.livenessProbe.httpGet, { path: "/metrics", port: METRICS_PORT });
+  // a node without HTTP is ready when this replica answers $SRV.PING: the probe script shipped in every image
+  assert.deepEqual((pre.readinessProbe as unknown as { exec: { command: string[] } }).exec.command, ["node", SRV_PING_PROBE]);
+  assert.ok(existsSync(join(REPO_ROOT, SRV_PING_PROBE)));
   assert.deepEqual(pre.ports, [{ name: "metrics", containerPort: METRICS_PORT }]);
   assert.deepEqual(pre.resources.requests, { cpu: "1", memory: "512Mi" });
   assert.deepEqual(pre.resources.limits, pre.resources.requests);
@@ -210,8 +273,12 @@ test("manifests - probes, ports, resources and drain time", () => {
   const ms = buildManifests(g, ["main"], { image: "registry.example/sg:1.2.3", namespace: "serving" });
   const c = containerOf(ms, "gpu");
   assert.deepEqual(c.resources.limits, { cpu: "500m", memory: "4Gi", "nvidia.com/gpu": "2" });
-  assert.equal(c.image, "registry.example/sg:1.2.3");
+  assert.equal(c.image, "registry.example/sg:1.2.3", "--image: one image for every node");
   assert.deepEqual(spec(find(ms, "Deployment", "gpu")).template.spec.tolerations, [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
+  assert.deepEqual((spec(find(ms, "Deployment", "gpu")).template.spec as unknown as { nodeSelector: unknown }).nodeSelector, { "nvidia.com/gpu.present": "true" });
+  assert.equal(containerOf(buildManifests(g, ["main"], { registry: "registry.example.com/team/", tag: "2.0.1" }), "gpu").image, "registry.example.com/team/servegraph-gpu:2.0.1");
+  assert.throws(() => buildManifests(g, ["main"], { tag: "-bad tag" }), GraphConfigError);
+  assert.throws(() => buildManifests(g, ["main"], { registry: "Not A Registry" }), GraphConfigError);
   assert.equal(spec(find(ms, "Deployment", "gpu")).template.spec.terminationGracePeriodSeconds, 2 + 15);
   assert.ok(ms.every((m) => m.object.metadata.namespace === "serving"));
 });
@@ -239,8 +306,7 @@ test("manifests - YAML parses back to the same objects", () => {
   assert.deepEqual(parseYamlStream(yaml), all.map((m) => m.object));
   // the nats.conf literal block and the header comments survive
   assert.match(yaml, /^ {2}nats\.conf: \|$/m);
-  assert.match(yaml, /^# .*official\s*$/m);
-  assert.match(yaml, /Helm chart.*3 clustered servers/);
+  assert.match(yaml, /^# nats\.conf of the 3-server NATS cluster/m);
 });
 
 test("manifests - YAML keeps every string a string, in YAML 1.1 and 1.2", () => {
@@ -270,13 +336,17 @@ test("manifests - `servegraph manifests classify --out dir` writes one file per 
   const code = await main(["manifests", "classify", "--out", dir, "--namespace", "demo"]);
   try {
     assert.equal(code, 0);
-    assert.deepEqual(readdirSync(dir).sort(), ["infer.yaml", "ingress.yaml", "nats.yaml", "preprocess.yaml", "secrets.yaml"]);
+    assert.deepEqual(readdirSync(dir).sort(), [
+      "grafana-dashboard.json", "infer.yaml", "ingress.yaml", "monitoring.yaml", "nats.yaml", "preprocess.yaml", "prometheus-rules.yaml", "secrets.yaml",
+    ]);
     const ingress = parseYamlStream(readFileSync(join(dir, "ingress.yaml"), "utf8")) as K8sObject[];
     assert.deepEqual(ingress.map((o) => [o.kind, o.metadata.name, o.metadata.namespace]), [["Deployment", "ingress", "demo"], ["Service", "ingress", "demo"]]);
     const pre = parseYamlStream(readFileSync(join(dir, "preprocess.yaml"), "utf8")) as K8sObject[];
-    assert.deepEqual(pre.map((o) => o.kind), ["Deployment", "HorizontalPodAutoscaler"]);
+    assert.deepEqual(pre.map((o) => o.kind), ["Deployment", "ScaledObject"]);
     const nats = parseYamlStream(readFileSync(join(dir, "nats.yaml"), "utf8")) as K8sObject[];
-    assert.deepEqual(nats.map((o) => `${o.kind}/${o.metadata.name}`), ["ConfigMap/nats-config", "Deployment/nats", "Service/nats"]);
+    assert.deepEqual(nats.map((o) => `${o.kind}/${o.metadata.name}`), [
+      "ConfigMap/nats-config", "Service/nats-headless", "Service/nats", "StatefulSet/nats", "PodDisruptionBudget/nats", "NetworkPolicy/nats",
+    ]);
     const conf = (nats[0]!.data as Record<string, string>)["nats.conf"]!;
     assert.ok(!conf.includes('user: "greeter"'), "only the closure's users");
     const secrets = parseYamlStream(readFileSync(join(dir, "secrets.yaml"), "utf8")) as K8sObject[];
@@ -294,8 +364,9 @@ const NO_NATS = NATS_BIN ? false : "nats-server is not installed";
 async function startWithConf(conf: string, env: Record<string, string>): Promise<{ url: string; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), "sg-manifests-nats-"));
   // The cluster's fixed ports would collide here: a free client port, no monitoring port.
-  writeFileSync(join(dir, "nats.conf"), conf.replace(/^port: 4222$/m, "port: -1").replace(/^http_port: 8222$/m, ""));
-  const child = spawn(NATS_BIN!, ["-a", "127.0.0.1", "-c", join(dir, "nats.conf"), "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
+  // One server of the cluster alone: no routes (nats-manifests-cluster.test.ts routes three), its pid file here.
+  writeFileSync(join(dir, "nats.conf"), conf.replace(/^port: 4222$/m, "port: -1").replace(/^http_port: 8222$/m, "").replace(/^cluster \{[^}]*\}$/m, "").replace(/^pid_file: .*$/m, `pid_file: ${JSON.stringify(join(dir, "nats.pid"))}`));
+  const child = spawn(NATS_BIN!, ["-a", "127.0.0.1", "-c", join(dir, "nats.conf"), "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, POD_NAME: "nats-0", ...env } });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => { stderr += d.toString(); });
   const t0 = Date.now();
@@ -334,8 +405,12 @@ test("manifests - nats.conf is valid and enforces the edges on a real nats-serve
   const dir = mkdtempSync(join(tmpdir(), "sg-manifests-conf-"));
   try {
     writeFileSync(join(dir, "nats.conf"), conf);
-    const t = spawnSync(NATS_BIN!, ["-t", "-c", join(dir, "nats.conf")], { env: { ...process.env, ...env }, encoding: "utf8" });
+    const t = spawnSync(NATS_BIN!, ["-t", "-c", join(dir, "nats.conf")], { env: { ...process.env, POD_NAME: "nats-0", ...env }, encoding: "utf8" });
     assert.equal(t.status, 0, `nats-server -t: ${t.stderr}${t.stdout}`);
+    // a password is never in the file: without its env var the server refuses the config
+    const unset = spawnSync(NATS_BIN!, ["-t", "-c", join(dir, "nats.conf")], { env: { ...process.env, POD_NAME: "nats-0", ...env, GREETER_NATS_PASSWORD: undefined }, encoding: "utf8" });
+    assert.notEqual(unset.status, 0);
+    assert.match(unset.stderr + unset.stdout, /GREETER_NATS_PASSWORD/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
