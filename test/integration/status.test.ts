@@ -117,8 +117,8 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   const table = await servegraph(["status"], { SG_STATE_FILE: stateFile });
   assert.equal(table.code, 0, table.stderr);
   const lines = table.stdout.split("\n");
-  assert.match(lines.find((l) => l.startsWith("NODE")) ?? "", /^NODE\s+REPLICAS\s+IN-FLIGHT\s+REQUESTS\s+ERRORS\s+P50 ms\s+P99 ms\s+BATCH FILL\s+METRICS$/);
-  assert.match(lines.find((l) => l.startsWith("infer ")) ?? "", /^infer\s+1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda|webgpu)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+  assert.match(lines.find((l) => l.startsWith("NODE")) ?? "", /^NODE\s+REPLICAS\s+HOSTS\s+IN-FLIGHT\s+REQUESTS\s+ERRORS\s+P50 ms\s+P99 ms\s+BATCH FILL\s+METRICS$/);
+  assert.match(lines.find((l) => l.startsWith("infer ")) ?? "", /^infer\s+1\s+\S+:1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda|webgpu)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/);
   assert.match(lines.find((l) => l.startsWith("ghost ")) ?? "", /^ghost\s+0 DOWN/);
   if (infer.batch.execution_provider === "cpu") {
     const at = lines.indexOf("infer runs on cpu; providers tried first:");
