@@ -14,7 +14,7 @@
  * carry: requests in flight, requests waiting in the batch queue, or batch fill 0..1. scaleUpAfter and
  * scaleDownAfter are the HPA's stabilization windows; scaleDownAfter is also KEDA's cooldown before going to 0.
  */
-import type { ResolvedGraph, ResolvedNode } from "../../runtime/index.ts";
+import { AUTOSCALE_DEFAULTS, type AutoscalePolicy, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
 import type { K8sMetadata, Manifest } from "./kubernetes.ts";
 
 export const AUTOSCALERS = ["keda", "hpa"] as const;
@@ -25,15 +25,6 @@ export const DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc
 /** How often KEDA queries Prometheus, seconds. */
 export const KEDA_POLLING_INTERVAL_S = 15;
 
-/** The autoscale policy of a node (runtime/config.ts's AutoscalePolicy). */
-export interface AutoscalePolicy {
-  readonly metric: "inFlight" | "queueDepth" | "batchFill";
-  /** Per replica: in-flight requests, batch-queue depth, or fill 0..1. */
-  readonly target: number;
-  readonly scaleUpAfterMs: number;
-  readonly scaleDownAfterMs: number;
-}
-
 /** The Prometheus metric, exported by every replica with its `node` label, that each policy metric reads. */
 export const AUTOSCALE_METRIC_NAMES = {
   inFlight: "sg_requests_in_flight",
@@ -41,16 +32,12 @@ export const AUTOSCALE_METRIC_NAMES = {
   batchFill: "sg_batch_fill_ratio",
 } as const satisfies Record<AutoscalePolicy["metric"], string>;
 
-/** The policy of a node that graph.config.ts leaves out (the same defaults as runtime/config.ts's). */
-const FALLBACK_POLICY = {
-  batching: { metric: "queueDepth", target: 32, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 },
-  other: { metric: "inFlight", target: 8, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 },
-} as const satisfies Record<string, AutoscalePolicy>;
-
-/** The node's policy: its resolved `autoscale`, else the default for its kind. */
+/**
+ * The node's policy: its resolved `autoscale` (present when min < max), else the default for its kind, the same
+ * defaults as runtime/config.ts's.
+ */
 export function autoscalePolicy(node: ResolvedNode): AutoscalePolicy {
-  const declared = (node as ResolvedNode & { readonly autoscale?: AutoscalePolicy }).autoscale;
-  return declared ?? (node.batching ? FALLBACK_POLICY.batching : FALLBACK_POLICY.other);
+  return node.autoscale ?? (node.batching ? AUTOSCALE_DEFAULTS.batching : AUTOSCALE_DEFAULTS.other);
 }
 
 /** `a|b` of PromQL regex alternatives, each subject's dots escaped (PromQL string escapes: `\\.`). */

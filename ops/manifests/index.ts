@@ -10,7 +10,7 @@ export {
 } from "./kubernetes.ts";
 export {
   autoscalePolicy, autoscalerManifest, effectiveMinReplicas, AUTOSCALE_METRIC_NAMES, AUTOSCALERS, DEFAULT_AUTOSCALER, DEFAULT_PROMETHEUS_URL,
-  type AutoscalePolicy, type Autoscaler,
+  type Autoscaler,
 } from "./autoscaling.ts";
 export { buildCommand, imageOf, workspaceOf, CONTAINERFILE, DEFAULT_TAG, IMAGE_WORKDIR, SRV_PING_PROBE, type ImageOptions } from "./images.ts";
 export {

@@ -76,9 +76,16 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPer
 
 /**
  * The ops user's permissions: discovery of every node, requests to any subject of the graph; `control`: also the
- * supervisor's control subject, both ways (the local broker of `servegraph up`).
+ * supervisor's control subject, both ways (the local broker of `servegraph up`), and, for each node with
+ * `replicas: [0, N]`, what its activator needs while the node has no replica (ops/activator.ts): subscribe to the
+ * node's subjects, and publish heartbeats and error replies to the reply inboxes of the nodes that call it.
  */
 export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean } = {}): NatsPermissions {
   const control = opts.control ? [OPS_CONTROL_SUBJECT, `${OPS_CONTROL_SUBJECT}.*`] : [];
-  return { publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`, ...control], subscribe: ["$SRV.>", "_INBOX.>", ...control] };
+  const toZero = opts.control ? Object.values(graph.nodes).filter((n) => n.replicas.min === 0).map((n) => `${graph.subjectPrefix}.${n.name}.`) : [];
+  const callers = Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => toZero.some((z) => s.startsWith(z))));
+  return {
+    publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`, ...control, ...callers.map((n) => `${inboxPrefix(n.name)}.>`)],
+    subscribe: ["$SRV.>", "_INBOX.>", ...control, ...toZero.map((z) => `${z}>`)],
+  };
 }

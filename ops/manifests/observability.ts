@@ -150,7 +150,7 @@ function panel(p: PanelSpec, id: number, x: number, y: number): Record<string, u
 
 const quantiles = (metric: string, by: string, filter: string, legend: string): { expr: string; legend: string }[] =>
   [0.5, 0.9, 0.99].map((q) => ({
-    expr: `histogram_quantile(${q}, sum by (le, ${by}) (rate(${metric}_bucket{${filter}}[$__rate_interval])))`,
+    expr: `histogram_quantile(${q}, sum by (le, ${by}) (rate(${metric}_bucket${filter ? `{${filter}}` : ""}[$__rate_interval])))`,
     legend: `${legend} p${Math.round(q * 100)}`,
   }));
 
