@@ -10,7 +10,9 @@
  * with EXIT_CONFIG (its configuration makes it unable to start: a forced provider that does not load, a missing
  * secret) cannot start at once: retrying cannot help.
  *
- * Scale: scale() adds or stops replicas within the node's [min, max].
+ * Scale: scale() adds or stops replicas within the node's [min, max]; 0 only for a node whose min is 0 (scale to zero:
+ * `up` puts an activator on the node's subjects first, ops/activator.ts). Start-up starts `replicas[node]`, else
+ * max(min, 1): a node with min 0 runs no replica only when its caller asks for 0.
  *
  * Stop: stop() stops the HTTP nodes first and the rest in reverse dependency order, each with SIGTERM (graceful
  * drain); whatever still runs `graceMs` after stop() began gets SIGKILL, so stop() ends within graceMs + a moment
@@ -298,8 +300,8 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     async scale(name, count) {
       const node = graph.nodes[name];
       if (!node || !byNode.has(name)) throw new GraphError("NOT_FOUND", `node ${name} is not running in this graph`);
-      if (!Number.isInteger(count) || count < Math.max(node.replicas.min, 1) || count > node.replicas.max) {
-        throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${Math.max(node.replicas.min, 1)}, ${node.replicas.max}] (graph.config.ts), got ${count}`);
+      if (!Number.isInteger(count) || count < node.replicas.min || count > node.replicas.max) {
+        throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${count}`);
       }
       failures.delete(name); // an explicit scale tries again
       const list = byNode.get(name)!;

@@ -1,6 +1,8 @@
 /**
- * servegraph scale <node> <replicas> [--host name] [--auto]: asks the running `servegraph up` supervisor over NATS
- * (with --host: the `up` on that host, e.g. a worker host started with `--only`).
+ * servegraph scale <node> <replicas> [--host name]: asks the running `servegraph up` supervisor over NATS (with
+ * --host: the `up` on that host, e.g. a worker host started with `--only`) to set the node's replica count, and pins
+ * it there: its autoscaler no longer moves it (`servegraph status` shows it pinned).
+ * servegraph scale <node> --auto [--host name]: unpins the node; the autoscaler moves it again.
  */
 import { parseArgs } from "node:util";
 import { connectNats, createClient } from "../../runtime/index.ts";
@@ -9,11 +11,12 @@ import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.t
 import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" }, host: { type: "string" } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" }, host: { type: "string" }, auto: { type: "boolean" } }, allowPositionals: true });
   const [node, n] = positionals;
   const count = Number(n);
-  if (!node || !Number.isInteger(count)) {
-    process.stderr.write("usage: servegraph scale <node> <replicas> [--host name] [--nats url]\n");
+  const auto = values.auto ?? false;
+  if (!node || (auto ? n !== undefined : !Number.isInteger(count))) {
+    process.stderr.write("usage: servegraph scale <node> <replicas> [--host name] [--nats url]\n       servegraph scale <node> --auto [--host name] [--nats url]\n");
     return 2;
   }
   const natsUrl = resolveNatsUrl(values.nats);
@@ -21,8 +24,11 @@ export async function run(argv: string[]): Promise<number> {
   const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl });
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
-    const res = (await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, { op: "scale", node, replicas: count })) as { node: string; replicas: number; host?: string };
-    process.stdout.write(values.json ? JSON.stringify(res) + "\n" : `${res.node}: ${res.replicas} replica(s)${res.host ? ` on ${res.host}` : ""}\n`);
+    const body = auto ? { op: "scale", node, auto: true } : { op: "scale", node, replicas: count };
+    const res = (await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, body)) as { node: string; replicas: number; host?: string };
+    const where = res.host ? ` on ${res.host}` : "";
+    process.stdout.write(values.json ? JSON.stringify(res) + "\n"
+      : auto ? `${res.node}: autoscaled again (${res.replicas} replica(s)${where} now)\n` : `${res.node}: ${res.replicas} replica(s)${where}, pinned (\`servegraph scale ${res.node} --auto\` unpins)\n`);
     return 0;
   } catch (err) {
     const ge = GraphError.from(err);

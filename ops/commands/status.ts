@@ -3,7 +3,11 @@
  *
  * Every node of the running graph, from ADR-32 discovery ($SRV.INFO and $SRV.STATS, one answer per replica;
  * runtime/graph-status.ts): replicas and the hosts they run on, in-flight, requests, errors, p50/p99 latency, batch
- * fill where a node batches, metrics URLs, and the autoscaler's target and last decision. Finds the graph that `servegraph up` started through its state file (and logs in as its ops user when `up`
+ * fill where a node batches, metrics URLs, and per autoscaled node the autoscaler's metric and target, current and
+ * desired replicas, whether `servegraph scale` pinned it, and its last decision with the reason and time: asked of
+ * each `servegraph up` over its control service (`{op: "autoscaler"}`, ops/autoscaler.ts), the full `up` and the
+ * `up` of every host that runs replicas; without an answer (no `up` runs, an older one) that part is left out.
+ * Finds the graph that `servegraph up` started through its state file (and logs in as its ops user when `up`
  * runs its own broker); NATS_URL or --nats points elsewhere.
  * The `servegraph-ops` control service of `servegraph up` is reported apart from the nodes.
  *
@@ -11,10 +15,19 @@
  */
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { collectStatus, connectNats, CONTROL_SERVICE, type GraphStatus } from "../../runtime/index.ts";
+import { collectStatus, connectNats, CONTROL_SERVICE, type GraphStatus as NodesStatus } from "../../runtime/index.ts";
+import { Headers } from "../../subjects/headers.ts";
+import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
+import type { AutoscalerSnapshot } from "../autoscaler.ts";
 import { readState, resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
-export type { GraphStatus, NodeStatus } from "../../runtime/index.ts";
+export type { NodeStatus } from "../../runtime/index.ts";
+
+/** The nodes' status plus what each `servegraph up` autoscaler reports (one entry per host that answered). */
+export type GraphStatus = NodesStatus & { autoscalers?: AutoscalerSnapshot[] };
+
+/** How long status waits for an `up` to answer `{op: "autoscaler"}`. */
+const AUTOSCALER_ASK_MS = 1000;
 
 const DEFAULT_WATCH_S = 2;
 
@@ -40,6 +53,8 @@ export function formatStatus(s: GraphStatus): string {
       n.metrics_urls.length > 1 ? `${n.metrics_urls[0]} (+${n.metrics_urls.length - 1})` : n.metrics_urls[0] ?? "-",
     ]);
   }
+  const scaled = new Map((s.autoscalers ?? []).flatMap((a) => a.nodes.filter((n) => n.scale_to_zero && n.replicas === 0).map((n) => [n.node, n] as const)));
+  for (const r of rows.slice(1)) if (r[1] === "0 DOWN" && scaled.has(r[0]!)) r[1] = "0 (idle)";
   const lines = [head, "", ...table(rows)];
   const http = s.nodes.filter((n) => n.http_url);
   if (http.length) lines.push("", ...http.map((n) => `${n.node} serves HTTP at ${n.http_url} (its request metrics: ${n.metrics_urls[0] ?? "-"})`));
@@ -49,10 +64,46 @@ export function formatStatus(s: GraphStatus): string {
   }
   const failing = s.nodes.flatMap((n) => n.endpoints.filter((e) => e.last_error).map((e) => `${n.node}.${e.name}: ${e.last_error}`));
   if (failing.length) lines.push("", "last errors:", ...failing.map((f) => `  ${f}`));
+  for (const a of s.autoscalers ?? []) {
+    if (!a.nodes.length) continue;
+    const arows: string[][] = [["NODE", "METRIC", "TARGET", "REPLICAS", "DESIRED", "MODE", "LAST DECISION"]];
+    for (const n of a.nodes) {
+      const value = n.value === null ? "-" : n.metric === "batchFill" ? `${(n.value * 100).toFixed(0)}%` : String(n.value);
+      const target = n.metric === "batchFill" ? `${(n.target * 100).toFixed(0)}%` : `${n.target}/replica`;
+      const mode = n.pinned !== null ? `pinned at ${n.pinned}` : n.activator === "armed" ? "auto, at zero (activator holds requests)" : n.activator === "waking" ? `auto, waking (${n.held} held)` : "auto";
+      const d = n.last_decision;
+      const last = d ? `${d.at.replace("T", " ").replace(/\.\d+Z$/, "Z")} ${d.from} -> ${d.to} (${d.by}): ${d.reason}` : "-";
+      arows.push([n.node, `${n.metric} ${value}`, target, `${n.replicas} [${n.min}, ${n.max}]`, n.desired === null ? "-" : String(n.desired), mode, last]);
+    }
+    lines.push("", `autoscaler of host ${a.host} (every ${a.tick_ms} ms):`, ...table(arows).map((l) => `  ${l}`));
+  }
   if (s.control.replicas || s.control.pid) {
     lines.push("", `control: servegraph up${s.control.pid ? ` (pid ${s.control.pid}, started ${s.control.started_at ?? "?"})` : ` (${CONTROL_SERVICE})`}`);
   }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * The autoscaler snapshot of the full `up` (plain control subject) and of the `up` of every host that runs a
+ * replica (its own control subject), one per host; an `up` that does not answer is left out.
+ */
+async function askAutoscalers(nc: NatsConnection, s: NodesStatus): Promise<AutoscalerSnapshot[]> {
+  const hosts = new Set(s.nodes.flatMap((n) => n.replica_list.map((r) => r.host)).filter((h) => h !== "?"));
+  const subjects = [OPS_CONTROL_SUBJECT, ...[...hosts].map(opsControlSubjectOf)];
+  const body = new TextEncoder().encode(JSON.stringify({ op: "autoscaler" }));
+  const answers = await Promise.all(subjects.map(async (subject) => {
+    try {
+      const m = await nc.request(subject, body, { timeout: AUTOSCALER_ASK_MS });
+      if (m.headers?.get(Headers.ServiceErrorCode)) return undefined;
+      const a = m.json() as AutoscalerSnapshot;
+      return a && typeof a.host === "string" && Array.isArray(a.nodes) ? a : undefined;
+    } catch {
+      return undefined; // no `up` there, or one that does not know the op
+    }
+  }));
+  const byHost = new Map<string, AutoscalerSnapshot>();
+  for (const a of answers) if (a && !byHost.has(a.host)) byHost.set(a.host, a);
+  return [...byHost.values()];
 }
 
 /** `--watch` takes an optional number of seconds: `--watch`, `--watch 5`, `--watch=5`. */
@@ -95,8 +146,10 @@ export async function run(argv: string[]): Promise<number> {
   useOpsCredentials(natsUrl, state);
   const expected = ours?.nodes ?? [];
   const collect = async (): Promise<GraphStatus> => {
-    const s = await collectStatus(nc, natsUrl, expected);
+    const s: GraphStatus = await collectStatus(nc, natsUrl, expected);
     if (ours) Object.assign(s.control, { pid: ours.pid, started_at: ours.startedAt });
+    const autoscalers = await askAutoscalers(nc, s);
+    if (autoscalers.length) s.autoscalers = autoscalers;
     return s;
   };
 

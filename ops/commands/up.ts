@@ -15,6 +15,16 @@
  * run until SIGINT / SIGTERM, or until a node cannot start (its replica keeps exiting right after it starts): then
  * stop everything and exit 1, or with --keep-going report it and keep the rest running.
  *
+ * Autoscaling (ops/autoscaler.ts): every node this `up` runs that has `replicas: [min, max]` is moved within its
+ * bounds by its policy; `servegraph scale <node> <n>` pins a node, `servegraph scale <node> --auto` unpins it, and
+ * `{op: "autoscaler"}` on the control subjects answers each node's policy, count, desired count, pin and last
+ * decision (`servegraph status` shows them). A node with min 0 starts with no replica (unless --replicas or --only
+ * give it some): its activator (ops/activator.ts) holds its requests and starts a replica on the first one, and it
+ * goes back to zero after its scale-down window idle. Starting at zero rather than at one then idling down: `up`
+ * runs what graph.config.ts says it needs, and the first request shows the cold start the node will have in
+ * production, instead of a warm answer that hides it for a minute. A worker host (`--only`) keeps at least one
+ * replica of such a node: the activator belongs to the full `up`.
+ *
  * Stop: a signal at any point, start-up included, stops whatever has started: the control service, the replicas
  * (SIGTERM, SIGKILL for what still runs), the connection, the broker (its temp dir goes with it), the state file.
  * Every wait there is bounded, so `up` ends within STOP_BUDGET_MS whatever state NATS is in (down, restarting,
@@ -36,9 +46,19 @@ import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { reportConfigError } from "../output.ts";
 import { clearState, useNatsCredentials, writeState, type UpState } from "../state.ts";
+import { createActivator, type Activator } from "../activator.ts";
+import { createAutoscaler, DEFAULT_TICK_MS, type Autoscaler } from "../autoscaler.ts";
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
 
-const ScaleRequest = z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() });
+/**
+ * What the control subjects answer: `scale` to a count (pins the node), `scale` with `auto: true` (unpins it), and
+ * `autoscaler` (the autoscaler's snapshot, ops/autoscaler.ts AutoscalerSnapshot).
+ */
+const ControlRequest = z.union([
+  z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() }),
+  z.strictObject({ op: z.literal("scale"), node: z.string(), auto: z.literal(true) }),
+  z.strictObject({ op: z.literal("autoscaler") }),
+]);
 
 /**
  * A signal ends `up` and every process it started within about this time (the promise is 10 s): the replicas get
@@ -131,7 +151,7 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
       replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" }, param: { type: "string", multiple: true },
-      only: { type: "string" }, host: { type: "string" },
+      only: { type: "string" }, host: { type: "string" }, "autoscale-tick-ms": { type: "string" },
     },
     allowPositionals: true,
   });
@@ -140,7 +160,9 @@ export async function run(argv: string[]): Promise<number> {
   let graphs: string[];
   let only: Record<string, number> | undefined;
   const host = values.host || process.env.SG_HOST || hostname();
+  const tickMs = values["autoscale-tick-ms"] === undefined ? DEFAULT_TICK_MS : Number(values["autoscale-tick-ms"]);
   try {
+    if (!Number.isInteger(tickMs) || tickMs < 50 || tickMs > 60_000) throw new GraphConfigError([{ path: "--autoscale-tick-ms", message: "milliseconds within 50..60000" }]);
     // --param node.KEY=VALUE overrides a parameter for this run; checked below like the file's values.
     graph = withParameterOverrides(await loadGraph(values.graph), values.param ?? []);
     graphs = positionals.length ? positionals : [...graph.defaultGraphs];
@@ -173,6 +195,8 @@ export async function run(argv: string[]): Promise<number> {
   let nc: NatsConnection | undefined;
   let sup: Supervisor | undefined;
   let control: Service | undefined;
+  let autoscaler: Autoscaler | undefined;
+  const activators = new Map<string, Activator>();
   let state: UpState | undefined;
   let failure: NodeStartError | undefined;
   let forced = false;
@@ -197,6 +221,9 @@ export async function run(argv: string[]): Promise<number> {
     const answers = nc ? await answersWithin(nc, NATS_PROBE_MS) : false;
     if (nc && !answers) log.warn(`NATS does not answer: replicas get ${NATS_DOWN_GRACE_MS} ms to stop, then SIGKILL`);
     if (control) await bounded(control.stop({ maxWaitMs: CONTROL_STOP_MS }), answers ? CONTROL_STOP_MS : 100);
+    if (autoscaler) await bounded(autoscaler.stop(), 200);
+    // Requests an activator still holds get UNAVAILABLE: nothing will start for them now.
+    await bounded(Promise.all([...activators.values()].map((a) => a.stop())), answers ? 300 : 100);
     const replicaGraceMs = Math.max(500, left() - DRAIN_MS - BROKER_GRACE_MS - 500);
     if (sup) await sup.stop({ graceMs: answers || !nc ? replicaGraceMs : Math.min(replicaGraceMs, NATS_DOWN_GRACE_MS) });
     if (nc) {
@@ -234,6 +261,26 @@ export async function run(argv: string[]): Promise<number> {
     for (const [name, n] of Object.entries(graph.nodes)) if (n.http && values.port !== undefined) nodeEnv[name] = { ...nodeEnv[name], PORT: values.port };
 
     nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl }), signal, (late) => void late.close().catch(() => {}));
+    // Nodes with min 0 (full `up` only): an activator each, subscribed before anything can call the node when it
+    // starts with no replica. A request that comes before the autoscaler exists waits for it.
+    let autoscalerReady!: (a: Autoscaler) => void;
+    const autoscalerP = new Promise<Autoscaler>((r) => { autoscalerReady = r; });
+    if (!only) {
+      for (const name of nodesOfGraphs(graph, graphs)) {
+        const node = graph.nodes[name]!;
+        if (node.replicas.min !== 0) continue;
+        const act = createActivator({ nc, node, log, wake: () => autoscalerP.then((a) => a.wake(name)) });
+        if (replicas[name] === undefined || replicas[name] === 0) {
+          if (await act.arm()) {
+            replicas[name] = 0;
+          } else {
+            log.warn(`node ${name}: the broker refused the activator's subscription to its subjects: it keeps one replica (no scale to zero)`);
+            continue;
+          }
+        }
+        activators.set(name, act);
+      }
+    }
     sup = await startSupervisor({
       graph, graphs, natsUrl, nc, nodeEnv, replicas, keepGoing, signal, stopGraceMs: STARTUP_STOP_GRACE_MS, host,
       ...(only ? { only: Object.keys(only) } : {}),
@@ -249,14 +296,19 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
 
+    autoscaler = createAutoscaler({ graph, sup, nc, host, log, activators, tickMs });
+    autoscalerReady(autoscaler);
+    const scaler = autoscaler;
     const ingressUrl = await ingressUrlOf(nc, graph, sup, 2000);
     // Control endpoint: `servegraph scale` talks to this supervisor.
     const running = sup;
     control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
     const handler = async (req: { json: <T>(schema: z.ZodType<T>) => T }): Promise<unknown> => {
-      const r = req.json(ScaleRequest);
+      const r = req.json(ControlRequest);
+      if (r.op === "autoscaler") return scaler.snapshot();
       if (!running.nodes.includes(r.node)) throw new GraphError("NOT_FOUND", `node ${r.node} does not run on host ${host} (it runs: ${running.nodes.join(", ")})`);
-      const n = await running.scale(r.node, r.replicas);
+      if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true };
+      const n = await scaler.scale(r.node, r.replicas);
       log.info(`scaled ${r.node}`, { replicas: n, host });
       return { node: r.node, replicas: n, host };
     };
@@ -273,7 +325,7 @@ export async function run(argv: string[]): Promise<number> {
     // The state file is this machine's full `up` (status and scale find its broker and credentials there); a worker
     // host leaves it alone: it was given --nats, and hosts simulated on one machine share the file system.
     if (!only) writeState(state);
-    printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup });
+    printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero: new Set(activators.keys()) });
 
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
@@ -300,8 +352,8 @@ export async function run(argv: string[]): Promise<number> {
   return code;
 }
 
-function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]; natsUrl: string; nats: LocalNats | undefined; ingressUrl: string | undefined; sup: Supervisor }): void {
-  const { graph, graphs, natsUrl, nats, ingressUrl, sup } = s;
+function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]; natsUrl: string; nats: LocalNats | undefined; ingressUrl: string | undefined; sup: Supervisor; atZero: ReadonlySet<string> }): void {
+  const { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero } = s;
   if (json) {
     const summary = {
       graph: graph.name, graphs, nats: natsUrl, nats_pid: nats?.process.pid ?? null, ingress: ingressUrl ?? null,
@@ -319,7 +371,8 @@ function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]
     "  node            replicas  subject",
     ...sup.nodes.map((n) => {
       const count = sup.replicas(n).length;
-      const where = count === 0 ? "cannot start (see above)" : graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`;
+      const where = count === 0 && atZero.has(n) ? `${graph.subjectPrefix}.${n}.* (scaled to zero: the first request starts a replica)`
+        : count === 0 ? "cannot start (see above)" : graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`;
       return `  ${n.padEnd(16)}${String(count).padEnd(10)}${where}`;
     }),
     "",

@@ -1,0 +1,341 @@
+/**
+ * The autoscaler of `servegraph up`: moves the replica count of every node it runs that has an `autoscale` policy
+ * (graph.config.ts `replicas: [min, max]`, runtime/config.ts) within [min, max], and owns every change of a
+ * node's count after start-up: its own decisions, `servegraph scale` (which pins the node), and the wake-ups of
+ * the activator of a node at zero (ops/activator.ts). Changes of one node run one at a time, in order.
+ *
+ * Each tick (1 s by default) it asks the node's replicas for $SRV.STATS and reads the policy's metric over the
+ * replicas this `up` runs (metadata `replica`, which carries the host): in-flight requests or batch-queue depth,
+ * summed, plus the requests the node's activator holds; or the recent batch fill.
+ *
+ * Desired count:
+ *  - inFlight, queueDepth: ceil(total / target), the count at which each replica carries `target`.
+ *  - batchFill: the fill is a fraction that saturates at 1, so it cannot say how many replicas a load needs: one
+ *    more replica while the fill is above the target, one fewer while it is below half the target (with n >= 2
+ *    replicas at fill f < target/2, n - 1 replicas see about f * n / (n - 1) <= target: no flapping back up), else
+ *    unchanged. A replica that ran no batch since the last tick counts as fill 0 (its figure is of past batches).
+ *  - Scale to zero (min 0): 0 only when the node was idle through the tick: no request in flight or held, and no
+ *    replica's request count moved (a fast request between two ticks is not in flight at either).
+ *  - Clamped to [floor, max]: floor is min, but 1 for a node with min 0 whose activator cannot subscribe here
+ *    (a worker host, or a broker that does not allow it): without an activator, zero replicas would refuse requests.
+ *
+ * Windows: the count changes only after the desire has held for `scaleUpAfterMs` (more) or `scaleDownAfterMs`
+ * (fewer) on every tick, and then goes straight to the most conservative count the window asked for (the smallest
+ * up, the largest down), not one step at a time: ceil(total / target) already measures what the load needs, and
+ * single steps would take n windows to reach a load step that the first window measured. The windows start over
+ * after every change, so a new replica is serving before the next decision is taken. A change in the other
+ * direction, or a tick that wants the current count, resets a window.
+ *
+ * Worker hosts: several `up`s on one NATS each run an autoscaler that counts only its own replicas (their
+ * replica ids, which its supervisor made and which name its host) and changes only those: each host scales on the
+ * share of the load that reaches it, and two hosts never both react to the same replicas' numbers. A node with
+ * min 0 goes to zero only on the full `up` (it holds the activator); a worker host keeps one replica of it.
+ *
+ * Pins: `servegraph scale <node> <n>` sets the count and pins it: the autoscaler keeps computing the desired count
+ * (status shows it) but does not act until `servegraph scale <node> --auto`. A request to a node pinned at 0 still
+ * wakes one replica (a request is never refused for a pin); the pin moves to 1.
+ *
+ * Every decision is logged with its reason (metric value, target, current -> new, window) and kept per node as
+ * `last_decision` of {@link AutoscalerSnapshot}: the `{op: "autoscaler"}` answer of `up`'s control service.
+ */
+import type { NatsConnection } from "@nats-io/transport-node";
+import { gather, type AutoscalePolicy, type Logger, type ResolvedGraph } from "../runtime/index.ts";
+import type { StatsReply } from "../runtime/graph-status.ts";
+import { GraphError } from "../subjects/errors.ts";
+import { Discovery } from "../subjects/names.ts";
+import type { Activator, ActivatorState } from "./activator.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+export const DEFAULT_TICK_MS = 1000;
+/** How long one tick waits for the replicas' $SRV.STATS answers. */
+const STATS_WINDOW_MS = 150;
+/** batchFill scales down below this share of its target (see the top of this file). */
+const BATCH_FILL_DOWN_SHARE = 0.5;
+
+/** One change of a node's count, by the autoscaler, a `servegraph scale`, or an activator's wake-up. */
+export interface AutoscaleDecision {
+  /** ISO time the change was decided. */
+  at: string;
+  from: number;
+  to: number;
+  /** "autoscaler" | "manual" | "activator" */
+  by: "autoscaler" | "manual" | "activator";
+  reason: string;
+}
+
+/** One node in the `{op: "autoscaler"}` answer (a stable shape: the dashboard reads it too). */
+export interface AutoscaleNodeSnapshot {
+  node: string;
+  metric: AutoscalePolicy["metric"];
+  /** The metric's value per replica the autoscaler aims at. */
+  target: number;
+  min: number;
+  max: number;
+  scale_up_after_ms: number;
+  scale_down_after_ms: number;
+  /** Replicas this `up` runs of the node now. */
+  replicas: number;
+  /** What the last tick wanted (clamped to [min, max]); null before the first tick. */
+  desired: number | null;
+  /** The metric's last value: a total over this up's replicas (batchFill: the fill 0..1); null before the first tick. */
+  value: number | null;
+  /** The count `servegraph scale` pinned the node at; null while the autoscaler moves it. */
+  pinned: number | null;
+  /** min is 0 and this `up` holds an activator for it. */
+  scale_to_zero: boolean;
+  /** "off" (replicas serve), "armed" (no replica: requests are held), "waking" (a replica is starting for them). */
+  activator: ActivatorState | null;
+  /** Requests the activator holds now. */
+  held: number;
+  last_decision: AutoscaleDecision | null;
+}
+
+export interface AutoscalerSnapshot {
+  host: string;
+  tick_ms: number;
+  nodes: AutoscaleNodeSnapshot[];
+}
+
+export interface AutoscalerOptions {
+  graph: ResolvedGraph;
+  sup: Supervisor;
+  nc: NatsConnection;
+  host: string;
+  log: Logger;
+  /** Nodes with min 0 whose activator subscribed here (armed or able to arm). */
+  activators?: ReadonlyMap<string, Activator>;
+  tickMs?: number;
+}
+
+export interface Autoscaler {
+  /** `servegraph scale`: sets the count (0 only with an activator) and pins the node. */
+  scale(node: string, replicas: number): Promise<number>;
+  /** `servegraph scale --auto`: the autoscaler moves the node again. */
+  unpin(node: string): number;
+  /** The activator of `node` holds a request: one replica, ready, then the activator forwards. */
+  wake(node: string): Promise<void>;
+  snapshot(): AutoscalerSnapshot;
+  /** Ends the ticks (waits for the one running); changes in progress finish with the supervisor's stop. */
+  stop(): Promise<void>;
+}
+
+interface NodeState {
+  policy: AutoscalePolicy;
+  floor: number;
+  pinned: number | null;
+  desired: number | null;
+  value: number | null;
+  /** Since when (ms, monotonic) and how far the current desire to go up / down has held. */
+  up: { since: number; to: number } | null;
+  down: { since: number; to: number } | null;
+  /** Per replica id: num_requests and batches at the last tick (activity and fresh batch fill). */
+  seen: Map<string, { requests: number; batches: number }>;
+  last: AutoscaleDecision | null;
+}
+
+const num = (x: unknown): number => (typeof x === "number" && Number.isFinite(x) ? x : 0);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const secs = (ms: number): string => `${(ms / 1000).toFixed(ms % 1000 ? 1 : 0)} s`;
+
+export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
+  const { graph, sup, nc, host, log } = opts;
+  const tickMs = opts.tickMs ?? DEFAULT_TICK_MS;
+  const activators = opts.activators ?? new Map<string, Activator>();
+  const states = new Map<string, NodeState>();
+  for (const name of sup.nodes) {
+    const policy = graph.nodes[name]!.autoscale;
+    if (!policy) continue;
+    const min = graph.nodes[name]!.replicas.min;
+    states.set(name, { policy, floor: min === 0 && !activators.has(name) ? 1 : min, pinned: null, desired: null, value: null, up: null, down: null, seen: new Map(), last: null });
+  }
+  /** The change in progress per node: changes of one node run in order. */
+  const queues = new Map<string, Promise<unknown>>();
+  let busy = new Set<string>();
+  let stopped = false;
+
+  const enqueue = <T>(name: string, job: () => Promise<T>): Promise<T> => {
+    const prev = queues.get(name) ?? Promise.resolve();
+    busy.add(name);
+    const p = prev.catch(() => {}).then(job);
+    const settled = p.catch(() => {}).finally(() => { if (queues.get(name) === settled) { queues.delete(name); busy.delete(name); } });
+    queues.set(name, settled);
+    return p;
+  };
+
+  const record = (name: string, d: Omit<AutoscaleDecision, "at">): void => {
+    const s = states.get(name);
+    const decision = { at: new Date().toISOString(), ...d };
+    if (s) {
+      s.last = decision;
+      s.up = s.down = null;
+    }
+    log.info(`autoscale ${name}: ${d.from} -> ${d.to} (${d.by}): ${d.reason}`, { node: name, host, from: d.from, to: d.to, by: d.by });
+  };
+
+  /** Sets the count; to 0 the activator subscribes first, from 0 it forwards what it held once the replicas answer. */
+  const setReplicas = async (name: string, n: number): Promise<number> => {
+    const act = activators.get(name);
+    if (n === 0) {
+      if (!act) throw new GraphError("BAD_REQUEST", `${name} cannot scale to zero on host ${host}: no activator holds its requests here (min 0 scales to zero on the full \`servegraph up\` only)`);
+      if (!(await act.arm())) throw new GraphError("UNAVAILABLE", `${name} cannot scale to zero: the broker refused the activator's subscription to its subjects`);
+      return sup.scale(name, 0);
+    }
+    const r = await sup.scale(name, n);
+    if (act) await act.release();
+    return r;
+  };
+
+  const checkNode = (name: string): NodeState | undefined => {
+    if (!sup.nodes.includes(name)) throw new GraphError("NOT_FOUND", `node ${name} does not run on host ${host} (it runs: ${sup.nodes.join(", ")})`);
+    return states.get(name);
+  };
+
+  /** One node's reading and decision. */
+  const tickNode = async (name: string, s: NodeState): Promise<void> => {
+    const ours = new Set(sup.replicas(name).map((r) => r.id));
+    const current = ours.size;
+    const stats = (await gather<StatsReply>(nc, Discovery.stats(name), STATS_WINDOW_MS).catch(() => [] as StatsReply[]))
+      .filter((st) => ours.has(st.metadata?.replica ?? ""));
+    if (stopped || busy.has(name)) return;
+    const held = activators.get(name)?.held() ?? 0;
+    const { metric, target } = s.policy;
+    let total = held;
+    let active = held > 0;
+    const fills: [number, number][] = [];
+    const seen = new Map<string, { requests: number; batches: number }>();
+    for (const st of stats) {
+      const id = st.metadata!.replica!;
+      const eps = st.endpoints ?? [];
+      const data = eps[0]?.data ?? {};
+      const requests = eps.reduce((a, e) => a + num(e.num_requests), 0);
+      const batches = num(data.batches);
+      const before = s.seen.get(id);
+      seen.set(id, { requests, batches });
+      if (num(data.in_flight) > 0 || requests !== (before?.requests ?? 0)) active = true;
+      if (metric === "inFlight") total += num(data.in_flight);
+      else if (metric === "queueDepth") total += num(data.queue_depth);
+      else fills.push([batches !== (before?.batches ?? 0) ? num(data.batch_fill) : 0, 1]);
+    }
+    s.seen = seen;
+    let want: number;
+    let value: number;
+    if (metric === "batchFill") {
+      value = fills.length ? fills.reduce((a, [f]) => a + f, 0) / fills.length : 0;
+      want = value > target ? current + 1 : value < target * BATCH_FILL_DOWN_SHARE ? current - 1 : current;
+    } else {
+      value = total;
+      want = Math.ceil(total / target);
+    }
+    // Zero replicas only for a node that had nothing to do at all since the last tick.
+    if (active) want = Math.max(want, 1);
+    const { max } = graph.nodes[name]!.replicas;
+    const desired = Math.min(max, Math.max(s.floor, want));
+    s.desired = desired;
+    s.value = value;
+    if (s.pinned !== null) return;
+    const now = performance.now();
+    if (desired > current) {
+      s.down = null;
+      s.up = s.up ? { since: s.up.since, to: Math.min(s.up.to, desired) } : { since: now, to: desired };
+    } else if (desired < current) {
+      s.up = null;
+      s.down = s.down ? { since: s.down.since, to: Math.max(s.down.to, desired) } : { since: now, to: desired };
+    } else {
+      s.up = s.down = null;
+    }
+    const w = s.up ?? s.down;
+    if (!w) return;
+    const windowMs = s.up ? s.policy.scaleUpAfterMs : s.policy.scaleDownAfterMs;
+    const heldMs = now - w.since;
+    if (heldMs < windowMs) return;
+    const to = w.to;
+    const measured = metric === "batchFill"
+      ? `batch fill ${(value * 100).toFixed(0)}% (target ${(target * 100).toFixed(0)}%, down below ${(target * BATCH_FILL_DOWN_SHARE * 100).toFixed(0)}%)`
+      : `${metric} ${value} over ${current} replica(s)${held ? ` (${held} held by the activator)` : ""}, target ${target} per replica`;
+    const reason = to === 0
+      ? `idle (no request in flight or started) for ${secs(heldMs)} (scale-down window ${secs(windowMs)})`
+      : `${measured}: wanted ${s.up ? "at least" : "at most"} ${to} for ${secs(heldMs)} (scale-${s.up ? "up" : "down"} window ${secs(windowMs)})`;
+    record(name, { from: current, to, by: "autoscaler", reason });
+    void enqueue(name, () => setReplicas(name, to)).catch((err: unknown) => {
+      log.error(`autoscale ${name}: ${current} -> ${to} failed: ${err instanceof Error ? err.message : String(err)}`, { node: name });
+    });
+  };
+
+  let running: Promise<void> = Promise.resolve();
+  const loop = async (): Promise<void> => {
+    while (!stopped) {
+      const t0 = performance.now();
+      await Promise.all([...states].filter(([n]) => !busy.has(n)).map(([n, s]) => tickNode(n, s).catch((err: unknown) => {
+        log.warn(`autoscale ${n}: tick failed: ${err instanceof Error ? err.message : String(err)}`);
+      })));
+      if (stopped) return;
+      await sleep(Math.max(0, tickMs - (performance.now() - t0)));
+    }
+  };
+  if (states.size) {
+    running = loop();
+    const list = [...states].map(([n, s]) => `${n} (${s.policy.metric} target ${s.policy.target}, [${graph.nodes[n]!.replicas.min}, ${graph.nodes[n]!.replicas.max}]${activators.has(n) ? ", to zero" : ""})`);
+    log.info(`autoscaler: every ${tickMs} ms on host ${host}: ${list.join(", ")}`);
+  }
+
+  return {
+    async scale(name, n) {
+      const s = checkNode(name);
+      const node = graph.nodes[name]!;
+      if (!Number.isInteger(n) || n < node.replicas.min || n > node.replicas.max) {
+        throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${n}`);
+      }
+      return enqueue(name, async () => {
+        const from = sup.replicas(name).length;
+        const r = await setReplicas(name, n);
+        if (s) {
+          s.pinned = n;
+          record(name, { from, to: n, by: "manual", reason: `servegraph scale ${name} ${n}: pinned until \`servegraph scale ${name} --auto\`` });
+        }
+        return r;
+      });
+    },
+    unpin(name) {
+      const s = checkNode(name);
+      if (!s) throw new GraphError("BAD_REQUEST", `${name} has no autoscale policy (its replicas are fixed in graph.config.ts)`);
+      if (s.pinned !== null) log.info(`autoscale ${name}: unpinned (was ${s.pinned}); the autoscaler moves it again`, { node: name });
+      s.pinned = null;
+      s.up = s.down = null;
+      return sup.replicas(name).length;
+    },
+    wake(name) {
+      return enqueue(name, async () => {
+        const from = sup.replicas(name).length;
+        if (from === 0) {
+          const s = states.get(name);
+          if (s && s.pinned === 0) s.pinned = 1;
+          record(name, { from: 0, to: 1, by: "activator", reason: `a request arrived while ${name} had no replica (held by the activator)` });
+          await setReplicas(name, 1);
+        } else {
+          await activators.get(name)?.release();
+        }
+      });
+    },
+    snapshot() {
+      return {
+        host,
+        tick_ms: tickMs,
+        nodes: [...states].map(([name, s]): AutoscaleNodeSnapshot => {
+          const node = graph.nodes[name]!;
+          const act = activators.get(name);
+          return {
+            node: name, metric: s.policy.metric, target: s.policy.target, min: node.replicas.min, max: node.replicas.max,
+            scale_up_after_ms: s.policy.scaleUpAfterMs, scale_down_after_ms: s.policy.scaleDownAfterMs,
+            replicas: sup.replicas(name).length, desired: s.desired, value: s.value, pinned: s.pinned,
+            scale_to_zero: act !== undefined, activator: act ? act.state() : null, held: act?.held() ?? 0, last_decision: s.last,
+          };
+        }),
+      };
+    },
+    async stop() {
+      stopped = true;
+      busy = new Set(states.keys());
+      await running;
+    },
+  };
+}
