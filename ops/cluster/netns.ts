@@ -290,9 +290,9 @@ export function findLeftovers(runId?: string): Leftovers {
   return { namespaces, links, dirs, pids: pidsOfRun(runId) };
 }
 
-/** Removes what earlier runs left (their processes, namespaces, links, temp dirs); returns what it found. */
-export function cleanupLeftovers(): Leftovers {
-  const found = findLeftovers();
+/** Removes what earlier runs (or the run `runId`) left: processes, namespaces, links, temp dirs; returns what it found. */
+export function cleanupLeftovers(runId?: string): Leftovers {
+  const found = findLeftovers(runId);
   const pids = new Set(found.pids);
   for (const ns of found.namespaces) for (const p of ip(["netns", "pids", ns], true).split("\n").map(Number)) if (p > 0) pids.add(p);
   for (const pid of pids) {

@@ -166,7 +166,8 @@ async function sampleServed(nc: NatsConnection, url: string, served: Served): Pr
 function servedBy(served: Served, node?: string): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
   for (const { node: n, host, requests } of served.values()) {
-    if (node && n !== node) continue;
+    // An HTTP-only node (the ingress) serves no NATS endpoint: nothing to count.
+    if ((node && n !== node) || requests === 0) continue;
     const o = (out[n] ??= {});
     o[host] = (o[host] ?? 0) + requests;
   }
@@ -238,7 +239,7 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
       for (const h of ["A", "C"] as const) {
         for (const x of await connectionsOf(cluster.servers[h]!)) {
           const start = parseStart(x.start);
-          if (x.ip === bAddress && start >= natsKillWall - 1) found.push({ name: x.name ?? `cid ${x.cid}`, start, host: h });
+          if (x.ip === bAddress && start >= natsKillWall - 1) found.push({ name: x.name || `connection ${x.cid}`, start, host: h });
         }
       }
       if (found.length >= bConns.length && found.length > 0) {
