@@ -79,6 +79,8 @@ export interface ClusterScenarioSummary {
   failed: number;
   /** Failed requests by HTTP status and code. */
   failures: Record<string, number>;
+  /** The first 20 failed requests: when each was sent and answered, relative to the kill of B's nats-server. */
+  failed_requests: { status: number; code: string | null; sent_ms: number; answered_ms: number }[];
   /** Requests each host's preprocess replicas received ($SRV.STATS num_requests, grouped by host). */
   per_host_served: Record<string, number>;
   /** The same for every node. */
@@ -313,6 +315,9 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
       ok: records.length - failed.length,
       failed: failed.length,
       failures,
+      failed_requests: failed.slice(0, 20).map((r) => ({
+        status: r.status, code: r.code ?? null, sent_ms: Math.round(r.startMs - natsKill), answered_ms: Math.round(r.endMs - natsKill),
+      })),
       per_host_served: servedByNode.preprocess ?? {},
       served_by_node: servedByNode,
       reconnect_ms: reconnectMs === null ? null : Math.round(reconnectMs * 10) / 10,
