@@ -54,7 +54,7 @@ try {
     afterHostLossMs: num(values["after-host-loss-s"], "after-host-loss-s", 6) * 1000,
     log,
   });
-  for (const p of s.phases) log(`  ${p.name.padEnd(14)} ${String(p.requests).padStart(5)} sent, ${String(p.ok).padStart(5)} ok, ${p.failed} failed`);
+  for (const p of s.phases) log(`  ${p.name.padEnd(14)} ${String(p.requests).padStart(5)} sent, ${String(p.ok).padStart(5)} ok, ${String(p.failed).padStart(3)} failed, slowest ${p.max_ms} ms`);
   log(`served by host (preprocess): ${Object.entries(s.per_host_served).map(([h, n]) => `${h} ${n}`).join(", ")}`);
   log(s.met_bound
     ? `met the bound: ${s.failed} failed of ${s.requests} (at most ${s.bound.max_failed}: ${s.bound.rule})`

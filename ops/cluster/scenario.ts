@@ -70,6 +70,8 @@ export interface PhaseSummary {
   requests: number;
   ok: number;
   failed: number;
+  /** The slowest answer of a request sent in the phase (a retried one waited out the liveness window). */
+  max_ms: number;
 }
 
 export interface ClusterScenarioSummary {
@@ -241,7 +243,8 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
       for (const h of ["A", "C"] as const) {
         for (const x of await connectionsOf(cluster.servers[h]!)) {
           const start = parseStart(x.start);
-          if (x.ip === bAddress && start >= natsKillWall - 1) found.push({ name: x.name || `connection ${x.cid}`, start, host: h });
+          // Named once its CONNECT is in (every process of ours names its connection); `start` is the TCP accept.
+          if (x.ip === bAddress && x.name && start >= natsKillWall - 1) found.push({ name: x.name, start, host: h });
         }
       }
       if (found.length >= bConns.length && found.length > 0) {
@@ -288,7 +291,8 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     const phases = phaseDefs.map(([name, from, to]): PhaseSummary => {
       const rs = records.filter((r) => r.startMs >= from && r.startMs < to);
       const ok = rs.filter((r) => r.status === 200).length;
-      return { name, start_ms: Math.round(from - loadStart), duration_ms: Math.round(to - from), requests: rs.length, ok, failed: rs.length - ok };
+      const maxMs = rs.reduce((m, r) => Math.max(m, r.endMs - r.startMs), 0);
+      return { name, start_ms: Math.round(from - loadStart), duration_ms: Math.round(to - from), requests: rs.length, ok, failed: rs.length - ok, max_ms: Math.round(maxMs) };
     });
     const failed = records.filter((r) => r.status !== 200);
     const failures: Record<string, number> = {};
