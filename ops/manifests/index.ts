@@ -5,7 +5,7 @@
  * (observability.ts), and their YAML (render-yaml.ts).
  */
 export {
-  buildManifests, nodeSecretName, DRAIN_MARGIN_S, GPU_NODE_SELECTOR, METRICS_PORT, NODE_UID,
+  buildManifests, nodeSecretName, DRAIN_MARGIN_S, HTTP_PRESTOP_S, GPU_NODE_SELECTOR, METRICS_PORT, NODE_UID,
   type K8sMetadata, type K8sObject, type Manifest, type ManifestOptions,
 } from "./kubernetes.ts";
 export {

@@ -21,6 +21,8 @@ import { monitoringManifests } from "./observability.ts";
 export const METRICS_PORT = 9464;
 /** Added to a node's request timeout: time to drain in-flight requests after SIGTERM. */
 export const DRAIN_MARGIN_S = 15;
+/** An HTTP node's preStop pause before SIGTERM, while its Service endpoints stop sending it connections. */
+export const HTTP_PRESTOP_S = 5;
 /** The label NVIDIA's GPU feature discovery (GPU operator) puts on nodes with a GPU: a GPU node's nodeSelector. */
 export const GPU_NODE_SELECTOR = { "nvidia.com/gpu.present": "true" } as const;
 /** UID of the `node` user of the node:20 images, the user every node image runs as. */
@@ -213,7 +215,8 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
   const gpu = node.resources.gpu > 0;
   const quantities = { cpu: cpuQuantity(node.resources.cpu), memory: node.resources.memory, ...(gpu ? { "nvidia.com/gpu": String(node.resources.gpu) } : {}) };
   const probe = (path: string, port: number, extra: Record<string, number>) => ({ httpGet: { path, port }, ...extra });
-  const drainS = Math.ceil(node.timeoutMs / 1000) + DRAIN_MARGIN_S;
+  // An HTTP node first waits HTTP_PRESTOP_S (preStop) for its Service endpoints to drop it, then drains.
+  const drainS = Math.ceil(node.timeoutMs / 1000) + DRAIN_MARGIN_S + (httpPort !== undefined ? HTTP_PRESTOP_S : 0);
   const container = {
     name: n,
     image,
@@ -227,6 +230,8 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
           // /readyz: the ingress's NATS connection is up and every node its routes call has a replica.
           readinessProbe: probe("/readyz", httpPort, { periodSeconds: 5, failureThreshold: 2 }),
           livenessProbe: probe("/healthz", httpPort, { initialDelaySeconds: 10, periodSeconds: 10 }),
+          // Load balancers and kube-proxy take a few seconds to stop sending to a terminating pod: keep serving.
+          lifecycle: { preStop: { exec: { command: ["sleep", String(HTTP_PRESTOP_S)] } } },
         }
       : {
           // Ready = this replica answers $SRV.PING over NATS, which it does only once its endpoints are served.
@@ -242,7 +247,8 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     `  ${buildCommand(node, c.images)}`,
     `The repository is at ${IMAGE_WORKDIR} in the image (its WORKDIR); the node runs as uid ${NODE_UID}.`,
     "NATS_USER/NATS_PASSWORD: the node's NATS credentials, for connect()'s user/pass options (nats.js v3 reads none from a URL).",
-    `SIGTERM drains: terminationGracePeriodSeconds is the request timeout (${node.timeoutMs} ms) + ${DRAIN_MARGIN_S} s.`,
+    `SIGTERM drains: terminationGracePeriodSeconds is the request timeout (${node.timeoutMs} ms) + ${DRAIN_MARGIN_S} s` +
+      (httpPort !== undefined ? ` + the ${HTTP_PRESTOP_S} s preStop pause.` : "."),
     ...(autoscaled
       ? [`replicas ${node.replicas.min}..${node.replicas.max}: no spec.replicas, the ${c.autoscaler === "keda" ? "ScaledObject" : "HorizontalPodAutoscaler"} below owns the count.`]
       : []),

@@ -264,6 +264,8 @@ test("manifests - probes, ports, resources and drain time", () => {
   assert.deepEqual(ann, { "prometheus.io/scrape": "true", "prometheus.io/port": "9464", "prometheus.io/path": "/metrics" });
   assert.equal(spec(find(all, "Deployment", "preprocess")).template.spec.terminationGracePeriodSeconds, 30 + 15);
   assert.equal(spec(find(all, "Deployment", "greeter")).template.spec.terminationGracePeriodSeconds, 5 + 15);
+  assert.equal(spec(find(all, "Deployment", "ingress")).template.spec.terminationGracePeriodSeconds, 30 + 15 + 5, "the ingress also pauses 5 s in preStop");
+  assert.deepEqual((ing as unknown as { lifecycle: unknown }).lifecycle, { preStop: { exec: { command: ["sleep", "5"] } } });
   assert.equal(spec(find(all, "Deployment", "infer")).template.spec.tolerations, undefined, "gpu: 0");
 
   const g = resolveGraph({
