@@ -235,7 +235,7 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
         }
       : {
           // Ready = this replica answers $SRV.PING over NATS, which it does only once its endpoints are served.
-          readinessProbe: { exec: { command: ["node", SRV_PING_PROBE] }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 2 },
+          readinessProbe: { exec: { command: ["node", `${IMAGE_WORKDIR}/${SRV_PING_PROBE}`] }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 2 },
           // Alive = its event loop answers /metrics (up as soon as NATS is connected, before a model loads).
           livenessProbe: probe("/metrics", METRICS_PORT, { initialDelaySeconds: 15, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 }),
         }),

@@ -42,7 +42,17 @@ export function credentialsSecretName(graph: ResolvedGraph): string {
 
 const confList = (xs: readonly string[]): string => `[${xs.map((x) => JSON.stringify(x)).join(", ")}]`;
 
-function confUser(name: string, perms: NatsPermissions, why: string): string[] {
+/**
+ * `allow_responses` of a user whose requests last at most `timeoutMs`: the reply plus the heartbeats its callers
+ * may ask for (Graph-Heartbeat-Ms: runtime/service.ts sends at most one per 50 ms) for that long. `true` would allow
+ * one message per request: a request longer than two heartbeat intervals would then look lost to its caller.
+ */
+function allowResponses(timeoutMs: number): string {
+  return `{ max: ${Math.ceil(timeoutMs / 50) + 2}, expires: "${Math.ceil(timeoutMs / 1000) + 5}s" }`;
+}
+
+/** `timeoutMs`: how long the user's requests last (a node's timeout); undefined: one reply per request, no expiry. */
+function confUser(name: string, perms: NatsPermissions, why: string, timeoutMs?: number): string[] {
   return [
     `    # ${why}`,
     "    {",
@@ -52,7 +62,7 @@ function confUser(name: string, perms: NatsPermissions, why: string): string[] {
     // An empty allow list may read as "no restriction": a node without edges is denied every publish instead.
     `        publish: ${perms.publish.length ? `{ allow: ${confList(perms.publish)} }` : `{ deny: [">"] }`}`,
     `        subscribe: { allow: ${confList(perms.subscribe)} }`,
-    "        allow_responses: true",
+    `        allow_responses: ${timeoutMs === undefined ? "true" : allowResponses(timeoutMs)}`,
     "      }",
     "    }",
   ];
@@ -67,7 +77,7 @@ export function natsAuthorization(graph: ResolvedGraph, nodes: readonly string[]
   return [
     "authorization {",
     "  users: [",
-    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n), `node ${n}: publishes to its edges, subscribes to its own subjects`)),
+    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n), `node ${n}: publishes to its edges, subscribes to its own subjects`, graph.nodes[n]!.timeoutMs)),
     ...confUser(
       OPS_USER, opsPermissions(graph, { control: opts.opsControl ?? false }),
       opts.opsControl ? "servegraph up and the ops commands: control, discovery and requests to any node" : "servegraph ops (status, request): discovery and requests to any node",

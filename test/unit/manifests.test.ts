@@ -254,7 +254,7 @@ test("manifests - probes, ports, resources and drain time", () => {
   const pre = containerOf(all, "preprocess");
   assert.deepEqual(pre.livenessProbe.httpGet, { path: "/metrics", port: METRICS_PORT });
   // a node without HTTP is ready when this replica answers $SRV.PING: the probe script shipped in every image
-  assert.deepEqual((pre.readinessProbe as unknown as { exec: { command: string[] } }).exec.command, ["node", SRV_PING_PROBE]);
+  assert.deepEqual((pre.readinessProbe as unknown as { exec: { command: string[] } }).exec.command, ["node", `/app/${SRV_PING_PROBE}`]);
   assert.ok(existsSync(join(REPO_ROOT, SRV_PING_PROBE)));
   assert.deepEqual(pre.ports, [{ name: "metrics", containerPort: METRICS_PORT }]);
   assert.deepEqual(pre.resources.requests, { cpu: "1", memory: "512Mi" });
