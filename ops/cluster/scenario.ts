@@ -127,9 +127,11 @@ async function startUp(net: HostNetwork, cluster: NatsCluster, host: (typeof HOS
     "--nats", cluster.servers[host]!.url, "--only", ONLY[host], "--host", host, ...extra];
   const proc = net.spawnIn(host, process.execPath, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   const logFile: WriteStream = createWriteStream(join(net.dir, `up-${host}.log`));
+  proc.once("close", () => logFile.end());
   let tail = "";
   proc.stderr!.on("data", (d: Buffer) => { logFile.write(d); tail = (tail + d.toString()).slice(-3000); });
   let out = "";
+  let onExit = (_code: number | null, _sig: NodeJS.Signals | null): void => {};
   const summary = await new Promise<UpProcess["summary"]>((resolveUp, reject) => {
     const t = setTimeout(() => reject(new Error(`up on host ${host} did not start in ${START_TIMEOUT_MS / 1000} s: ${tail.trim().split("\n").slice(-3).join(" | ")}`)), START_TIMEOUT_MS);
     const onData = (d: Buffer): void => {
@@ -142,9 +144,10 @@ async function startUp(net: HostNetwork, cluster: NatsCluster, host: (typeof HOS
       }
     };
     proc.stdout!.on("data", onData);
-    proc.once("exit", (code, sig) => { clearTimeout(t); reject(new Error(`up on host ${host} exited (${sig ?? code}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)); });
+    onExit = (code, sig) => { clearTimeout(t); reject(new Error(`up on host ${host} exited (${sig ?? code}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)); };
+    proc.once("exit", onExit);
   });
-  proc.removeAllListeners("exit");
+  proc.off("exit", onExit);
   return { host, proc, summary, stderrTail: () => tail };
 }
 
