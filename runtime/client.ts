@@ -39,6 +39,8 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Safe to send twice: heartbeats are asked for, and a lost attempt is retried once on another replica. */
   idempotent?: boolean;
+  /** Called with the successful reply's headers (e.g. `Server-Timing`), before its body is decoded. */
+  onReplyHeaders?: (header: (name: string) => string | undefined) => void;
 }
 
 export interface Client {
@@ -89,6 +91,7 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
             const ge = fromMsg(reply);
             if (ge) throw ge;
             if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", "OK").inc();
+            ro.onReplyHeaders?.((k) => reply.headers?.get(k) || undefined);
             return reply;
           } catch (err) {
             const lost = err instanceof AttemptLostError;

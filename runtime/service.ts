@@ -48,6 +48,8 @@ export interface IncomingRequest {
   readonly headers: MsgHdrs | undefined;
   /** Header value or undefined (nats.js returns "" for a missing header). */
   header(name: string): string | undefined;
+  /** Adds a header to this request's reply when it succeeds (e.g. `Server-Timing`); error replies carry only the error headers. */
+  setReplyHeader(name: string, value: string): void;
   /** Parses the body as JSON (an empty body reads as `undefined`) and validates it; failures are BAD_REQUEST with the zod issues as details. */
   json<S extends z.ZodType>(schema: S): z.output<S>;
   /** Absolute deadline (epoch ms) from the caller, or now + the node's timeout. */
@@ -153,14 +155,16 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     }
   };
 
-  const respond = (msg: Msg, value: unknown, ep: EndpointState, elapsedMs: number): void => {
+  const respond = (msg: Msg, value: unknown, ep: EndpointState, elapsedMs: number, extra: Record<string, string> | undefined): void => {
     try {
       if (isBinaryReply(value)) {
         const h = natsHeaders();
-        for (const [k, v] of Object.entries(value.headers)) h.set(k, v);
+        for (const [k, v] of Object.entries({ ...extra, ...value.headers })) h.set(k, v);
         msg.respond(value.data, { headers: h });
       } else {
-        msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)));
+        const h = extra ? natsHeaders() : undefined;
+        for (const [k, v] of Object.entries(extra ?? {})) h!.set(k, v);
+        msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)), h ? { headers: h } : undefined);
       }
       ep.okDuration.observe(elapsedMs / 1000);
     } catch (e) {
@@ -244,12 +248,14 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       }
       return ac.signal;
     };
+    let replyHeaders: Record<string, string> | undefined;
     withServerSpan(msg.subject, opts.name, h, msg.data.length, async (span) => {
       const req: IncomingRequest = {
         subject: msg.subject,
         data: msg.data,
         headers: h,
         header: (name) => h?.get(name) || undefined,
+        setReplyHeader: (name, value) => void ((replyHeaders ??= {})[name] = value),
         // The same JSON decoding and check as a defined endpoint's (subjects/endpoints.ts).
         json: (schema) => decodePayload({ kind: "json", schema }, msg.data, noHeaders, "BAD_REQUEST"),
         deadlineEpochMs,
@@ -261,7 +267,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       return await handler(req);
     })
       .then(
-        (value) => respond(msg, value, ep, performance.now() - t0),
+        (value) => respond(msg, value, ep, performance.now() - t0, replyHeaders),
         (err) => respondError(msg, err, ep, performance.now() - t0),
       )
       .finally(() => {

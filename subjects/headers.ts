@@ -25,6 +25,11 @@ export const Headers = {
    */
   HeartbeatMs: "Graph-Heartbeat-Ms",
   Heartbeat: "Graph-Heartbeat",
+  /**
+   * Reply: where the replica's time went, in HTTP `Server-Timing` syntax (`preprocess;dur=12.5, infer;dur=30.1`,
+   * milliseconds). Informational; the ingress passes it on to HTTP clients with its own entries.
+   */
+  ServerTiming: "Server-Timing",
   /** W3C trace context. */
   Traceparent: "traceparent",
   Tracestate: "tracestate",

@@ -4,10 +4,11 @@
  * the status from the error table. buildApp() does not listen: tests drive it with inject().
  *
  * Around the routes: http-server.ts (timeouts, the HTTP parser's errors, shutdown), http-errors.ts (Fastify's
- * errors, 404/405, the OpenAPI error responses) and http-observe.ts (spans and metrics).
+ * errors, 404/405, the OpenAPI error responses) and http-observe.ts (spans and metrics). GET /dashboard, the live
+ * page of the graph, is dashboard/routes.ts; /classify answers with `Server-Timing` per hop (server-timing.ts).
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
@@ -17,14 +18,16 @@ import {
   TopK, type ErrorCode,
 } from "../../../subjects/index.ts";
 import { metricsText, observeReplicas, type Client, type Logger } from "../../../runtime/index.ts";
+import { registerDashboard, type DashboardDeps } from "./dashboard/routes.ts";
 import { fetchImage } from "./fetch-image.ts";
 import {
   BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, toGraphError,
 } from "./http-errors.ts";
 import { observeHttp } from "./http-observe.ts";
 import { DEFAULT_TIMEOUTS, guardRequests, guardServer, serverOptions, type IngressTimeouts } from "./http-server.ts";
+import { serverTimingOf } from "./server-timing.ts";
 
-export type { IngressTimeouts };
+export type { DashboardDeps, IngressTimeouts };
 
 /** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
 export interface IngressRoutes {
@@ -33,6 +36,14 @@ export interface IngressRoutes {
   labels?: { subject: string; node: string; timeoutMs: number };
   process?: { subject: string; node: string; timeoutMs: number };
 }
+
+/** Each route as the dashboard labels the ingress's edges. */
+export const ROUTE_LABELS: Readonly<Record<keyof IngressRoutes, string>> = Object.freeze({
+  greeting: "GET /greeting/:name",
+  classify: "POST /classify",
+  labels: "GET /labels",
+  process: "GET /process/:message",
+});
 
 export interface IngressDeps {
   client: Client;
@@ -50,6 +61,8 @@ export interface IngressDeps {
   version?: string;
   /** When set (requiresAuth), every route but health, metrics and docs needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /** When set, GET /dashboard and its event stream are served. */
+  dashboard?: DashboardDeps;
 }
 
 const OPEN_ROUTES = /^\/(healthz|readyz|metrics)(\?|$)|^\/docs(\/|\?|$)/;
@@ -203,11 +216,18 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   const classify = deps.routes.classify;
   if (classify) {
     // The endpoint's definition checks the image (empty, media type, top_k) before it leaves the ingress.
-    const classifyBytes = (data: Uint8Array, topK: number, contentType: string | undefined) =>
-      deps.client.call(Classify, classify.subject, { data, headers: { [Headers.TopK]: topK, [Headers.ContentType]: contentType } }, { deadlineEpochMs: deadline(classify.timeoutMs) });
+    const classifyBytes = async (reply: FastifyReply, data: Uint8Array, topK: number, contentType: string | undefined) => {
+      let timing: string | undefined;
+      const t0 = performance.now();
+      const out = await deps.client.call(Classify, classify.subject, { data, headers: { [Headers.TopK]: topK, [Headers.ContentType]: contentType } }, {
+        deadlineEpochMs: deadline(classify.timeoutMs), onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)),
+      });
+      void reply.header("server-timing", serverTimingOf(classify.node, reply.elapsedTime, performance.now() - t0, timing));
+      return out;
+    };
     app.post("/classify", {
       schema: {
-        description: "Classify an image: JSON `{image_url, top_k}` (the URL is fetched by the ingress: http(s) to public addresses only), or the raw image as the body (image/*, application/octet-stream) with `?top_k=`.",
+        description: "Classify an image: JSON `{image_url, top_k}` (the URL is fetched by the ingress: http(s) to public addresses only), or the raw image as the body (image/*, application/octet-stream) with `?top_k=`. The answer's `Server-Timing` header gives the time per hop in ms (ingress, preprocess, infer as preprocess timed it, total).",
         querystring: z.object({ top_k: TopK.default(DEFAULT_TOP_K) }),
         // Buffer first: zod tries the options in order, and a strictObject check of a Buffer visits every
         // byte as a key (~30 ms of CPU per 100 KB image). The JSON errors are the same either way.
@@ -217,15 +237,15 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
         ]).optional(),
         response: { 200: Classify.reply.schema, ...errors(false, BODY_CODES, FETCH_CODES, callCodes(Classify)) },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
       const body = req.body;
       if (body === undefined || body === null) throw new GraphError("BAD_REQUEST", "send JSON {image_url, top_k} or an image body");
-      if (Buffer.isBuffer(body)) return classifyBytes(body, req.query.top_k, req.headers["content-type"]);
+      if (Buffer.isBuffer(body)) return classifyBytes(reply, body, req.query.top_k, req.headers["content-type"]);
       const { image_url, top_k } = body as { image_url: string; top_k: number };
       const img = await fetchImage(image_url, {
         maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls,
       });
-      return classifyBytes(img.bytes, top_k, img.contentType);
+      return classifyBytes(reply, img.bytes, top_k, img.contentType);
     });
   }
 
@@ -246,6 +266,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       },
     }, async (req) => deps.client.call(AbProcess, ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs) }));
   }
+
+  if (deps.dashboard) registerDashboard(app, deps.dashboard, errors(false));
 
   return app;
 }

@@ -1,11 +1,20 @@
 /**
  * ingress: the HTTP way in. Serves the routes whose target node is part of the running graph
- * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset). On SIGTERM Fastify closes first
- * (new requests get 503, in-flight ones finish), then the NATS connection drains.
+ * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset), and /dashboard, the live page of those nodes
+ * (discovery of all of them, and the autoscaler of a `servegraph up` when it answers on its control subject).
+ * On SIGTERM Fastify closes first (new requests get 503, in-flight ones finish, dashboard streams end), then the
+ * NATS connection drains.
  */
-import { NodeConfigError, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
-import { buildApp, type IngressRoutes } from "./app.ts";
+import { NodeConfigError, collectStatus, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
+import { Headers, OPS_CONTROL_SUBJECT } from "../../../subjects/index.ts";
+import { buildApp, ROUTE_LABELS, type IngressRoutes } from "./app.ts";
+import { topologyOf } from "./dashboard/topology.ts";
 import Params from "./params.ts";
+
+/** How long the dashboard waits for discovery answers, and for the autoscaler's, per reading (one a second). */
+const DISCOVERY_WINDOW_MS = 250;
+const AUTOSCALER_TIMEOUT_MS = 500;
+const AUTOSCALER_RETRY_MS = 30_000;
 
 await runNode(async (ctx) => {
   const active = ctx.launch.activeNodes;
@@ -27,6 +36,26 @@ await runNode(async (ctx) => {
     apiKey = ctx.secret("API_KEY");
     if (!apiKey) throw new NodeConfigError("requiresAuth is set but the API_KEY secret is empty (set SERVEGRAPH_API_KEY or /run/secrets/servegraph-api-key)");
   }
+  const nodes = [...(active ?? Object.keys(ctx.graph.nodes))].filter((n) => ctx.graph.nodes[n] !== undefined);
+  const topology = topologyOf(ctx.graph, {
+    nodes,
+    self: { node: ctx.node.name, routes: Object.entries(routes).map(([k, r]) => ({ label: ROUTE_LABELS[k as keyof IngressRoutes], node: r.node })) },
+  });
+  const natsUrl = ctx.nc.getServer();
+  // `servegraph up`'s autoscaler, when an up with one runs this graph. No responder, an error reply (an up without
+  // it) or a timeout (no permission, in a cluster): none, asked again only after AUTOSCALER_RETRY_MS.
+  let autoscalerRetryAt = 0;
+  const readAutoscaler = async (): Promise<unknown> => {
+    if (Date.now() < autoscalerRetryAt) return undefined;
+    try {
+      const m = await ctx.nc.request(OPS_CONTROL_SUBJECT, JSON.stringify({ op: "autoscaler" }), { timeout: AUTOSCALER_TIMEOUT_MS });
+      if (!m.headers?.get(Headers.ServiceErrorCode) && m.data.length > 0) return m.json();
+    } catch {
+      // none
+    }
+    autoscalerRetryAt = Date.now() + AUTOSCALER_RETRY_MS;
+    return undefined;
+  };
   const app = await buildApp({
     ...(apiKey ? { apiKey } : {}),
     client: ctx.client,
@@ -43,6 +72,13 @@ await runNode(async (ctx) => {
     imageFetchTimeoutMs: p.IMAGE_FETCH_TIMEOUT_MS,
     allowPrivateImageUrls: p.ALLOW_PRIVATE_IMAGE_URLS,
     log: ctx.log,
+    dashboard: {
+      topology,
+      readStatus: () => collectStatus(ctx.nc, natsUrl, nodes, DISCOVERY_WINDOW_MS),
+      readAutoscaler,
+      self: { node: ctx.node.name, replicaId: ctx.replicaId },
+      log: ctx.log,
+    },
   });
   const port = ctx.launch.httpPort ?? ctx.node.http?.port ?? 8080;
   const host = ctx.launch.httpHost ?? ctx.node.http?.host ?? "127.0.0.1";

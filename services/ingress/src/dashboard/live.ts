@@ -1,0 +1,160 @@
+/**
+ * The dashboard's live figures (pure: no NATS, no clock): one frame per discovery reading (runtime/graph-status.ts,
+ * the numbers `servegraph status` shows), with rates from two successive readings.
+ *
+ * Rates: discovery reports counters since each replica started. Requests per second sum the increase of every
+ * replica seen in both readings (a replica that just started or stopped adds nothing to that interval: its
+ * counter's start is unknown); errors per second are the node's increase, 0 when it went down (a replica left).
+ * Never negative, 0 for the first reading.
+ *
+ * The autoscaler of `servegraph up` answers `{"op":"autoscaler"}` on its control subject with a shape of its own;
+ * {@link autoscalerOf} reads what it can of it (per node a target and the last decision) and ignores the rest.
+ */
+import type { GraphStatus, NodeStatus } from "../../../../runtime/index.ts";
+
+/** One discovery reading and when it was taken (ms, any monotonic clock). */
+export interface Reading {
+  atMs: number;
+  nodes: readonly Pick<NodeStatus, "node" | "errors" | "replica_list">[];
+}
+
+export interface NodeRates {
+  requests_per_s: number;
+  errors_per_s: number;
+}
+
+export function ratesOf(prev: Reading | undefined, cur: Reading): Map<string, NodeRates> {
+  const out = new Map<string, NodeRates>();
+  const dt = prev ? (cur.atMs - prev.atMs) / 1000 : 0;
+  const before = new Map(prev?.nodes.map((n) => [n.node, n]) ?? []);
+  for (const n of cur.nodes) {
+    const p = before.get(n.node);
+    if (!p || dt <= 0) {
+      out.set(n.node, { requests_per_s: 0, errors_per_s: 0 });
+      continue;
+    }
+    const was = new Map(p.replica_list.map((r) => [r.id, r.requests]));
+    let requests = 0;
+    for (const r of n.replica_list) {
+      const w = was.get(r.id);
+      if (w !== undefined && r.requests > w) requests += r.requests - w;
+    }
+    out.set(n.node, { requests_per_s: requests / dt, errors_per_s: Math.max(0, n.errors - p.errors) / dt });
+  }
+  return out;
+}
+
+/** What `servegraph up`'s autoscaler says of one node. */
+export interface AutoscaleView {
+  target: number | string | null;
+  decision: string | null;
+}
+
+/** A node as the page shows it. */
+export interface LiveNode {
+  node: string;
+  replicas: number;
+  hosts: Record<string, number>;
+  replica_list: { id: string; host: string; in_flight: number }[];
+  in_flight: number;
+  requests: number;
+  errors: number;
+  requests_per_s: number;
+  errors_per_s: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  last_error: string | null;
+  batch: { execution_provider: string; batch_fill: number; avg_batch_size: number; max_batch_size: number; queue_depth: number } | null;
+  autoscaler: AutoscaleView | null;
+}
+
+export interface LiveFrame {
+  at: string;
+  nodes: LiveNode[];
+  /** Why this reading has no figures (discovery failed); the page keeps the last ones and says so. */
+  error: string | null;
+}
+
+export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, autoscaler: Map<string, AutoscaleView> | null): LiveFrame {
+  return {
+    at: status.at,
+    error: null,
+    nodes: status.nodes.map((n) => {
+      const r = rates.get(n.node) ?? { requests_per_s: 0, errors_per_s: 0 };
+      const b = n.batch;
+      return {
+        node: n.node, replicas: n.replicas, hosts: n.hosts,
+        replica_list: n.replica_list.map(({ id, host, in_flight }) => ({ id, host, in_flight })),
+        in_flight: n.in_flight, requests: n.requests, errors: n.errors, ...r,
+        p50_ms: n.p50_ms, p99_ms: n.p99_ms,
+        last_error: n.endpoints.map((e) => e.last_error).find((e) => e) ?? null,
+        batch: b ? { execution_provider: b.execution_provider, batch_fill: b.batch_fill, avg_batch_size: b.avg_batch_size, max_batch_size: b.max_batch_size, queue_depth: b.queue_depth } : null,
+        autoscaler: autoscaler?.get(n.node) ?? null,
+      };
+    }),
+  };
+}
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+const first = (o: Record<string, unknown>, keys: readonly string[]): unknown => keys.map((k) => o[k]).find((v) => v !== undefined && v !== null);
+const MAX_TEXT = 200;
+
+function decisionText(d: unknown): string | null {
+  if (d === undefined || d === null) return null;
+  if (typeof d === "string" || typeof d === "number" || typeof d === "boolean") return String(d).slice(0, MAX_TEXT);
+  if (!isObj(d)) return null;
+  const parts = ["action", "direction", "from", "to", "replicas", "reason", "at"].filter((k) => d[k] !== undefined && d[k] !== null).map((k) => `${k} ${String(d[k])}`);
+  return (parts.length ? parts.join(", ") : JSON.stringify(d)).slice(0, MAX_TEXT);
+}
+
+/**
+ * Per node: target and last decision, from an autoscaler answer shaped as `{nodes: [{node, ...}]}`,
+ * `{nodes: {<node>: {...}}}`, `[{node, ...}]` or `{<node>: {...}}`. Anything unreadable gives an empty map.
+ */
+export function autoscalerOf(reply: unknown): Map<string, AutoscaleView> {
+  const out = new Map<string, AutoscaleView>();
+  const body = isObj(reply) && reply.nodes !== undefined ? reply.nodes : reply;
+  const entries: [string, unknown][] = Array.isArray(body)
+    ? body.filter(isObj).map((e) => [String(first(e, ["node", "name"]) ?? ""), e])
+    : isObj(body) ? Object.entries(body) : [];
+  for (const [node, e] of entries) {
+    if (!node || !isObj(e)) continue;
+    const t = first(e, ["target", "target_replicas", "desired", "desired_replicas", "desiredReplicas"]);
+    out.set(node, {
+      target: typeof t === "number" || typeof t === "string" ? t : null,
+      decision: decisionText(first(e, ["last_decision", "lastDecision", "decision", "last"])),
+    });
+  }
+  return out;
+}
+
+/** The HTTP requests one ingress replica answered (its own counters: discovery has no NATS endpoint of it). */
+export interface HttpFigures {
+  requests: number;
+  errors: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  last_error: string | null;
+}
+
+/**
+ * The status with the HTTP figures of this replica (`replicaId` of `node`) as that node's `http` endpoint, so that
+ * the HTTP node shows requests/s, errors/s and latency like any other. Other replicas of the HTTP node (several
+ * ingress replicas behind a load balancer) add nothing: their counters are theirs.
+ */
+export function withHttpFigures(status: GraphStatus, self: { node: string; replicaId: string }, http: HttpFigures): GraphStatus {
+  return {
+    ...status,
+    nodes: status.nodes.map((n) => {
+      if (n.node !== self.node) return n;
+      const endpoints = [...n.endpoints, { name: "http", subject: "HTTP", requests: http.requests, errors: http.errors, p50_ms: http.p50_ms, p99_ms: http.p99_ms, last_error: http.last_error }];
+      return {
+        ...n, endpoints,
+        requests: n.requests + http.requests, errors: n.errors + http.errors,
+        p50_ms: n.p50_ms ?? http.p50_ms,
+        p99_ms: n.p99_ms === null ? http.p99_ms : http.p99_ms === null ? n.p99_ms : Math.max(n.p99_ms, http.p99_ms),
+        replica_list: n.replica_list.map((r) => (r.id === self.replicaId ? { ...r, requests: r.requests + http.requests } : r)),
+      };
+    }),
+  };
+}
