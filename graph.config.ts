@@ -137,7 +137,10 @@ export default defineGraph({
     "variant-b": {
       service: "services/variant",
       description: "Variant B of the A/B test.",
-      replicas: 1,
+      // Scale to zero: the experiment's arm sees only the users its gate sends to it, often none for minutes.
+      // `servegraph up` starts it with no replica; its activator holds the first request, starts one (a cold start
+      // of a second or two), and it stops again after a minute idle. Variant A, which most users get, stays warm.
+      replicas: [0, 2],
       resources: { cpu: "250m", memory: "128Mi" },
       timeout: "5s",
       parameters: { VARIANT: "B", ALGORITHM: "experimental" },
