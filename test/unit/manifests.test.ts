@@ -92,10 +92,11 @@ test("manifests - replicas, and a KEDA ScaledObject or an HPA with the node's po
         advanced: { horizontalPodAutoscalerConfig: { behavior: { scaleUp: { stabilizationWindowSeconds: number }; scaleDown: { stabilizationWindowSeconds: number } } } };
         triggers: { type: string; metricType: string; metadata: { query: string; threshold: string; serverAddress: string } }[];
       };
-      assert.equal(s.minReplicaCount, min);
+      // min 0: scales to zero (a node some node calls), with a second trigger that wakes it up on demand
+      assert.equal(s.minReplicaCount, min === 0 && !graph.nodes[n]!.http ? 0 : Math.max(min, 1));
       assert.equal(s.maxReplicaCount, max);
       assert.equal(s.scaleTargetRef.name, n);
-      assert.equal(s.triggers.length, 1);
+      assert.equal(s.triggers.length, s.minReplicaCount === 0 ? 2 : 1);
       assert.equal(s.triggers[0]!.type, "prometheus");
       assert.equal(s.triggers[0]!.metadata.query, `sum(${AUTOSCALE_METRIC_NAMES[policy.metric]}{node="${n}"})`);
       assert.equal(s.triggers[0]!.metadata.threshold, String(policy.target));
@@ -461,4 +462,29 @@ test("manifests - NATS credentials must go to connect() as user/pass, not in the
   } finally {
     await server.stop();
   }
+});
+
+test("manifests - two runs of `servegraph manifests --out` write the same files, byte for byte, but the passwords", async () => {
+  const dirs = [mkdtempSync(join(tmpdir(), "sg-manifests-a-")), mkdtempSync(join(tmpdir(), "sg-manifests-b-"))];
+  try {
+    for (const d of dirs) assert.equal(await main(["manifests", "--out", d, "--json", "--autoscaler", "keda", "--registry", "registry.example.com/ml", "--tag", "1.0.0"]), 0);
+    const files = readdirSync(dirs[0]!).sort();
+    assert.deepEqual(readdirSync(dirs[1]!).sort(), files);
+    assert.ok(files.includes("grafana-dashboard.json") && files.includes("prometheus-rules.yaml") && files.includes("monitoring.yaml"));
+    for (const f of files) {
+      const [a, b] = dirs.map((d) => readFileSync(join(d, f), "utf8"));
+      if (f === "secrets.yaml") assert.notEqual(a, b, "fresh passwords");
+      else assert.equal(a, b, `${f} differs between runs`);
+    }
+    const ing = parseYamlStream(readFileSync(join(dirs[0]!, "ingress.yaml"), "utf8")) as K8sObject[];
+    assert.equal(spec(ing[0]!).template.spec.containers[0]!.image, "registry.example.com/ml/servegraph-ingress:1.0.0");
+  } finally {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test("manifests - bad options are refused with a usage, --help prints it", async () => {
+  assert.equal(await main(["manifests", "--autoscaler", "vpa", "--json"]), 1);
+  assert.equal(await main(["manifests", "--no-such-option"]), 2);
+  assert.equal(await main(["manifests", "--help"]), 0);
 });
