@@ -91,7 +91,7 @@ export interface ClusterScenarioSummary {
   reconnect_ms: number | null;
   /** Where each of B's connections went (its name -> host of the server). */
   reconnected_to: Record<string, string>;
-  /** SIGKILL of B's nats-server -> every B preprocess replica answers $SRV.PING again through the cluster. */
+  /** SIGKILL of B's nats-server -> every B preprocess replica answers $SRV.PING again through the cluster (polled: 50 ms windows). */
   rejoin_ms: number | null;
   /** Requests in flight when B's nats-server was killed: the most that may fail. */
   in_flight_at_nats_kill: number;
@@ -237,35 +237,41 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     const natsKill = nowMs();
     const natsKillWall = Date.now();
     const inFlightAtKill = load.inFlight();
-    cluster.servers.B!.kill("SIGKILL");
+    const bServer = cluster.servers.B!;
+    const bServerGone = new Promise((r) => bServer.process.once("exit", r));
+    bServer.kill("SIGKILL");
     log(`SIGKILL nats-server of host B (${bConns.length} connections of B's processes on it; ${inFlightAtKill} requests in flight)`);
-    let reconnectMs: number | null = null;
+    // Both watched at once from the kill: B's connections on the other servers, and B's replicas answering again.
     const reconnectedTo: Record<string, string> = {};
-    for (const deadline = Date.now() + RECONNECT_TIMEOUT_MS; Date.now() < deadline && reconnectMs === null;) {
-      const found: { name: string; start: number; host: string }[] = [];
-      for (const h of ["A", "C"] as const) {
-        for (const x of await connectionsOf(cluster.servers[h]!)) {
-          const start = parseStart(x.start);
-          // Named once its CONNECT is in (every process of ours names its connection); `start` is the TCP accept.
-          if (x.ip === bAddress && x.name && start >= natsKillWall - 1) found.push({ name: x.name, start, host: h });
+    const watchReconnect = async (): Promise<number | null> => {
+      for (const deadline = Date.now() + RECONNECT_TIMEOUT_MS; Date.now() < deadline;) {
+        const found: { name: string; start: number; host: string }[] = [];
+        for (const h of ["A", "C"] as const) {
+          for (const x of await connectionsOf(cluster!.servers[h]!)) {
+            const start = parseStart(x.start);
+            // Named once its CONNECT is in (every process of ours names its connection); `start` is the TCP accept.
+            if (x.ip === bAddress && x.name && start >= natsKillWall - 1) found.push({ name: x.name, start, host: h });
+          }
         }
+        if (found.length >= bConns.length && found.length > 0) {
+          for (const f of found) reconnectedTo[f.name] = f.host;
+          return Math.max(...found.map((f) => f.start)) - natsKillWall;
+        }
+        await sleep(20);
       }
-      if (found.length >= bConns.length && found.length > 0) {
-        reconnectMs = Math.max(...found.map((f) => f.start)) - natsKillWall;
-        for (const f of found) reconnectedTo[f.name] = f.host;
-      } else {
-        await sleep(50);
+      return null;
+    };
+    const watchRejoin = async (): Promise<number | null> => {
+      // Until B's server is gone, a PING could still reach B's replicas through it.
+      await bServerGone;
+      for (const deadline = Date.now() + RECONNECT_TIMEOUT_MS; Date.now() < deadline;) {
+        const pings = await gather<{ metadata?: Record<string, string> }>(nc!, Discovery.ping("preprocess"), 50);
+        const ids = new Set(pings.map((p) => p.metadata?.replica));
+        if (bPreprocess.length > 0 && bPreprocess.every((id) => ids.has(id))) return nowMs() - natsKill;
       }
-    }
-    let rejoinMs: number | null = null;
-    for (const deadline = Date.now() + RECONNECT_TIMEOUT_MS; Date.now() < deadline;) {
-      const pings = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping("preprocess"), 100);
-      const ids = new Set(pings.map((p) => p.metadata?.replica));
-      if (bPreprocess.length > 0 && bPreprocess.every((id) => ids.has(id))) {
-        rejoinMs = nowMs() - natsKill;
-        break;
-      }
-    }
+      return null;
+    };
+    const [reconnectMs, rejoinMs] = await Promise.all([watchReconnect(), watchRejoin()]);
     log(reconnectMs === null
       ? `B's processes did not reconnect within ${RECONNECT_TIMEOUT_MS / 1000} s`
       : `B reconnected in ${reconnectMs.toFixed(1)} ms (${Object.entries(reconnectedTo).map(([n, h]) => `${n} -> ${h}`).join(", ")}); B's preprocess replicas answer PING through the cluster after ${rejoinMs?.toFixed(0) ?? "-"} ms`);
