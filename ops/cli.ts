@@ -4,10 +4,10 @@
  *   request <subject> <json|@file|->  send one NATS request and print the reply (the "direct NATS" way in)
  *   check                         validate graph.config.ts and print the resolved graph
  *   status [--watch]              every node's replicas, load and latency, from $SRV.INFO/STATS
- *   scale <node> <replicas>       change a running node's replica count (within its [min, max])
+ *   scale <node> <replicas>|--auto  pin a running node's replica count (within its [min, max]) or hand it back to the autoscaler
  *   bench [...]                   load-test the running graph over HTTP and compare with the hardware limit
  *   soak [...]                    hold classify at ~80% of its capacity for --duration; memory and latency drift
- *   manifests [--out dir]         Kubernetes manifests (NATS + one Deployment per node) from graph.config.ts
+ *   manifests [--out dir]         Kubernetes manifests (3-server NATS cluster, a Deployment per node, KEDA/HPA), alert rules, Grafana dashboard
  *   doctor [--install-cuda]       which execution providers the infer node can use on this host, and why not
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
@@ -23,14 +23,20 @@ commands:
                                     a row cannot start: up stops everything and exits 1; with --keep-going it
                                     reports the node and keeps the rest running
     [--param node.KEY=VALUE]        override a node parameter for this run (repeatable; checked like the file)
+    [--only node=n,...] [--host h]  worker host: start only these nodes, joining the graph on --nats (no local
+                                    broker, no closure); replicas report host h (default: the hostname)
   request <subject> <json|@file|->  send a NATS request, print the reply
   check                             validate graph.config.ts, print the resolved graph
-  status [--watch]                  nodes, replicas, in-flight, requests, errors, latency, batch fill
-  scale <node> <replicas>           scale a running node (within its [min, max])
+  status [--watch]                  nodes, replicas by host, in-flight, requests, errors, latency, batch fill,
+                                    the autoscaler's target and last decision
+  scale <node> <replicas> [--host h]  pin a running node's replicas (within its [min, max]; --host: that host's up)
+  scale <node> --auto               hand the node back to the autoscaler
   bench                             closed-loop HTTP load test of the running graph
   soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):
                                     RSS per process, p50/p99 per minute, p99 drift, errors
-  manifests [--out dir]             write Kubernetes manifests for the graph
+  manifests [--out dir]             Kubernetes: 3-server NATS cluster, a Deployment per node on its workspace image,
+    [--registry r] [--tag t]        KEDA ScaledObjects (or --autoscaler hpa), alert rules, a Grafana dashboard
+    [--autoscaler keda|hpa]
   doctor [--install-cuda]           which execution providers infer can use on this host, and why not
 
 common options: --json  --graph <file>  --nats <url> (or NATS_URL)`;
