@@ -4,6 +4,7 @@
  *   servegraph bench [--target chain|classify|infer|all] [--duration 8] [--concurrency 1,4,16] [--max-requests 100000]
  *                    [--images data/images] [--url http://127.0.0.1:8080] [--nats url] [--out bench-results]
  *                    [--warmup 2] [--no-stages] [--param node.KEY=VALUE ...] [--json] [--graph file]
+ *   servegraph bench autoscale [...]: the autoscaler of `servegraph up` under a stepped load (ops/bench/autoscale.ts)
  *
  * Targets:
  *  - chain (GET /greeting/<name>) and classify (POST /classify with the images of --images) go through the
@@ -105,6 +106,8 @@ function busiestWarning(warnings: string[], otherCores: readonly (number | undef
 }
 
 export async function run(argv: string[]): Promise<number> {
+  // `servegraph bench autoscale`: the autoscaler under a stepped load (its own options).
+  if (argv[0] === "autoscale") return (await import("../bench/autoscale.ts")).run(argv.slice(1));
   const args = parseLoadArgs(argv, {
     target: { type: "string", default: "all" },
     duration: { type: "string", default: "8" },
