@@ -90,7 +90,7 @@ function routesOf(running: readonly string[]): string[] {
   if (running.includes("greeter-proxy")) out.push("GET  /greeting/:name");
   if (running.includes("preprocess")) out.push("POST /classify   (JSON {image_url, top_k} or an image body)", "GET  /labels");
   if (running.includes("ab-router")) out.push("GET  /process/:message?user_key=...");
-  out.push("GET  /healthz  /readyz  /metrics  /docs");
+  out.push("GET  /healthz  /readyz  /metrics  /docs  /dashboard");
   return out;
 }
 

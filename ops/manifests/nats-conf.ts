@@ -77,7 +77,7 @@ export function natsAuthorization(graph: ResolvedGraph, nodes: readonly string[]
   return [
     "authorization {",
     "  users: [",
-    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n), `node ${n}: publishes to its edges, subscribes to its own subjects`, graph.nodes[n]!.timeoutMs)),
+    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n, { control: opts.opsControl ?? false }), `node ${n}: publishes to its edges, subscribes to its own subjects`, graph.nodes[n]!.timeoutMs)),
     ...confUser(
       OPS_USER, opsPermissions(graph, { control: opts.opsControl ?? false }),
       opts.opsControl ? "servegraph up and the ops commands: control, discovery and requests to any node" : "servegraph ops (status, request): discovery and requests to any node",

@@ -14,6 +14,9 @@
  *   - `$SRV.PING.<node>`, a node without `http` only: its own discovery PING, so that the readiness probe of a
  *     replica in a cluster (deploy/probe/srv-ping.mjs, with the node's credentials) can ask whether this replica
  *     answers. (An HTTP node's probe is its /readyz.)
+ *   - `$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`, a node with `http` only: discovery of every node, which its
+ *     /dashboard shows; and, on the local broker of `servegraph up` only, `sg.ops.control` (a request for the
+ *     autoscaler's figures: the HTTP node can then also send `scale`, which is why no cluster grants it).
  *   Replies to the requests a node serves need no publish permission: `allow_responses: true` lets it send one
  *   response per request it received, to the reply subject the server delivered with it.
  *
@@ -30,7 +33,8 @@
  *
  * On the local broker of `servegraph up` (same users, fresh random passwords per run), the ops user is also the
  * supervisor: it may in addition publish and subscribe to `sg.ops.control` ({@link OPS_CONTROL_SUBJECT}), the
- * subject `up` serves and `servegraph scale` calls. No node may, and a client without credentials cannot connect.
+ * subject `up` serves and `servegraph scale` calls. No node may subscribe to it, only an HTTP node publish to it (its
+ * /dashboard, above), and a client without credentials cannot connect.
  */
 import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
 import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
@@ -54,14 +58,17 @@ export function inboxPrefix(nodeName: string): string {
   return `_INBOX_${nodeName}`;
 }
 
-/** A node's NATS permissions: see the policy at the top of this file. */
-export function natsPermissions(graph: ResolvedGraph, nodeName: string): NatsPermissions {
+/** A node's NATS permissions: see the policy at the top of this file. `control`: the local broker of `servegraph up`. */
+export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { control?: boolean } = {}): NatsPermissions {
   const node = graph.nodes[nodeName];
   if (!node) throw new GraphConfigError([{ path: `nodes.${nodeName}`, message: `unknown node "${nodeName}"` }]);
   const edges = edgeSubjects(graph, node);
   const targets = [...new Set(edges.map((s) => s.slice(graph.subjectPrefix.length + 1).split(".")[0]!))];
   return {
-    publish: [...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`])],
+    publish: [
+      ...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),
+      ...(node.http ? ["$SRV.PING", "$SRV.INFO", "$SRV.STATS", ...(opts.control ? [OPS_CONTROL_SUBJECT] : [])] : []),
+    ],
     subscribe: [
       `${graph.subjectPrefix}.${nodeName}.>`,
       "$SRV.PING",

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { resolveGraph, type GraphStatus, type NodeStatus } from "../../runtime/index.ts";
 import base from "../../graph.config.ts";
 import { topologyOf, columnsOf, nodeOfSubject } from "../../services/ingress/src/dashboard/topology.ts";
-import { autoscalerOf, frameOf, ratesOf, type Reading } from "../../services/ingress/src/dashboard/live.ts";
+import { autoscalerOf, frameOf, ratesOf, withHttpFigures, type Reading } from "../../services/ingress/src/dashboard/live.ts";
 import { createStatusPoller } from "../../services/ingress/src/dashboard/poller.ts";
 import type { LiveFrame } from "../../services/ingress/src/dashboard/live.ts";
 import { parseServerTiming, serverTimingOf } from "../../services/ingress/src/server-timing.ts";
@@ -109,12 +109,13 @@ test("dashboard frame - figures per node, the last error of any endpoint, batch 
       nodeStatus("greeter", { replicas: 0, replica_list: [], hosts: {}, endpoints: [] }),
     ],
   };
-  const f = frameOf(status, new Map([["infer", { requests_per_s: 5, errors_per_s: 0.5 }]]), new Map([["infer", { target: 2, decision: "up" }]]));
+  const view = { target: 32, value: 40, desired: 2, mode: "auto", decision: "1 -> 2 (autoscaler): queue", decided_at: null };
+  const f = frameOf(status, new Map([["infer", { requests_per_s: 5, errors_per_s: 0.5 }]]), new Map([["infer", view]]));
   const infer = f.nodes[0]!;
   assert.equal(infer.last_error, "503:no replica");
   assert.deepEqual(infer.batch, { execution_provider: "cpu", batch_fill: 0.125, avg_batch_size: 4, max_batch_size: 32, queue_depth: 2 });
   assert.equal(infer.requests_per_s, 5);
-  assert.deepEqual(infer.autoscaler, { target: 2, decision: "up" });
+  assert.deepEqual(infer.autoscaler, view);
   assert.deepEqual(infer.replica_list, [{ id: "infer-1", host: "h1", in_flight: 2 }]);
   const greeter = f.nodes[1]!;
   assert.equal(greeter.replicas, 0);
@@ -123,15 +124,45 @@ test("dashboard frame - figures per node, the last error of any endpoint, batch 
   assert.equal(f.error, null);
 });
 
-test("dashboard autoscaler - reads target and last decision from the shapes an answer may take", () => {
-  const want = new Map([["infer", { target: 2, decision: "scale up to 2" }]]);
-  assert.deepEqual(autoscalerOf({ nodes: [{ node: "infer", target: 2, last_decision: "scale up to 2" }] }), want);
-  assert.deepEqual(autoscalerOf({ nodes: { infer: { target: 2, decision: "scale up to 2" } } }), want);
-  assert.deepEqual(autoscalerOf([{ name: "infer", desired: 2, lastDecision: "scale up to 2" }]), want);
-  assert.deepEqual(autoscalerOf({ infer: { target_replicas: 2, last_decision: "scale up to 2" } }), want);
-  assert.deepEqual(autoscalerOf({ infer: { target: 3, last_decision: { action: "down", to: 3, reason: "idle" } } }).get("infer"), { target: 3, decision: "action down, to 3, reason idle" });
-  assert.deepEqual(autoscalerOf({ infer: {} }).get("infer"), { target: null, decision: null });
-  for (const junk of [null, undefined, 42, "x", [1, 2], { nodes: 7 }]) assert.equal(autoscalerOf(junk).size, 0);
+test("dashboard autoscaler - target, value, desired, mode and last decision of up's snapshot; anything else ignored", () => {
+  const snapshot = {
+    host: "vm", tick_ms: 1000,
+    nodes: [
+      { node: "greeter", metric: "inFlight", target: 8, min: 1, max: 4, replicas: 2, desired: 2, value: 11, pinned: null, scale_to_zero: false, activator: null, held: 0,
+        last_decision: { at: "2026-11-30T05:00:00.000Z", from: 1, to: 2, by: "autoscaler", reason: "inFlight 11 > 8/replica for 5s" } },
+      { node: "preprocess", metric: "inFlight", target: 4, desired: null, value: null, pinned: 3, activator: null, last_decision: null },
+      { node: "variant-b", metric: "inFlight", target: 8, desired: 0, value: 0, pinned: null, activator: "armed", last_decision: "scaled to zero" },
+      { node: 7 }, "junk",
+    ],
+  };
+  const a = autoscalerOf(snapshot);
+  assert.deepEqual([...a.keys()], ["greeter", "preprocess", "variant-b"]);
+  assert.deepEqual(a.get("greeter"), { target: 8, value: 11, desired: 2, mode: "auto", decision: "1 -> 2 (autoscaler): inFlight 11 > 8/replica for 5s", decided_at: "2026-11-30T05:00:00.000Z" });
+  assert.deepEqual(a.get("preprocess"), { target: 4, value: null, desired: null, mode: "pinned at 3", decision: null, decided_at: null });
+  assert.equal(a.get("variant-b")!.mode, "at zero");
+  assert.equal(a.get("variant-b")!.decision, "scaled to zero");
+  assert.deepEqual(autoscalerOf({ nodes: { infer: { target: "x", desired: 2 } } }).get("infer"), { target: null, value: null, desired: 2, mode: "auto", decision: null, decided_at: null });
+  for (const junk of [null, undefined, 42, "x", [1, 2], { nodes: 7 }, { infer: { target: 1 } }]) assert.equal(autoscalerOf(junk).size, 0);
+});
+
+test("dashboard http figures - the HTTP node's own answers count as its requests, on this replica only", () => {
+  const status: GraphStatus = {
+    nats: "n", graph: "g", at: "2026-11-30T00:00:00.000Z", control: { replicas: 0, graph: null },
+    nodes: [
+      nodeStatus("ingress", { endpoints: [], requests: 0, errors: 0, p50_ms: null, p99_ms: null, replica_list: [{ id: "i-1", host: "a", in_flight: 0, requests: 0 }, { id: "i-2", host: "b", in_flight: 0, requests: 0 }] }),
+      nodeStatus("greeter"),
+    ],
+  };
+  const out = withHttpFigures(status, { node: "ingress", replicaId: "i-1" }, { requests: 40, errors: 2, p50_ms: 3, p99_ms: 50, last_error: "503:GET /readyz" });
+  const ing = out.nodes[0]!;
+  assert.equal(ing.requests, 40);
+  assert.equal(ing.errors, 2);
+  assert.equal(ing.p99_ms, 50);
+  assert.deepEqual(ing.replica_list.map((r) => r.requests), [40, 0]);
+  assert.equal(frameOf(out, new Map(), null).nodes[0]!.last_error, "503:GET /readyz");
+  assert.deepEqual(out.nodes[1], status.nodes[1], "other nodes unchanged");
+  const later = withHttpFigures(status, { node: "ingress", replicaId: "i-1" }, { requests: 60, errors: 2, p50_ms: 3, p99_ms: 50, last_error: null });
+  assert.equal(ratesOf({ atMs: 0, nodes: out.nodes }, { atMs: 2000, nodes: later.nodes }).get("ingress")!.requests_per_s, 10);
 });
 
 test("dashboard server-timing - hops add up to the total; the callee's own time includes its NATS hop", () => {

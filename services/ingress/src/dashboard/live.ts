@@ -7,8 +7,10 @@
  * counter's start is unknown); errors per second are the node's increase, 0 when it went down (a replica left).
  * Never negative, 0 for the first reading.
  *
- * The autoscaler of `servegraph up` answers `{"op":"autoscaler"}` on its control subject with a shape of its own;
- * {@link autoscalerOf} reads what it can of it (per node a target and the last decision) and ignores the rest.
+ * The autoscaler of `servegraph up` answers `{"op":"autoscaler"}` on its control subject (ops/autoscaler.ts
+ * AutoscalerSnapshot: `{host, tick_ms, nodes: [{node, metric, target, desired, value, pinned, activator,
+ * last_decision: {at, from, to, by, reason}}]}`); {@link autoscalerOf} reads what it can of it, checking every field,
+ * and ignores the rest.
  */
 import type { GraphStatus, NodeStatus } from "../../../../runtime/index.ts";
 
@@ -46,8 +48,18 @@ export function ratesOf(prev: Reading | undefined, cur: Reading): Map<string, No
 
 /** What `servegraph up`'s autoscaler says of one node. */
 export interface AutoscaleView {
-  target: number | string | null;
+  /** The metric's value per replica it aims at. */
+  target: number | null;
+  /** The metric's last value (a total over the replicas; batchFill: 0..1). */
+  value: number | null;
+  /** The count the last tick wanted. */
+  desired: number | null;
+  /** "auto", "pinned at N" (`servegraph scale`), "at zero" (the activator holds requests) or "waking". */
+  mode: string | null;
+  /** The last change of the count: `from -> to (by): reason`. */
   decision: string | null;
+  /** When it was decided (ISO). */
+  decided_at: string | null;
 }
 
 /** A node as the page shows it. */
@@ -96,33 +108,43 @@ export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, auto
 }
 
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
-const first = (o: Record<string, unknown>, keys: readonly string[]): unknown => keys.map((k) => o[k]).find((v) => v !== undefined && v !== null);
+const numOrNull = (x: unknown): number | null => (typeof x === "number" && Number.isFinite(x) ? x : null);
 const MAX_TEXT = 200;
 
-function decisionText(d: unknown): string | null {
-  if (d === undefined || d === null) return null;
-  if (typeof d === "string" || typeof d === "number" || typeof d === "boolean") return String(d).slice(0, MAX_TEXT);
-  if (!isObj(d)) return null;
-  const parts = ["action", "direction", "from", "to", "replicas", "reason", "at"].filter((k) => d[k] !== undefined && d[k] !== null).map((k) => `${k} ${String(d[k])}`);
-  return (parts.length ? parts.join(", ") : JSON.stringify(d)).slice(0, MAX_TEXT);
+function decisionOf(d: unknown): { decision: string | null; decided_at: string | null } {
+  if (typeof d === "string") return { decision: d.slice(0, MAX_TEXT), decided_at: null };
+  if (!isObj(d)) return { decision: null, decided_at: null };
+  const from = numOrNull(d.from);
+  const to = numOrNull(d.to);
+  const by = typeof d.by === "string" ? ` (${d.by})` : "";
+  const reason = typeof d.reason === "string" ? `: ${d.reason}` : "";
+  const text = `${from ?? "?"} -> ${to ?? "?"}${by}${reason}`;
+  return { decision: text.slice(0, MAX_TEXT), decided_at: typeof d.at === "string" ? d.at.slice(0, 40) : null };
+}
+
+function modeOf(e: Record<string, unknown>): string | null {
+  const pinned = numOrNull(e.pinned);
+  if (pinned !== null) return `pinned at ${pinned}`;
+  if (e.activator === "armed") return "at zero";
+  if (e.activator === "waking") return "waking";
+  return e.desired !== undefined || e.pinned !== undefined ? "auto" : null;
 }
 
 /**
- * Per node: target and last decision, from an autoscaler answer shaped as `{nodes: [{node, ...}]}`,
- * `{nodes: {<node>: {...}}}`, `[{node, ...}]` or `{<node>: {...}}`. Anything unreadable gives an empty map.
+ * Per node, from an autoscaler answer `{nodes: [{node, ...}]}` (also accepted: `{nodes: {<node>: {...}}}`). Anything
+ * unreadable gives an empty map, a field of the wrong type null.
  */
 export function autoscalerOf(reply: unknown): Map<string, AutoscaleView> {
   const out = new Map<string, AutoscaleView>();
-  const body = isObj(reply) && reply.nodes !== undefined ? reply.nodes : reply;
-  const entries: [string, unknown][] = Array.isArray(body)
-    ? body.filter(isObj).map((e) => [String(first(e, ["node", "name"]) ?? ""), e])
+  const body = isObj(reply) ? reply.nodes : undefined;
+  const entries: [unknown, unknown][] = Array.isArray(body)
+    ? body.filter(isObj).map((e) => [e.node, e])
     : isObj(body) ? Object.entries(body) : [];
   for (const [node, e] of entries) {
-    if (!node || !isObj(e)) continue;
-    const t = first(e, ["target", "target_replicas", "desired", "desired_replicas", "desiredReplicas"]);
+    if (typeof node !== "string" || !node || !isObj(e)) continue;
     out.set(node, {
-      target: typeof t === "number" || typeof t === "string" ? t : null,
-      decision: decisionText(first(e, ["last_decision", "lastDecision", "decision", "last"])),
+      target: numOrNull(e.target), value: numOrNull(e.value), desired: numOrNull(e.desired), mode: modeOf(e),
+      ...decisionOf(e.last_decision),
     });
   }
   return out;

@@ -123,6 +123,8 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, err
       .header("content-type", "text/event-stream; charset=utf-8")
       .header("cache-control", "no-store")
       .header("x-accel-buffering", "no")
+      // A stream's connection is not reused: its end (client gone, shutdown) closes the socket at once.
+      .header("connection", "close")
       .send(stream);
   });
 }

@@ -34,7 +34,7 @@
     let lines = 5; // title, replicas, traffic, latency, last error
     if (n.kind === "infer") lines += 2; // execution provider and queue, batch fill
     if (n.kind === "ab-router") lines += 1; // A/B split
-    if (n.autoscale) lines += 1; // policy, autoscaler target and decision
+    if (n.autoscale) lines += 2; // policy and the autoscaler's figures; its last decision
     return lines;
   }
 
@@ -104,7 +104,10 @@
       el.fillMax = W / 2 - 56;
     }
     if (n.kind === "ab-router") el.split = text(g, tx, L(i++), "split", "A/B split: no answers yet");
-    if (n.autoscale) el.scale = text(g, tx, L(i++), "scale", `autoscale: ${n.autoscale.metric} ${n.autoscale.target}/replica`);
+    if (n.autoscale) {
+      el.scale = text(g, tx, L(i++), "scale", `autoscale ${n.autoscale.metric} ${target(n.autoscale.metric, n.autoscale.target)}`);
+      el.decision = text(g, tx, L(i++), "decision muted", "");
+    }
     cards.set(n.name, { n, g, el, x, y, h, out: 0, in: 0 });
   }
 
@@ -160,16 +163,32 @@
         c.el.fillBar.setAttribute("width", String(b ? Math.min(1, b.batch_fill) * c.el.fillMax : 0));
       }
       if (c.el.split) c.el.split.textContent = splitOf(name, live);
-      if (c.el.scale) {
-        const p = c.n.autoscale, a = n.autoscaler;
-        c.el.scale.textContent = clip(`autoscale ${p.metric} ${p.target}/replica` + (a ? ` · target ${a.target ?? "–"}${a.decision ? ` · ${a.decision}` : ""}` : ""), 44);
-        c.el.scale.replaceChildren(document.createTextNode(c.el.scale.textContent));
-        if (a) svg("title", {}, c.el.scale).textContent = `target ${a.target ?? "–"}; last decision: ${a.decision ?? "none"}`;
-      }
+      if (c.el.scale) showAutoscale(c, n.autoscaler);
     }
     for (const { e, g } of edgeEls) {
       const n = live.get(e.to);
       g.classList.toggle("busy", Boolean(n && n.requests_per_s > 0 && e.via.length));
+    }
+  }
+
+  function target(metric, t) {
+    return metric === "batchFill" ? `${Math.round(t * 100)}%` : `${t}/replica`;
+  }
+  function value(metric, v) {
+    return v === null ? "–" : metric === "batchFill" ? `${Math.round(v * 100)}%` : String(Math.round(v * 10) / 10);
+  }
+  /** The policy from the config, and, when `servegraph up`'s autoscaler reports the node, its figures and last decision. */
+  function showAutoscale(c, a) {
+    const p = c.n.autoscale;
+    const t = a && a.target !== null ? a.target : p.target;
+    const live = a ? ` · now ${value(p.metric, a.value)} · want ${a.desired ?? "–"}${a.mode && a.mode !== "auto" ? ` · ${a.mode}` : ""}` : "";
+    c.el.scale.textContent = clip(`autoscale ${p.metric} ${target(p.metric, t)}${live}`, 46);
+    const when = a && a.decided_at ? new Date(a.decided_at).toLocaleTimeString() + " " : "";
+    c.el.decision.textContent = a && a.decision ? clip(`last: ${when}${a.decision}`, 46) : "";
+    c.g.dataset.autoscaler = a ? "1" : "";
+    for (const el of [c.el.scale, c.el.decision]) {
+      el.replaceChildren(document.createTextNode(el.textContent));
+      if (a) svg("title", {}, el).textContent = `autoscaler: ${p.metric}, target ${target(p.metric, t)}, value ${value(p.metric, a.value)}, desired ${a.desired ?? "–"}, ${a.mode ?? "auto"}; last decision: ${a.decision ? when + a.decision : "none"}`;
     }
   }
 
