@@ -146,6 +146,35 @@ test("dashboard events - one discovery reading a second for all streams, none af
   }
 });
 
+test("dashboard - in the OpenAPI document; behind the bearer key when requiresAuth is on, like every route", async () => {
+  const deps = {
+    client: {} as Client, routes: {}, countReplicas: async () => 1, isConnected: () => true, maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false,
+    dashboard: { topology: TOPOLOGY, readStatus: async () => status(1) },
+  };
+  const open = await buildApp(deps);
+  const secured = await buildApp({ ...deps, apiKey: "k3y-for-tests" });
+  try {
+    const spec = (await open.inject({ method: "GET", url: "/docs/json" })).json() as { paths: Record<string, { get: { description: string } }> };
+    assert.match(spec.paths["/dashboard"]!.get.description, /HTML/);
+    assert.match(spec.paths["/dashboard/events"]!.get.description, /text\/event-stream/);
+    assert.equal(spec.paths["/dashboard/dashboard.js"], undefined, "assets are not API");
+    const page = await open.inject({ method: "GET", url: "/dashboard" });
+    assert.equal(page.statusCode, 200);
+    assert.match(page.headers["content-type"] as string, /^text\/html/);
+    assert.match(page.headers["content-security-policy"] as string, /connect-src 'self'/);
+    assert.doesNotMatch(page.body, /https?:\/\//, "no absolute URL in the page");
+    for (const url of ["/dashboard", "/dashboard/events", "/dashboard/dashboard.js"]) {
+      const r = await secured.inject({ method: "GET", url });
+      assert.equal(r.statusCode, 401, url);
+      assert.equal(r.json().code, "UNAUTHENTICATED");
+    }
+    assert.equal((await secured.inject({ method: "GET", url: "/dashboard", headers: { authorization: "Bearer k3y-for-tests" } })).statusCode, 200);
+  } finally {
+    await open.close();
+    await secured.close();
+  }
+});
+
 test("dashboard events - under servegraph up's broker the ingress reads discovery and the autoscaler; a node at zero shows 0 replicas", { timeout: 180_000 }, async () => {
   const up = await startUp(["chain"]);
   let events: Awaited<ReturnType<typeof openEvents>> | undefined;

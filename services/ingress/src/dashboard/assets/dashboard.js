@@ -123,7 +123,9 @@
     const g = svg("g", { class: `edge${e.via.length ? "" : " deps"}`, "data-from": e.from, "data-to": e.to }, layer);
     svg("path", { d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }, g);
     const label = e.via.length ? e.via.join(", ") : "dependsOn";
-    const t = text(g, (x1 + x2) / 2, (y1 + y2) / 2 - 5, "", clip(label, 30));
+    // An edge over more than one column passes behind the cards between: its label goes just before its target.
+    const far = b.n.column - a.n.column > 1;
+    const t = text(g, far ? x2 - GAP_X / 2 : (x1 + x2) / 2, far ? y2 - 6 : (y1 + y2) / 2 - 5, "", clip(label, 30));
     t.setAttribute("text-anchor", "middle");
     svg("title", {}, g).textContent = `${e.from} → ${e.to}: ${label}${e.dependsOn && e.via.length ? " (also dependsOn)" : ""}`;
     return { e, g };
