@@ -110,7 +110,8 @@ export default defineGraph({
       dependsOn: ["variant-a", "variant-b"],
       replicas: [1, 4],
       resources: { cpu: "500m", memory: "256Mi" },
-      timeout: "5s",
+      // Room for variant-b's cold start from zero replicas (seconds on a busy machine) within one request.
+      timeout: "10s",
       parameters: {
         VARIANT_A_SUBJECT: subjectOf("variant-a", "process"),
         VARIANT_B_SUBJECT: subjectOf("variant-b", "process"),

@@ -7,8 +7,8 @@
  *    member of the group the replicas join. `up` arms it before the node's last replica stops (scale to zero) and
  *    at start-up for a node that starts with none: there is no moment without a subscriber. While a replica still
  *    runs, the server spreads requests over both: what reaches the activator then is held like the rest.
- *  - The first request it holds calls `wake()` (once per cold start): `up` starts a replica and resolves when it
- *    answers $SRV.PING (PING means its endpoints are subscribed), then calls release().
+ *  - The first request it holds calls `wake()` (once per cold start): `up` starts a replica, waits until it answers
+ *    $SRV.PING (PING means its endpoints are subscribed), calls release(), and only then resolves.
  *  - release() unsubscribes with a drain (UNSUB + a round trip to the server: what the server routed here before
  *    the UNSUB still arrives and is held, not dropped), and only then forwards every held request to the node's
  *    subject with its headers, payload and reply subject unchanged. The replica answers the caller directly:
@@ -120,8 +120,10 @@ export function createActivator(opts: ActivatorOptions): Activator {
   const startWake = (): void => {
     if (waking || draining) return;
     log.info(`activator: a request for ${node.name}, which has no replica: starting one`, { node: node.name });
+    // On success the one who started the replica has released this activator (the autoscaler does, in the same
+    // change of the node's count), so that a release cannot race a new arm() of a later scale to zero.
     waking = opts.wake().then(
-      () => release(),
+      () => {},
       (err: unknown) => {
         const ge = GraphError.from(err);
         log.error(`activator: ${node.name} could not start: ${ge.message}`, { node: node.name });

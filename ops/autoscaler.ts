@@ -20,11 +20,13 @@
  *    (a worker host, or a broker that does not allow it): without an activator, zero replicas would refuse requests.
  *
  * Windows: the count changes only after the desire has held for `scaleUpAfterMs` (more) or `scaleDownAfterMs`
- * (fewer) on every tick, and then goes straight to the most conservative count the window asked for (the smallest
- * up, the largest down), not one step at a time: ceil(total / target) already measures what the load needs, and
- * single steps would take n windows to reach a load step that the first window measured. The windows start over
- * after every change, so a new replica is serving before the next decision is taken. A change in the other
- * direction, or a tick that wants the current count, resets a window.
+ * (fewer) on every tick, and then goes straight to the count the metric's mean over the window asks for (as
+ * Knative's stable window), not one step at a time: ceil(total / target) already measures what the load needs, and
+ * single steps would take n windows to reach a load step that the first window measured. The mean, not the last
+ * or the extreme tick: the first ticks after a load step still read the old load draining, the last one may be a
+ * dip. If the mean asks for no change yet, the window slides on. The windows start over after every change, so a
+ * new replica is serving before the next decision is taken. A tick that wants the current count, or a change in
+ * the other direction, resets a window.
  *
  * Worker hosts: several `up`s on one NATS each run an autoscaler that counts only its own replicas (their
  * replica ids, which its supervisor made and which name its host) and changes only those: each host scales on the
@@ -119,15 +121,20 @@ export interface Autoscaler {
   stop(): Promise<void>;
 }
 
+interface Window {
+  since: number;
+  ticks: { t: number; value: number; active: boolean }[];
+}
+
 interface NodeState {
   policy: AutoscalePolicy;
   floor: number;
   pinned: number | null;
   desired: number | null;
   value: number | null;
-  /** Since when (ms, monotonic) and how far the current desire to go up / down has held. */
-  up: { since: number; to: number } | null;
-  down: { since: number; to: number } | null;
+  /** Since when (ms, monotonic) the current desire to go up / down has held, with each tick's reading since. */
+  up: Window | null;
+  down: Window | null;
   /** Per replica id: num_requests and batches at the last tick (activity and fresh batch fill). */
   seen: Map<string, { requests: number; batches: number }>;
   last: AutoscaleDecision | null;
@@ -135,6 +142,7 @@ interface NodeState {
 
 const num = (x: unknown): number => (typeof x === "number" && Number.isFinite(x) ? x : 0);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const round = (x: number): number => Math.round(x * 100) / 100;
 const secs = (ms: number): string => `${(ms / 1000).toFixed(ms % 1000 ? 1 : 0)} s`;
 
 export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
@@ -217,29 +225,30 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
       else fills.push([batches !== (before?.batches ?? 0) ? num(data.batch_fill) : 0, 1]);
     }
     s.seen = seen;
-    let want: number;
-    let value: number;
-    if (metric === "batchFill") {
-      value = fills.length ? fills.reduce((a, [f]) => a + f, 0) / fills.length : 0;
-      want = value > target ? current + 1 : value < target * BATCH_FILL_DOWN_SHARE ? current - 1 : current;
-    } else {
-      value = total;
-      want = Math.ceil(total / target);
-    }
-    // Zero replicas only for a node that had nothing to do at all since the last tick.
-    if (active) want = Math.max(want, 1);
+    const value = metric === "batchFill" ? (fills.length ? fills.reduce((a, [f]) => a + f, 0) / fills.length : 0) : total;
     const { max } = graph.nodes[name]!.replicas;
-    const desired = Math.min(max, Math.max(s.floor, want));
+    const desiredFor = (v: number, busy: boolean): number => {
+      let want = metric === "batchFill"
+        ? v > target ? current + 1 : v < target * BATCH_FILL_DOWN_SHARE ? current - 1 : current
+        : Math.ceil(v / target);
+      // Zero replicas only for a node that had nothing to do at all.
+      if (busy) want = Math.max(want, 1);
+      return Math.min(max, Math.max(s.floor, want));
+    };
+    const desired = desiredFor(value, active);
     s.desired = desired;
     s.value = value;
     if (s.pinned !== null) return;
     const now = performance.now();
+    const tick = { t: now, value, active };
     if (desired > current) {
       s.down = null;
-      s.up = s.up ? { since: s.up.since, to: Math.min(s.up.to, desired) } : { since: now, to: desired };
+      s.up ??= { since: now, ticks: [] };
+      s.up.ticks.push(tick);
     } else if (desired < current) {
       s.up = null;
-      s.down = s.down ? { since: s.down.since, to: Math.max(s.down.to, desired) } : { since: now, to: desired };
+      s.down ??= { since: now, ticks: [] };
+      s.down.ticks.push(tick);
     } else {
       s.up = s.down = null;
     }
@@ -247,14 +256,18 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     if (!w) return;
     const windowMs = s.up ? s.policy.scaleUpAfterMs : s.policy.scaleDownAfterMs;
     const heldMs = now - w.since;
+    // The window slides: only the last windowMs of readings count.
+    w.ticks = w.ticks.filter((x) => x.t > now - windowMs - tickMs / 2);
     if (heldMs < windowMs) return;
-    const to = w.to;
+    const mean = w.ticks.reduce((a, x) => a + x.value, 0) / w.ticks.length;
+    const to = desiredFor(mean, w.ticks.some((x) => x.active));
+    if (s.up ? to <= current : to >= current) return;
     const measured = metric === "batchFill"
-      ? `batch fill ${(value * 100).toFixed(0)}% (target ${(target * 100).toFixed(0)}%, down below ${(target * BATCH_FILL_DOWN_SHARE * 100).toFixed(0)}%)`
-      : `${metric} ${value} over ${current} replica(s)${held ? ` (${held} held by the activator)` : ""}, target ${target} per replica`;
+      ? `batch fill ${(mean * 100).toFixed(0)}% (mean of the window; target ${(target * 100).toFixed(0)}%, down below ${(target * BATCH_FILL_DOWN_SHARE * 100).toFixed(0)}%)`
+      : `${metric} ${round(mean)} (mean of the window; now ${value}) over ${current} replica(s)${held ? ` (${held} held by the activator)` : ""}, target ${target} per replica`;
     const reason = to === 0
       ? `idle (no request in flight or started) for ${secs(heldMs)} (scale-down window ${secs(windowMs)})`
-      : `${measured}: wanted ${s.up ? "at least" : "at most"} ${to} for ${secs(heldMs)} (scale-${s.up ? "up" : "down"} window ${secs(windowMs)})`;
+      : `${measured}: wanted ${s.up ? "more" : "fewer"} for ${secs(heldMs)} (scale-${s.up ? "up" : "down"} window ${secs(windowMs)})`;
     record(name, { from: current, to, by: "autoscaler", reason });
     void enqueue(name, () => setReplicas(name, to)).catch((err: unknown) => {
       log.error(`autoscale ${name}: ${current} -> ${to} failed: ${err instanceof Error ? err.message : String(err)}`, { node: name });

@@ -3,10 +3,11 @@
  * graph.config.ts (numbers, not a test).
  *
  *   servegraph bench autoscale [--high-chain 32] [--high-classify 16] [--hold 30] [--cold-starts 5]
- *                              [--images data/images] [--out bench-results] [--json] [--graph file]
+ *                              [--chain-delay-ms 20] [--images data/images] [--out bench-results] [--json] [--graph file]
  *
  * It starts `servegraph up chain classify ab` (a child process with its own broker and state file, every window
- * at its default) and, for the chain (GET /greeting) and then classify (POST /classify, the smallest images of
+ * at its default; greeter answers after --chain-delay-ms, a slow dependency: an instant greeter keeps almost
+ * nothing in flight in the chain's nodes, the ingress being the bottleneck, and nothing would scale) and, for the chain (GET /greeting) and then classify (POST /classify, the smallest images of
  * --images), runs a closed loop of HTTP callers: 1 caller until the graph is at rest, then a step up to --high-*
  * callers held --hold seconds, then a step down to 1 caller until every node is back at its min (at most its
  * scale-down window + 60 s). Every 250 ms it reads each autoscaled node's count from `up` (`{op: "autoscaler"}`)
@@ -37,6 +38,8 @@ import { gitCommit, machineInfo } from "./machine.ts";
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = join(REPO_ROOT, "ops/cli.ts");
 const POLL_MS = 250;
+/** How long a $SRV.PING waits for answers: replicas under load answer late, and a missed one reads as not serving. */
+const PING_WINDOW_MS = 400;
 const REST_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 60_000;
 const COLD_NODE = "variant-b";
@@ -126,13 +129,13 @@ interface Up {
   stop(): Promise<void>;
 }
 
-async function startUp(graphFile: string | undefined, dir: string): Promise<Up> {
+async function startUp(graphFile: string | undefined, dir: string, chainDelayMs: number): Promise<Up> {
   const stateFile = join(dir, "state.json");
   const logFile = join(dir, "up.log");
   const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" } as NodeJS.ProcessEnv;
   delete env.NATS_URL;
   delete env.NATS_USER;
-  const args = ["--import", "tsx", CLI, "up", "chain", "classify", "ab", "--port", "0", "--json", ...(graphFile ? ["--graph", graphFile] : [])];
+  const args = ["--import", "tsx", CLI, "up", "chain", "classify", "ab", "--port", "0", "--json", "--param", `greeter.DELAY_MS=${chainDelayMs}`, ...(graphFile ? ["--graph", graphFile] : [])];
   const proc = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   proc.stderr!.on("data", (d: Buffer) => { log += d.toString(); });
@@ -174,7 +177,7 @@ async function control<T>(nc: NatsConnection, body: unknown, timeoutMs = 130_000
 async function read(nc: NatsConnection, nodes: readonly string[]): Promise<{ snap: AutoscalerSnapshot; serving: Record<string, number> }> {
   const [snap, ...pings] = await Promise.all([
     control<AutoscalerSnapshot>(nc, { op: "autoscaler" }, 5000),
-    ...nodes.map((n) => gather(nc, Discovery.ping(n), 150).then((x) => x.length)),
+    ...nodes.map((n) => gather(nc, Discovery.ping(n), PING_WINDOW_MS).then((x) => x.length)),
   ]);
   return { snap, serving: Object.fromEntries(nodes.map((n, i) => [n, pings[i]!])) };
 }
@@ -204,7 +207,8 @@ async function step(o: {
       const ns = per.get(n)!;
       const last = ns.samples.at(-1);
       if (!last || last.replicas !== s.replicas || last.serving !== serving[n]) ns.samples.push({ t_ms: t, replicas: s.replicas, serving: serving[n]! });
-      if (ns.first_change_ms === null && serving[n] !== ns.from) ns.first_change_ms = t;
+      // Counted in the step's direction only: under load a replica may answer a PING late and read as missing.
+      if (ns.first_change_ms === null && (o.kind === "up" ? serving[n]! > ns.from : serving[n]! < ns.from)) ns.first_change_ms = t;
       const d = s.last_decision;
       if (d && d.at !== lastDecisionAt.get(n)) {
         lastDecisionAt.set(n, d.at);
@@ -216,14 +220,11 @@ async function step(o: {
   }
   const durationMs = Math.round(performance.now() - t0);
   const { ok, failures } = o.loop.take();
-  // Settled: the last time the serving count changed to the final count (and stayed).
+  // Settled: the first time as many replicas as the step ended with were serving (up: at least, down: at most).
   for (const ns of per.values()) {
-    const atEnd = ns.samples.at(-1);
-    if (ns.to !== ns.from && atEnd && atEnd.serving === ns.to) {
-      let i = ns.samples.length - 1;
-      while (i > 0 && ns.samples[i - 1]!.serving === ns.to) i--;
-      ns.settled_ms = ns.samples[i]!.t_ms;
-    }
+    if (ns.to === ns.from) continue;
+    const hit = ns.samples.find((x) => (o.kind === "up" ? x.serving >= ns.to : x.serving <= ns.to));
+    ns.settled_ms = hit ? hit.t_ms : null;
   }
   const failed = Object.values(failures).reduce((a, b) => a + b, 0);
   progress(`${o.graph} ${o.kind}: ${[...per.values()].map((n) => `${n.node} ${n.from} -> ${n.to}${n.settled_ms !== null ? ` serving after ${(n.settled_ms / 1000).toFixed(1)} s` : ""}`).join(", ")}; ${ok + failed} requests, ${failed} failed`);
@@ -278,7 +279,7 @@ async function coldStarts(nc: NatsConnection, ingress: string, n: number): Promi
       for (let w = 0; ; w++) {
         const snap = await control<AutoscalerSnapshot>(nc, { op: "autoscaler" }, 5000);
         const s = snap.nodes.find((x) => x.node === COLD_NODE)!;
-        const pings = (await gather(nc, Discovery.ping(COLD_NODE), 150)).length;
+        const pings = (await gather(nc, Discovery.ping(COLD_NODE), PING_WINDOW_MS)).length;
         if (s.replicas === 0 && s.activator === "armed" && pings === 0) break;
         if (w > 100) throw new Error(`${COLD_NODE} did not reach 0 replicas`);
         await sleep(200);
@@ -304,7 +305,7 @@ export async function run(argv: string[]): Promise<number> {
       args: argv,
       options: {
         "high-chain": { type: "string", default: "32" }, "high-classify": { type: "string", default: "16" }, hold: { type: "string", default: "30" },
-        "cold-starts": { type: "string", default: "5" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
+        "cold-starts": { type: "string", default: "5" }, "chain-delay-ms": { type: "string", default: "20" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
         out: { type: "string", default: join(REPO_ROOT, "bench-results") }, json: { type: "boolean" }, graph: { type: "string" },
       },
     }));
@@ -320,8 +321,9 @@ export async function run(argv: string[]): Promise<number> {
   const highClassify = int("high-classify", 2, 1024);
   const holdS = int("hold", 5, 600);
   const colds = int("cold-starts", 0, 50);
-  if (highChain === undefined || highClassify === undefined || holdS === undefined || colds === undefined) {
-    process.stderr.write("servegraph bench autoscale: --high-chain/--high-classify 2..1024, --hold 5..600 s, --cold-starts 0..50\n");
+  const chainDelayMs = int("chain-delay-ms", 0, 10_000);
+  if (highChain === undefined || highClassify === undefined || holdS === undefined || colds === undefined || chainDelayMs === undefined) {
+    process.stderr.write("servegraph bench autoscale: --high-chain/--high-classify 2..1024, --hold 5..600 s, --cold-starts 0..50, --chain-delay-ms 0..10000\n");
     return 2;
   }
   const graphDef = await loadGraph(values.graph as string | undefined);
@@ -335,7 +337,7 @@ export async function run(argv: string[]): Promise<number> {
   const startedAt = new Date().toISOString();
   const machine = machineInfo();
   progress("starting servegraph up chain classify ab (default windows)");
-  const up = await startUp(values.graph as string | undefined, dir);
+  const up = await startUp(values.graph as string | undefined, dir, chainDelayMs);
   const steps: StepResult[] = [];
   let cold: Awaited<ReturnType<typeof coldStarts>> | null = null;
   let upLog = "";
@@ -359,7 +361,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const result = {
     kind: "autoscale", startedAt, finishedAt: new Date().toISOString(), command: ["servegraph bench autoscale", ...argv].join(" "),
-    commit: gitCommit(REPO_ROOT), machine: { ...machine, loadAvg1mEnd: loadavg()[0] },
+    commit: gitCommit(REPO_ROOT), machine: { ...machine, loadAvg1mEnd: loadavg()[0] }, chain_greeter_delay_ms: chainDelayMs,
     windows: Object.fromEntries(["greeter-proxy", "greeter", "preprocess", "infer", COLD_NODE].map((n) => [n, { replicas: graphDef.nodes[n]!.replicas, ...graphDef.nodes[n]!.autoscale }])),
     steps, cold_start: cold,
     autoscaler_log: upLog.split("\n").filter((l) => / autoscale |activator:/.test(l)).map((l) => l.replace(/\s+node=.*$/, "")),
@@ -373,11 +375,11 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(result) + "\n");
   } else {
     const s = (ms: number | null): string => (ms === null ? "-" : `${(ms / 1000).toFixed(1)} s`);
-    const lines = ["", `autoscale bench (${result.commit ?? "?"}, ${machine.logicalCores} cores), windows from graph.config.ts`, "",
-      "  graph     step             node           replicas  first serving  all serving  requests  failed"];
+    const lines = ["", `autoscale bench (${result.commit ?? "?"}, ${machine.logicalCores} cores), windows from graph.config.ts, greeter delay ${chainDelayMs} ms`, "",
+      "  graph     step                node           replicas  first serving  all serving  requests  failed"];
     for (const st of steps) {
       for (const [i, n] of st.nodes.entries()) {
-        lines.push(`  ${(i ? "" : st.graph).padEnd(10)}${(i ? "" : `${st.step} ${st.callers_from}->${st.callers_to} callers`).padEnd(17)}${n.node.padEnd(15)}${`${n.from} -> ${n.to}`.padEnd(10)}${s(n.first_change_ms).padEnd(15)}${s(n.settled_ms).padEnd(13)}${(i ? "" : String(st.requests)).padEnd(10)}${i ? "" : st.failed}`);
+        lines.push(`  ${(i ? "" : st.graph).padEnd(10)}${(i ? "" : `${st.step} ${st.callers_from}->${st.callers_to} callers`).padEnd(20)}${n.node.padEnd(15)}${`${n.from} -> ${n.to}`.padEnd(10)}${s(n.first_change_ms).padEnd(15)}${s(n.settled_ms).padEnd(13)}${(i ? "" : String(st.requests)).padEnd(10)}${i ? "" : st.failed}`);
       }
     }
     if (cold) lines.push("", `  cold start of ${cold.node} from 0 replicas to its first answer (through ingress and ab-router): median ${s(cold.median_ms)} of ${cold.runs_ms.length} (${cold.runs_ms.map((x) => `${x} ms`).join(", ")})${cold.failed ? `, ${cold.failed} failed` : ""}`);

@@ -40,7 +40,7 @@ test("autoscale - a node scales up under load within [min, max], back to min aft
   try {
     const upNow = await until(nc, "greeter-proxy", (n) => { seen.push(n.replicas); return n.replicas >= 2; }, "more than 1 replica under load", 50_000);
     assert.equal(upNow.last_decision?.by, "autoscaler");
-    assert.match(upNow.last_decision!.reason, /inFlight .* target 2 per replica: wanted at least \d for [\d.]+ s \(scale-up window 0\.3 s\)/);
+    assert.match(upNow.last_decision!.reason, /^inFlight [\d.]+ \(mean of the window; now \d+\) over \d+ replica\(s\), target 2 per replica: wanted more for [\d.]+ s \(scale-up window 0\.3 s\)$/);
     // Let it settle under the load: never outside [1, 3].
     const t0 = performance.now();
     while (performance.now() - t0 < 2000) { seen.push((await autoscaled(nc, "greeter-proxy")).replicas); await sleep(200); }

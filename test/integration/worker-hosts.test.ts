@@ -1,7 +1,8 @@
 /**
  * Worker hosts: `servegraph up --nats <url> --only node=N --host name` starts just those nodes, joining a graph that
  * runs on the same NATS. Two `up`s on one broker make one graph: a request crosses them, `status` lists each replica
- * with its host, `scale --host` reaches the right `up`, and a worker's supervisor waits for its own replicas only.
+ * with its host, `scale --host` reaches the right `up`, and a worker's supervisor waits for its own replicas only;
+ * each host's autoscaler reports (and moves) only its own replicas.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -96,8 +97,16 @@ test("worker hosts - two `up --only` on one NATS make one graph, listed by host,
   const plain = cli(["scale", "greeter", "2", "--json", "--nats", nats.url], env);
   assert.equal(plain.status, 1, "no full `up` runs: nobody answers sg.ops.control");
   assert.equal((JSON.parse(plain.stdout) as { error: { code: string } }).error.code, "UNAVAILABLE");
-  const after = JSON.parse(cli(["status", "--json", "--nats", nats.url], env).stdout) as typeof s;
+  const after = JSON.parse(cli(["status", "--json", "--nats", nats.url], env).stdout) as typeof s & {
+    autoscalers: { host: string; nodes: { node: string; replicas: number; pinned: number | null; scale_to_zero: boolean }[] }[];
+  };
   assert.deepEqual(after.nodes.find((n) => n.node === "greeter")!.hosts, { "host-a": 1, "host-b": 3 });
+  // Each host's autoscaler counts and moves only its own replicas; the scale pinned host-b's greeter alone.
+  const scalers = Object.fromEntries(after.autoscalers.map((x) => [x.host, Object.fromEntries(x.nodes.map((n) => [n.node, n]))]));
+  assert.deepEqual(Object.keys(scalers).sort(), ["host-a", "host-b"]);
+  assert.deepEqual(Object.keys(scalers["host-b"]!), ["greeter"]);
+  assert.deepEqual([scalers["host-b"]!.greeter!.replicas, scalers["host-b"]!.greeter!.pinned], [3, 3]);
+  assert.deepEqual([scalers["host-a"]!.greeter!.replicas, scalers["host-a"]!.greeter!.pinned], [1, null]);
 
   assert.equal(await stop(a.proc), 0, a.stderr());
   assert.equal(await stop(b.proc), 0, b.stderr());
