@@ -1,8 +1,8 @@
 /**
  * GET /dashboard in a real browser: Debian's chromium (headless, never downloaded) driven by playwright-core, on the
  * three graphs as real processes. The page must load with no console or page error and no request to another
- * origin, draw every node, show non-zero rates under traffic, follow a scale of a node within seconds, and show the
- * top-5 and the time per hop of an uploaded photo.
+ * origin, draw every node, show non-zero rates under traffic, follow a scale of a node within seconds, show the
+ * top-5 and the time per hop of an uploaded photo, and mark a node whose replicas are gone.
  *
  * A screenshot goes to the test's temp dir, and to SG_DASHBOARD_SCREENSHOT when set (docs/dashboard.png).
  */
@@ -24,6 +24,7 @@ const WAIT_MS = 20_000;
 interface El {
   dataset: Record<string, string | undefined>;
   textContent: string | null;
+  classList: { contains(name: string): boolean };
   querySelector(selector: string): El | null;
 }
 declare const document: {
@@ -157,6 +158,13 @@ test("dashboard - the live graph in headless chromium: nodes, rates, scaling, an
     const shot = join(dir, "dashboard.png");
     await page.screenshot({ path: shot, fullPage: true });
     if (process.env.SG_DASHBOARD_SCREENSHOT) copyFileSync(shot, resolve(process.env.SG_DASHBOARD_SCREENSHOT));
+
+    // a node left without a replica stands out (the test's supervisor does not restart it)
+    for (const r of g.sup.replicas("variant-a")) r.child.kill("SIGKILL");
+    await until(page, "variant-a drawn as down with 0 replicas", () => {
+      const el = document.querySelector('g.node[data-node="variant-a"]');
+      return el?.dataset.replicas === "0" && el.classList.contains("down") && el.querySelector("text.replicas")?.textContent === "0 replicas";
+    });
 
     assert.deepEqual(problems, [], "no console or page errors");
     assert.deepEqual(foreign, [], "no request to another origin");
