@@ -18,7 +18,7 @@ import {
   TopK, type ErrorCode,
 } from "../../../subjects/index.ts";
 import { metricsText, observeReplicas, type Client, type Logger } from "../../../runtime/index.ts";
-import { registerDashboard, type DashboardDeps } from "./dashboard/routes.ts";
+import { registerDashboard, type DashboardDeps } from "./dashboard/index.ts";
 import { fetchImage } from "./fetch-image.ts";
 import {
   BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, toGraphError,

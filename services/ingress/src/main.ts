@@ -8,7 +8,7 @@
 import { NodeConfigError, collectStatus, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
 import { Headers, OPS_CONTROL_SUBJECT } from "../../../subjects/index.ts";
 import { buildApp, ROUTE_LABELS, type IngressRoutes } from "./app.ts";
-import { topologyOf } from "./dashboard/topology.ts";
+import { topologyOf } from "./dashboard/index.ts";
 import Params from "./params.ts";
 
 /** How long the dashboard waits for discovery answers, and for the autoscaler's, per reading (one a second). */

@@ -114,11 +114,14 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, err
       stream.end();
     }
     open.add(close);
+    // The response closes (client gone, or answered); Fastify destroys the stream with it; or the client left before.
     reply.raw.once("close", close);
+    stream.once("close", close);
     // A stream is quiet between frames by design: the connection's inactivity timeout does not apply to it.
     req.raw.socket?.setTimeout(0);
     send("topology", deps.topology);
-    unsubscribe = poller.subscribe((frame) => send("status", frame));
+    if (reply.raw.destroyed || req.raw.socket?.destroyed) close();
+    else unsubscribe = poller.subscribe((frame) => send("status", frame));
     return reply
       .header("content-type", "text/event-stream; charset=utf-8")
       .header("cache-control", "no-store")
