@@ -49,8 +49,10 @@ import type { Activator, ActivatorState } from "./activator.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 export const DEFAULT_TICK_MS = 1000;
-/** How long one tick waits for the replicas' $SRV.STATS answers. */
-const STATS_WINDOW_MS = 150;
+/** How long one tick waits for the replicas' $SRV.STATS answers (a replica busy on its CPU answers late). */
+const STATS_WINDOW_MS = 300;
+/** Ticks in a row without an answer from a replica that answered before, after which it reads as idle. */
+const MAX_MISSED_TICKS = 3;
 /** batchFill scales down below this share of its target (see the top of this file). */
 const BATCH_FILL_DOWN_SHARE = 0.5;
 
@@ -137,6 +139,8 @@ interface NodeState {
   down: Window | null;
   /** Per replica id: num_requests and batches at the last tick (activity and fresh batch fill). */
   seen: Map<string, { requests: number; batches: number }>;
+  /** Ticks skipped in a row because a replica did not answer. */
+  missed: number;
   last: AutoscaleDecision | null;
 }
 
@@ -154,7 +158,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const policy = graph.nodes[name]!.autoscale;
     if (!policy) continue;
     const min = graph.nodes[name]!.replicas.min;
-    states.set(name, { policy, floor: min === 0 && !activators.has(name) ? 1 : min, pinned: null, desired: null, value: null, up: null, down: null, seen: new Map(), last: null });
+    states.set(name, { policy, floor: min === 0 && !activators.has(name) ? 1 : min, pinned: null, desired: null, value: null, up: null, down: null, seen: new Map(), missed: 0, last: null });
   }
   /** The change in progress per node: changes of one node run in order. */
   const queues = new Map<string, Promise<unknown>>();
@@ -205,6 +209,15 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const stats = (await gather<StatsReply>(nc, Discovery.stats(name), STATS_WINDOW_MS).catch(() => [] as StatsReply[]))
       .filter((st) => ours.has(st.metadata?.replica ?? ""));
     if (stopped || busy.has(name)) return;
+    // A replica that answered the last reading and not this one (busy on its CPU, its answer late) would read as an
+    // idle one: no reading this tick, the windows wait. A replica that is starting has not answered yet and may be
+    // absent; one that stays silent MAX_MISSED_TICKS in a row is read as idle.
+    const answered = new Set(stats.map((st) => st.metadata!.replica!));
+    if ([...s.seen.keys()].some((id) => ours.has(id) && !answered.has(id)) && s.missed < MAX_MISSED_TICKS) {
+      s.missed++;
+      return;
+    }
+    s.missed = 0;
     const held = activators.get(name)?.held() ?? 0;
     const { metric, target } = s.policy;
     let total = held;

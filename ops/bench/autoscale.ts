@@ -3,7 +3,7 @@
  * graph.config.ts (numbers, not a test).
  *
  *   servegraph bench autoscale [--high-chain 32] [--high-classify 16] [--hold 30] [--cold-starts 5]
- *                              [--chain-delay-ms 20] [--images data/images] [--out bench-results] [--json] [--graph file]
+ *                              [--chain-delay-ms 100] [--images data/images] [--out bench-results] [--json] [--graph file]
  *
  * It starts `servegraph up chain classify ab` (a child process with its own broker and state file, every window
  * at its default; greeter answers after --chain-delay-ms, a slow dependency: an instant greeter keeps almost
@@ -305,7 +305,7 @@ export async function run(argv: string[]): Promise<number> {
       args: argv,
       options: {
         "high-chain": { type: "string", default: "32" }, "high-classify": { type: "string", default: "16" }, hold: { type: "string", default: "30" },
-        "cold-starts": { type: "string", default: "5" }, "chain-delay-ms": { type: "string", default: "20" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
+        "cold-starts": { type: "string", default: "5" }, "chain-delay-ms": { type: "string", default: "100" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
         out: { type: "string", default: join(REPO_ROOT, "bench-results") }, json: { type: "boolean" }, graph: { type: "string" },
       },
     }));
