@@ -5,3 +5,4 @@ export * from "./schemas.ts";
 export * from "./tensor-codec.ts";
 export * from "./image-normalization.ts";
 export * from "./endpoints.ts";
+export * from "./server-timing.ts";

@@ -140,7 +140,8 @@ test("dashboard - the live graph in headless chromium: nodes, rates, scaling, an
       return li.length ? li.map((l): [string, string] => [l.dataset.hop!, l.textContent!]) : null;
     });
     const hop = new Map(hops);
-    for (const h of ["ingress", "preprocess", "infer"]) assert.match(hop.get(h) ?? "", new RegExp(`^${h} [0-9.]+ ms$`), `hop ${h} shown`);
+    for (const h of ["ingress", "preprocess"]) assert.match(hop.get(h) ?? "", new RegExp(`^${h} [0-9.]+ ms$`), `hop ${h} shown`);
+    assert.match(hop.get("infer") ?? "", /^infer [0-9.]+ ms \(queue [0-9.]+ ms · compute [0-9.]+ ms\)$/, "infer's hop with its queue wait and compute");
     assert.match(hop.get("total") ?? "", /^total [0-9.]+ ms at the ingress · [0-9.]+ ms in the browser$/);
     const scores = await page.$$eval("#bars .score", (els) => els.map((e) => Number.parseFloat(e.textContent ?? "")));
     assert.equal(scores.length, 5);

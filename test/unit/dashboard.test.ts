@@ -12,7 +12,8 @@ import { topologyOf, columnsOf, nodeOfSubject } from "../../services/ingress/src
 import { autoscalerOf, frameOf, ratesOf, withHttpFigures, type Reading } from "../../services/ingress/src/dashboard/live.ts";
 import { createStatusPoller } from "../../services/ingress/src/dashboard/poller.ts";
 import type { LiveFrame } from "../../services/ingress/src/dashboard/live.ts";
-import { parseServerTiming, serverTimingOf } from "../../services/ingress/src/server-timing.ts";
+import { serverTimingOf } from "../../services/ingress/src/server-timing.ts";
+import { formatServerTiming, nestedTiming, parseServerTiming } from "../../subjects/index.ts";
 
 const graph = resolveGraph(base, "graph.config.ts");
 
@@ -165,14 +166,21 @@ test("dashboard http figures - the HTTP node's own answers count as its requests
   assert.equal(ratesOf({ atMs: 0, nodes: out.nodes }, { atMs: 2000, nodes: later.nodes }).get("ingress")!.requests_per_s, 10);
 });
 
-test("dashboard server-timing - hops add up to the total; the callee's own time includes its NATS hop", () => {
-  assert.deepEqual(parseServerTiming("preprocess;dur=9.5, infer;dur=30, bad name;dur=1, x;desc=y, y;dur=-1, z;dur=2;desc=\"q\""), [
-    { name: "preprocess", durMs: 9.5 }, { name: "infer", durMs: 30 }, { name: "z", durMs: 2 },
+test("server-timing - parse, format, and a callee's entries passed on under its name", () => {
+  assert.deepEqual(parseServerTiming("preprocess;dur=9.5, infer;dur=30, bad name;dur=1, x;desc=y, y;dur=-1, z;dur=2;desc=\"q\", big;dur=1e9, infer.queue;dur=0.25"), [
+    { name: "preprocess", durMs: 9.5 }, { name: "infer", durMs: 30 }, { name: "z", durMs: 2 }, { name: "infer.queue", durMs: 0.25 },
   ]);
   assert.deepEqual(parseServerTiming(undefined), []);
-  assert.equal(serverTimingOf("preprocess", 50, 45, "preprocess;dur=9.5, infer;dur=30"), "ingress;dur=5.00, preprocess;dur=15.00, infer;dur=30.00, total;dur=50.00");
+  assert.equal(formatServerTiming([{ name: "a", durMs: 1.234 }, { name: "b", durMs: -3 }]), "a;dur=1.23, b;dur=0.00");
+  assert.deepEqual(nestedTiming("infer", "queue;dur=1.5, compute;dur=20"), [{ name: "infer.queue", durMs: 1.5 }, { name: "infer.compute", durMs: 20 }]);
+  assert.deepEqual(nestedTiming("infer", undefined), []);
+});
+
+test("dashboard server-timing - hops add up to the total; the callee's own time includes its NATS hop; details pass through", () => {
+  assert.equal(serverTimingOf("preprocess", 50, 45, "preprocess;dur=9.5, infer;dur=30, infer.queue;dur=1, infer.compute;dur=25"),
+    "ingress;dur=5.00, preprocess;dur=15.00, infer;dur=30.00, infer.queue;dur=1.00, infer.compute;dur=25.00, total;dur=50.00");
   assert.equal(serverTimingOf("preprocess", 50, 45, undefined), "ingress;dur=5.00, preprocess;dur=45.00, total;dur=50.00", "a callee without the header: one hop");
-  assert.equal(serverTimingOf("preprocess", 50, 45, "ingress;dur=999, total;dur=1, infer;dur=60"), "ingress;dur=5.00, preprocess;dur=0.00, infer;dur=60.00, total;dur=50.00", "never negative, no spoofed ingress or total");
+  assert.equal(serverTimingOf("preprocess", 50, 45, "ingress;dur=999, total;dur=1, ingress.x;dur=4, infer;dur=60"), "ingress;dur=5.00, preprocess;dur=0.00, infer;dur=60.00, total;dur=50.00", "never negative, no spoofed ingress or total");
 });
 
 // --- the shared poller --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import { basename, isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
 import {
-  GraphError, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatShape, type TensorDtype,
+  GraphError, Headers, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatServerTiming, formatShape, type TensorDtype,
 } from "../../../subjects/index.ts";
 import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
@@ -216,6 +216,7 @@ await runNode(async (ctx) => {
       req.span.setAttributes({ "sg.batch.size": r.batchSize, "sg.batch.queue_wait_ms": r.queueWaitMs, "sg.batch.compute_ms": r.computeMs, "sg.batch.share_ms": r.computeMs / r.batchSize });
       if (trace.isSpanContextValid(r.batchSpan)) req.span.addLink({ context: r.batchSpan });
     }
+    req.setReplyHeader(Headers.ServerTiming, formatServerTiming([{ name: "queue", durMs: r.queueWaitMs }, { name: "compute", durMs: r.computeMs }]));
     const logits = encodeFloat32(r.row);
     if (firstNonFinite(logits) >= 0) throw new GraphError("MODEL_ERROR", "the model produced a non-finite logit for this input");
     return { data: logits, shape: [host.outputSize] };

@@ -7,7 +7,9 @@
  * optional `Graph-Top-K` and `Content-Type` headers, and get the same JSON as the HTTP route; both are
  * checked by the endpoint's definition (subjects/endpoints.ts).
  */
-import { Classify, Headers, IMAGE_TENSOR_SHAPE, InferLabels, InferRun, TensorDtype, toFloat32 } from "../../../subjects/index.ts";
+import {
+  Classify, Headers, IMAGE_TENSOR_SHAPE, InferLabels, InferRun, TensorDtype, formatServerTiming, nestedTiming, toFloat32,
+} from "../../../subjects/index.ts";
 import { runNode, withSpan } from "../../../runtime/index.ts";
 import { createPreprocessor, softmax, topK } from "./index.ts";
 import Params from "./params.ts";
@@ -32,13 +34,19 @@ await runNode(async (ctx) => {
     const t0 = performance.now();
     const pixels = await withSpan("preprocess image", { "sg.preprocess.mode": mode, "sg.image.bytes": data.length }, () => pre.toPixels(data, req.signal));
     const t1 = performance.now();
-    const logits = await ctx.client.call(InferRun, inferSubject, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: TensorDtype.uint8 }, { deadlineEpochMs: req.deadlineEpochMs });
+    let inferTiming: string | undefined;
+    const logits = await ctx.client.call(InferRun, inferSubject, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: TensorDtype.uint8 }, {
+      deadlineEpochMs: req.deadlineEpochMs, onReplyHeaders: (h) => void (inferTiming = h(Headers.ServerTiming)),
+    });
     const inferMs = performance.now() - t1;
     const names = await getLabels(req.deadlineEpochMs);
     const top = await withSpan("postprocess", { "sg.top_k": k }, async () =>
       topK(softmax(toFloat32(logits.data)), k, names).map(({ label, score }) => ({ label, score })));
-    // Where this request's time went: this node's own work, and the infer call as seen from here (with its NATS hop).
-    req.setReplyHeader(Headers.ServerTiming, `preprocess;dur=${(performance.now() - t0 - inferMs).toFixed(2)}, infer;dur=${inferMs.toFixed(2)}`);
+    // Where this request's time went: this node's own work, the infer call as seen from here (with its NATS hop), and
+    // infer's own breakdown (subjects/server-timing.ts).
+    req.setReplyHeader(Headers.ServerTiming, formatServerTiming([
+      { name: "preprocess", durMs: performance.now() - t0 - inferMs }, { name: "infer", durMs: inferMs }, ...nestedTiming("infer", inferTiming),
+    ]));
     return top;
   });
 }, { params: Params });

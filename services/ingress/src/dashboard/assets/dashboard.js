@@ -275,7 +275,9 @@
       const dur = params.map((x) => /^dur=([0-9.]+)$/.exec(x.trim())).find(Boolean);
       return dur ? { name, ms: Number(dur[1]) } : null;
     }).filter(Boolean);
-    const hops = entries.filter((e) => e.name !== "total");
+    // A dotted name is a detail of the hop before the dot (infer.queue): shown with it, not as a hop of its own.
+    const hops = entries.filter((e) => e.name !== "total" && !e.name.includes("."));
+    const details = (hop) => entries.filter((e) => e.name.startsWith(`${hop}.`)).map((e) => `${e.name.slice(hop.length + 1)} ${fmtMs(e.ms)}`);
     const total = entries.find((e) => e.name === "total");
     const bar = $("hop-bar"), list = $("hop-list");
     bar.replaceChildren();
@@ -292,7 +294,8 @@
       li.dataset.hop = h.name;
       const key = document.createElement("i");
       key.className = cls;
-      li.append(key, `${h.name} ${fmtMs(h.ms)}`);
+      const more = details(h.name);
+      li.append(key, `${h.name} ${fmtMs(h.ms)}${more.length ? ` (${more.join(" · ")})` : ""}`);
       list.appendChild(li);
     }
     const li = document.createElement("li");
