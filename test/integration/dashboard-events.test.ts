@@ -59,7 +59,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const TOPOLOGY: Topology = {
   graph: "g",
-  nodes: [{ name: "greeter", kind: "greeter", description: "", replicas: { min: 1, max: 1 }, autoscale: null, http: false, column: 0 }],
+  nodes: [{ name: "greeter", kind: "greeter", description: "", replicas: { min: 1, max: 1 }, autoscale: null, http: false, batching: false, column: 0 }],
   edges: [],
 };
 

@@ -51,6 +51,7 @@ test("dashboard topology - columns by hops from the way in; kinds, replicas and 
   assert.deepEqual(n.preprocess!.replicas, { min: 1, max: 8 });
   assert.deepEqual(n.preprocess!.autoscale, { metric: "inFlight", target: 4 });
   assert.equal(n["variant-a"]!.autoscale, null, "a fixed replica count is not autoscaled");
+  assert.deepEqual(t.nodes.filter((x) => x.batching).map((x) => x.name), ["infer"]);
 });
 
 test("dashboard topology - only the running nodes, and no edge to a node that is not running", () => {

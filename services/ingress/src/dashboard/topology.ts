@@ -22,6 +22,8 @@ export interface TopologyNode {
   /** The autoscale policy of a node with replicas [min, max] (min < max): metric and target per replica. */
   autoscale: { metric: string; target: number } | null;
   http: boolean;
+  /** It batches requests (`batching` in the config, or infer): the page shows its batch figures. */
+  batching: boolean;
   /** 0 for the way in, then one more per hop. */
   column: number;
 }
@@ -94,6 +96,7 @@ export function topologyOf(graph: ResolvedGraph, opts: { nodes?: Iterable<string
     return {
       name, kind: n.service.split("/").filter(Boolean).pop() ?? name, description: n.description,
       replicas: { min: n.replicas.min, max: n.replicas.max }, autoscale: n.autoscale ? { metric: n.autoscale.metric, target: n.autoscale.target } : null, http: n.http !== undefined,
+      batching: n.batching !== undefined || n.service.endsWith("/infer"),
       column: columns.get(name) ?? 0,
     };
   });

@@ -32,7 +32,7 @@
   // --- the graph ---------------------------------------------------------------------------------------------
   function linesOf(n) {
     let lines = 5; // title, replicas, traffic, latency, last error
-    if (n.kind === "infer") lines += 2; // execution provider and queue, batch fill
+    if (n.batching) lines += 2; // execution provider and queue, batch fill
     if (n.kind === "ab-router") lines += 1; // A/B split
     if (n.autoscale) lines += 2; // policy and the autoscaler's figures; its last decision
     return lines;
@@ -95,7 +95,7 @@
     el.range.setAttribute("text-anchor", "end");
     el.totals.setAttribute("text-anchor", "end");
     let i = 5;
-    if (n.kind === "infer") {
+    if (n.batching) {
       el.ep = text(g, tx, L(i++), "ep", "execution provider –");
       const fy = L(i++);
       el.fill = text(g, tx, fy, "fill", "batch fill –");
