@@ -185,7 +185,7 @@ async function read(nc: NatsConnection, nodes: readonly string[]): Promise<{ sna
 /** Runs one step: sets the callers, samples every node until `done` or `maxMs`. */
 async function step(o: {
   nc: NatsConnection; loop: ReturnType<typeof closedLoop>; graph: StepResult["graph"]; kind: StepResult["step"]; from: number; to: number;
-  nodes: readonly string[]; maxMs: number; done: (snap: AutoscalerSnapshot, elapsedMs: number) => boolean;
+  nodes: readonly string[]; maxMs: number; done: (snap: AutoscalerSnapshot, serving: Record<string, number>) => boolean;
 }): Promise<StepResult> {
   const before = await read(o.nc, o.nodes);
   const lastDecisionAt = new Map(before.snap.nodes.map((n) => [n.node, n.last_decision?.at ?? ""]));
@@ -216,7 +216,7 @@ async function step(o: {
       }
       ns.to = s.replicas;
     }
-    if (o.done(snap, t) || t > o.maxMs) break;
+    if (o.done(snap, serving) || t > o.maxMs) break;
   }
   const durationMs = Math.round(performance.now() - t0);
   const { ok, failures } = o.loop.take();
@@ -239,6 +239,8 @@ async function stepped(o: {
   const mins = Object.fromEntries(o.nodes.map((n) => [n, o.graphDef.nodes[n]!.replicas.min]));
   const downMs = Math.max(...o.nodes.map((n) => o.graphDef.nodes[n]!.autoscale!.scaleDownAfterMs));
   const atMin = (snap: AutoscalerSnapshot): boolean => o.nodes.every((n) => snap.nodes.find((x) => x.node === n)!.replicas === mins[n]);
+  // Down: until the stopped replicas are gone from discovery too (they drain first).
+  const servingMin = (serving: Record<string, number>): boolean => o.nodes.every((n) => serving[n] === mins[n]);
   try {
     // At rest: one caller, every node at its min.
     loop.set(1);
@@ -250,7 +252,7 @@ async function stepped(o: {
       await sleep(500);
     }
     const up = await step({ nc: o.nc, loop, graph: o.graph, kind: "up", from: 1, to: o.high, nodes: o.nodes, maxMs: o.holdMs, done: () => false });
-    const down = await step({ nc: o.nc, loop, graph: o.graph, kind: "down", from: o.high, to: 1, nodes: o.nodes, maxMs: downMs + 60_000, done: (snap) => atMin(snap) });
+    const down = await step({ nc: o.nc, loop, graph: o.graph, kind: "down", from: o.high, to: 1, nodes: o.nodes, maxMs: downMs + 60_000, done: (snap, serving) => atMin(snap) && servingMin(serving) });
     return [up, down];
   } finally {
     await loop.stop();

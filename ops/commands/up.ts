@@ -302,7 +302,8 @@ export async function run(argv: string[]): Promise<number> {
     const ingressUrl = await ingressUrlOf(nc, graph, sup, 2000);
     // Control endpoint: `servegraph scale` talks to this supervisor.
     const running = sup;
-    control = createService(nc, { name: "servegraph-ops", maxInFlight: 4, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
+    // A scale waits for its replicas to be ready; `{op: "autoscaler"}` (status, the dashboard) must not queue behind it.
+    control = createService(nc, { name: "servegraph-ops", maxInFlight: 64, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
     const handler = async (req: { json: <T>(schema: z.ZodType<T>) => T }): Promise<unknown> => {
       const r = req.json(ControlRequest);
       if (r.op === "autoscaler") return scaler.snapshot();
