@@ -98,7 +98,12 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, err
   }, async (req, reply) => {
     const stream = new PassThrough();
     const send = (event: string, data: unknown): void => {
-      if (stream.writableLength > MAX_BUFFERED_BYTES) return close();
+      if (stream.writableLength > MAX_BUFFERED_BYTES) {
+        // The client does not read: ending the stream would queue behind what it never reads; cut the connection.
+        close();
+        reply.raw.destroy();
+        return;
+      }
       stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     };
     let unsubscribe = (): void => {};
