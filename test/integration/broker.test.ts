@@ -12,7 +12,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
@@ -302,7 +302,7 @@ test("broker - up's own broker enforces the graph's permissions; status and scal
     assert.equal(st.control.replicas, 1);
     const scaled = await cli(["scale", "greeter", "2", "--json"]);
     assert.equal(scaled.code, 0, scaled.stderr + scaled.stdout);
-    assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2 });
+    assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2, host: hostname() });
   } finally {
     for (const c of conns) await c.close().catch(() => {});
     await up.cleanup();
