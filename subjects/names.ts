@@ -28,5 +28,10 @@ export const Discovery = {
  * worker hosts (`--only`) included, also answers {@link opsControlSubjectOf} its host.
  */
 export const OPS_CONTROL_SUBJECT = "sg.ops.control";
+/**
+ * Read-only: the autoscaler of the full `servegraph up` answers its state on it (the `{op: "autoscaler"}` answer of
+ * the control subject) whatever the request holds. The ingress's /dashboard may ask it; it may not ask for a scale.
+ */
+export const OPS_AUTOSCALER_SUBJECT = "sg.ops.autoscaler";
 /** Control subject of the `servegraph up` on one host (`servegraph scale --host`). */
 export const opsControlSubjectOf = (host: string): string => `${OPS_CONTROL_SUBJECT}.${host.replace(/[^A-Za-z0-9_-]/g, "_")}`;

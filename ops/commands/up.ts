@@ -40,7 +40,7 @@ import {
   checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, withParameterOverrides, type ResolvedGraph, type Service,
 } from "../../runtime/index.ts";
 import { hostname } from "node:os";
-import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
+import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { GraphError } from "../../subjects/errors.ts";
@@ -314,7 +314,10 @@ export async function run(argv: string[]): Promise<number> {
       return { node: r.node, replicas: n, host };
     };
     // A worker host answers only its own subject: `scale` without --host reaches the full `up`.
-    if (!only) control.addEndpoint("control", { subject: OPS_CONTROL_SUBJECT, handler });
+    if (!only) {
+      control.addEndpoint("control", { subject: OPS_CONTROL_SUBJECT, handler });
+      control.addEndpoint("autoscaler", { subject: OPS_AUTOSCALER_SUBJECT, handler: () => scaler.snapshot() });
+    }
     control.addEndpoint("control-host", { subject: opsControlSubjectOf(host), handler });
     control.announce();
     state = {

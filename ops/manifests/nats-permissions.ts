@@ -15,8 +15,8 @@
  *     replica in a cluster (deploy/probe/srv-ping.mjs, with the node's credentials) can ask whether this replica
  *     answers. (An HTTP node's probe is its /readyz.)
  *   - `$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`, a node with `http` only: discovery of every node, which its
- *     /dashboard shows; and, on the local broker of `servegraph up` only, `sg.ops.control` (a request for the
- *     autoscaler's figures: the HTTP node can then also send `scale`, which is why no cluster grants it).
+ *     /dashboard shows; and, on the local broker of `servegraph up` only, `sg.ops.autoscaler`: the autoscaler's
+ *     figures, read-only (the control subject `sg.ops.control`, which scales, stays the ops user's).
  *   Replies to the requests a node serves need no publish permission: `allow_responses: true` lets it send one
  *   response per request it received, to the reply subject the server delivered with it.
  *
@@ -37,7 +37,7 @@
  * /dashboard, above), and a client without credentials cannot connect.
  */
 import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
-import { OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 
 /** The NATS user of the ops command line (`servegraph status`, `request`) inside the cluster. */
 export const OPS_USER = "servegraph";
@@ -67,7 +67,7 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { 
   return {
     publish: [
       ...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),
-      ...(node.http ? ["$SRV.PING", "$SRV.INFO", "$SRV.STATS", ...(opts.control ? [OPS_CONTROL_SUBJECT] : [])] : []),
+      ...(node.http ? ["$SRV.PING", "$SRV.INFO", "$SRV.STATS", ...(opts.control ? [OPS_AUTOSCALER_SUBJECT] : [])] : []),
     ],
     subscribe: [
       `${graph.subjectPrefix}.${nodeName}.>`,
@@ -88,7 +88,7 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { 
  * node's subjects, and publish heartbeats and error replies to the reply inboxes of the nodes that call it.
  */
 export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean } = {}): NatsPermissions {
-  const control = opts.control ? [OPS_CONTROL_SUBJECT, `${OPS_CONTROL_SUBJECT}.*`] : [];
+  const control = opts.control ? [OPS_CONTROL_SUBJECT, `${OPS_CONTROL_SUBJECT}.*`, OPS_AUTOSCALER_SUBJECT] : [];
   const toZero = opts.control ? Object.values(graph.nodes).filter((n) => n.replicas.min === 0).map((n) => `${graph.subjectPrefix}.${n.name}.`) : [];
   const callers = Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => toZero.some((z) => s.startsWith(z))));
   return {

@@ -201,7 +201,7 @@ test("dashboard events - under servegraph up's broker the ingress reads discover
     assert.deepEqual(node(frame, "greeter")?.autoscaler && { target: node(frame, "greeter")!.autoscaler!.target, mode: node(frame, "greeter")!.autoscaler!.mode }, { target: 2, mode: "at zero" });
     const decision = node(frame, "greeter")?.autoscaler?.decision;
     if (decision) assert.match(decision, /-> 0 \(autoscaler\)/, "its last decision, if any, took it to zero");
-    assert.equal(node(frame, "greeter-proxy")?.autoscaler?.target, 2, "the autoscaler answers the ingress over sg.ops.control");
+    assert.equal(node(frame, "greeter-proxy")?.autoscaler?.target, 2, "the autoscaler answers the ingress over the read-only sg.ops.autoscaler");
   } finally {
     events?.close();
     await up.stop();

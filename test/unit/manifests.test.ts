@@ -215,6 +215,10 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   assert.ok(!pre.publish.includes("sg.v1.greeter.greet"));
   assert.deepEqual(natsPermissions(graph, "greeter").publish, ["$SRV.PING.greeter"], "a leaf node publishes only replies, and its own PING (readiness probe)");
   assert.ok(!natsPermissions(graph, "ingress").publish.includes("$SRV.PING.ingress"), "an HTTP node's probe is /readyz");
+  const localIngress = natsPermissions(graph, "ingress", { control: true }).publish;
+  assert.ok(localIngress.includes("sg.ops.autoscaler"), "on up's broker the dashboard may read the autoscaler");
+  assert.ok(!localIngress.some((x) => x.startsWith("sg.ops.control")), "but never send a scale");
+  assert.ok(!natsPermissions(graph, "ingress").publish.includes("sg.ops.autoscaler"), "a cluster grants neither");
   for (const n of Object.keys(graph.nodes)) {
     for (const s of natsPermissions(graph, n).subscribe) {
       const own = s === `sg.v1.${n}.>` || s === `_INBOX_${n}.>` || ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"].includes(s) || s === `$SRV.*.${n}` || s === `$SRV.*.${n}.*`;
