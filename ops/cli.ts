@@ -25,6 +25,7 @@ commands:
     [--param node.KEY=VALUE]        override a node parameter for this run (repeatable; checked like the file)
     [--only node=n,...] [--host h]  worker host: start only these nodes, joining the graph on --nats (no local
                                     broker, no closure); replicas report host h (default: the hostname)
+    [--autoscale-tick-ms n]         how often the autoscaler reads $SRV.STATS (default 1000)
   request <subject> <json|@file|->  send a NATS request, print the reply
   check                             validate graph.config.ts, print the resolved graph
   status [--watch]                  nodes, replicas by host, in-flight, requests, errors, latency, batch fill,
@@ -32,6 +33,8 @@ commands:
   scale <node> <replicas> [--host h]  pin a running node's replicas (within its [min, max]; --host: that host's up)
   scale <node> --auto               hand the node back to the autoscaler
   bench                             closed-loop HTTP load test of the running graph
+  bench autoscale                   up's autoscaler under a stepped load: time to the new count serving, failed
+                                    requests per step, cold start from zero
   soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):
                                     RSS per process, p50/p99 per minute, p99 drift, errors
   manifests [--out dir]             Kubernetes: 3-server NATS cluster, a Deployment per node on its workspace image,
