@@ -72,7 +72,10 @@ export interface SupervisorOptions {
    * elsewhere on the same NATS. `graphs` still names the whole graph (the ingress serves routes to all of it).
    */
   only?: readonly string[];
-  /** The host name replicas report in discovery (SG_HOST); also part of replica ids, which stay unique across hosts. */
+  /**
+   * The host name replicas report in discovery (SG_HOST). On a worker host (`only`) it is also part of replica ids
+   * (`preprocess-B-1`), which then stay unique across hosts; a full `up` keeps the short ids (`preprocess-1`).
+   */
   host?: string;
   readyTimeoutMs?: number;
   restart?: boolean;
@@ -221,7 +224,7 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
   };
 
   const spawnReplica = (node: ResolvedNode, r?: Replica): Replica => {
-    const id = r?.id ?? (opts.host ? `${node.name}-${opts.host}-${++seq}` : `${node.name}-${++seq}`);
+    const id = r?.id ?? (opts.host && only ? `${node.name}-${opts.host}-${++seq}` : `${node.name}-${++seq}`);
     const child = spawn(process.execPath, ["--import", "tsx", node.entry], {
       cwd: graph.root,
       env: envFor(node, id),
