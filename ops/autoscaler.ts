@@ -41,8 +41,7 @@
  * `last_decision` of {@link AutoscalerSnapshot}: the `{op: "autoscaler"}` answer of `up`'s control service.
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { gather, type AutoscalePolicy, type Logger, type ResolvedGraph } from "../runtime/index.ts";
-import type { StatsReply } from "../runtime/graph-status.ts";
+import { gather, type AutoscalePolicy, type Logger, type ResolvedGraph, type StatsReply } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Discovery } from "../subjects/names.ts";
 import type { Activator, ActivatorState } from "./activator.ts";
@@ -149,6 +148,23 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const round = (x: number): number => Math.round(x * 100) / 100;
 const secs = (ms: number): string => `${(ms / 1000).toFixed(ms % 1000 ? 1 : 0)} s`;
 
+/**
+ * The count a node's metric asks for (pure; see the top of this file): inFlight and queueDepth ceil(value / target),
+ * batchFill one step (up above the target, down below half of it); within [floor, max]; never 0 for a node that had
+ * anything to do (`active`). `floor` is min, or 1 for a min-0 node without an activator.
+ */
+export function desiredCount(
+  policy: Pick<AutoscalePolicy, "metric" | "target">,
+  r: { value: number; current: number; floor: number; max: number; active: boolean },
+): number {
+  const { metric, target } = policy;
+  let want = metric === "batchFill"
+    ? r.value > target ? r.current + 1 : r.value < target * BATCH_FILL_DOWN_SHARE ? r.current - 1 : r.current
+    : Math.ceil(r.value / target);
+  if (r.active) want = Math.max(want, 1);
+  return Math.min(r.max, Math.max(r.floor, want));
+}
+
 export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   const { graph, sup, nc, host, log } = opts;
   const tickMs = opts.tickMs ?? DEFAULT_TICK_MS;
@@ -240,14 +256,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     s.seen = seen;
     const value = metric === "batchFill" ? (fills.length ? fills.reduce((a, [f]) => a + f, 0) / fills.length : 0) : total;
     const { max } = graph.nodes[name]!.replicas;
-    const desiredFor = (v: number, busy: boolean): number => {
-      let want = metric === "batchFill"
-        ? v > target ? current + 1 : v < target * BATCH_FILL_DOWN_SHARE ? current - 1 : current
-        : Math.ceil(v / target);
-      // Zero replicas only for a node that had nothing to do at all.
-      if (busy) want = Math.max(want, 1);
-      return Math.min(max, Math.max(s.floor, want));
-    };
+    const desiredFor = (v: number, busy: boolean): number => desiredCount(s.policy, { value: v, current, floor: s.floor, max, active: busy });
     const desired = desiredFor(value, active);
     s.desired = desired;
     s.value = value;

@@ -19,7 +19,7 @@ export {
 export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "./semconv.ts";
 export { countReplicas, gather } from "./discovery.ts";
 export {
-  collectStatus, CONTROL_SERVICE, summarize, type BatchStatus, type EndpointStatus, type GraphStatus, type NodeStatus, type ReplicaStatus,
+  collectStatus, CONTROL_SERVICE, summarize, type BatchStatus, type EndpointStatus, type GraphStatus, type NodeStatus, type ReplicaStatus, type StatsReply,
 } from "./graph-status.ts";
 export { runJsonScript } from "./json-script.ts";
 export { startTelemetry, stopTelemetry, telemetryWanted } from "./telemetry.ts";
