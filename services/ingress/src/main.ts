@@ -1,7 +1,7 @@
 /**
  * ingress: the HTTP way in. Serves the routes whose target node is part of the running graph
  * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset), and /dashboard, the live page of those nodes
- * (discovery of all of them, and the autoscaler of a `servegraph up` when it answers on its control subject).
+ * (discovery of all of them, and the autoscaler of a `servegraph up` when it answers on sg.ops.autoscaler).
  * On SIGTERM Fastify closes first (new requests get 503, in-flight ones finish, dashboard streams end), then the
  * NATS connection drains.
  */

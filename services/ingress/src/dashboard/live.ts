@@ -7,10 +7,10 @@
  * counter's start is unknown); errors per second are the node's increase, 0 when it went down (a replica left).
  * Never negative, 0 for the first reading.
  *
- * The autoscaler of `servegraph up` answers `{"op":"autoscaler"}` on its control subject (ops/autoscaler.ts
- * AutoscalerSnapshot: `{host, tick_ms, nodes: [{node, metric, target, desired, value, pinned, activator,
- * last_decision: {at, from, to, by, reason}}]}`); {@link autoscalerOf} reads what it can of it, checking every field,
- * and ignores the rest.
+ * The autoscaler of `servegraph up` answers on `sg.ops.autoscaler` (subjects/names.ts OPS_AUTOSCALER_SUBJECT) with
+ * ops/autoscaler.ts AutoscalerSnapshot: `{host, tick_ms, nodes: [{node, metric, target, desired, value, pinned,
+ * activator, last_decision: {at, from, to, by, reason}}]}`; {@link autoscalerOf} reads what it can of it, checking
+ * every field, and ignores the rest.
  */
 import type { GraphStatus, NodeStatus } from "../../../../runtime/index.ts";
 
