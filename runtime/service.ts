@@ -122,6 +122,14 @@ const RECENT = 2048;
 const enc = new TextEncoder();
 const noHeaders = (): undefined => undefined;
 
+/** A success reply's headers: those of `setReplyHeader`, then a binary reply's own (which win); none when neither. */
+function successHeaders(set: Record<string, string> | undefined, own: Record<string, string> | undefined): MsgHdrs | undefined {
+  if (!set && !own) return undefined;
+  const h = natsHeaders();
+  for (const from of [set, own]) if (from) for (const k in from) h.set(k, from[k]!);
+  return h;
+}
+
 function percentile(sorted: Float64Array, q: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
@@ -157,15 +165,9 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
   const respond = (msg: Msg, value: unknown, ep: EndpointState, elapsedMs: number, extra: Record<string, string> | undefined): void => {
     try {
-      if (isBinaryReply(value)) {
-        const h = natsHeaders();
-        for (const [k, v] of Object.entries({ ...extra, ...value.headers })) h.set(k, v);
-        msg.respond(value.data, { headers: h });
-      } else {
-        const h = extra ? natsHeaders() : undefined;
-        for (const [k, v] of Object.entries(extra ?? {})) h!.set(k, v);
-        msg.respond(value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)), h ? { headers: h } : undefined);
-      }
+      const binary = isBinaryReply(value);
+      const headers = successHeaders(extra, binary ? value.headers : undefined);
+      msg.respond(binary ? value.data : value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)), headers && { headers });
       ep.okDuration.observe(elapsedMs / 1000);
     } catch (e) {
       // e.g. the reply exceeds max_payload: tell the caller instead of leaving it to time out
