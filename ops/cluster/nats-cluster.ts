@@ -1,9 +1,9 @@
 /**
  * A NATS cluster over the hosts of a {@link HostNetwork}: one nats-server per host, listening on that host's
- * address (clients on 4222, routes on 6222, monitoring on 8222), each routing to all the others, so that a client
- * connected to any server reaches every subscriber and learns the other servers' client URLs from the cluster's
- * gossip (INFO `connect_urls`): nats.js adds them to its server pool, which is how a client whose server dies
- * reconnects to another one without being told.
+ * address on the ports of the manifests' servers (clients on 4222, routes on 6222, monitoring on 8222), each
+ * routing to all the others, so that a client connected to any server reaches every subscriber and learns the
+ * other servers' client URLs from the cluster's gossip (INFO `connect_urls`): nats.js adds them to its server
+ * pool, which is how a client whose server dies reconnects to another one without being told.
  *
  * Limits are those of the embedded broker (ops/nats-server.ts): max_payload 16 MB, max_pending at least 64 MB. No
  * authorization: the cluster is reachable only inside the run's namespaces.
@@ -14,12 +14,10 @@
 import type { ChildProcess } from "node:child_process";
 import { createWriteStream, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT } from "../manifests/index.ts";
 import { findNatsServer, NATS_INSTALL_HINT } from "../nats-server.ts";
 import type { HostNetwork } from "./netns.ts";
 
-export const CLIENT_PORT = 4222;
-export const ROUTE_PORT = 6222;
-export const MONITOR_PORT = 8222;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 const START_TIMEOUT_MS = 15_000;
 
@@ -64,16 +62,16 @@ async function getJson<T>(url: string, timeoutMs = 1000): Promise<T> {
 export function clusterServerConfig(o: { serverName: string; clusterName: string; address: string; peers: readonly string[] }): string {
   return [
     `server_name: "${o.serverName}"`,
-    `listen: "${o.address}:${CLIENT_PORT}"`,
-    `client_advertise: "${o.address}:${CLIENT_PORT}"`,
-    `http: "${o.address}:${MONITOR_PORT}"`,
+    `listen: "${o.address}:${NATS_CLIENT_PORT}"`,
+    `client_advertise: "${o.address}:${NATS_CLIENT_PORT}"`,
+    `http: "${o.address}:${NATS_MONITOR_PORT}"`,
     `max_payload: ${MAX_PAYLOAD_BYTES}`,
     `max_pending: ${Math.max(64 * 1024 * 1024, MAX_PAYLOAD_BYTES * 4)}`,
     "cluster {",
     `  name: "${o.clusterName}"`,
-    `  listen: "${o.address}:${ROUTE_PORT}"`,
-    `  advertise: "${o.address}:${ROUTE_PORT}"`,
-    `  routes: [${o.peers.map((p) => `"nats-route://${p}:${ROUTE_PORT}"`).join(", ")}]`,
+    `  listen: "${o.address}:${NATS_CLUSTER_PORT}"`,
+    `  advertise: "${o.address}:${NATS_CLUSTER_PORT}"`,
+    `  routes: [${o.peers.map((p) => `"nats-route://${p}:${NATS_CLUSTER_PORT}"`).join(", ")}]`,
     "}",
     "",
   ].join("\n");
@@ -99,7 +97,7 @@ export async function startNatsCluster(net: HostNetwork, opts: { hosts?: readonl
     c.stderr!.pipe(logFile);
     const alive = (): boolean => c.exitCode === null && c.signalCode === null;
     servers[host] = {
-      host, name: serverName, url: `nats://${h.address}:${CLIENT_PORT}`, monitorUrl: `http://${h.address}:${MONITOR_PORT}`,
+      host, name: serverName, url: `nats://${h.address}:${NATS_CLIENT_PORT}`, monitorUrl: `http://${h.address}:${NATS_MONITOR_PORT}`,
       process: c, alive,
       kill: (signal = "SIGKILL") => { if (alive()) c.kill(signal); },
     };

@@ -36,7 +36,7 @@ import { startClosedLoop, nowMs, type RequestRecord } from "./load.ts";
 import { connectionsOf, startNatsCluster, type NatsCluster } from "./nats-cluster.ts";
 import { createHostNetwork, type HostNetwork } from "./netns.ts";
 
-export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const CLI = join(REPO_ROOT, "ops/cli.ts");
 /** The graph the scenario runs: the test graph (ingress on a free port, short fixture timeouts). */
 export const CLUSTER_GRAPH_FILE = join(REPO_ROOT, "test/fixtures/cluster-graph.config.ts");
