@@ -12,11 +12,11 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Discovery } from "../subjects/names.ts";
 import { gather } from "./discovery.ts";
+import { RECENT_SAMPLES } from "./service.ts";
 
 /** The discovery name of the control service of `servegraph up` (reported apart from the nodes). */
 export const CONTROL_SERVICE = "servegraph-ops";
-/** Samples each endpoint keeps for its percentiles (runtime/service.ts) and batches kept for batch stats (infer). */
-const RECENT_SAMPLES = 2048;
+/** Batches infer keeps for its batch stats. */
 const RECENT_BATCHES = 512;
 
 export interface InfoReply {
@@ -153,13 +153,11 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       if (md.graph) graphs.add(md.graph);
     }
     const eps = new Map<string, { subject: string; requests: number; errors: number; p50: [number, number][]; p99: number | null; lastError: string | null }>();
-    let inFlight = 0;
     const batchRows: { data: Record<string, unknown> }[] = [];
     for (const s of st.values()) {
       const list = s.endpoints ?? [];
-      // in_flight and the batch figures are per replica, repeated in every endpoint's data: count them once
+      // the batch figures are per replica, repeated in every endpoint's data: count them once
       const first = list[0]?.data ?? {};
-      inFlight += num(first.in_flight);
       if ("batch_fill" in first) batchRows.push({ data: first });
       for (const ep of list) {
         let e = eps.get(ep.name);
@@ -192,7 +190,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       };
     }
     nodes.push({
-      node, replicas: ids.length, replica_ids: replicaIds, in_flight: inFlight,
+      node, replicas: ids.length, replica_ids: replicaIds, in_flight: replicaList.reduce((a, r) => a + r.in_flight, 0),
       replica_list: replicaList.sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id)),
       hosts: Object.fromEntries(Object.entries(hosts).sort(([a], [b]) => a.localeCompare(b))),
       requests: endpoints.reduce((a, e) => a + e.requests, 0),

@@ -118,7 +118,8 @@ export interface Service {
   stop(opts?: { maxWaitMs?: number }): Promise<void>;
 }
 
-const RECENT = 2048;
+/** Latencies each endpoint keeps for the p50/p99 of $SRV.STATS (its most recent requests). */
+export const RECENT_SAMPLES = 2048;
 const enc = new TextEncoder();
 const noHeaders = (): undefined => undefined;
 
@@ -277,7 +278,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         if (timer) clearTimeout(timer);
         const ms = performance.now() - t0;
         ep.processingNs += Math.round(ms * 1e6);
-        ep.recentMs[ep.recentCount++ % RECENT] = ms;
+        ep.recentMs[ep.recentCount++ % RECENT_SAMPLES] = ms;
         done();
       });
   };
@@ -285,7 +286,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
   const endpointInfo = (ep: EndpointState) => ({ name: ep.name, subject: ep.subject, queue_group: opts.name, metadata: ep.metadata });
 
   const statsOf = (ep: EndpointState) => {
-    const n = Math.min(ep.recentCount, RECENT);
+    const n = Math.min(ep.recentCount, RECENT_SAMPLES);
     const sorted = ep.recentMs.slice(0, n).sort();
     return {
       ...endpointInfo(ep),
@@ -331,7 +332,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       if (stopping) throw new Error("service is stopped");
       const ep: EndpointState = {
         name, subject: eo.subject, metadata: eo.metadata ?? {}, numRequests: 0, numErrors: 0, lastError: "", processingNs: 0,
-        recentMs: new Float64Array(RECENT), recentCount: 0,
+        recentMs: new Float64Array(RECENT_SAMPLES), recentCount: 0,
         okDuration: metrics.serverDuration.labels(opts.name, name, "OK"),
         sub: undefined as unknown as Subscription,
       };
