@@ -14,7 +14,7 @@
  * carry: requests in flight, requests waiting in the batch queue, or batch fill 0..1. scaleUpAfter and
  * scaleDownAfter are the HPA's stabilization windows; scaleDownAfter is also KEDA's cooldown before going to 0.
  */
-import { AUTOSCALE_DEFAULTS, type AutoscalePolicy, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
+import type { AutoscalePolicy, ResolvedGraph, ResolvedNode } from "../../runtime/index.ts";
 import type { K8sMetadata, Manifest } from "./kubernetes.ts";
 
 export const AUTOSCALERS = ["keda", "hpa"] as const;
@@ -31,14 +31,6 @@ export const AUTOSCALE_METRIC_NAMES = {
   queueDepth: "sg_batch_queue_depth",
   batchFill: "sg_batch_fill_ratio",
 } as const satisfies Record<AutoscalePolicy["metric"], string>;
-
-/**
- * The node's policy: its resolved `autoscale` (present when min < max), else the default for its kind, the same
- * defaults as runtime/config.ts's.
- */
-export function autoscalePolicy(node: ResolvedNode): AutoscalePolicy {
-  return node.autoscale ?? (node.batching ? AUTOSCALE_DEFAULTS.batching : AUTOSCALE_DEFAULTS.other);
-}
 
 /** `a|b` of PromQL regex alternatives, each subject's dots escaped (PromQL string escapes: `\\.`). */
 function subjectsRegex(subjects: readonly string[]): string {
@@ -67,7 +59,9 @@ export function effectiveMinReplicas(node: ResolvedNode, c: Pick<AutoscalingCont
 /** The autoscaler object of a node with replicas [min, max] (min < max), in its <node>.yaml. */
 export function autoscalerManifest(node: ResolvedNode, c: AutoscalingContext): Manifest {
   const n = node.name;
-  const policy = autoscalePolicy(node);
+  // runtime/config.ts resolves it (defaults by node kind) for every node with min < max.
+  const policy = node.autoscale;
+  if (!policy) throw new Error(`node ${n} has a fixed replica count: it has no autoscaler`);
   const metric = AUTOSCALE_METRIC_NAMES[policy.metric];
   const { min, note } = effectiveMinReplicas(node, c);
   const upS = Math.ceil(policy.scaleUpAfterMs / 1000);

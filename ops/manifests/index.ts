@@ -9,7 +9,7 @@ export {
   type K8sMetadata, type K8sObject, type Manifest, type ManifestOptions,
 } from "./kubernetes.ts";
 export {
-  autoscalePolicy, autoscalerManifest, effectiveMinReplicas, AUTOSCALE_METRIC_NAMES, AUTOSCALERS, DEFAULT_AUTOSCALER, DEFAULT_PROMETHEUS_URL,
+  autoscalerManifest, effectiveMinReplicas, AUTOSCALE_METRIC_NAMES, AUTOSCALERS, DEFAULT_AUTOSCALER, DEFAULT_PROMETHEUS_URL,
   type Autoscaler,
 } from "./autoscaling.ts";
 export { buildCommand, imageOf, workspaceOf, CONTAINERFILE, DEFAULT_TAG, IMAGE_WORKDIR, SRV_PING_PROBE, type ImageOptions } from "./images.ts";

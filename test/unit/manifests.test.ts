@@ -12,7 +12,7 @@ import { main } from "../../ops/cli.ts";
 import { REPO_ROOT } from "../helpers/graph.ts";
 import { parseAllDocuments } from "yaml";
 import {
-  autoscalePolicy, buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, AUTOSCALE_METRIC_NAMES,
+  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, AUTOSCALE_METRIC_NAMES,
   DEFAULT_PROMETHEUS_URL, METRICS_PORT, SRV_PING_PROBE, type K8sObject, type Manifest,
 } from "../../ops/manifests/index.ts";
 
@@ -80,11 +80,11 @@ test("manifests - replicas, and a KEDA ScaledObject or an HPA with the node's po
   for (const n of closureNodes) {
     const node = graph.nodes[n]!;
     const { min, max } = node.replicas;
-    const policy = autoscalePolicy(node);
     const scaled = all.find((m) => m.object.kind === "ScaledObject" && m.object.metadata.name === n)?.object;
     const h = hpa.find((m) => m.object.kind === "HorizontalPodAutoscaler" && m.object.metadata.name === n)?.object;
     assert.ok(!all.some((m) => m.object.kind === "HorizontalPodAutoscaler"), "keda is the default: no HPA beside the ScaledObjects");
     if (min < max) {
+      const policy = node.autoscale!;
       assert.equal(spec(find(all, "Deployment", n)).replicas, undefined, `${n}: the autoscaler owns the count`);
       assert.ok(scaled, `${n} scales ${min}..${max}: needs a ScaledObject`);
       const s = scaled.spec as {
