@@ -9,6 +9,7 @@ import { createServer, type Server } from "node:http";
 import sharp from "sharp";
 import { createClient } from "../../runtime/client.ts";
 import { GraphError } from "../../subjects/errors.ts";
+import { isTimingDetail, parseServerTiming } from "../../subjects/server-timing.ts";
 import { Predictions } from "../../subjects/schemas.ts";
 import { REPO_ROOT, startGraph, type RunningGraph } from "../helpers/graph.ts";
 
@@ -39,6 +40,18 @@ test("classify - a raw JPEG body answers top-5 labels with scores, in descending
   assert.ok(preds.every((p) => labels.includes(p.label)));
   // deterministic: the same image gives the same answer
   assert.deepEqual(Predictions.parse(await json(await post(image("cat-chelsea.jpg"), "image/jpeg"))), preds);
+});
+
+test("classify - the answer's Server-Timing gives each hop (ingress, preprocess, infer with its queue and compute), adding up to total", async () => {
+  const res = await post(image("cat-chelsea.jpg"), "image/jpeg");
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  const entries = parseServerTiming(res.headers.get("server-timing") ?? undefined);
+  assert.deepEqual(entries.map((e) => e.name), ["ingress", "preprocess", "infer", "infer.queue", "infer.compute", "total"]);
+  assert.ok(entries.every((e) => e.durMs >= 0));
+  const hops = entries.filter((e) => !isTimingDetail(e) && e.name !== "total").reduce((a, e) => a + e.durMs, 0);
+  const total = entries.find((e) => e.name === "total")!.durMs;
+  assert.ok(Math.abs(hops - total) < 0.05, `hops ${hops} add up to total ${total}`);
 });
 
 test("classify - PNG with alpha, grayscale JPEG, octet-stream and top_k", async () => {
