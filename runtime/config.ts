@@ -343,15 +343,20 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** The target of a metric declared without one: the node kind's default for its metric; batchFill aims at 80 %. */
+const DEFAULT_TARGET: Readonly<Record<AutoscaleMetric, number>> = {
+  inFlight: AUTOSCALE_DEFAULTS.other.target,
+  queueDepth: AUTOSCALE_DEFAULTS.batching.target,
+  batchFill: 0.8,
+};
+
 function autoscalePolicy(n: GraphOutput["nodes"][string]): AutoscalePolicy {
   const d = n.batching ? AUTOSCALE_DEFAULTS.batching : AUTOSCALE_DEFAULTS.other;
   const a = n.autoscale ?? {};
   const metric = a.metric ?? d.metric;
-  // A declared metric that differs from the default has no default target of its own kind: batchFill aims at 80 %.
-  const target = a.target ?? (metric === d.metric ? d.target : metric === "batchFill" ? 0.8 : metric === "queueDepth" ? AUTOSCALE_DEFAULTS.batching.target : AUTOSCALE_DEFAULTS.other.target);
   return {
     metric,
-    target,
+    target: a.target ?? DEFAULT_TARGET[metric],
     scaleUpAfterMs: a.scaleUpAfter !== undefined ? durationToMs(a.scaleUpAfter) : d.scaleUpAfterMs,
     scaleDownAfterMs: a.scaleDownAfter !== undefined ? durationToMs(a.scaleDownAfter) : d.scaleDownAfterMs,
   };
