@@ -156,7 +156,6 @@
       c.el.totals.textContent = `${n.requests} req · ${n.errors} err`;
       c.el.lasterr.textContent = `last error: ${n.last_error ? clip(n.last_error, 32) : "none"}`;
       c.el.lasterr.classList.toggle("has", Boolean(n.last_error));
-      c.el.lasterr.replaceChildren(document.createTextNode(c.el.lasterr.textContent));
       if (n.last_error) svg("title", {}, c.el.lasterr).textContent = n.last_error;
       if (c.el.ep) {
         const b = n.batch;
@@ -188,9 +187,9 @@
     const when = a && a.decided_at ? new Date(a.decided_at).toLocaleTimeString() + " " : "";
     c.el.decision.textContent = a && a.decision ? clip(`last: ${when}${a.decision}`, 46) : "";
     c.g.dataset.autoscaler = a ? "1" : "";
-    for (const el of [c.el.scale, c.el.decision]) {
-      el.replaceChildren(document.createTextNode(el.textContent));
-      if (a) svg("title", {}, el).textContent = `autoscaler: ${p.metric}, target ${target(p.metric, t)}, value ${value(p.metric, a.value)}, desired ${a.desired ?? "–"}, ${a.mode ?? "auto"}; last decision: ${a.decision ? when + a.decision : "none"}`;
+    // Setting textContent above dropped the last reading's tooltips.
+    if (a) {
+      for (const el of [c.el.scale, c.el.decision]) svg("title", {}, el).textContent = `autoscaler: ${p.metric}, target ${target(p.metric, t)}, value ${value(p.metric, a.value)}, desired ${a.desired ?? "–"}, ${a.mode ?? "auto"}; last decision: ${a.decision ? when + a.decision : "none"}`;
     }
   }
 
