@@ -123,7 +123,7 @@ export function columnsOf(names: readonly string[], edges: readonly Pick<Topolog
 }
 
 /** Nodes sorted by column, and within a column by the mean relative position of their callers in earlier columns. */
-export function orderInColumns<N extends { name: string; column: number; http?: boolean }>(nodes: readonly N[], edges: readonly Pick<TopologyEdge, "from" | "to">[]): N[] {
+function orderInColumns<N extends { name: string; column: number; http?: boolean }>(nodes: readonly N[], edges: readonly Pick<TopologyEdge, "from" | "to">[]): N[] {
   const byColumn = new Map<number, N[]>();
   for (const n of nodes) byColumn.set(n.column, [...(byColumn.get(n.column) ?? []), n]);
   const place = new Map<string, { column: number; at: number }>();
