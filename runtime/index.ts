@@ -4,7 +4,7 @@
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, LIVENESS_MS, type Client, type RequestOptions } from "./client.ts";
 export { toGraphError } from "./requester.ts";
-export { AUTOSCALE_DEFAULTS, AUTOSCALE_METRICS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export { AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
@@ -19,7 +19,7 @@ export {
 export { ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS } from "./semconv.ts";
 export { countReplicas, gather } from "./discovery.ts";
 export {
-  collectStatus, CONTROL_SERVICE, summarize, type BatchStatus, type EndpointStatus, type GraphStatus, type NodeStatus, type ReplicaStatus, type StatsReply,
+  collectStatus, CONTROL_SERVICE, type BatchStatus, type EndpointStatus, type GraphStatus, type NodeStatus, type ReplicaStatus, type StatsReply,
 } from "./graph-status.ts";
 export { runJsonScript } from "./json-script.ts";
 export { startTelemetry, stopTelemetry, telemetryWanted } from "./telemetry.ts";
