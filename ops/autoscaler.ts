@@ -176,16 +176,14 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const min = graph.nodes[name]!.replicas.min;
     states.set(name, { policy, floor: min === 0 && !activators.has(name) ? 1 : min, pinned: null, desired: null, value: null, up: null, down: null, seen: new Map(), missed: 0, last: null });
   }
-  /** The change in progress per node: changes of one node run in order. */
+  /** The change in progress per node: changes of one node run in order; a node with one in progress is not read. */
   const queues = new Map<string, Promise<unknown>>();
-  let busy = new Set<string>();
   let stopped = false;
 
   const enqueue = <T>(name: string, job: () => Promise<T>): Promise<T> => {
     const prev = queues.get(name) ?? Promise.resolve();
-    busy.add(name);
     const p = prev.catch(() => {}).then(job);
-    const settled = p.catch(() => {}).finally(() => { if (queues.get(name) === settled) { queues.delete(name); busy.delete(name); } });
+    const settled = p.catch(() => {}).finally(() => { if (queues.get(name) === settled) queues.delete(name); });
     queues.set(name, settled);
     return p;
   };
@@ -224,7 +222,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const current = ours.size;
     const stats = (await gather<StatsReply>(nc, Discovery.stats(name), STATS_WINDOW_MS).catch(() => [] as StatsReply[]))
       .filter((st) => ours.has(st.metadata?.replica ?? ""));
-    if (stopped || busy.has(name)) return;
+    if (stopped || queues.has(name)) return;
     // A replica that answered the last reading and not this one (busy on its CPU, its answer late) would read as an
     // idle one: no reading this tick, the windows wait. A replica that is starting has not answered yet and may be
     // absent; one that stays silent MAX_MISSED_TICKS in a row is read as idle.
@@ -238,7 +236,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const { metric, target } = s.policy;
     let total = held;
     let active = held > 0;
-    const fills: [number, number][] = [];
+    const fills: number[] = [];
     const seen = new Map<string, { requests: number; batches: number }>();
     for (const st of stats) {
       const id = st.metadata!.replica!;
@@ -251,12 +249,12 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
       if (num(data.in_flight) > 0 || requests !== (before?.requests ?? 0)) active = true;
       if (metric === "inFlight") total += num(data.in_flight);
       else if (metric === "queueDepth") total += num(data.queue_depth);
-      else fills.push([batches !== (before?.batches ?? 0) ? num(data.batch_fill) : 0, 1]);
+      else fills.push(batches !== (before?.batches ?? 0) ? num(data.batch_fill) : 0);
     }
     s.seen = seen;
-    const value = metric === "batchFill" ? (fills.length ? fills.reduce((a, [f]) => a + f, 0) / fills.length : 0) : total;
+    const value = metric === "batchFill" ? (fills.length ? fills.reduce((a, f) => a + f, 0) / fills.length : 0) : total;
     const { max } = graph.nodes[name]!.replicas;
-    const desiredFor = (v: number, busy: boolean): number => desiredCount(s.policy, { value: v, current, floor: s.floor, max, active: busy });
+    const desiredFor = (v: number, wasActive: boolean): number => desiredCount(s.policy, { value: v, current, floor: s.floor, max, active: wasActive });
     const desired = desiredFor(value, active);
     s.desired = desired;
     s.value = value;
@@ -300,7 +298,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   const loop = async (): Promise<void> => {
     while (!stopped) {
       const t0 = performance.now();
-      await Promise.all([...states].filter(([n]) => !busy.has(n)).map(([n, s]) => tickNode(n, s).catch((err: unknown) => {
+      await Promise.all([...states].filter(([n]) => !queues.has(n)).map(([n, s]) => tickNode(n, s).catch((err: unknown) => {
         log.warn(`autoscale ${n}: tick failed: ${err instanceof Error ? err.message : String(err)}`);
       })));
       if (stopped) return;
@@ -369,7 +367,6 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     },
     async stop() {
       stopped = true;
-      busy = new Set(states.keys());
       await running;
     },
   };
