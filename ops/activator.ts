@@ -54,8 +54,6 @@ export interface Activator {
   state(): ActivatorState;
   /** Requests held now. */
   held(): number;
-  /** Requests forwarded since start (each exactly once). */
-  forwarded(): number;
   /** Subscribes (no-op when armed); false when the broker refuses the subscription. */
   arm(): Promise<boolean>;
   /** Unsubscribes (drain) and forwards what it holds. No-op when not armed. */
@@ -80,10 +78,11 @@ export function createActivator(opts: ActivatorOptions): Activator {
   let draining = false;
   let waking: Promise<void> | undefined;
   let held: Held[] = [];
-  let forwardedCount = 0;
   let timer: NodeJS.Timeout | undefined;
   const beat = natsHeaders();
   beat.set(Headers.Heartbeat, "1");
+
+  const expired = (): GraphError => new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`);
 
   const answer = (m: Msg, err: GraphError): void => {
     try {
@@ -98,7 +97,7 @@ export function createActivator(opts: ActivatorOptions): Activator {
     const t = performance.now();
     held = held.filter((h) => {
       if (h.deadlineEpochMs <= now) {
-        answer(h.msg, new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`));
+        answer(h.msg, expired());
         return false;
       }
       if (h.heartbeatMs !== undefined && t - h.lastBeat >= h.heartbeatMs) {
@@ -155,23 +154,26 @@ export function createActivator(opts: ActivatorOptions): Activator {
     if (!draining) startWake();
   };
 
-  const forwardAll = (): void => {
+  /** Forwards what it holds (answers what expired or cannot be sent); returns how many it forwarded. */
+  const forwardAll = (): number => {
     const out = held;
     held = [];
     const now = Date.now();
+    let forwarded = 0;
     for (const h of out) {
       if (h.deadlineEpochMs <= now) {
-        answer(h.msg, new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`));
+        answer(h.msg, expired());
         continue;
       }
       try {
         // Headers (deadline, trace context, heartbeat request...), payload and reply subject as the caller sent them.
         nc.publish(h.msg.subject, h.msg.data, { reply: h.msg.reply!, ...(h.msg.headers ? { headers: h.msg.headers } : {}) });
-        forwardedCount++;
+        forwarded++;
       } catch (e) {
         answer(h.msg, new GraphError("UNAVAILABLE", `could not forward the request to ${node.name}: ${e instanceof Error ? e.message : String(e)}`));
       }
     }
+    return forwarded;
   };
 
   const release = async (): Promise<void> => {
@@ -185,8 +187,7 @@ export function createActivator(opts: ActivatorOptions): Activator {
     } finally {
       draining = false;
     }
-    const n = held.length;
-    forwardAll();
+    const n = forwardAll();
     if (n) log.info(`activator: ${node.name} is up: forwarded ${n} held request(s)`, { node: node.name, forwarded: n });
     await nc.flush().catch(() => {});
   };
@@ -195,7 +196,6 @@ export function createActivator(opts: ActivatorOptions): Activator {
     node: node.name,
     state: () => (waking ? ActivatorState.WAKING : sub ? ActivatorState.ARMED : ActivatorState.OFF),
     held: () => held.length,
-    forwarded: () => forwardedCount,
     async arm() {
       if (sub) return true;
       let refused: Error | undefined;
