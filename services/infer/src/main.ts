@@ -12,7 +12,8 @@
  * (the replica exits non-zero). The batching knobs graph.config.ts leaves out are chosen for that provider
  * (./batching.ts). A full queue answers QUEUE_FULL (429) at once; a request whose deadline passed while queued
  * is dropped before compute (DEADLINE_EXCEEDED). If the model worker dies, the replica leaves its queue group
- * and exits (ctx.fail) so that it is replaced, instead of failing every request.
+ * and exits (ctx.fail) so that it is replaced, instead of failing every request. Each answer carries `Server-Timing`
+ * (subjects/server-timing.ts): the request's queue wait and its batch's forward pass, `queue` and `compute`.
  */
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";

@@ -5,7 +5,8 @@
  * logits it gets back into top-k labelled scores.
  * Direct NATS callers send the image as the body of a request to this node's `classify` subject, with
  * optional `Graph-Top-K` and `Content-Type` headers, and get the same JSON as the HTTP route; both are
- * checked by the endpoint's definition (subjects/endpoints.ts).
+ * checked by the endpoint's definition (subjects/endpoints.ts). Each answer carries `Server-Timing`
+ * (subjects/server-timing.ts): `preprocess` (its own work), `infer` (the call, as timed here) and infer's details.
  */
 import {
   Classify, Headers, IMAGE_TENSOR_SHAPE, InferLabels, InferRun, TensorDtype, formatServerTiming, nestedTiming, toFloat32,
