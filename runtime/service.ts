@@ -285,7 +285,8 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
   const endpointInfo = (ep: EndpointState) => ({ name: ep.name, subject: ep.subject, queue_group: opts.name, metadata: ep.metadata });
 
-  const statsOf = (ep: EndpointState) => {
+  /** `shared`: the per-replica figures (in-flight, statsData), read once per $SRV.STATS answer and repeated in every endpoint. */
+  const statsOf = (ep: EndpointState, shared: Record<string, unknown>) => {
     const n = Math.min(ep.recentCount, RECENT_SAMPLES);
     const sorted = ep.recentMs.slice(0, n).sort();
     return {
@@ -295,7 +296,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       last_error: ep.lastError,
       processing_time: ep.processingNs,
       average_processing_time: ep.numRequests ? Math.round(ep.processingNs / ep.numRequests) : 0,
-      data: { in_flight: inflight, max_in_flight: opts.maxInFlight, p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), ...(opts.statsData?.() ?? {}) },
+      data: { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), ...shared },
     };
   };
 
@@ -303,7 +304,10 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
   const discovery: Record<"ping" | "info" | "stats", () => unknown> = {
     ping: () => ({ type: "io.nats.micro.v1.ping_response", ...base() }),
     info: () => ({ type: "io.nats.micro.v1.info_response", ...base(), description: opts.description ?? "", endpoints: endpoints.map(endpointInfo) }),
-    stats: () => ({ type: "io.nats.micro.v1.stats_response", ...base(), started, endpoints: endpoints.map(statsOf) }),
+    stats: () => {
+      const shared = { in_flight: inflight, max_in_flight: opts.maxInFlight, ...opts.statsData?.() };
+      return { type: "io.nats.micro.v1.stats_response", ...base(), started, endpoints: endpoints.map((ep) => statsOf(ep, shared)) };
+    },
   };
   const announce = (): void => {
     if (discoverySubs.length) return;
