@@ -41,6 +41,8 @@ function table(rows: string[][]): string[] {
 export function formatStatus(s: GraphStatus): string {
   const head = `servegraph status  graph ${s.graph ?? "?"}  nats ${s.nats}  ${s.at.replace("T", " ").replace(/\.\d+Z$/, "Z")}`;
   if (s.nodes.length === 0) return `${head}\n\nno node answered on ${s.nats}: is \`servegraph up\` running (or NATS_URL set to its server)?\n`;
+  // A node at zero that its activator holds is idle, not down.
+  const atZero = new Set((s.autoscalers ?? []).flatMap((a) => a.nodes.filter((n) => n.scale_to_zero && n.replicas === 0).map((n) => n.node)));
   const rows: string[][] = [["NODE", "REPLICAS", "HOSTS", "IN-FLIGHT", "REQUESTS", "ERRORS", "P50 ms", "P99 ms", "BATCH FILL", "METRICS"]];
   for (const n of s.nodes) {
     const batch = n.batch
@@ -48,13 +50,11 @@ export function formatStatus(s: GraphStatus): string {
       : "-";
     const served = n.endpoints.length > 0;
     rows.push([
-      n.node, n.replicas === 0 ? "0 DOWN" : String(n.replicas), Object.entries(n.hosts).map(([h, c]) => `${h}:${c}`).join(" ") || "-", served ? String(n.in_flight) : "-", served ? String(n.requests) : "-",
+      n.node, n.replicas === 0 ? (atZero.has(n.node) ? "0 (idle)" : "0 DOWN") : String(n.replicas), Object.entries(n.hosts).map(([h, c]) => `${h}:${c}`).join(" ") || "-", served ? String(n.in_flight) : "-", served ? String(n.requests) : "-",
       served ? String(n.errors) : "-", ms(n.p50_ms), ms(n.p99_ms), batch,
       n.metrics_urls.length > 1 ? `${n.metrics_urls[0]} (+${n.metrics_urls.length - 1})` : n.metrics_urls[0] ?? "-",
     ]);
   }
-  const scaled = new Map((s.autoscalers ?? []).flatMap((a) => a.nodes.filter((n) => n.scale_to_zero && n.replicas === 0).map((n) => [n.node, n] as const)));
-  for (const r of rows.slice(1)) if (r[1] === "0 DOWN" && scaled.has(r[0]!)) r[1] = "0 (idle)";
   const lines = [head, "", ...table(rows)];
   const http = s.nodes.filter((n) => n.http_url);
   if (http.length) lines.push("", ...http.map((n) => `${n.node} serves HTTP at ${n.http_url} (its request metrics: ${n.metrics_urls[0] ?? "-"})`));
