@@ -101,7 +101,8 @@ test("manifests-nats-cluster - three servers from the same nats.conf route a nod
     void (async () => { for await (const s of proxy.status()) if (s.type === "error") seen.push(String(s.error.message)); })();
     proxy.subscribe("sg.v1.greeter.greet", { callback: () => {} });
     await proxy.flush();
-    await new Promise((r) => setImmediate(r));
+    // the server's -ERR comes before the PONG, but the status iterator hands it over asynchronously: wait for it (bounded)
+    for (let t = 0; t < 40 && !seen.length; t++) await new Promise((r) => setTimeout(r, 50));
     assert.match(seen.join(), /Permissions Violation for Subscription to "sg\.v1\.greeter\.greet"/);
     const pidFiles = readdirSync(dir).filter((f) => f.endsWith(".pid")).length;
     assert.equal(pidFiles, NATS_REPLICAS, "every server wrote its pid file (the lame-duck preStop hook signals it)");
