@@ -19,8 +19,8 @@
  *      - the replica could not start (`wake()` failed): UNAVAILABLE with the reason;
  *      - more than MAX_HELD requests wait: OVERLOADED at once (the caller may retry);
  *      - `up` stops while it holds requests: UNAVAILABLE.
- *  - While it holds a request whose caller asked for heartbeats (Graph-Heartbeat-Ms, runtime/client.ts), it sends
- *    them as a replica would, so the caller does not declare a slow cold start a lost attempt and retry it.
+ *  - While it holds a request whose caller asked for heartbeats (Graph-Heartbeat-Ms/-To, runtime/client.ts), it
+ *    sends them as a replica would (subjects/headers.ts reads the ask for both), so the caller does not declare a slow cold start a lost attempt and retry it.
  *
  * Permissions: on the local broker of `servegraph up` the ops user may subscribe to the subjects of nodes whose
  * min is 0 and publish to their callers' reply inboxes (ops/manifests/nats-permissions.ts). Where it may not (a
@@ -29,14 +29,12 @@
 import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { toHeaders, type Logger, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
-import { Headers } from "../subjects/headers.ts";
+import { Headers, heartbeatAskOf, type HeartbeatAsk } from "../subjects/headers.ts";
 
 /** Requests held at once; more are refused with OVERLOADED. */
 export const MAX_HELD = 10_000;
 /** How often held requests are checked for heartbeats due and deadlines passed. */
 const TICK_MS = 50;
-/** The shortest heartbeat interval honoured (as runtime/service.ts). */
-const MIN_HEARTBEAT_MS = 50;
 
 export const ActivatorState = { OFF: "off", ARMED: "armed", WAKING: "waking" } as const;
 export type ActivatorState = (typeof ActivatorState)[keyof typeof ActivatorState];
@@ -65,7 +63,7 @@ export interface Activator {
 interface Held {
   msg: Msg;
   deadlineEpochMs: number;
-  heartbeatMs: number | undefined;
+  heartbeat: HeartbeatAsk | undefined;
   lastBeat: number;
 }
 
@@ -100,10 +98,10 @@ export function createActivator(opts: ActivatorOptions): Activator {
         answer(h.msg, expired());
         return false;
       }
-      if (h.heartbeatMs !== undefined && t - h.lastBeat >= h.heartbeatMs) {
+      if (h.heartbeat !== undefined && t - h.lastBeat >= h.heartbeat.everyMs) {
         h.lastBeat = t;
         try {
-          nc.publish(h.msg.reply!, undefined, { headers: beat });
+          nc.publish(h.heartbeat.to, undefined, { headers: beat });
         } catch {
           // connection closing: the caller sees the attempt as lost
         }
@@ -142,12 +140,11 @@ export function createActivator(opts: ActivatorOptions): Activator {
     const now = Date.now();
     const dlRaw = m.headers?.get(Headers.Deadline) || "";
     const dl = /^[0-9]{1,15}$/.test(dlRaw) ? Number(dlRaw) : NaN;
-    const hbRaw = m.headers?.get(Headers.HeartbeatMs) || "";
     held.push({
       msg: m,
       // As the node's own service would clamp it (runtime/service.ts).
       deadlineEpochMs: Math.min(Number.isFinite(dl) ? dl : Infinity, now + node.timeoutMs),
-      heartbeatMs: /^[0-9]{1,6}$/.test(hbRaw) ? Math.max(MIN_HEARTBEAT_MS, Number(hbRaw)) : undefined,
+      heartbeat: heartbeatAskOf((name) => m.headers?.get(name) || undefined),
       lastBeat: performance.now(),
     });
     if (!timer) (timer = setInterval(tick, TICK_MS)).unref();

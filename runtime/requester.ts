@@ -2,10 +2,11 @@
  * Request-reply over one wildcard inbox subscription (`<inbox>.<token>`), created on first use: the muxing
  * `nc.request` does, without its three stack-capturing Error objects per request (~15% of a hop's CPU).
  *
- * Liveness: an attempt may ask the callee for heartbeats (`Graph-Heartbeat-Ms` request header). A servegraph
- * replica then sends an empty message with a `Graph-Heartbeat` header every that many ms while it works on the
- * request, and an attempt that hears nothing for `livenessMs` is declared lost: its replica died (SIGKILL, OOM,
- * a frozen process) and no reply will come. Only callers that know the callee is ours ask for this.
+ * Liveness: an attempt may ask the callee for heartbeats (`Graph-Heartbeat-Ms` and `Graph-Heartbeat-To` request
+ * headers). A servegraph replica then sends an empty message with a `Graph-Heartbeat` header every that many ms
+ * while it works on the request, to `<inbox>.hb.<token>` (never to the reply subject: subjects/names.ts says why),
+ * and an attempt that hears nothing for `livenessMs` is declared lost: its replica died (SIGKILL, OOM, a frozen
+ * process) and no reply will come. Only callers that know the callee is ours ask for this.
  *
  * Failures are the errors `nc.request` would raise, mapped to GraphError: closed or draining connection,
  * publish errors (max_payload, bad subject), no responders (the server's empty 503 status reply) -> UNAVAILABLE,
@@ -15,6 +16,7 @@
 import { createInbox, errors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
+import { heartbeatSubjectOf } from "../subjects/names.ts";
 import { isConnected, onConnectionChange } from "./nats.ts";
 
 export function toGraphError(err: unknown, subject: string): GraphError {
@@ -65,6 +67,7 @@ export function createRequester(nc: NatsConnection): Send {
   let ticker: ReturnType<typeof setInterval> | undefined;
   let sub: Subscription | undefined;
   let base = "";
+  let inbox = "";
   let seq = 0;
 
   const settle = (token: string): Pending | undefined => {
@@ -99,8 +102,11 @@ export function createRequester(nc: NatsConnection): Send {
 
   const open = (): void => {
     const prefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
-    const b = `${createInbox(prefix)}.`;
-    const s = nc.subscribe(`${b}*`, {
+    const ib = createInbox(prefix);
+    const b = `${ib}.`;
+    const beats = heartbeatSubjectOf(ib, "");
+    // One subscription for both: replies on <inbox>.<token>, heartbeats on <inbox>.hb.<token>.
+    const s = nc.subscribe(`${b}>`, {
       callback: (err, msg) => {
         if (err) {
           // e.g. a permission violation on the inbox: fail what is pending, open a new inbox next time
@@ -109,12 +115,12 @@ export function createRequester(nc: NatsConnection): Send {
           s.unsubscribe();
           return;
         }
-        const token = msg.subject.slice(b.length);
-        if (msg.data.length === 0 && msg.headers?.has(Headers.Heartbeat)) {
-          const p = pending.get(token);
+        if (msg.subject.startsWith(beats)) {
+          const p = pending.get(msg.subject.slice(beats.length));
           if (p) p.heardAt = performance.now();
           return;
         }
+        const token = msg.subject.slice(b.length);
         const p = settle(token);
         if (!p) return; // late reply to a request that already timed out or was retried elsewhere
         if (msg.data.length === 0 && msg.headers?.code === 503) {
@@ -127,6 +133,7 @@ export function createRequester(nc: NatsConnection): Send {
     });
     sub = s;
     base = b;
+    inbox = ib;
     void s.closed.then(() => {
       if (sub !== s) return;
       sub = undefined;
@@ -157,6 +164,7 @@ export function createRequester(nc: NatsConnection): Send {
     const livenessMs = o.livenessMs !== undefined && o.livenessMs < o.timeoutMs ? o.livenessMs : undefined;
     if (livenessMs !== undefined) {
       h.set(Headers.HeartbeatMs, String(Math.max(1, Math.floor(livenessMs / 4))));
+      h.set(Headers.HeartbeatTo, heartbeatSubjectOf(inbox, token));
       live++;
       ticker ??= setInterval(checkLiveness, LIVENESS_TICK_MS);
       ticker.unref();

@@ -18,7 +18,7 @@ import type { Span } from "@opentelemetry/api";
 import type { z } from "zod";
 import { describePayload, decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
-import { Headers } from "../subjects/headers.ts";
+import { Headers, heartbeatAskOf, MIN_HEARTBEAT_MS } from "../subjects/headers.ts";
 import { Discovery } from "../subjects/names.ts";
 import { toBody, toHeaders } from "./errors-wire.ts";
 import type { Logger } from "./log.ts";
@@ -178,7 +178,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
   // Heartbeats to callers that asked for them (Graph-Heartbeat-Ms), so that they can tell a slow request from a
   // dead replica: one timer for every request in flight, running only while some caller asked.
-  const beating = new Set<{ reply: string; everyMs: number; lastMs: number }>();
+  const beating = new Set<{ to: string; everyMs: number; lastMs: number }>();
   let beatTimer: ReturnType<typeof setInterval> | undefined;
   const beatHeaders = natsHeaders();
   beatHeaders.set(Headers.Heartbeat, "1");
@@ -193,18 +193,18 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       if (t - b.lastMs < b.everyMs) continue;
       b.lastMs = t;
       try {
-        nc.publish(b.reply, undefined, { headers: beatHeaders });
+        nc.publish(b.to, undefined, { headers: beatHeaders });
       } catch {
         // connection closing: the caller will see the attempt as lost
       }
     }
   };
-  const heartbeatFor = (msg: Msg, h: MsgHdrs | undefined) => {
-    const v = h?.get(Headers.HeartbeatMs);
-    if (!v || !/^[0-9]{1,6}$/.test(v)) return undefined;
-    const b = { reply: msg.reply!, everyMs: Math.max(50, Number(v)), lastMs: performance.now() };
+  const heartbeatFor = (h: MsgHdrs | undefined) => {
+    const ask = h && heartbeatAskOf((name) => h.get(name) || undefined);
+    if (!ask) return undefined;
+    const b = { to: ask.to, everyMs: ask.everyMs, lastMs: performance.now() };
     beating.add(b);
-    if (!beatTimer) (beatTimer = setInterval(sendBeats, 50)).unref();
+    if (!beatTimer) (beatTimer = setInterval(sendBeats, MIN_HEARTBEAT_MS)).unref();
     return b;
   };
 
@@ -237,7 +237,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
     inflight++;
     inflightGauge.set(inflight);
-    const beat = heartbeatFor(msg, h);
+    const beat = heartbeatFor(h);
     // The signal and its deadline timer are made on first use: most handlers finish without looking.
     let ac: AbortController | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;

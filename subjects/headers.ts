@@ -20,10 +20,12 @@ export const Headers = {
   Variant: "Graph-Variant",
   /**
    * Request: the caller wants a heartbeat every this many ms while a replica works on it (liveness, so a request
-   * whose replica died is retried instead of waiting out its deadline). Reply side: an empty message with
-   * `Graph-Heartbeat` is such a heartbeat, not the reply. Callers that do not ask get no heartbeats.
+   * whose replica died is retried instead of waiting out its deadline), sent to `Graph-Heartbeat-To`: an empty
+   * message with `Graph-Heartbeat`, never on the reply subject. Callers that do not ask get no heartbeats.
    */
   HeartbeatMs: "Graph-Heartbeat-Ms",
+  /** Request: the subject those heartbeats go to (subjects/names.ts heartbeatSubjectOf); without it, none are sent. */
+  HeartbeatTo: "Graph-Heartbeat-To",
   Heartbeat: "Graph-Heartbeat",
   /**
    * Reply: where the replica's time went, in HTTP `Server-Timing` syntax (`preprocess;dur=12.5, infer;dur=30.1`,
@@ -34,3 +36,20 @@ export const Headers = {
   Traceparent: "traceparent",
   Tracestate: "tracestate",
 } as const;
+
+/** A request's ask for heartbeats: every `everyMs` (at least {@link MIN_HEARTBEAT_MS}) to `to`; undefined: none. */
+export interface HeartbeatAsk {
+  readonly to: string;
+  readonly everyMs: number;
+}
+
+/** The shortest heartbeat interval a replica honours, whatever the caller asks. */
+export const MIN_HEARTBEAT_MS = 50;
+
+/** Reads `Graph-Heartbeat-Ms` and `Graph-Heartbeat-To` of a request (the one parser of the replica and the activator). */
+export function heartbeatAskOf(get: (name: string) => string | undefined): HeartbeatAsk | undefined {
+  const ms = get(Headers.HeartbeatMs);
+  const to = get(Headers.HeartbeatTo);
+  if (!ms || !to || !/^[0-9]{1,6}$/.test(ms)) return undefined;
+  return { to, everyMs: Math.max(MIN_HEARTBEAT_MS, Number(ms)) };
+}

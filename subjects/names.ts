@@ -35,3 +35,17 @@ export const OPS_CONTROL_SUBJECT = "sg.ops.control";
 export const OPS_AUTOSCALER_SUBJECT = "sg.ops.autoscaler";
 /** Control subject of the `servegraph up` on one host (`servegraph scale --host`). */
 export const opsControlSubjectOf = (host: string): string => `${OPS_CONTROL_SUBJECT}.${host.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+
+/**
+ * Heartbeats of a request (liveness, runtime/requester.ts) travel apart from its reply: a requester whose replies
+ * arrive on `<inbox>.<token>` asks for them on `<inbox>.hb.<token>` (the `Graph-Heartbeat-To` header). Apart,
+ * because a broker that let a callee send several messages to one reply subject (`allow_responses` with `max` > 1)
+ * keeps each answered reply subject until it expires, and nats-server rescans that whole map on every delivered
+ * message once it holds more than 4,096: at a few thousand requests per second that halved the chain's throughput.
+ */
+export const heartbeatSubjectOf = (inbox: string, token: string): string => `${inbox}.hb.${token}`;
+/**
+ * What a callee may publish heartbeats to, for a caller whose inboxes are `<inboxPrefix>.<id>`: the heartbeat
+ * subjects of its requests and nothing else (a reply subject has one token fewer, so it never matches).
+ */
+export const heartbeatPatternOf = (inboxPrefix: string): string => `${inboxPrefix}.*.hb.*`;

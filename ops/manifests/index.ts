@@ -18,7 +18,7 @@ export {
   NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT, type NatsClusterConf,
 } from "./nats-conf.ts";
 export { natsClusterManifests, natsRoutes, NATS_HEADLESS_NAME, NATS_IMAGE, NATS_NAME, NATS_REPLICAS } from "./nats-cluster.ts";
-export { edgeSubjects, inboxPrefix, natsPermissions, opsPermissions, OPS_USER, type NatsPermissions } from "./nats-permissions.ts";
+export { callersOf, edgeSubjects, inboxPrefix, natsPermissions, opsPermissions, OPS_USER, type NatsPermissions } from "./nats-permissions.ts";
 export {
   grafanaDashboard, monitoringManifests, prometheusRules, ERROR_RATIO_THRESHOLD, P99_TIMEOUT_SHARE, QUEUE_FILL_THRESHOLD,
   type AlertRule, type RuleGroups,

@@ -43,15 +43,14 @@ export function credentialsSecretName(graph: ResolvedGraph): string {
 const confList = (xs: readonly string[]): string => `[${xs.map((x) => JSON.stringify(x)).join(", ")}]`;
 
 /**
- * `allow_responses` of a user whose requests last at most `timeoutMs`: the reply plus the heartbeats its callers
- * may ask for (Graph-Heartbeat-Ms: runtime/service.ts sends at most one per 50 ms) for that long. `true` would allow
- * one message per request: a request longer than two heartbeat intervals would then look lost to its caller.
+ * `allow_responses` of a node whose requests last at most `timeoutMs`: one reply per request received, within that
+ * time. Exactly one, so the server forgets an answered reply subject at its next prune (nats-permissions.ts says
+ * why more would cost); the heartbeats its callers ask for have a publish permission of their own.
  */
 function allowResponses(timeoutMs: number): string {
-  return `{ max: ${Math.ceil(timeoutMs / 50) + 2}, expires: "${Math.ceil(timeoutMs / 1000) + 5}s" }`;
+  return `{ max: 1, expires: "${Math.ceil(timeoutMs / 1000) + 5}s" }`;
 }
 
-/** `timeoutMs`: how long the user's requests last (a node's timeout); undefined: one reply per request, no expiry. */
 function confUser(name: string, perms: NatsPermissions, why: string, timeoutMs?: number): string[] {
   return [
     `    # ${why}`,

@@ -17,8 +17,13 @@
  *   - `$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`, a node with `http` only: discovery of every node, which its
  *     /dashboard shows; and, on the local broker of `servegraph up` only, `sg.ops.autoscaler`: the autoscaler's
  *     figures, read-only (the control subject `sg.ops.control`, which scales, stays the ops user's).
- *   Replies to the requests a node serves need no publish permission: `allow_responses: true` lets it send one
- *   response per request it received, to the reply subject the server delivered with it.
+ *   - `<inbox prefix of C>.*.hb.*` for each node C that calls it, and `_INBOX.*.hb.*` for the ops user's requests:
+ *     the heartbeats its callers ask for (subjects/names.ts heartbeatSubjectOf), which cannot match a reply subject.
+ *   Replies to the requests a node serves need no publish permission: `allow_responses` (nats-conf.ts) lets it send
+ *   one response per request it received, to the reply subject the server delivered with it, within its timeout.
+ *   One, not one plus heartbeats: a reply subject allowed several messages stays in the server's reply map until it
+ *   expires even once answered, and nats-server rescans that map on every message delivered to the node once it
+ *   holds 4,096 entries (a few seconds of traffic at the chain's rate), which halved the chain's throughput.
  *
  * A node may SUBSCRIBE to:
  *   - `<prefix>.<node>.>`: its own subjects only, so no node can listen on (or steal requests of) another node;
@@ -37,7 +42,7 @@
  * /dashboard, above), and a client without credentials cannot connect.
  */
 import { GraphConfigError, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
-import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
+import { heartbeatPatternOf, OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
 
 /** The NATS user of the ops command line (`servegraph status`, `request`) inside the cluster. */
 export const OPS_USER = "servegraph";
@@ -53,6 +58,19 @@ export function edgeSubjects(graph: ResolvedGraph, node: ResolvedNode): string[]
   return [...new Set(Object.values(node.parameters).filter((v) => v.startsWith(p)))];
 }
 
+/** The node an edge subject belongs to (`sg.v1.<node>.<endpoint>` -> `<node>`). */
+function targetOf(graph: ResolvedGraph, subject: string): string {
+  return subject.slice(graph.subjectPrefix.length + 1).split(".")[0]!;
+}
+
+/** The nodes with an edge to `nodeName`, in name order. */
+export function callersOf(graph: ResolvedGraph, nodeName: string): string[] {
+  return Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => targetOf(graph, s) === nodeName)).map((n) => n.name).sort();
+}
+
+/** The inbox prefix of the ops user's requests (the nats.js default: it may read `_INBOX.>`). */
+const OPS_INBOX_PREFIX = "_INBOX";
+
 /** The reply-inbox prefix of a node's NATS user (a subject token may hold letters, digits, - and _). */
 export function inboxPrefix(nodeName: string): string {
   return `_INBOX_${nodeName}`;
@@ -63,11 +81,12 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { 
   const node = graph.nodes[nodeName];
   if (!node) throw new GraphConfigError([{ path: `nodes.${nodeName}`, message: `unknown node "${nodeName}"` }]);
   const edges = edgeSubjects(graph, node);
-  const targets = [...new Set(edges.map((s) => s.slice(graph.subjectPrefix.length + 1).split(".")[0]!))];
+  const targets = [...new Set(edges.map((s) => targetOf(graph, s)))];
   return {
     publish: [
       ...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),
       ...(node.http ? ["$SRV.PING", "$SRV.INFO", "$SRV.STATS", ...(opts.control ? [OPS_AUTOSCALER_SUBJECT] : [])] : []),
+      ...[...callersOf(graph, nodeName).map(inboxPrefix), OPS_INBOX_PREFIX].map(heartbeatPatternOf),
     ],
     subscribe: [
       `${graph.subjectPrefix}.${nodeName}.>`,
@@ -92,7 +111,7 @@ export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean }
   const toZero = opts.control ? Object.values(graph.nodes).filter((n) => n.replicas.min === 0).map((n) => `${graph.subjectPrefix}.${n.name}.`) : [];
   const callers = Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => toZero.some((z) => s.startsWith(z))));
   return {
-    publish: ["$SRV.>", "_INBOX.>", `${graph.subjectPrefix}.>`, ...control, ...callers.map((n) => `${inboxPrefix(n.name)}.>`)],
-    subscribe: ["$SRV.>", "_INBOX.>", ...control, ...toZero.map((z) => `${z}>`)],
+    publish: ["$SRV.>", `${OPS_INBOX_PREFIX}.>`, `${graph.subjectPrefix}.>`, ...control, ...callers.map((n) => `${inboxPrefix(n.name)}.>`)],
+    subscribe: ["$SRV.>", `${OPS_INBOX_PREFIX}.>`, ...control, ...toZero.map((z) => `${z}>`)],
   };
 }

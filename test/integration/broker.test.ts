@@ -16,6 +16,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
+import { createClient } from "../../runtime/index.ts";
 import type { UpState } from "../../ops/state.ts";
 
 const CLI = join(REPO_ROOT, "ops/cli.ts");
@@ -303,6 +304,51 @@ test("broker - up's own broker enforces the graph's permissions; status and scal
     const scaled = await cli(["scale", "greeter", "2", "--json"]);
     assert.equal(scaled.code, 0, scaled.stderr + scaled.stdout);
     assert.deepEqual(JSON.parse(scaled.stdout), { node: "greeter", replicas: 2, host: hostname() });
+  } finally {
+    for (const c of conns) await c.close().catch(() => {});
+    await up.cleanup();
+  }
+});
+
+/** The violations `act` causes, waiting (bounded) for one when `expect` says one must come. */
+async function violationsWithin(nc: NatsConnection, act: () => void, expect: boolean): Promise<string[]> {
+  const seen: string[] = [];
+  const it = nc.status();
+  void (async () => { for await (const s of it) if (s.type === "error") seen.push(String(s.error.message)); })();
+  act();
+  await nc.flush();
+  for (const t0 = Date.now(); Date.now() - t0 < (expect ? 3000 : 300) && (!expect || seen.length === 0);) await new Promise((r) => setTimeout(r, 20));
+  return seen;
+}
+
+test("broker - under up's permissions heartbeats keep a request slower than the liveness window alive; a node may send them only to its callers", { timeout: 120_000 }, async () => {
+  // The test graph gives greeter 1 s: a request of that deadline is lost after ~330 ms without a heartbeat
+  // (runtime/client.ts), and its retry after 250 ms more, so 700 ms of work is answered only if heartbeats arrive.
+  const delayMs = 700;
+  const up = startUp(["chain", "--param", `greeter.DELAY_MS=${delayMs}`]);
+  const conns: NatsConnection[] = [];
+  try {
+    const s = await up.summary;
+    const as = async (node: string) => {
+      const pid = marked(up.mark).find((p) => environOf(p).SG_NODE === node);
+      assert.ok(pid, `${node} replica found`);
+      const env = environOf(pid);
+      const nc = await connect({ servers: s.nats, user: env.NATS_USER, pass: env.NATS_PASSWORD!, inboxPrefix: env.NATS_INBOX_PREFIX!, name: `test-as-${node}` });
+      conns.push(nc);
+      return nc;
+    };
+    // greeter-proxy's client asks greeter for heartbeats (idempotent): without them the attempt would be lost
+    // after LIVENESS_MS and retried, and the retry lost again.
+    const proxy = await as("greeter-proxy");
+    const client = createClient(proxy, { caller: "greeter-proxy", defaultTimeoutMs: 1000 });
+    const reply = await client.request("sg.v1.greeter.greet", JSON.stringify({ name: "slow" }), { idempotent: true, timeoutMs: 1000 });
+    assert.equal((reply.json() as { message: string }).message, "Hello, slow!");
+
+    // greeter may send heartbeats to its caller's heartbeat subjects, and nothing else of its inbox.
+    const greeter = await as("greeter");
+    assert.deepEqual(await violationsWithin(greeter, () => greeter.publish("_INBOX_greeter-proxy.abc.hb.1"), false), []);
+    assert.match((await violationsWithin(greeter, () => greeter.publish("_INBOX_greeter-proxy.abc.1"), true)).join(), /Permissions Violation for Publish to "_INBOX_greeter-proxy\.abc\.1"/);
+    assert.match((await violationsWithin(greeter, () => greeter.publish("_INBOX_ingress.abc.hb.1"), true)).join(), /Permissions Violation for Publish to "_INBOX_ingress\.abc\.hb\.1"/);
   } finally {
     for (const c of conns) await c.close().catch(() => {});
     await up.cleanup();

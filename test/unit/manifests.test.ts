@@ -12,7 +12,7 @@ import { main } from "../../ops/cli.ts";
 import { REPO_ROOT } from "../helpers/graph.ts";
 import { parseAllDocuments } from "yaml";
 import {
-  buildManifests, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, AUTOSCALE_METRIC_NAMES,
+  buildManifests, callersOf, natsPermissions, passwordEnvName, randomPassword, renderYaml, yamlDocument, AUTOSCALE_METRIC_NAMES,
   DEFAULT_PROMETHEUS_URL, METRICS_PORT, SRV_PING_PROBE, type K8sObject, type Manifest,
 } from "../../ops/manifests/index.ts";
 
@@ -213,7 +213,10 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   const pre = natsPermissions(graph, "preprocess");
   assert.ok(pre.publish.includes("sg.v1.infer.run") && pre.publish.includes("sg.v1.infer.labels"));
   assert.ok(!pre.publish.includes("sg.v1.greeter.greet"));
-  assert.deepEqual(natsPermissions(graph, "greeter").publish, ["$SRV.PING.greeter"], "a leaf node publishes only replies, and its own PING (readiness probe)");
+  assert.deepEqual(natsPermissions(graph, "greeter").publish, ["$SRV.PING.greeter", "_INBOX_greeter-proxy.*.hb.*", "_INBOX.*.hb.*"],
+    "a leaf node publishes only replies, its own PING (readiness probe) and heartbeats to its callers' (and ops's) heartbeat subjects");
+  assert.deepEqual(natsPermissions(graph, "preprocess").publish.filter((x) => x.includes(".hb.")), ["_INBOX_ingress.*.hb.*", "_INBOX.*.hb.*"]);
+  assert.deepEqual(callersOf(graph, "infer"), ["ingress", "preprocess"]);
   assert.ok(!natsPermissions(graph, "ingress").publish.includes("$SRV.PING.ingress"), "an HTTP node's probe is /readyz");
   const localIngress = natsPermissions(graph, "ingress", { control: true }).publish;
   assert.ok(localIngress.includes("sg.ops.autoscaler"), "on up's broker the dashboard may read the autoscaler");
@@ -234,7 +237,10 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   assert.match(conf, /^max_payload: 16MB$/m);
   assert.match(conf, /^port: 4222$/m);
   assert.match(conf, /^http_port: 8222$/m);
-  assert.match(conf, /publish: \{ allow: \["sg\.v1\.greeter\.greet", "\$SRV\.\*\.greeter", "\$SRV\.PING\.greeter-proxy"\] \}/);
+  assert.match(conf, /publish: \{ allow: \["sg\.v1\.greeter\.greet", "\$SRV\.\*\.greeter", "\$SRV\.PING\.greeter-proxy", "_INBOX_ingress\.\*\.hb\.\*", "_INBOX\.\*\.hb\.\*"\] \}/);
+  // one reply per request received, within the node's timeout (30 s + 5): never several (see nats-permissions.ts)
+  assert.match(conf, /user: "greeter"\n[^}]*allow_responses: \{ max: 1, expires: "35s" \}/);
+  assert.doesNotMatch(conf, /allow_responses: \{ max: (?!1,)/);
   // the server gets each password from the credentials Secret under the name nats.conf references
   const natsEnv = containerOfNats(all);
   for (const n of [...closureNodes, "servegraph"]) {
