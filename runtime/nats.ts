@@ -4,6 +4,7 @@
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./log.ts";
+import { coalesceWrites } from "./nats-writes.ts";
 
 const disconnected = new WeakSet<NatsConnection>();
 const onChange = new WeakMap<NatsConnection, ((connected: boolean) => void)[]>();
@@ -50,6 +51,7 @@ export async function connectNats(opts: {
     ...(process.env.NATS_INBOX_PREFIX ? { inboxPrefix: process.env.NATS_INBOX_PREFIX } : {}),
   });
   const log = opts.log;
+  if (!coalesceWrites(nc)) log?.warn("nats: this nats.js has no sendCommand/flushPending to coalesce writes with; one socket write per microtask turn");
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === "disconnect" || s.type === "reconnect") {
@@ -67,3 +69,4 @@ export async function connectNats(opts: {
   })().catch(() => {});
   return nc;
 }
+

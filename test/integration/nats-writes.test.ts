@@ -1,0 +1,81 @@
+/**
+ * runtime/nats-writes.ts against a real nats-server: what one event-loop turn publishes, from any microtask depth,
+ * leaves in one socket write; without it nats.js writes once per microtask turn (the method's sanity check). The
+ * replacement still applies to the pinned nats.js, and requests, flush and large bursts still work.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connectNats } from "../../runtime/index.ts";
+import { writesCoalesced } from "../../runtime/nats-writes.ts";
+import { startNats } from "../helpers/graph.ts";
+
+/** Counts the socket writes of `nc` (the transport's send). */
+function countWrites(nc: NatsConnection): () => number {
+  const t = (nc as unknown as { protocol: { transport: { send(d: Uint8Array): void } } }).protocol.transport;
+  let n = 0;
+  const send = t.send.bind(t);
+  t.send = (d) => { n++; send(d); };
+  return () => n;
+}
+
+/** Publishes `count` messages in one turn, each from a different microtask depth (as replies of handlers that awaited). */
+async function publishAtDepths(nc: NatsConnection, subject: string, count: number): Promise<void> {
+  const deep = async (depth: number): Promise<void> => {
+    for (let i = 0; i < depth; i++) await Promise.resolve();
+    nc.publish(subject, String(depth));
+  };
+  await Promise.all(Array.from({ length: count }, (_, i) => deep(i)));
+}
+
+async function received(nc: NatsConnection, subject: string, count: number): Promise<{ ready: Promise<void>; done: Promise<number> }> {
+  const sub = nc.subscribe(subject, { max: count });
+  const done = (async () => { let n = 0; for await (const _ of sub) n++; return n; })();
+  return { ready: nc.flush(), done };
+}
+
+test("nats-writes - one event-loop turn of publishes from any microtask depth is one socket write", { timeout: 30_000 }, async () => {
+  await using nats = await startNats();
+  const rx = await connect({ servers: nats.url });
+  const nc = await connectNats({ name: "writes", servers: nats.url });
+  const plain = await connect({ servers: nats.url });
+  try {
+    assert.ok(writesCoalesced(nc), "the pinned nats.js has the protocol handler runtime/nats-writes.ts replaces");
+    assert.ok(!writesCoalesced(plain));
+
+    const a = await received(rx, "w.a", 40);
+    await a.ready;
+    const writes = countWrites(nc);
+    await publishAtDepths(nc, "w.a", 40);
+    assert.equal(await a.done, 40, "every message delivered");
+    assert.equal(writes(), 1, "40 publishes of one turn in one write");
+
+    // Sanity check of the method: nats.js's own flushing writes once per microtask turn.
+    const b = await received(rx, "w.b", 40);
+    await b.ready;
+    const plainWrites = countWrites(plain);
+    await publishAtDepths(plain, "w.b", 40);
+    assert.equal(await b.done, 40);
+    assert.ok(plainWrites() > 10, `nats.js alone: ${plainWrites()} writes`);
+
+    // A burst larger than nats.js's pending limit (32 KiB) still goes out while it is built, and arrives whole.
+    const big = new Uint8Array(4096);
+    const c = await received(rx, "w.c", 100);
+    await c.ready;
+    const bigWrites = countWrites(nc);
+    for (let i = 0; i < 100; i++) nc.publish("w.c", big);
+    assert.ok(bigWrites() >= 10, "flushed inline past the pending limit, not held to the end of the turn");
+    assert.equal(await c.done, 100);
+
+    // Request-reply and flush as usual.
+    const svc = rx.subscribe("w.echo", { callback: (_e, m) => { m.respond(m.data); } });
+    await rx.flush();
+    assert.equal((await nc.request("w.echo", "ping", { timeout: 5000 })).string(), "ping");
+    await nc.flush();
+    svc.unsubscribe();
+  } finally {
+    await nc.close();
+    await plain.close();
+    await rx.close();
+  }
+});
