@@ -4,6 +4,7 @@
  *   servegraph bench [--target chain|classify|infer|all] [--duration 8] [--concurrency 1,4,16] [--max-requests 100000]
  *                    [--images data/images] [--url http://127.0.0.1:8080] [--nats url] [--out bench-results]
  *                    [--warmup 2] [--no-stages] [--param node.KEY=VALUE ...] [--json] [--graph file]
+ *                    [--baseline <rev> [--passes 2] [--fail-on-regression]]
  *   servegraph bench autoscale [...]: the autoscaler of `servegraph up` under a stepped load (ops/bench/autoscale.ts)
  *
  * Targets:
@@ -23,8 +24,13 @@
  *    with nothing behind it (ops/bench/infer-target.ts). Concurrency defaults to 1,16,64 for it.
  *  - all: chain and classify (infer starts a graph of its own: ask for it by name).
  *
+ * --baseline <rev>: the same bench of this checkout and of another commit (a sha, tag or branch), each side its own
+ * graph, one side at a time, alternating over --passes passes, and the ratios of every figure; a headline figure
+ * more than 10% worse than the baseline is called out (ops/bench/baseline.ts). Writes <out>/baseline-latest.json.
+ *
  * Writes <out>/<timestamp>.json, <out>/latest.json and <out>/latest.svg, prints a table (or the JSON with --json)
- * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage.
+ * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage,
+ * 3 a regression against --baseline with --fail-on-regression.
  */
 import { loadavg } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -32,6 +38,7 @@ import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { checkParams, gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
 import { Discovery } from "../../subjects/names.ts";
+import { BaselineError, formatComparison, runBaseline, writeComparison } from "../bench/baseline.ts";
 import { discoverInfer, type InferReplica } from "../bench/batches.ts";
 import { runClassify } from "../bench/compare.ts";
 import { runInferTarget } from "../bench/infer-target.ts";
@@ -116,6 +123,9 @@ export async function run(argv: string[]): Promise<number> {
     "max-requests": { type: "string", default: "100000" },
     "no-stages": { type: "boolean", default: false },
     param: { type: "string", multiple: true },
+    baseline: { type: "string" },
+    passes: { type: "string", default: "2" },
+    "fail-on-regression": { type: "boolean", default: false },
   }, usage);
   if (typeof args === "number") return args;
   const { values, imagesDir, outDir } = args;
@@ -130,6 +140,48 @@ export async function run(argv: string[]): Promise<number> {
   if (!Number.isInteger(maxRequests) || maxRequests < 1) return usage("--max-requests must be a positive integer");
   if (!concurrency) return usage("--concurrency must be a comma-separated list of integers in 1..4096");
   const params = values.param ?? [];
+
+  if (values.baseline !== undefined) {
+    const passes = Number(values.passes);
+    if (!Number.isInteger(passes) || passes < 1 || passes > 20) return usage("--passes must be an integer in 1..20");
+    if (values.url || values.nats) return usage("--baseline starts each side's own graph: --url and --nats do not apply");
+    let g: ResolvedGraph;
+    try {
+      g = await loadGraph(values.graph);
+    } catch (err) {
+      if (err instanceof GraphConfigError) return usage(err.message);
+      throw err;
+    }
+    const http = Object.values(g.nodes).find((n) => n.http)?.http;
+    const sideArgs = [
+      "--target", target, "--duration", values.duration, "--warmup", values.warmup, "--max-requests", values["max-requests"],
+      "--concurrency", concurrency.join(","), "--images", imagesDir, "--no-stages",
+      ...(values.graph ? ["--graph", values.graph] : []), ...params.flatMap((p) => ["--param", p]),
+    ];
+    const aborter = new AbortController();
+    const onSignal = (): void => { progress("interrupted: stopping"); aborter.abort(); };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    try {
+      const c = await runBaseline({
+        repo: REPO_ROOT, rev: values.baseline, args: sideArgs, passes, signal: aborter.signal, progress, currentCommit: gitCommit(REPO_ROOT),
+        ...(http && target !== INFER_TARGET ? { ingress: { host: http.host, port: http.port } } : {}),
+      });
+      const { json, file } = writeComparison(outDir, c);
+      if (values.json) process.stdout.write(json);
+      else process.stdout.write(formatComparison(c) + `wrote ${join(basename(outDir), file)} and baseline-latest.json in ${outDir}\n`);
+      return c.regressions.length && values["fail-on-regression"] ? 3 : 0;
+    } catch (err) {
+      if (err instanceof BaselineError) {
+        process.stderr.write(`servegraph bench: ${err.message}\n`);
+        return 1;
+      }
+      throw err;
+    } finally {
+      process.removeListener("SIGINT", onSignal);
+      process.removeListener("SIGTERM", onSignal);
+    }
+  }
 
   const startedAt = new Date().toISOString();
   const warnings: string[] = [];
