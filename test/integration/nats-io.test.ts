@@ -1,5 +1,5 @@
 /**
- * runtime/nats-writes.ts against a real nats-server: what one event-loop turn publishes, from any microtask depth,
+ * runtime/nats-io.ts against a real nats-server: what one event-loop turn publishes, from any microtask depth,
  * leaves in one socket write; without it nats.js writes once per microtask turn (the method's sanity check). The
  * replacement still applies to the pinned nats.js, and requests, flush and large bursts still work.
  */
@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../../runtime/index.ts";
-import { writesCoalesced } from "../../runtime/nats-writes.ts";
+import { readsPresizedFor, writesCoalesced } from "../../runtime/nats-io.ts";
 import { startNats } from "../helpers/graph.ts";
 
 /** Counts the socket writes of `nc` (the transport's send). */
@@ -34,13 +34,13 @@ async function received(nc: NatsConnection, subject: string, count: number): Pro
   return { ready: nc.flush(), done };
 }
 
-test("nats-writes - one event-loop turn of publishes from any microtask depth is one socket write", { timeout: 30_000 }, async () => {
+test("nats-io - one event-loop turn of publishes from any microtask depth is one socket write", { timeout: 30_000 }, async () => {
   await using nats = await startNats();
   const rx = await connect({ servers: nats.url });
   const nc = await connectNats({ name: "writes", servers: nats.url });
   const plain = await connect({ servers: nats.url });
   try {
-    assert.ok(writesCoalesced(nc), "the pinned nats.js has the protocol handler runtime/nats-writes.ts replaces");
+    assert.ok(writesCoalesced(nc), "the pinned nats.js has the protocol handler runtime/nats-io.ts replaces");
     assert.ok(!writesCoalesced(plain));
 
     const a = await received(rx, "w.a", 40);
@@ -77,5 +77,45 @@ test("nats-writes - one event-loop turn of publishes from any microtask depth is
     await nc.close();
     await plain.close();
     await rx.close();
+  }
+});
+
+test("nats-io - a message larger than a socket read arrives whole, gathered in one buffer of its size", { timeout: 30_000 }, async () => {
+  await using nats = await startNats();
+  const rx = await connectNats({ name: "reads", servers: nats.url });
+  const rx2 = await connect({ servers: nats.url });
+  const tx = await connect({ servers: nats.url });
+  try {
+    assert.ok(readsPresizedFor(rx), "the pinned nats.js parser is the one runtime/nats-io.ts presizes");
+    const size = 600_000;
+    const body = new Uint8Array(size);
+    for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
+    const got = async (nc: NatsConnection, subject: string) => {
+      const sub = nc.subscribe(subject, { max: 3 });
+      await nc.flush();
+      return { sub, all: (async () => { const out = []; for await (const m of sub) out.push(m.data); return out; })() };
+    };
+    const a = await got(rx, "r.big");
+    for (let i = 0; i < 3; i++) tx.publish("r.big", body);
+    await tx.flush();
+    for (const d of await a.all) {
+      assert.equal(d.length, size);
+      assert.deepEqual(d, body, "every byte as sent");
+      assert.ok(d.buffer.byteLength <= size + 64, `gathered in one buffer of the message's size (${d.buffer.byteLength} bytes for ${size})`);
+    }
+    // Messages of every size in a row on one connection (large, large, small) still split where they should.
+    const b = await got(rx2, "r.big2");
+    tx.publish("r.big2", body);
+    tx.publish("r.big2", body);
+    tx.publish("r.big2", new Uint8Array(10));
+    await tx.flush();
+    const [x, y, z] = await b.all;
+    assert.deepEqual(x, body);
+    assert.deepEqual(y, body);
+    assert.equal(z!.length, 10);
+  } finally {
+    await rx.close();
+    await rx2.close();
+    await tx.close();
   }
 });
