@@ -33,6 +33,8 @@ commands:
   scale <node> <replicas> [--host h]  pin a running node's replicas (within its [min, max]; --host: that host's up)
   scale <node> --auto               hand the node back to the autoscaler
   bench                             closed-loop HTTP load test of the running graph
+  bench --baseline <rev>            the same bench of this checkout and of another commit, alternating in passes
+    [--passes 2] [--fail-on-regression]  (each side its own graph), ratios; >10% worse headline figures called out
   bench autoscale                   up's autoscaler under a stepped load: time to the new count serving, failed
                                     requests per step, cold start from zero
   soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):

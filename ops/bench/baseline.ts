@@ -26,6 +26,8 @@ export interface BaselineSide {
   /** The checkout's root. */
   dir: string;
   commit: string | null;
+  /** The working tree differs from the commit (this checkout only). */
+  dirty?: boolean;
 }
 
 /** One figure of one bench result: `chain C=16 req/s`. */
@@ -128,12 +130,15 @@ export function compareFigures(current: readonly Figure[][], baseline: readonly 
 }
 
 const fmt = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
-const range = (xs: readonly number[]): string => (xs.length > 1 ? ` (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : "");
+const range = (xs: readonly number[]): string => {
+  const [lo, hi] = [fmt(Math.min(...xs)), fmt(Math.max(...xs))];
+  return lo === hi ? "" : ` (${lo}-${hi})`;
+};
 
 export function formatComparison(c: BaselineComparison): string {
   const short = (s: string | null) => (s ? s.slice(0, 7) : "?");
   const lines = [
-    `this checkout (${short(c.current.commit)}) against ${c.baseline.rev} (${short(c.baseline.commit)}): ${c.passes} pass(es) each, alternating (${c.order.join(", ")}), each side its own graph`,
+    `this checkout (${short(c.current.commit)}${c.current.dirty ? " with uncommitted changes" : ""}) against ${c.baseline.rev} (${short(c.baseline.commit)}): ${c.passes} pass(es) each, alternating (${c.order.join(", ")}), each side its own graph`,
     "",
     "| target | level | figure | this | baseline | this / baseline | |",
     "|---|---|---|---|---|---|---|",
@@ -245,7 +250,8 @@ export async function runBaseline(p: BaselinePlan): Promise<BaselineComparison> 
     throw new BaselineError(`something answers on ${p.ingress.host}:${p.ingress.port}, where each side starts its graph: stop the running graph first (--baseline runs one side at a time on the same cores and ports)`);
   }
   const baseline = prepareBaseline(p.repo, p.rev, p.progress);
-  const current: BaselineSide = { dir: p.repo, commit: p.currentCommit };
+  const dirty = spawnSync("git", ["-C", p.repo, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() !== "";
+  const current: BaselineSide = { dir: p.repo, commit: p.currentCommit, dirty };
   const order: string[] = [];
   const results = { current: [] as unknown[], baseline: [] as unknown[] };
   for (let i = 0; i < p.passes && !p.signal.aborted; i++) {
