@@ -8,7 +8,8 @@
  * passes (this, baseline; then baseline, this; ...) so that neither side always runs first or on a warmer
  * machine. The figures of each side are the mean over its passes; the ratio is this over the baseline.
  *
- * Headline figures: throughput and p50 of every level (chain, classify's graph, infer). One worse by more than
+ * Headline figures: throughput and p50 of every level (chain, classify's graph, infer) and classify's graph as a
+ * fraction of its one-process composition. One worse by more than
  * REGRESSION (10%) is called out; p99, the one-process composition and infer's bare responder (the same code on
  * both sides: a measure of the run's own noise) are shown, not judged.
  */
@@ -32,9 +33,9 @@ export interface BaselineSide {
 
 /** One figure of one bench result: `chain C=16 req/s`. */
 export interface Figure {
-  target: "chain" | "classify" | "classify one-process" | "infer" | "infer bare responder";
+  target: "chain" | "classify" | "classify one-process" | "classify graph / one-process" | "infer" | "infer bare responder";
   level: string;
-  metric: "req/s" | "images/s" | "p50 ms" | "p99 ms";
+  metric: "req/s" | "images/s" | "p50 ms" | "p99 ms" | "fraction";
   headline: boolean;
   higherIsBetter: boolean;
   value: number;
@@ -77,7 +78,7 @@ interface LevelLike {
 export function figuresOf(result: unknown): Figure[] {
   const r = (result ?? {}) as {
     chain?: { levels?: LevelLike[] } | null;
-    classify?: { levels?: LevelLike[]; oneProcess?: { levels?: LevelLike[] } | null } | null;
+    classify?: { levels?: LevelLike[]; oneProcess?: { levels?: LevelLike[] } | null; comparison?: { rows?: { concurrency?: number; fraction?: number | null }[] } | null } | null;
     infer?: { levels?: LevelLike[] } | null;
   };
   const out: Figure[] = [];
@@ -93,6 +94,12 @@ export function figuresOf(result: unknown): Figure[] {
   add("chain", "req/s", r.chain?.levels, true);
   add("classify", "images/s", r.classify?.levels, true);
   add("classify one-process", "images/s", r.classify?.oneProcess?.levels ?? undefined, false);
+  // The split's cost as each side measured it against its own one-process composition in the same pass.
+  for (const row of r.classify?.comparison?.rows ?? []) {
+    if (typeof row.concurrency === "number" && typeof row.fraction === "number") {
+      out.push({ target: "classify graph / one-process", level: `C=${row.concurrency}`, metric: "fraction", headline: true, higherIsBetter: true, value: row.fraction });
+    }
+  }
   const inferLabel = (l: LevelLike) => `${l.dtype ?? "?"} C=${l.concurrency}`;
   add("infer", "images/s", r.infer?.levels?.filter((l) => l.series !== "bare"), true, inferLabel);
   add("infer bare responder", "req/s", r.infer?.levels?.filter((l) => l.series === "bare"), false, inferLabel);

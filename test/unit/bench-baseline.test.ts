@@ -14,7 +14,7 @@ const level = (c: number, rps: number, p50: number, p99: number, extra: Record<s
 
 const result = (chainRps: number, chainP50: number, inferRps: number) => ({
   chain: { levels: [level(1, chainRps / 4, chainP50, 5), level(16, chainRps, chainP50 * 3, 12)] },
-  classify: { levels: [level(4, 40, 90, 180)], oneProcess: { levels: [level(4, 45, 80, 150)] } },
+  classify: { levels: [level(4, 40, 90, 180)], oneProcess: { levels: [level(4, 45, 80, 150)] }, comparison: { rows: [{ concurrency: 4, fraction: 40 / 45 }] } },
   infer: { levels: [level(16, inferRps, 14, 40, { series: "infer", dtype: "uint8" }), level(16, 1900, 7, 24, { series: "bare", dtype: "uint8" })] },
 });
 
@@ -27,6 +27,7 @@ test("bench baseline - figures of a bench result: throughput, p50 and p99 per le
   assert.equal(find("chain", "C=1", "p99 ms")?.headline, false);
   assert.equal(find("classify", "C=4", "images/s")?.value, 40);
   assert.equal(find("classify one-process", "C=4", "images/s")?.headline, false);
+  assert.equal(find("classify graph / one-process", "C=4", "fraction")?.value, 40 / 45);
   assert.equal(find("infer", "uint8 C=16", "images/s")?.value, 1000);
   assert.equal(find("infer bare responder", "uint8 C=16", "req/s")?.headline, false);
   // A level without answers, or a result of an older shape, gives no figure rather than a wrong one.
