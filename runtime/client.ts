@@ -61,7 +61,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 export function createClient(nc: NatsConnection, opts: { caller: string; defaultTimeoutMs: number; log?: Logger }): Client {
-  const send = createRequester(nc);
+  const send = createRequester(nc, opts.caller);
   // prom-client children resolved once per subject for the common outcome. The histogram is in seconds.
   const okDuration = new Map<string, { observe(v: number): void }>();
   const observe = (subject: string, code: string, ms: number): void => {

@@ -10,13 +10,14 @@
  *
  * Failures are the errors `nc.request` would raise, mapped to GraphError: closed or draining connection,
  * publish errors (max_payload, bad subject), no responders (the server's empty 503 status reply) -> UNAVAILABLE,
- * timeout -> DEADLINE_EXCEEDED. While the connection to the broker is down, attempts fail at once and pending
+ * timeout -> DEADLINE_EXCEEDED; a publish the broker's permissions refuse (a call outside the node's declared edges)
+ * -> FORBIDDEN at once, instead of a silence taken for a dead replica. While the connection to the broker is down, attempts fail at once and pending
  * ones are failed when it drops (UNAVAILABLE): the broker lost them, and waiting out the deadline helps nobody.
  */
 import { createInbox, errors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
-import { heartbeatSubjectOf } from "../subjects/names.ts";
+import { Discovery, heartbeatSubjectOf, isToken } from "../subjects/names.ts";
 import { isConnected, onConnectionChange } from "./nats.ts";
 
 export function toGraphError(err: unknown, subject: string): GraphError {
@@ -51,6 +52,8 @@ export type Send = (subject: string, payload: Uint8Array, h: MsgHdrs, o: Attempt
 
 interface Pending {
   subject: string;
+  /** performance.now() at which the attempt times out. */
+  endsAt: number;
   resolve: (m: Msg) => void;
   reject: (e: GraphError) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -61,7 +64,54 @@ interface Pending {
 /** How often the liveness of pending attempts is checked (one timer for all of them). */
 const LIVENESS_TICK_MS = 100;
 
-export function createRequester(nc: NatsConnection): Send {
+/** How long a no-responders answer waits for the node's $SRV.INFO to tell a down node from an unknown endpoint. */
+const UNKNOWN_ENDPOINT_LOOKUP_MS = 250;
+
+/** Edit distance of two short names (for "did you mean"). */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!;
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length]!;
+}
+
+/**
+ * NOT_FOUND listing the endpoints of the node that `subject` (`<prefix>.<node>.<endpoint>`) names, when a replica of
+ * that node answers $SRV.INFO within `ms` and serves no such subject; undefined otherwise (the node is down).
+ */
+export async function unknownEndpoint(nc: NatsConnection, subject: string, ms: number): Promise<GraphError | undefined> {
+  const tokens = subject.split(".");
+  const node = tokens[tokens.length - 2];
+  const name = tokens[tokens.length - 1]!;
+  if (tokens.length < 3 || !node || !isToken(node) || ms < 1 || nc.isClosed()) return undefined;
+  try {
+    const info = (await nc.request(Discovery.info(node), undefined, { timeout: Math.floor(ms) })).json() as { endpoints?: { name?: unknown; subject?: unknown }[] };
+    const eps = (info.endpoints ?? []).filter((e): e is { name: string; subject: string } => typeof e.name === "string" && typeof e.subject === "string");
+    if (eps.length === 0 || eps.some((e) => e.subject === subject)) return undefined;
+    const best = eps.map((e) => ({ e, d: distance(name, e.name) })).sort((a, b) => a.d - b.d)[0]!;
+    const hint = best.d <= Math.max(2, Math.floor(name.length / 3)) ? ` Did you mean ${best.e.subject}?` : "";
+    return new GraphError("NOT_FOUND", `${node} has no endpoint "${name}"; it serves ${eps.map((e) => `${e.name} (${e.subject})`).join(", ")}.${hint}`, {
+      details: { node, endpoint: name, endpoints: eps.map((e) => ({ name: e.name, subject: e.subject })) },
+    });
+  } catch {
+    return undefined; // no replica answered (or discovery is not ours to ask): the node is down
+  }
+}
+
+/** The error of a call the broker refused to deliver: not one of the caller's declared edges. */
+export function forbiddenCall(caller: string, subject: string): GraphError {
+  return new GraphError("FORBIDDEN", `${caller} may not call ${subject}: add the call to graph.config.ts (the broker's permissions come from the graph's declared edges)`, { details: { caller, subject } });
+}
+
+/** `caller`: who calls, for the FORBIDDEN message (the node's name). */
+export function createRequester(nc: NatsConnection, caller = "this node"): Send {
   const pending = new Map<string, Pending>();
   let live = 0;
   let ticker: ReturnType<typeof setInterval> | undefined;
@@ -125,7 +175,9 @@ export function createRequester(nc: NatsConnection): Send {
         if (!p) return; // late reply to a request that already timed out or was retried elsewhere
         if (msg.data.length === 0 && msg.headers?.code === 503) {
           const nr = new errors.NoRespondersError(p.subject);
-          p.reject(toGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject));
+          const unavailable = toGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject);
+          // Nobody listens on the subject: the node is down, or it runs and has no such endpoint (a typo).
+          void unknownEndpoint(nc, p.subject, Math.min(UNKNOWN_ENDPOINT_LOOKUP_MS, p.endsAt - performance.now())).then((nf) => p.reject(nf ?? unavailable));
         } else {
           p.resolve(msg);
         }
@@ -142,6 +194,18 @@ export function createRequester(nc: NatsConnection): Send {
     });
   };
   void nc.closed().then(() => failAll(new errors.RequestError("connection closed")));
+  // The server answers a refused publish with -ERR and delivers nothing: fail the attempts sent to that subject now.
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type !== "error" || !(s.error instanceof errors.PermissionViolationError) || s.error.operation !== "publish") continue;
+      const denied = s.error.subject;
+      for (const [token, p] of [...pending]) {
+        if (p.subject !== denied) continue;
+        settle(token);
+        p.reject(forbiddenCall(caller, denied));
+      }
+    }
+  })().catch(() => {});
   onConnectionChange(nc, (connected) => {
     if (!connected) failAll(new GraphError("UNAVAILABLE", "lost the connection to the NATS broker"));
   });
@@ -169,7 +233,7 @@ export function createRequester(nc: NatsConnection): Send {
       ticker ??= setInterval(checkLiveness, LIVENESS_TICK_MS);
       ticker.unref();
     }
-    pending.set(token, { subject, resolve, reject, timer, livenessMs, heardAt: performance.now() });
+    pending.set(token, { subject, endsAt: performance.now() + o.timeoutMs, resolve, reject, timer, livenessMs, heardAt: performance.now() });
     try {
       nc.publish(subject, payload, { reply: base + token, headers: h });
     } catch (err) {

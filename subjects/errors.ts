@@ -12,7 +12,8 @@ export const ErrorCodes = {
   INVALID_IMAGE: { status: 400, retryable: false, description: "The bytes are not a decodable image (truncated, corrupt or unknown format)." },
   URL_NOT_ALLOWED: { status: 400, retryable: false, description: "The image URL is not http(s), or resolves to a private, loopback, link-local or otherwise non-public address." },
   UNAUTHENTICATED: { status: 401, retryable: false, description: "The route requires a valid `Authorization: Bearer <key>` header (the ingress has requiresAuth)." },
-  NOT_FOUND: { status: 404, retryable: false, description: "No such route or subject." },
+  FORBIDDEN: { status: 403, retryable: false, description: "A node called a subject outside its declared edges: the broker refused the publish (graph.config.ts declares which node calls which, and the broker's permissions come from it)." },
+  NOT_FOUND: { status: 404, retryable: false, description: "No such route, subject or endpoint; for an endpoint a running node does not have, the message lists the endpoints it has." },
   METHOD_NOT_ALLOWED: { status: 405, retryable: false, description: "The path is served, but not for this HTTP method; the `Allow` header lists the methods it serves." },
   REQUEST_TIMEOUT: { status: 408, retryable: true, description: "The client did not send its request headers, or its whole request, in time, or stalled while sending it; the ingress answers and closes the connection." },
   PAYLOAD_TOO_LARGE: { status: 413, retryable: false, description: "The body, the fetched image or the image's pixel count exceeds the configured limit." },
@@ -46,6 +47,7 @@ export function codeForStatus(status: number): ErrorCode {
   switch (status) {
     case 400: return "BAD_REQUEST";
     case 401: return "UNAUTHENTICATED";
+    case 403: return "FORBIDDEN";
     case 404: return "NOT_FOUND";
     case 405: return "METHOD_NOT_ALLOWED";
     case 408: return "REQUEST_TIMEOUT";

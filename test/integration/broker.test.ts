@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
 import { createClient } from "../../runtime/index.ts";
+import { GraphError } from "../../subjects/index.ts";
 import type { UpState } from "../../ops/state.ts";
 
 const CLI = join(REPO_ROOT, "ops/cli.ts");
@@ -343,6 +344,14 @@ test("broker - under up's permissions heartbeats keep a request slower than the 
     const client = createClient(proxy, { caller: "greeter-proxy", defaultTimeoutMs: 1000 });
     const reply = await client.request("sg.v1.greeter.greet", JSON.stringify({ name: "slow" }), { idempotent: true, timeoutMs: 1000 });
     assert.equal((reply.json() as { message: string }).message, "Hello, slow!");
+    // A call outside greeter-proxy's declared edges is refused by the broker: FORBIDDEN at once, not retried, never
+    // a heartbeat wait that reads as a dead replica.
+    await assert.rejects(client.request("sg.v1.infer.run", "x", { idempotent: true, timeoutMs: 1000 }), (e: unknown) => {
+      assert.ok(e instanceof GraphError, String(e));
+      assert.equal(e.code, "FORBIDDEN");
+      assert.equal(e.message, "greeter-proxy may not call sg.v1.infer.run: add the call to graph.config.ts (the broker's permissions come from the graph's declared edges)");
+      return true;
+    });
 
     // greeter may send heartbeats to its caller's heartbeat subjects, and nothing else of its inbox.
     const greeter = await as("greeter");
