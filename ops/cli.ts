@@ -11,7 +11,7 @@
  *   doctor [--install-cuda]       which execution providers the infer node can use on this host, and why not
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
-const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
+export const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
 type Command = (typeof COMMANDS)[number];
 
 const USAGE = `usage: servegraph <command> [options]
@@ -32,7 +32,9 @@ commands:
                                     the autoscaler's target and last decision
   scale <node> <replicas> [--host h]  pin a running node's replicas (within its [min, max]; --host: that host's up)
   scale <node> --auto               hand the node back to the autoscaler
-  bench                             closed-loop HTTP load test of the running graph
+  bench                             closed-loop HTTP load test of the running graph (or one it starts)
+    [--target chain|classify|infer|all] [--duration 8] [--warmup 2] [--concurrency 1,4,16] [--max-requests n]
+    [--images dir] [--url u] [--out dir] [--no-stages] [--param node.KEY=VALUE]
   bench --baseline <rev>            the same bench of this checkout and of another commit, alternating in passes
     [--passes 2] [--fail-on-regression]  (each side its own graph), ratios; >10% worse headline figures called out
   bench autoscale                   up's autoscaler under a stepped load: time to the new count serving, failed
@@ -46,6 +48,22 @@ commands:
 
 common options: --json  --graph <file>  --nats <url> (or NATS_URL)`;
 
+/** Commands whose own --help says more than their lines of USAGE. */
+const OWN_HELP: readonly Command[] = ["status", "manifests"];
+
+/** The lines of USAGE for `verb` (its entries and their continuation lines) and the common options. */
+export function usageOf(verb: Command): string {
+  const lines = USAGE.split("\n");
+  const out: string[] = [];
+  let inEntry = false;
+  for (const l of lines) {
+    if (/^  \S/.test(l)) inEntry = l.slice(2).split(" ")[0] === verb;
+    else if (!/^    /.test(l)) inEntry = false;
+    if (inEntry) out.push(l);
+  }
+  return `usage: servegraph ${verb} [options]\n\n${out.join("\n")}\n\n${lines[lines.length - 1]}`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
   if (!verb || verb === "-h" || verb === "--help" || verb === "help") {
@@ -55,6 +73,12 @@ export async function main(argv: string[]): Promise<number> {
   if (!COMMANDS.includes(verb as Command)) {
     process.stderr.write(`unknown command "${verb}"\n\n${USAGE}\n`);
     return 2;
+  }
+  const cmd = verb as Command;
+  const beforeDashes = rest.indexOf("--") === -1 ? rest : rest.slice(0, rest.indexOf("--"));
+  if (!OWN_HELP.includes(cmd) && (beforeDashes.includes("--help") || beforeDashes.includes("-h"))) {
+    process.stdout.write(usageOf(cmd) + "\n");
+    return 0;
   }
   const mod = (await import(`./commands/${verb}.ts`)) as { run(argv: string[]): Promise<number> };
   return mod.run(rest);
