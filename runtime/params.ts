@@ -8,6 +8,7 @@
  *    (`nodes.preprocess.parameters.PREPROCESS_MODE`), not later in a replica.
  * A params file imports nothing but zod and this module: loading it never loads a node's native dependencies.
  */
+import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
@@ -81,11 +82,16 @@ async function loadParamsSchema(graph: ResolvedGraph, node: ResolvedNode): Promi
   return mod.default as ParamsSchema;
 }
 
-/** Checks every node's parameters (graph.config.ts values) against its service's schema; all issues at once. */
+/**
+ * Checks every node's service folder (its entry src/main.ts exists) and parameters (graph.config.ts values) against
+ * its service's schema; all issues at once.
+ */
 export async function checkParams(graph: ResolvedGraph, nodes: readonly string[] = Object.keys(graph.nodes)): Promise<ParamIssue[]> {
   const issues: ParamIssue[] = [];
   for (const name of nodes) {
     const node = graph.nodes[name]!;
+    // The replica runs src/main.ts: a service folder without one cannot start, whatever its parameters.
+    if (!existsSync(node.entry)) issues.push({ path: `nodes.${name}.service`, message: `${node.service} has no src/main.ts, the node's entry (${node.entry})` });
     let schema: ParamsSchema;
     try {
       schema = await loadParamsSchema(graph, node);

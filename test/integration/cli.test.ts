@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
@@ -41,6 +41,21 @@ test("cli - check and up refuse a misspelt parameter name or value with its path
   const up = cli(["up", "chain", "--graph", typo], { NATS_URL: "nats://127.0.0.1:1" });
   assert.equal(up.status, 1, "up refuses before connecting to NATS");
   assert.match(up.stderr, /GREETNG/);
+});
+
+test("cli - check refuses a service folder without its entry (src/main.ts), beside every other problem", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sg-noentry-"));
+  try {
+    mkdirSync(join(dir, "services/half/src"), { recursive: true });
+    writeFileSync(join(dir, "services/half/src/params.ts"), `import { defineParams, param } from ${JSON.stringify(join(REPO_ROOT, "runtime/params.ts"))};\nexport default defineParams({ N: param.number("n").default(1) });\n`);
+    writeFileSync(join(dir, "graph.config.ts"), `import { defineGraph } from ${JSON.stringify(join(REPO_ROOT, "runtime/config.ts"))};\nexport default defineGraph({ name: "half", nodes: { half: { service: "services/half", parameters: { N: "x" } } }, graphs: { half: { nodes: ["half"] } }, defaultGraphs: ["half"] });\n`);
+    const r = cli(["check", "--graph", join(dir, "graph.config.ts")]);
+    assert.equal(r.status, 1, r.stdout);
+    assert.match(r.stderr, /nodes\.half\.service: services\/half has no src\/main\.ts, the node's entry/);
+    assert.match(r.stderr, /nodes\.half\.parameters\.N: /, "its parameters are still checked");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("cli - a node that cannot start because of its configuration stops up at once, naming the node and the reason", () => {
