@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { projectRoot } from "../runtime/project.ts";
 import { DEFAULT_NATS_URL } from "../runtime/index.ts";
 
 export interface UpState {
@@ -22,8 +22,8 @@ export interface UpState {
   startedAt: string;
 }
 
-const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
-export const STATE_FILE = process.env.SG_STATE_FILE || join(ROOT, ".servegraph", "state.json");
+/** In the project of the working directory (runtime/project.ts), so that every command of that project finds it. */
+export const STATE_FILE = process.env.SG_STATE_FILE || join(projectRoot(), ".servegraph", "state.json");
 
 export function writeState(s: UpState): void {
   mkdirSync(dirname(STATE_FILE), { recursive: true });

@@ -2,10 +2,11 @@
  * The graph file's schema and its compilation: parse (zod, strict) -> defaults -> cross-checks -> compile
  * (units to ms, subjects resolved, parameters to env vars) -> deep freeze. All problems are reported at once.
  */
-import { resolve, dirname } from "node:path";
-import { pathToFileURL, fileURLToPath } from "node:url";
+import { resolve, dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
+import { GRAPH_FILE_NAME, projectRoot } from "./project.ts";
 
 // --- authoring types ----------------------------------------------------------------------------------
 
@@ -394,7 +395,8 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
   return deepFreeze({ name: g.name, file, root, subjectPrefix: g.subjectPrefix, nodes, graphs: g.graphs, defaultGraphs: g.defaultGraphs });
 }
 
-export const DEFAULT_GRAPH_FILE = fileURLToPath(new URL("../graph.config.ts", import.meta.url));
+/** graph.config.ts of the project of the working directory (runtime/project.ts), else this package's. */
+export const DEFAULT_GRAPH_FILE = join(projectRoot(), GRAPH_FILE_NAME);
 
 /** Imports a graph file (default: the repo's graph.config.ts, or SG_GRAPH_FILE) and resolves it. */
 export async function loadGraph(file: string = process.env.SG_GRAPH_FILE || DEFAULT_GRAPH_FILE): Promise<ResolvedGraph> {

@@ -21,6 +21,7 @@
  *
  * Writes <out>/autoscale-<timestamp>.json and <out>/autoscale-latest.json; prints a summary (or the JSON).
  */
+import { projectRoot } from "../../runtime/project.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -308,7 +309,7 @@ export async function run(argv: string[]): Promise<number> {
       options: {
         "high-chain": { type: "string", default: "32" }, "high-classify": { type: "string", default: "16" }, hold: { type: "string", default: "30" },
         "cold-starts": { type: "string", default: "5" }, "chain-delay-ms": { type: "string", default: "100" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
-        out: { type: "string", default: join(REPO_ROOT, "bench-results") }, json: { type: "boolean" }, graph: { type: "string" },
+        out: { type: "string", default: join(projectRoot(), "bench-results") }, json: { type: "boolean" }, graph: { type: "string" },
       },
     }));
   } catch (e) {

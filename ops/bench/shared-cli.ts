@@ -6,6 +6,7 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { projectRoot } from "../../runtime/project.ts";
 import { busyCores } from "./cpu.ts";
 import { machineInfo, type MachineInfo } from "./machine.ts";
 
@@ -30,7 +31,7 @@ export interface LoadArgs<O extends OptionsConfig> {
   values: LoadValues<O>;
   /** --images, else data/images. */
   imagesDir: string;
-  /** --out (relative to the working directory), else bench-results. */
+  /** --out (relative to the working directory), else bench-results/ of the project (runtime/project.ts). */
   outDir: string;
 }
 
@@ -49,7 +50,7 @@ export function parseLoadArgs<const O extends OptionsConfig>(argv: string[], own
   return {
     values,
     imagesDir: images ? resolve(images) : join(REPO_ROOT, "data/images"),
-    outDir: out ? (isAbsolute(out) ? out : resolve(out)) : join(REPO_ROOT, "bench-results"),
+    outDir: out ? (isAbsolute(out) ? out : resolve(out)) : join(projectRoot(), "bench-results"),
   };
 }
 

@@ -58,6 +58,26 @@ test("cli - check refuses a service folder without its entry (src/main.ts), besi
   }
 });
 
+test("cli - run from a subfolder of a project, the command works on that project's graph.config.ts", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sg-project-"));
+  try {
+    mkdirSync(join(dir, "services/echo/src"), { recursive: true });
+    mkdirSync(join(dir, "docs/deep"), { recursive: true });
+    writeFileSync(join(dir, "services/echo/src/params.ts"), `import { defineParams } from ${JSON.stringify(join(REPO_ROOT, "runtime/params.ts"))};\nexport default defineParams({});\n`);
+    writeFileSync(join(dir, "services/echo/src/main.ts"), "// a node's entry\n");
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "my-project", private: true, type: "module" }));
+    writeFileSync(join(dir, "graph.config.ts"), `import { defineGraph } from ${JSON.stringify(join(REPO_ROOT, "runtime/config.ts"))};\nexport default defineGraph({ name: "my-project", nodes: { echo: { service: "services/echo" } }, graphs: { echo: { nodes: ["echo"] } }, defaultGraphs: ["echo"] });\n`);
+    const r = spawnSync(process.execPath, [join(REPO_ROOT, "ops/bin/servegraph.js"), "check"], { cwd: join(dir, "docs/deep"), encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`graph my-project \\(${join(dir, "graph.config.ts").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\) is valid`));
+    // outside any project: the package's own reference graph
+    const outside = spawnSync(process.execPath, [join(REPO_ROOT, "ops/bin/servegraph.js"), "check"], { cwd: tmpdir(), encoding: "utf8", timeout: 60_000 });
+    assert.match(outside.stdout, /graph servegraph-demo/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("cli - a node that cannot start because of its configuration stops up at once, naming the node and the reason", () => {
   const env: Record<string, string> = { SG_LOG_LEVEL: "warn", SG_STATE_FILE: join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json") };
   const t0 = Date.now();

@@ -102,7 +102,8 @@ let statsExtra: () => Record<string, unknown> = () => ({});
 
 await runNode(async (ctx) => {
   const { MODEL: modelParam, EXECUTION_PROVIDER: ep } = ctx.params;
-  const cacheDir = ctx.launch.cacheDir ?? resolve(REPO_ROOT, ".cache/models");
+  // The project's own cache (beside its graph.config.ts), unless the launch names one.
+  const cacheDir = ctx.launch.cacheDir ?? resolve(ctx.graph.root, ".cache/models");
   const modelPath = modelParam === ""
     ? await ensureGeneratedModel(cacheDir)
     : modelParam === TRIVIAL_MODEL
