@@ -26,7 +26,8 @@
  *
  * --baseline <rev>: the same bench of this checkout and of another commit (a sha, tag or branch), each side its own
  * graph, one side at a time, alternating over --passes passes, and the ratios of every figure; a headline figure
- * more than 10% worse than the baseline is called out (ops/bench/baseline.ts). Writes <out>/baseline-latest.json.
+ * more than 10% worse than the baseline is called out (ops/bench/baseline.ts). Writes <out>/baseline-latest.json, and
+ * this checkout's last pass as <out>/latest.json and latest.svg.
  *
  * Writes <out>/<timestamp>.json, <out>/latest.json and <out>/latest.svg, prints a table (or the JSON with --json)
  * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage,
@@ -168,6 +169,9 @@ export async function run(argv: string[]): Promise<number> {
         ...(http && target !== INFER_TARGET ? { ingress: { host: http.host, port: http.port } } : {}),
       });
       const { json, file } = writeComparison(outDir, c);
+      // This checkout's last pass is also this run's own result (latest.json and its chart).
+      const last = c.results.current.at(-1) as BenchResult | undefined;
+      if (last) writeResult(outDir, last);
       if (values.json) process.stdout.write(json);
       else process.stdout.write(formatComparison(c) + `wrote ${join(basename(outDir), file)} and baseline-latest.json in ${outDir}\n`);
       return c.regressions.length && values["fail-on-regression"] ? 3 : 0;
