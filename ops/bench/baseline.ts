@@ -267,7 +267,10 @@ export async function runBaseline(p: BaselinePlan): Promise<BaselineComparison> 
       if (p.signal.aborted) break;
       p.progress(`pass ${i + 1}/${p.passes}: ${side === "current" ? "this checkout" : p.rev}`);
       order.push(side === "current" ? "this" : p.rev);
-      results[side].push(await benchIn(side === "current" ? current.dir : baseline.dir, p.args, side === "current" ? "this" : p.rev, p.signal));
+      const r = await benchIn(side === "current" ? current.dir : baseline.dir, p.args, side === "current" ? "this" : p.rev, p.signal);
+      // The extracted checkout has no .git of its own: its bench would read the commit of the checkout around it.
+      if (side === "baseline" && r && typeof r === "object") (r as { commit?: string | null }).commit = baseline.commit;
+      results[side].push(r);
     }
   }
   const figures = compareFigures(results.current.map(figuresOf), results.baseline.map(figuresOf));
