@@ -195,6 +195,11 @@ export interface ResolvedGraph {
 
 export class GraphConfigError extends Error {
   override readonly name = "GraphConfigError";
+  /**
+   * The nodes that are valid on their own, as a graph of their own (no dependsOn, one sub-graph), when the graph
+   * file failed: `check` still checks their parameters and service folders, so one run lists every problem.
+   */
+  partial?: ResolvedGraph;
   constructor(readonly issues: readonly { path: string; message: string }[]) {
     super(`invalid graph config:\n${issues.map((i) => `  - ${i.path || "(root)"}: ${i.message}`).join("\n")}`);
   }
@@ -236,13 +241,32 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
         if (!issues.some((i) => i.path === extra.path && i.message === extra.message)) issues.push(extra);
       }
     }
-    throw new GraphConfigError(issues);
+    throw withPartial(new GraphConfigError(issues), input, file);
   }
   const g = parsed.data;
   const names = Object.keys(g.nodes);
   const issues = crossCheck(g, names);
-  if (issues.length) throw new GraphConfigError(issues);
+  if (issues.length) throw withPartial(new GraphConfigError(issues), input, file);
   return compile(g, file);
+}
+
+/** Attaches {@link GraphConfigError.partial}: the nodes of `input` that parse alone, compiled as a graph of their own. */
+function withPartial(err: GraphConfigError, input: unknown, file: string): GraphConfigError {
+  try {
+    const loose = LooseGraph.safeParse(input);
+    if (!loose.success) return err;
+    const nodes: Record<string, unknown> = {};
+    for (const [name, n] of Object.entries(loose.data.nodes)) {
+      if (isToken(name) && NodeSchema.safeParse(n).success) nodes[name] = { ...(n as object), dependsOn: [] };
+    }
+    const names = Object.keys(nodes);
+    if (names.length === 0) return err;
+    const r = GraphSchema.safeParse({ ...(input as object), nodes, graphs: { all: { nodes: names } }, defaultGraphs: ["all"] });
+    if (r.success && crossCheck(r.data, names).length === 0) err.partial = compile(r.data, file);
+  } catch {
+    // no partial graph: the issues above are all there is
+  }
+  return err;
 }
 
 type GraphOutput = z.output<typeof GraphSchema>;

@@ -11,6 +11,12 @@ export async function run(argv: string[]): Promise<number> {
     const issues = await checkParams(graph);
     if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
+    // The graph file failed: check the parameters and service folders of the nodes that are valid on their own too.
+    if (err instanceof GraphConfigError && err.partial && !graph) {
+      const more = await checkParams(err.partial).catch(() => []);
+      const issues = [...err.issues, ...more.filter((m) => !err.issues.some((i) => i.path === m.path && i.message === m.message))];
+      return reportConfigError(new GraphConfigError(issues), values.json);
+    }
     return reportConfigError(err, values.json);
   }
   if (values.json) {

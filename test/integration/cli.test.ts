@@ -53,6 +53,15 @@ test("cli - check refuses a service folder without its entry (src/main.ts), besi
     assert.equal(r.status, 1, r.stdout);
     assert.match(r.stderr, /nodes\.half\.service: services\/half has no src\/main\.ts, the node's entry/);
     assert.match(r.stderr, /nodes\.half\.parameters\.N: /, "its parameters are still checked");
+    // A graph that fails its own checks (an unknown dependsOn, a bad replica count) still gets its valid nodes'
+    // parameters checked in the same run.
+    writeFileSync(join(dir, "graph.config.ts"), `import { defineGraph } from ${JSON.stringify(join(REPO_ROOT, "runtime/config.ts"))};\nexport default defineGraph({ name: "half", nodes: { half: { service: "services/half", dependsOn: ["nobody"], parameters: { N: "x" } }, broken: { service: "services/half", replicas: -1 } }, graphs: { half: { nodes: ["half"] } }, defaultGraphs: ["half"] });\n`);
+    const both = cli(["check", "--json", "--graph", join(dir, "graph.config.ts")]);
+    assert.equal(both.status, 1);
+    const paths = (JSON.parse(both.stdout) as { issues: { path: string }[] }).issues.map((i) => i.path);
+    assert.ok(paths.some((p) => p.startsWith("nodes.broken.replicas")), paths.join());
+    assert.ok(paths.includes("nodes.half.dependsOn") || paths.some((p) => p.startsWith("nodes.half.dependsOn")), paths.join());
+    assert.ok(paths.includes("nodes.half.parameters.N"), `parameters checked beside the graph's own problems: ${paths.join()}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
