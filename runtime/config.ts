@@ -2,10 +2,11 @@
  * The graph file's schema and its compilation: parse (zod, strict) -> defaults -> cross-checks -> compile
  * (units to ms, subjects resolved, parameters to env vars) -> deep freeze. All problems are reported at once.
  */
-import { resolve, dirname, join } from "node:path";
+import { basename, resolve, dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
-import { endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
+import { ENDPOINTS } from "../subjects/endpoints.ts";
+import { closestName, endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
 import { GRAPH_FILE_NAME, projectRoot } from "./project.ts";
 
 // --- authoring types ----------------------------------------------------------------------------------
@@ -297,6 +298,18 @@ function partialParse(input: unknown): { graph: CheckedGraph; names: string[] } 
 }
 
 /** Checks across nodes and graphs that a per-field schema cannot express. `names`: every declared node. */
+/**
+ * Why `endpoint` is not one of the endpoints defined for `service` (subjects/endpoints.ts, by the service folder's
+ * name); undefined when it is, or when nothing is defined for that service there (nothing to check it against).
+ */
+function unknownEndpointOf(service: string, endpoint: string): string | undefined {
+  const folder = basename(service);
+  const defined = ENDPOINTS.filter((d) => d.service === folder).map((d) => d.name);
+  if (defined.length === 0 || defined.includes(endpoint)) return undefined;
+  const near = closestName(endpoint, defined);
+  return `it serves ${defined.join(", ")}${near ? `; did you mean "${near}"?` : ""}`;
+}
+
 function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: string }[] {
   const issues: { path: string; message: string }[] = [];
 
@@ -315,6 +328,9 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
       if (typeof v === "object") {
         if (!names.includes(v.$subject.node)) issues.push({ path: `${at}.parameters.${k}`, message: `unknown node "${v.$subject.node}"` });
         if (!isToken(v.$subject.endpoint)) issues.push({ path: `${at}.parameters.${k}`, message: "endpoint must be a subject token" });
+        const target = g.nodes[v.$subject.node];
+        const missing = target && unknownEndpointOf(target.service, v.$subject.endpoint);
+        if (missing) issues.push({ path: `${at}.parameters.${k}`, message: `node "${v.$subject.node}" (${target.service}) has no endpoint "${v.$subject.endpoint}": ${missing}` });
       }
     }
     for (const k of Object.keys(n.secrets)) {

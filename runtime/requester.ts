@@ -17,7 +17,7 @@
 import { createInbox, errors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
-import { Discovery, heartbeatSubjectOf, isToken } from "../subjects/names.ts";
+import { closestName, Discovery, heartbeatSubjectOf, isToken } from "../subjects/names.ts";
 import { isConnected, onConnectionChange } from "./nats.ts";
 
 export function toGraphError(err: unknown, subject: string): GraphError {
@@ -67,21 +67,6 @@ const LIVENESS_TICK_MS = 100;
 /** How long a no-responders answer waits for the node's $SRV.INFO to tell a down node from an unknown endpoint. */
 const UNKNOWN_ENDPOINT_LOOKUP_MS = 250;
 
-/** Edit distance of two short names (for "did you mean"). */
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return d[b.length]!;
-}
-
 /**
  * NOT_FOUND listing the endpoints of the node that `subject` (`<prefix>.<node>.<endpoint>`) names, when a replica of
  * that node answers $SRV.INFO within `ms` and serves no such subject; undefined otherwise (the node is down).
@@ -95,8 +80,8 @@ export async function unknownEndpoint(nc: NatsConnection, subject: string, ms: n
     const info = (await nc.request(Discovery.info(node), undefined, { timeout: Math.floor(ms) })).json() as { endpoints?: { name?: unknown; subject?: unknown }[] };
     const eps = (info.endpoints ?? []).filter((e): e is { name: string; subject: string } => typeof e.name === "string" && typeof e.subject === "string");
     if (eps.length === 0 || eps.some((e) => e.subject === subject)) return undefined;
-    const best = eps.map((e) => ({ e, d: distance(name, e.name) })).sort((a, b) => a.d - b.d)[0]!;
-    const hint = best.d <= Math.max(2, Math.floor(name.length / 3)) ? ` Did you mean ${best.e.subject}?` : "";
+    const near = closestName(name, eps.map((e) => e.name));
+    const hint = near === undefined ? "" : ` Did you mean ${eps.find((e) => e.name === near)!.subject}?`;
     return new GraphError("NOT_FOUND", `${node} has no endpoint "${name}"; it serves ${eps.map((e) => `${e.name} (${e.subject})`).join(", ")}.${hint}`, {
       details: { node, endpoint: name, endpoints: eps.map((e) => ({ name: e.name, subject: e.subject })) },
     });

@@ -49,3 +49,28 @@ export const heartbeatSubjectOf = (inbox: string, token: string): string => `${i
  * subjects of its requests and nothing else (a reply subject has one token fewer, so it never matches).
  */
 export const heartbeatPatternOf = (inboxPrefix: string): string => `${inboxPrefix}.*.hb.*`;
+
+/** Edit distance of two short names. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = d[j]!;
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.length]!;
+}
+
+/** The candidate `name` was most likely meant to be ("did you mean"), if one is close enough; undefined otherwise. */
+export function closestName(name: string, candidates: readonly string[]): string | undefined {
+  let best: { c: string; d: number } | undefined;
+  for (const c of candidates) {
+    const d = editDistance(name, c);
+    if (!best || d < best.d) best = { c, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(name.length / 3)) ? best.c : undefined;
+}

@@ -174,3 +174,22 @@ test("config - replicas [0, N] resolves min 0 (scale to zero) with a policy", ()
   assert.deepEqual(r.nodes.b!.replicas, { min: 0, max: 2 });
   assert.ok(r.nodes.b!.autoscale);
 });
+
+test("config - a call to an endpoint its target's service does not define is refused, with a suggestion", () => {
+  const graph = (endpoint: string) => ({
+    name: "g",
+    nodes: {
+      caller: { service: "services/caller", parameters: { GREETER_SUBJECT: subjectOf("hello", endpoint) } },
+      hello: { service: "services/greeter" },
+    },
+    graphs: { main: { nodes: ["caller", "hello"] } },
+    defaultGraphs: ["main"],
+  });
+  assert.deepEqual(issuesOf(graph("gret")), [
+    { path: "nodes.caller.parameters.GREETER_SUBJECT", message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?' },
+  ]);
+  assert.match(issuesOf(graph("shout"))[0]!.message, /it serves greet$/, "no suggestion when nothing is close");
+  assert.equal(resolveGraph(graph("greet"), FILE).nodes.caller!.parameters.GREETER_SUBJECT, "sg.v1.hello.greet");
+  // A service with no definitions in subjects/endpoints.ts has nothing to check against (minimal()'s services/b).
+  assert.doesNotThrow(() => resolveGraph(minimal(), FILE));
+});
