@@ -24,3 +24,5 @@ export {
 export { runJsonScript } from "./json-script.ts";
 export { startTelemetry, stopTelemetry, telemetryWanted } from "./telemetry.ts";
 export { startTsWorker } from "./ts-worker.ts";
+// What a node's own endpoint definitions are written with (they live in subjects/, beside the reference ones).
+export { bytes, endpoint, json, NoInput, tensor, type EndpointDef } from "../subjects/endpoints.ts";

@@ -15,8 +15,9 @@
  * service module may serve several nodes (variant-a and variant-b).
  */
 import { z } from "zod";
-import { GraphError, type ErrorCode } from "./errors.ts";
+import { GraphError, isErrorCode, type ErrorCode } from "./errors.ts";
 import { Headers } from "./headers.ts";
+import { isToken } from "./names.ts";
 import {
   GreetReply, GreetRequest, GreeterEndpoints, InferInfo, Labels, MAX_TOP_K, Predictions, ProcessReply, ProcessRequest,
   VariantReply, VariantRequest,
@@ -97,13 +98,29 @@ export interface EndpointDef<Req extends Payload = Payload, Rep extends Payload 
   readonly idempotent: boolean;
 }
 
-function endpoint<Req extends Payload, Rep extends Payload>(def: EndpointDef<Req, Rep>): EndpointDef<Req, Rep> {
+/**
+ * Defines an endpoint of a node: its service folder, its name (the last subject token), its request and reply
+ * payloads ({@link json}, {@link tensor}, {@link bytes}), the codes it may answer with and whether it is safe to send
+ * twice. Checked here, so that a bad definition fails where it is written, not at the first request.
+ */
+export function endpoint<Req extends Payload, Rep extends Payload>(def: EndpointDef<Req, Rep>): EndpointDef<Req, Rep> {
+  if (!isToken(def.service)) throw new TypeError(`endpoint ${def.name}: service must be a service folder's name (a subject token), got ${JSON.stringify(def.service)}`);
+  if (!isToken(def.name)) throw new TypeError(`endpoint of ${def.service}: name must be a subject token [A-Za-z0-9_-], got ${JSON.stringify(def.name)}`);
+  for (const c of def.errors) if (!isErrorCode(c)) throw new TypeError(`endpoint ${def.service}.${def.name}: ${JSON.stringify(c)} is not a code of the error table (subjects/errors.ts)`);
+  for (const p of [def.request, def.reply]) {
+    if (p.kind === "tensor" && p.dtypes.length === 0) throw new TypeError(`endpoint ${def.service}.${def.name}: a tensor payload accepts at least one dtype`);
+  }
   return Object.freeze(def);
 }
 
-const json = <S extends z.ZodType>(schema: S): JsonPayload<S> => ({ kind: "json", schema });
+/** A JSON payload checked by a zod schema. */
+export const json = <S extends z.ZodType>(schema: S): JsonPayload<S> => ({ kind: "json", schema });
+/** A raw tensor payload: the dtypes accepted (the first is the default) and its shape (`null`: any size). */
+export const tensor = (dtypes: readonly TensorDtype[], shape: readonly (number | null)[]): TensorPayload => ({ kind: "tensor", dtypes, shape });
+/** Raw bytes (an image, a document) with the headers the endpoint reads, and how an empty body is refused. */
+export const bytes = <H extends z.ZodType>(headers: H, empty: { code: ErrorCode; message: string }): BytesPayload<H> => ({ kind: "bytes", headers, empty });
 /** Endpoints that take no input accept an empty body or `{}`. */
-const NoInput = json(z.strictObject({}).optional());
+export const NoInput = json(z.strictObject({}).optional());
 
 // --- classification -----------------------------------------------------------------------------------------
 
@@ -128,7 +145,7 @@ export const Classify = endpoint({
   service: "preprocess",
   name: "classify",
   description: `Image bytes in (${Headers.ContentType} image/* or application/octet-stream, ${Headers.TopK} 1..${MAX_TOP_K}, default ${DEFAULT_TOP_K}); top-k labelled scores out.`,
-  request: { kind: "bytes", headers: ClassifyHeaders, empty: { code: "INVALID_IMAGE", message: "empty image" } },
+  request: bytes(ClassifyHeaders, { code: "INVALID_IMAGE", message: "empty image" }),
   reply: json(Predictions),
   errors: ["BAD_REQUEST", "INVALID_IMAGE", "UNSUPPORTED_MEDIA_TYPE", "PAYLOAD_TOO_LARGE", "QUEUE_FULL", "MODEL_ERROR"],
   idempotent: true,
@@ -143,8 +160,8 @@ export const InferRun = endpoint({
   service: "infer",
   name: "run",
   description: "One image tensor in, 1x3x224x224 CHW: uint8 RGB pixels (infer normalises them with the ImageNet mean/std) or float32 already normalised; its row of logits out (float32).",
-  request: { kind: "tensor", dtypes: [TensorDtype.float32, TensorDtype.uint8], shape: IMAGE_TENSOR_SHAPE },
-  reply: { kind: "tensor", dtypes: [TensorDtype.float32], shape: [null] },
+  request: tensor([TensorDtype.float32, TensorDtype.uint8], IMAGE_TENSOR_SHAPE),
+  reply: tensor([TensorDtype.float32], [null]),
   errors: ["BAD_REQUEST", "QUEUE_FULL", "MODEL_ERROR"],
   idempotent: true,
 });

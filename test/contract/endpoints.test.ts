@@ -208,3 +208,23 @@ test("endpoints - infer's run takes uint8 pixels or float32 values; the Graph-Dt
     await nats.stop();
   }
 });
+
+test("endpoints - a node's own endpoint is written with the exported helpers, and a bad definition fails where it is written", async () => {
+  const { endpoint, json: jsonPayload, tensor, bytes, NoInput } = await import("../../runtime/index.ts");
+  const { z } = await import("zod");
+  const Upper = endpoint({
+    service: "upper", name: "run", description: "Upper-cases text.", request: jsonPayload(z.strictObject({ text: z.string() })),
+    reply: jsonPayload(z.strictObject({ text: z.string() })), errors: ["BAD_REQUEST"], idempotent: true,
+  });
+  assert.ok(Object.isFrozen(Upper));
+  const e = encodePayload(Upper.request, { text: "hi" }, "BAD_REQUEST");
+  assert.deepEqual(decodePayload(Upper.request, e.data, () => undefined, "BAD_REQUEST"), { text: "hi" });
+  assert.throws(() => encodePayload(Upper.request, { text: 1 } as never, "BAD_REQUEST"), (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST");
+  assert.deepEqual(tensor(["uint8"] as never, [1, null]), { kind: "tensor", dtypes: ["uint8"], shape: [1, null] });
+  assert.equal(bytes(z.object({}), { code: "BAD_REQUEST", message: "empty" }).kind, "bytes");
+  const base = { service: "upper", name: "run", description: "", request: NoInput, reply: NoInput, errors: [] as ErrorCode[], idempotent: true };
+  assert.throws(() => endpoint({ ...base, name: "run.now" }), /name must be a subject token/);
+  assert.throws(() => endpoint({ ...base, service: "services/upper" }), /service must be a service folder's name/);
+  assert.throws(() => endpoint({ ...base, errors: ["TEAPOT" as ErrorCode] }), /"TEAPOT" is not a code of the error table/);
+  assert.throws(() => endpoint({ ...base, request: tensor([], [1]) }), /at least one dtype/);
+});
