@@ -144,7 +144,7 @@ export function createActivator(opts: ActivatorOptions): Activator {
       msg: m,
       // As the node's own service would clamp it (runtime/service.ts).
       deadlineEpochMs: Math.min(Number.isFinite(dl) ? dl : Infinity, now + node.timeoutMs),
-      heartbeat: heartbeatAskOf((name) => m.headers?.get(name) || undefined),
+      heartbeat: heartbeatAskOf(m.headers),
       lastBeat: performance.now(),
     });
     if (!timer) (timer = setInterval(tick, TICK_MS)).unref();

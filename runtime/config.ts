@@ -254,12 +254,8 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
 /** Attaches {@link GraphConfigError.partial}: the nodes of `input` that parse alone, compiled as a graph of their own. */
 function withPartial(err: GraphConfigError, input: unknown, file: string): GraphConfigError {
   try {
-    const loose = LooseGraph.safeParse(input);
-    if (!loose.success) return err;
     const nodes: Record<string, unknown> = {};
-    for (const [name, n] of Object.entries(loose.data.nodes)) {
-      if (isToken(name) && NodeSchema.safeParse(n).success) nodes[name] = { ...(n as object), dependsOn: [] };
-    }
+    for (const { name, raw } of nodesThatParse(input)) if (isToken(name)) nodes[name] = { ...(raw as object), dependsOn: [] };
     const names = Object.keys(nodes);
     if (names.length === 0) return err;
     const r = GraphSchema.safeParse({ ...(input as object), nodes, graphs: { all: { nodes: names } }, defaultGraphs: ["all"] });
@@ -280,15 +276,22 @@ const LooseGraph = z.object({
 });
 const LooseSubGraph = z.object({ description: z.string().default(""), nodes: z.array(z.string()) });
 
+/** The nodes of a graph file's input that are valid on their own: their name, input and parsed value. */
+function nodesThatParse(input: unknown): { name: string; raw: unknown; parsed: GraphOutput["nodes"][string] }[] {
+  const loose = LooseGraph.safeParse(input);
+  if (!loose.success) return [];
+  return Object.entries(loose.data.nodes).flatMap(([name, raw]) => {
+    const r = NodeSchema.safeParse(raw);
+    return r.success ? [{ name, raw, parsed: r.data }] : [];
+  });
+}
+
 /** The nodes and graphs that parse on their own, for cross-checking a graph that failed the schema. */
 function partialParse(input: unknown): { graph: CheckedGraph; names: string[] } | undefined {
   const loose = LooseGraph.safeParse(input);
   if (!loose.success) return undefined;
   const nodes: GraphOutput["nodes"] = {};
-  for (const [name, n] of Object.entries(loose.data.nodes)) {
-    const r = NodeSchema.safeParse(n);
-    if (r.success) nodes[name] = r.data;
-  }
+  for (const { name, parsed } of nodesThatParse(input)) nodes[name] = parsed;
   const graphs: GraphOutput["graphs"] = {};
   for (const [name, sg] of Object.entries(loose.data.graphs ?? {})) {
     const r = LooseSubGraph.safeParse(sg);
@@ -297,7 +300,6 @@ function partialParse(input: unknown): { graph: CheckedGraph; names: string[] } 
   return { graph: { nodes, graphs, defaultGraphs: loose.data.defaultGraphs ?? [] }, names: Object.keys(loose.data.nodes) };
 }
 
-/** Checks across nodes and graphs that a per-field schema cannot express. `names`: every declared node. */
 /**
  * Why `endpoint` is not one of the endpoints defined for `service` (subjects/endpoints.ts, by the service folder's
  * name); undefined when it is, or when nothing is defined for that service there (nothing to check it against).
@@ -310,6 +312,7 @@ function unknownEndpointOf(service: string, endpoint: string): string | undefine
   return `it serves ${defined.join(", ")}${near ? `; did you mean "${near}"?` : ""}`;
 }
 
+/** Checks across nodes and graphs that a per-field schema cannot express. `names`: every declared node. */
 function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: string }[] {
   const issues: { path: string; message: string }[] = [];
 

@@ -10,9 +10,10 @@
  *
  * Failures are the errors `nc.request` would raise, mapped to GraphError: closed or draining connection,
  * publish errors (max_payload, bad subject), no responders (the server's empty 503 status reply) -> UNAVAILABLE,
- * timeout -> DEADLINE_EXCEEDED; a publish the broker's permissions refuse (a call outside the node's declared edges)
- * -> FORBIDDEN at once, instead of a silence taken for a dead replica. While the connection to the broker is down, attempts fail at once and pending
- * ones are failed when it drops (UNAVAILABLE): the broker lost them, and waiting out the deadline helps nobody.
+ * timeout -> DEADLINE_EXCEEDED; a publish the broker's permissions refuse (a call outside the node's declared
+ * edges) -> FORBIDDEN at once, instead of a silence taken for a dead replica. While the connection to the broker is
+ * down, attempts fail at once and pending ones are failed when it drops (UNAVAILABLE): the broker lost them, and
+ * waiting out the deadline helps nobody.
  */
 import { createInbox, errors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";

@@ -200,7 +200,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     }
   };
   const heartbeatFor = (h: MsgHdrs | undefined) => {
-    const ask = h && heartbeatAskOf((name) => h.get(name) || undefined);
+    const ask = heartbeatAskOf(h);
     if (!ask) return undefined;
     const b = { to: ask.to, everyMs: ask.everyMs, lastMs: performance.now() };
     beating.add(b);

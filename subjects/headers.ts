@@ -46,10 +46,14 @@ export interface HeartbeatAsk {
 /** The shortest heartbeat interval a replica honours, whatever the caller asks. */
 export const MIN_HEARTBEAT_MS = 50;
 
-/** Reads `Graph-Heartbeat-Ms` and `Graph-Heartbeat-To` of a request (the one parser of the replica and the activator). */
-export function heartbeatAskOf(get: (name: string) => string | undefined): HeartbeatAsk | undefined {
-  const ms = get(Headers.HeartbeatMs);
-  const to = get(Headers.HeartbeatTo);
+/**
+ * Reads `Graph-Heartbeat-Ms` and `Graph-Heartbeat-To` of a request's headers (nats.js MsgHdrs, whose `get` answers
+ * "" for a missing header): the one parser of the replica and the activator.
+ */
+export function heartbeatAskOf(h: { get(name: string): string } | undefined): HeartbeatAsk | undefined {
+  if (!h) return undefined;
+  const ms = h.get(Headers.HeartbeatMs);
+  const to = h.get(Headers.HeartbeatTo);
   if (!ms || !to || !/^[0-9]{1,6}$/.test(ms)) return undefined;
   return { to, everyMs: Math.max(MIN_HEARTBEAT_MS, Number(ms)) };
 }
