@@ -20,7 +20,8 @@
  *      - more than MAX_HELD requests wait: OVERLOADED at once (the caller may retry);
  *      - `up` stops while it holds requests: UNAVAILABLE.
  *  - While it holds a request whose caller asked for heartbeats (Graph-Heartbeat-Ms/-To, runtime/client.ts), it
- *    sends them as a replica would (subjects/headers.ts reads the ask for both), so the caller does not declare a slow cold start a lost attempt and retry it.
+ *    sends them as a replica would (subjects/headers.ts reads the ask for both), so the caller does not declare a
+ *    slow cold start a lost attempt and retry it.
  *
  * Permissions: on the local broker of `servegraph up` the ops user may subscribe to the subjects of nodes whose
  * min is 0 and publish to their callers' reply inboxes (ops/manifests/nats-permissions.ts). Where it may not (a

@@ -51,6 +51,7 @@ function allowResponses(timeoutMs: number): string {
   return `{ max: 1, expires: "${Math.ceil(timeoutMs / 1000) + 5}s" }`;
 }
 
+/** `timeoutMs`: how long the user's requests last (a node's timeout); undefined: one reply per request, no expiry. */
 function confUser(name: string, perms: NatsPermissions, why: string, timeoutMs?: number): string[] {
   return [
     `    # ${why}`,
