@@ -14,9 +14,11 @@
  * C=16 (README, Benchmarks).
  *
  * 2. Reads: a message larger than one socket read (an image, a tensor: 150-600 KB against 64 KB reads) is
- * gathered in a buffer of its exact size, allocated once when its header is parsed (the header gives the size).
- * nats.js starts with a buffer of the first chunk and doubles it as chunks arrive, so a 147 KB tensor cost three
- * allocations (~460 KB) and as many copies, and the garbage collector paid for them.
+ * gathered in a buffer of its exact size, allocated once when its header is parsed (the header gives the size),
+ * not zero-filled, with the message placed so that its payload starts 4-byte aligned (a float32 tensor can then
+ * be read through a Float32Array or Uint32Array view, no copy). nats.js starts with a buffer of the first chunk
+ * and doubles it as chunks arrive, so a 147 KB tensor cost three allocations (~460 KB) and as many copies, and
+ * the garbage collector paid for them.
  *
  * Both replace internals of nats.js (the protocol handler's sendCommand; the parser's parse), so the version is
  * pinned (package.json) and test/integration/nats-io.test.ts checks that each still applies and what it does.
@@ -73,11 +75,20 @@ export function coalesceWrites(nc: NatsConnection): boolean {
 interface ParserLike {
   parse(buf: Uint8Array): void;
   state: number;
-  ma?: { size: number };
+  ma?: { size: number; hdr: number };
   msgBuf?: { _buf: Uint8Array; _off: number; length: number };
 }
 
 let readsPresized: object | undefined;
+
+/**
+ * An ArrayBuffer of `n` bytes that is not zero-filled first (every byte of it is written before anyone reads it):
+ * Node's unpooled unsafe allocation, which owns its buffer exactly.
+ */
+function uninitialized(n: number): ArrayBuffer {
+  const b = Buffer.allocUnsafeSlow(n);
+  return b.byteOffset === 0 && b.buffer.byteLength === n ? (b.buffer as ArrayBuffer) : new ArrayBuffer(n);
+}
 
 /** Whether the parser class of `nc` gathers large messages in presized buffers (see the top of this file). */
 export function readsPresizedFor(nc: NatsConnection): boolean {
@@ -104,11 +115,16 @@ export function presizeReads(nc: NatsConnection): boolean {
     if (!mb || size === undefined || !(mb._buf instanceof Uint8Array) || mb._buf.buffer.byteLength >= size) return;
     const have = mb._buf.subarray(mb._off);
     if (have.length >= size) return;
-    const whole = new Uint8Array(size);
-    whole.set(have);
-    // DenoBuffer grows by reslicing within its ArrayBuffer (from offset 0) while it has room: no more allocations.
-    mb._buf = whole.subarray(0, have.length);
-    mb._off = 0;
+    // The message starts `lead` bytes in, so that its payload (after `hdr` bytes of headers) is 4-byte aligned.
+    const hdr = this.ma!.hdr > 0 ? this.ma!.hdr : 0;
+    const lead = (4 - (hdr & 3)) & 3;
+    const whole = new Uint8Array(uninitialized(lead + size));
+    whole.fill(0, 0, lead);
+    whole.set(have, lead);
+    // DenoBuffer grows by reslicing within its ArrayBuffer (from offset 0) while it has room: no more allocations;
+    // its contents are _buf[_off..], so the lead bytes are never part of them.
+    mb._buf = whole.subarray(0, lead + have.length);
+    mb._off = lead;
   };
   readsPresized = proto;
   return true;

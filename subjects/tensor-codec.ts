@@ -75,10 +75,16 @@ export function checkTensor(
 
 /**
  * Index of the first NaN or infinite float32 in little-endian bytes, or -1. A float32 is non-finite exactly when
- * its 8 exponent bits are all ones: bits 23..30, i.e. the low 7 bits of byte 3 and the top bit of byte 2. Reading
- * bytes works at any byteOffset (no aligned view, no copy).
+ * its 8 exponent bits are all ones: bits 23..30, i.e. the low 7 bits of byte 3 and the top bit of byte 2. Bytes at
+ * any byteOffset are read as they are (no copy); at an aligned one, as 32-bit words.
  */
 export function firstNonFinite(data: Uint8Array): number {
+  if ((data.byteOffset & 3) === 0) {
+    // Aligned (most large messages, and every Float32Array's bytes): one 32-bit read per value, ~4x fewer reads.
+    const words = new Uint32Array(data.buffer, data.byteOffset, data.byteLength >>> 2);
+    for (let i = 0; i < words.length; i++) if ((words[i]! & 0x7f800000) === 0x7f800000) return i;
+    return -1;
+  }
   for (let i = 3; i < data.length; i += 4) {
     if ((data[i]! & 0x7f) === 0x7f && (data[i - 1]! & 0x80) === 0x80) return (i - 3) >> 2;
   }

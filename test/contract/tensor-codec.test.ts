@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bytesPerElement, checkTensor, decodeFloat32, encodeFloat32, isTensorDtype, parseShape, formatShape } from "../../subjects/tensor-codec.ts";
+import { bytesPerElement, checkTensor, decodeFloat32, encodeFloat32, firstNonFinite, isTensorDtype, parseShape, formatShape } from "../../subjects/tensor-codec.ts";
 import { GraphError } from "../../subjects/errors.ts";
 
 test("tensor-codec - encode/decode is the identity, from any byteOffset", () => {
@@ -52,4 +52,23 @@ test("tensor-codec - uint8 tensors: one byte per element, any byte value, checke
   bad(() => checkTensor(pixels, "int8", ["float32", "uint8"], [1, 3, 224, 224]), /expected float32 or uint8/);
   bad(() => checkTensor(pixels, "float32", ["float32", "uint8"], [1, 3, 224, 224]), /150528 bytes, shape 1,3,224,224 of float32 needs 602112/);
   bad(() => checkTensor(pixels.subarray(1), "uint8", "uint8", [1, 3, 224, 224]), /needs 150528/);
+});
+
+test("tensor-codec - firstNonFinite finds the first NaN or infinity at any byte offset, aligned or not", () => {
+  for (const offset of [0, 1, 2, 3, 4]) {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const values = Float32Array.from({ length: 1000 }, (_, i) => (i % 7) - 3.5 + i * 1e-3);
+      values[3] = 3.4e38; // the largest finite values are not flagged
+      values[5] = -0;
+      values[611] = bad;
+      values[900] = NaN;
+      const bytes = new Uint8Array(offset + values.byteLength + 3);
+      bytes.set(new Uint8Array(values.buffer), offset);
+      assert.equal(firstNonFinite(bytes.subarray(offset, offset + values.byteLength)), 611, `offset ${offset}, ${bad}`);
+      values[611] = 1;
+      values[900] = 1;
+      bytes.set(new Uint8Array(values.buffer), offset);
+      assert.equal(firstNonFinite(bytes.subarray(offset, offset + values.byteLength)), -1, `offset ${offset}, all finite`);
+    }
+  }
 });

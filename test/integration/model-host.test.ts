@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createModelHost, kTestInternals, type ModelHost, type ModelHostTestInternals } from "../../services/infer/src/model-host.ts";
 import { GraphError } from "../../subjects/errors.ts";
+import { normalizeChw } from "../../subjects/image-normalization.ts";
 import { randomInput } from "../helpers/random.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -189,6 +190,26 @@ test("model-host - runBatch fills a reused slot; the slots are allocated once, n
   await host.runBatch(6, (x) => x.fill(0));
   await host.runBatch(6, (x) => x.fill(0));
   assert.equal(host.slotCount(), slots + 1);
+});
+
+test("model-host - pixel rows are normalised by the worker exactly as on the caller's thread, beside value rows", { skip, timeout: 60_000 }, async () => {
+  assert.ok(host);
+  const pixels = [0, 1, 2].map((k) => Uint8Array.from({ length: ROW }, (_, i) => (i * 31 + k * 97 + (i >> 9)) & 255));
+  const normalised = pixels.map((p) => normalizeChw(p, new Float32Array(ROW)));
+  const values = randomInput(ROW, 50);
+  const expected = (await host.run(Float32Array.from([...normalised[0]!, ...values, ...normalised[2]!]), 3)).output;
+  // Rows 0 and 2 as pixels, row 1 as values, in a slot that held other values before.
+  await host.runBatch(3, (x) => x.fill(9));
+  const mixed = await host.runBatch(3, (x, px) => {
+    px.set(0, pixels[0]!);
+    x.set(values, ROW);
+    px.set(2, pixels[2]!);
+  });
+  assert.deepEqual(mixed.output, expected, "the same logits, bit for bit");
+  const allPixels = await host.runBatch(1, (_x, px) => px.set(0, pixels[1]!));
+  assert.deepEqual(allPixels.output, (await host.run(normalised[1]!.slice(), 1)).output);
+  await assert.rejects(host.runBatch(2, (_x, px) => px.set(2, pixels[0]!)), RangeError, "a row outside the batch");
+  await assert.rejects(host.runBatch(1, (_x, px) => px.set(0, pixels[0]!.subarray(1))), RangeError, "a short row");
 });
 
 test("model-host - with two slots, batch n+1 is filled and queued while batch n computes", { skip, timeout: 60_000 }, async () => {

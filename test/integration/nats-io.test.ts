@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../../runtime/index.ts";
 import { readsPresizedFor, writesCoalesced } from "../../runtime/nats-io.ts";
 import { startNats } from "../helpers/graph.ts";
@@ -90,8 +90,8 @@ test("nats-io - a message larger than a socket read arrives whole, gathered in o
     const size = 600_000;
     const body = new Uint8Array(size);
     for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
-    const got = async (nc: NatsConnection, subject: string) => {
-      const sub = nc.subscribe(subject, { max: 3 });
+    const got = async (nc: NatsConnection, subject: string, max = 3) => {
+      const sub = nc.subscribe(subject, { max });
       await nc.flush();
       return { sub, all: (async () => { const out = []; for await (const m of sub) out.push(m.data); return out; })() };
     };
@@ -102,6 +102,21 @@ test("nats-io - a message larger than a socket read arrives whole, gathered in o
       assert.equal(d.length, size);
       assert.deepEqual(d, body, "every byte as sent");
       assert.ok(d.buffer.byteLength <= size + 64, `gathered in one buffer of the message's size (${d.buffer.byteLength} bytes for ${size})`);
+      assert.equal(d.byteOffset % 4, 0, "the payload starts 4-byte aligned");
+    }
+    // With headers of every length mod 4 before it, the payload still starts aligned and arrives intact.
+    const h = await got(rx, "r.hdr", 4);
+    for (const pad of ["", "x", "xx", "xxx"]) {
+      const hd = headers();
+      hd.set("Pad", pad);
+      tx.publish("r.hdr", body, { headers: hd });
+    }
+    await tx.flush();
+    const withHeaders = await h.all;
+    assert.equal(withHeaders.length, 4);
+    for (const d of withHeaders) {
+      assert.deepEqual(d, body);
+      assert.equal(d.byteOffset % 4, 0, "aligned after headers");
     }
     // Messages of every size in a row on one connection (large, large, small) still split where they should.
     const b = await got(rx2, "r.big2");

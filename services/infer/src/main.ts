@@ -3,8 +3,8 @@
  * image tensor each (the `run` endpoint's definition: 1x3x224x224 CHW, uint8 pixels or float32 already
  * normalised, dtype and shape in headers) from any number of preprocess replicas; the batcher groups them and
  * every caller gets its own row of logits back. Each request's tensor is written straight into a batch slot
- * (uint8 pixels normalised on the way with subjects/image-normalization.ts, bit-identical to the reference;
- * float32 copied); the slots are allocated once and reused (model-host.ts).
+ * (uint8 pixels as they are, normalised by the model's worker thread with subjects/image-normalization.ts,
+ * bit-identical to the reference; float32 copied); the slots are allocated once and reused (model-host.ts).
  *
  * The execution provider is chosen at start-up (EXECUTION_PROVIDER: auto tries CUDA, WebGPU, CPU) and reported
  * with the reasons of the ones that failed: one log line, $SRV.INFO metadata, $SRV.STATS data, the `info`
@@ -21,7 +21,7 @@ import { basename, isAbsolute, resolve } from "node:path";
 import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
 import {
-  GraphError, Headers, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, encodeFloat32, firstNonFinite, formatServerTiming, formatShape, type TensorDtype,
+  GraphError, Headers, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, TensorDtype, encodeFloat32, firstNonFinite, formatServerTiming, formatShape,
 } from "../../../subjects/index.ts";
 import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
@@ -175,7 +175,11 @@ await runNode(async (ctx) => {
       });
       const batchSpan = span.spanContext();
       try {
-        const { output, computeMs } = await host.runBatch(items.length, (batch) => items.forEach((it, i) => writeBatchRow(batch, i, rowElems, it.input, it.dtype)));
+        // uint8 pixels are copied as they are and normalised on the model's thread; float32 rows are copied.
+        const { output, computeMs } = await host.runBatch(items.length, (batch, pixels) => items.forEach((it, i) => {
+          if (it.dtype === TensorDtype.uint8) pixels.set(i, it.input);
+          else writeBatchRow(batch, i, rowElems, it.input, it.dtype);
+        }));
         if (span.isRecording()) {
           const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
           span.setAttributes({ "sg.batch.compute_ms": computeMs, "sg.batch.queue_wait_max_ms": maxWait });

@@ -9,9 +9,13 @@
  *   `executionProvider` and `fallbacks` say what was chosen and why the ones before it were not.
  * - `runBatch(batchSize, fill)` runs a batch in one of the host's batch slots: SharedArrayBuffers shared with
  *   the worker, allocated once (`reserveSlots`, or on first need) and reused for every batch, never one per
- *   batch. `fill` writes the rows into the slot (synchronously, before the call returns); the worker copies them
- *   into the buffer ORT runs on (ORT refuses shared memory, see ort-worker.ts) and the slot is free again when
- *   the result is back. With two slots, batch n+1 is filled and queued on the worker while batch n computes.
+ *   batch. `fill` writes the rows into the slot (synchronously, before the call returns): model input values
+ *   into `input`, or, with `pixels.set(i, bytes)`, a row of CHW uint8 pixels that the worker normalises
+ *   (subjects/image-normalization.ts, bit-identical to doing it here) while it moves the rows into the buffer ORT
+ *   runs on (ORT refuses shared memory, see ort-worker.ts). So the service's event loop copies 1 byte per value
+ *   and the 150,528 table lookups of an image run on the model's thread, off the loop that receives requests. The
+ *   slot is free again when the result is back. With two slots, batch n+1 is filled and queued on the worker
+ *   while batch n computes.
  * - `run(input, batchSize)` takes ownership of `input`: its ArrayBuffer is transferred to the worker
  *   (detached on the caller's side) when `input` spans its whole buffer, otherwise the rows are copied.
  *   `input.length` must be `batchSize * product(inputShape)`, else BAD_REQUEST (the host stays usable).
@@ -68,14 +72,20 @@ export interface ModelHost {
    * allocating); later slots, if ever needed, get at least `rows` rows too.
    */
   reserveSlots(rows: number, count: number): void;
-  /** Runs a batch in a reused slot; `fill` writes `batchSize` rows into `input` (see the top of this file). */
-  runBatch(batchSize: number, fill: (input: Float32Array) => void): Promise<ModelRunResult>;
+  /** Runs a batch in a reused slot; `fill` writes `batchSize` rows (see the top of this file). */
+  runBatch(batchSize: number, fill: (input: Float32Array, pixels: PixelRows) => void): Promise<ModelRunResult>;
   run(input: Float32Array, batchSize: number): Promise<ModelRunResult>;
   /** Batch slots allocated so far (each allocated once, then reused). */
   slotCount(): number;
   /** True once the worker has died; the host then rejects every run. */
   isBroken(): boolean;
   close(): Promise<void>;
+}
+
+/** Rows of a batch given as uint8 pixels (planar CHW, one byte per model input value), normalised by the worker. */
+export interface PixelRows {
+  /** Row `i` of the batch is these pixels (exactly one row's values): the worker writes the row's model input. */
+  set(i: number, pixels: Uint8Array): void;
 }
 
 /** Test-only access to internals (Fastify's kTestInternals pattern); not part of the public surface. */
@@ -96,6 +106,8 @@ interface Slot {
   readonly index: number;
   /** A view of the whole shared buffer. */
   readonly values: Float32Array;
+  /** The same buffer as bytes (pixel rows are written here, at the start of their row). */
+  readonly bytes: Uint8Array;
   readonly rows: number;
 }
 
@@ -250,13 +262,13 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
   };
 
   /** Sends a run of `input` (its buffer transferred) or of a slot's rows; the result settles the returned promise. */
-  const dispatch = (batchSize: number, what: { input: Float32Array } | { slot: Slot }): Promise<ModelRunResult> =>
+  const dispatch = (batchSize: number, what: { input: Float32Array } | { slot: Slot; pixelRows: number[] }): Promise<ModelRunResult> =>
     new Promise<ModelRunResult>((resolve, reject) => {
       const id = nextId++;
       const dims = [batchSize, ...inputShape];
       if ("slot" in what) {
         inFlight.set(id, { batchSize, slot: what.slot, resolve, reject });
-        send({ type: "run-slot", id, slot: what.slot.index, dims });
+        send({ type: "run-slot", id, slot: what.slot.index, dims, pixelRows: what.pixelRows });
       } else {
         inFlight.set(id, { batchSize, slot: undefined, resolve, reject });
         send({ type: "run", id, dims, input: what.input }, [what.input.buffer as ArrayBuffer]);
@@ -265,7 +277,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
 
   const allocateSlot = (rows: number): Slot => {
     const buffer = new SharedArrayBuffer(rows * rowSize * Float32Array.BYTES_PER_ELEMENT);
-    const slot: Slot = { index: slotsAllocated++, values: new Float32Array(buffer), rows };
+    const slot: Slot = { index: slotsAllocated++, values: new Float32Array(buffer), bytes: new Uint8Array(buffer), rows };
     send({ type: "slot", index: slot.index, buffer });
     return slot;
   };
@@ -279,7 +291,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     while (freeSlots.length + slotsOut < count) freeSlots.push(allocateSlot(slotRows));
   };
 
-  const runBatch = (batchSize: number, fill: (input: Float32Array) => void): Promise<ModelRunResult> => {
+  const runBatch = (batchSize: number, fill: (input: Float32Array, pixels: PixelRows) => void): Promise<ModelRunResult> => {
     const refused = refusal(batchSize);
     if (refused) return Promise.reject(refused);
     let i = freeSlots.findIndex((s) => s.rows >= batchSize);
@@ -288,13 +300,22 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
       i = freeSlots.length - 1;
     }
     const slot = freeSlots.splice(i, 1)[0]!;
+    const pixelRows: number[] = [];
+    const pixels: PixelRows = {
+      set(row, px) {
+        if (!Number.isInteger(row) || row < 0 || row >= batchSize) throw new RangeError(`row ${row} is outside a batch of ${batchSize}`);
+        if (px.length !== rowSize) throw new RangeError(`a pixel row has ${rowSize} bytes, got ${px.length}`);
+        slot.bytes.set(px, row * rowSize * Float32Array.BYTES_PER_ELEMENT);
+        if (!pixelRows.includes(row)) pixelRows.push(row);
+      },
+    };
     try {
-      fill(slot.values.subarray(0, batchSize * rowSize));
+      fill(slot.values.subarray(0, batchSize * rowSize), pixels);
     } catch (err) {
       freeSlots.push(slot);
       return Promise.reject(err);
     }
-    return dispatch(batchSize, { slot });
+    return dispatch(batchSize, { slot, pixelRows });
   };
 
   const run = (input: Float32Array, batchSize: number): Promise<ModelRunResult> => {

@@ -6,7 +6,8 @@
  *   worker -> host  { type: "ready", ... } once the session exists (with the provider chosen and the ones that
  *                   failed before it), or { type: "init-error", ... }
  *   host -> worker  { type: "slot", index, buffer }  a batch slot: a SharedArrayBuffer the host fills, sent once
- *   host -> worker  { type: "run-slot", id, slot, dims }  run the first dims[0] rows of that slot
+ *   host -> worker  { type: "run-slot", id, slot, dims, pixelRows }  run the first dims[0] rows of that slot;
+ *                   the rows listed in pixelRows hold uint8 CHW pixels at the start of their row, normalised here
  *   host -> worker  { type: "run", id, dims, input }  run `input` (its buffer is transferred)
  *                   dims = [batch, ...row shape]. The host may send the next run before this one answers: runs
  *                   queue on this thread's message port and execute one at a time, in order, so the host fills
@@ -28,6 +29,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import { normalizeChw } from "../../../subjects/image-normalization.ts";
 import {
   ExecutionProvider, ProviderSelectionError, providerCandidates, selectProvider, type ExecutionProviderChoice, type ProviderAttempt,
 } from "./providers.ts";
@@ -45,7 +47,7 @@ export interface OrtWorkerData {
 
 export type HostToWorker =
   | { type: "slot"; index: number; buffer: SharedArrayBuffer }
-  | { type: "run-slot"; id: number; slot: number; dims: number[] }
+  | { type: "run-slot"; id: number; slot: number; dims: number[]; pixelRows: number[] }
   | { type: "run"; id: number; dims: number[]; input: Float32Array }
   | { type: "close" }
   | { type: "simulate-crash" };
@@ -146,14 +148,29 @@ if (session) {
   const slots = new Map<number, Float32Array>();
   let staging = new Float32Array(0);
 
-  /** The first `n` values of a shared slot, copied into the staging buffer (grown, never shrunk). */
-  const stage = (slot: number, n: number): Float32Array => {
+  /**
+   * The first dims[0] rows of a shared slot in the staging buffer (grown, never shrunk): values copied, pixel rows
+   * normalised into it.
+   */
+  const stage = (slot: number, dims: readonly number[], pixelRows: readonly number[]): Float32Array => {
     const shared = slots.get(slot);
     if (!shared) throw new Error(`unknown batch slot ${slot}`);
+    const rows = dims[0]!;
+    const n = dims.reduce((a, b) => a * b, 1);
+    const row = n / rows;
     if (n > shared.length) throw new Error(`batch of ${n} values does not fit slot ${slot} (${shared.length})`);
     if (staging.length < n) staging = new Float32Array(Math.max(n, shared.length));
     const x = staging.subarray(0, n);
-    x.set(shared.subarray(0, n));
+    if (pixelRows.length === 0) {
+      x.set(shared.subarray(0, n));
+      return x;
+    }
+    const isPixels = new Uint8Array(rows);
+    for (const r of pixelRows) isPixels[r] = 1;
+    for (let r = 0; r < rows; r++) {
+      if (isPixels[r]) normalizeChw(new Uint8Array(shared.buffer, r * row * Float32Array.BYTES_PER_ELEMENT, row), x, r * row);
+      else x.set(shared.subarray(r * row, (r + 1) * row), r * row);
+    }
     return x;
   };
 
@@ -176,7 +193,7 @@ if (session) {
     const { id, dims } = msg;
     try {
       const t0 = performance.now();
-      const input = msg.type === "run" ? msg.input : stage(msg.slot, dims.reduce((a, b) => a * b, 1));
+      const input = msg.type === "run" ? msg.input : stage(msg.slot, dims, msg.pixelRows);
       const results = await sess.run({ [inputName]: new ort.Tensor("float32", input, dims) });
       const computeMs = performance.now() - t0;
       const out = results[outputName];
