@@ -21,11 +21,17 @@ export default defineGraph({
       // true: every route but /healthz, /readyz, /metrics and /docs needs `Authorization: Bearer <API_KEY>`.
       requiresAuth: false,
       secrets: { API_KEY: { env: "SERVEGRAPH_API_KEY", file: "/run/secrets/servegraph-api-key" } },
+      // Each route calls one endpoint; its request is built from the path, query and body by the endpoint's
+      // definition (subjects/). A route whose node is not running (`up chain` has no preprocess) is not served.
+      routes: {
+        "GET /greeting/:name": { call: subjectOf("greeter-proxy", "greeting") },
+        // An image as the body, or JSON {image_url, top_k} that the ingress fetches.
+        "POST /classify": { call: subjectOf("preprocess", "classify"), body: "image" },
+        "GET /labels": { call: subjectOf("infer", "labels") },
+        "GET /process/:message": { call: subjectOf("ab-router", "process") },
+        // servegraph new node: routes of new nodes above this line.
+      },
       parameters: {
-        GREETING_SUBJECT: subjectOf("greeter-proxy", "greeting"),
-        CLASSIFY_SUBJECT: subjectOf("preprocess", "classify"),
-        LABELS_SUBJECT: subjectOf("infer", "labels"),
-        PROCESS_SUBJECT: subjectOf("ab-router", "process"),
         MAX_BODY_BYTES: 8 * 1024 * 1024,
         IMAGE_FETCH_TIMEOUT_MS: 10_000,
         // Refuse image URLs that resolve to private, loopback or link-local addresses (SSRF). `true` only for local testing.
@@ -146,11 +152,15 @@ export default defineGraph({
       timeout: "5s",
       parameters: { VARIANT: "B", ALGORITHM: "experimental" },
     },
+
+    // --- your own nodes (`servegraph new node <name>` adds them here) ------------------------------------------
+    // servegraph new node: new nodes above this line.
   },
   graphs: {
     chain: { description: "ingress -> greeter-proxy -> greeter", nodes: ["ingress", "greeter-proxy"] },
     classify: { description: "ingress -> preprocess -> infer", nodes: ["ingress", "preprocess"] },
     ab: { description: "ingress -> ab-router -> variant-a | variant-b", nodes: ["ingress", "ab-router"] },
+    // servegraph new node: graphs of new nodes above this line.
   },
   defaultGraphs: ["chain", "classify", "ab"],
 });

@@ -1,5 +1,6 @@
 /**
  * servegraph: the ops way into a serving graph.
+ *   new node <name>               scaffold a node of one's own: endpoint, service, test, graph.config.ts entries
  *   up [graph...]                 start a local nats-server (or use NATS_URL) and every node's replicas, supervised
  *   request <subject> <json|@file|->  send one NATS request and print the reply (the "direct NATS" way in)
  *   check                         validate graph.config.ts and print the resolved graph
@@ -11,12 +12,14 @@
  *   doctor [--install-cuda]       which execution providers the infer node can use on this host, and why not
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
-export const COMMANDS = ["up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
+export const COMMANDS = ["new", "up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
 type Command = (typeof COMMANDS)[number];
 
 const USAGE = `usage: servegraph <command> [options]
 
 commands:
+  new node <name>                   a node of your own: its endpoint (subjects/<name>.ts), services/<name>/, a
+    [--description text] [--no-lock]  test, and in graph.config.ts the node, a graph of its own and POST /<name>
   up [graph...]                     start the graph(s) locally (default: ${"all default graphs"}); Ctrl-C stops
     [--port n] [--replicas node=n]  everything. Runs its own nats-server (per-node users, restarted if it dies)
     [--keep-going]                  unless --nats. A node whose replica exits within 10 s of starting 5 times in

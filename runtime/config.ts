@@ -5,7 +5,7 @@
 import { basename, resolve, dirname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
-import { ENDPOINTS } from "../subjects/endpoints.ts";
+import { ENDPOINTS, endpointDef } from "../subjects/registry.ts";
 import { closestName, endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
 import { GRAPH_FILE_NAME, projectRoot } from "./project.ts";
 
@@ -36,12 +36,41 @@ export function durationToMs(d: number | string): number {
 const memory = z.string().regex(/^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/, "expected a Kubernetes quantity like 512Mi or 2Gi");
 const cpu = z.union([z.number().positive(), z.string().regex(/^\d+m$|^\d+(\.\d+)?$/, "expected cores (1, 0.5) or millicores (500m)")]);
 
-const ParameterValue = z.union([
-  z.string(),
-  z.number(),
-  z.boolean(),
-  z.strictObject({ $subject: z.strictObject({ node: z.string(), endpoint: z.string() }) }),
-]);
+const SubjectRefSchema = z.strictObject({ $subject: z.strictObject({ node: z.string(), endpoint: z.string() }) });
+
+const ParameterValue = z.union([z.string(), z.number(), z.boolean(), SubjectRefSchema]);
+
+/** The HTTP methods a declared route may have. */
+export const ROUTE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"] as const;
+export type RouteMethod = (typeof ROUTE_METHODS)[number];
+
+/**
+ * How a route's HTTP body becomes the endpoint's request. Left out: `json` for a JSON endpoint (the body's fields,
+ * with the path and query parameters), `raw` for a bytes endpoint (the body as it is). `image`: a bytes endpoint
+ * that takes an image either as the raw body or as JSON `{image_url, ...}` that the ingress fetches (public
+ * http(s) addresses only).
+ */
+export const ROUTE_BODIES = ["json", "raw", "image"] as const;
+export type RouteBody = (typeof ROUTE_BODIES)[number];
+
+const Route = z.strictObject({
+  call: SubjectRefSchema.describe("The endpoint the route calls: subjectOf(node, endpoint)."),
+  body: z.enum(ROUTE_BODIES).optional(),
+  description: z.string().optional().describe("The route's line in the OpenAPI document (default: the endpoint's description)."),
+});
+
+/** Reserved paths of an HTTP node (health, metrics, the OpenAPI document, the dashboard). */
+const RESERVED_PATHS = /^\/(healthz|readyz|metrics|docs|dashboard)(\/|$)/;
+/** A route key: `METHOD /path/:param` (a parameter is a whole segment). */
+const ROUTE_KEY = /^([A-Z]+) (\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*))*)$/;
+
+/** `"GET /greeting/:name"` -> method, path and its parameters; undefined when it is not a route key. */
+export function parseRouteKey(key: string): { method: string; path: string; params: string[] } | undefined {
+  const m = ROUTE_KEY.exec(key);
+  if (!m) return undefined;
+  const path = m[2]!;
+  return { method: m[1]!, path, params: path.split("/").filter((s) => s.startsWith(":")).map((s) => s.slice(1)) };
+}
 
 const Secret = z
   .strictObject({
@@ -128,6 +157,10 @@ const NodeSchema = z.strictObject({
   http: z.strictObject({ port: z.number().int().min(0).max(65535), host: z.string().default("127.0.0.1") }).optional(),
   metricsPort: z.number().int().min(0).max(65535).default(0).describe("Prometheus /metrics port of each replica; 0 picks a free one."),
   batching: Batching.optional(),
+  calls: z.array(SubjectRefSchema).default([]).describe(
+    "Endpoints the node calls without a parameter naming them (ctx.subjectOf(node, endpoint) in its code): subjectOf(node, endpoint). Calls through subject parameters are declared by those.",
+  ),
+  routes: z.record(z.string(), Route).default({}).describe('HTTP nodes only: "METHOD /path/:param" -> the endpoint it calls, and how the body maps onto its request.'),
 });
 
 const GraphSchema = z.strictObject({
@@ -157,6 +190,31 @@ export interface ResolvedSecret {
   readonly required: boolean;
 }
 
+/** A call from one node to another's endpoint: what the broker permits, the dashboard draws and the manifests grant. */
+export interface ResolvedCall {
+  readonly node: string;
+  readonly endpoint: string;
+  readonly subject: string;
+  /** How it is declared: a subject parameter (its name), a `calls` entry, or a route (its key). */
+  readonly via: { readonly parameter: string } | { readonly call: number } | { readonly route: string };
+}
+
+/** A declared HTTP route of an HTTP node. */
+export interface ResolvedRoute {
+  /** `"GET /greeting/:name"`, as declared. */
+  readonly key: string;
+  readonly method: RouteMethod;
+  /** Fastify syntax: `/greeting/:name`. */
+  readonly path: string;
+  /** The path's parameters, in order. */
+  readonly params: readonly string[];
+  readonly node: string;
+  readonly endpoint: string;
+  readonly subject: string;
+  readonly body: RouteBody | "none";
+  readonly description?: string;
+}
+
 export interface ResolvedNode {
   readonly name: string;
   readonly service: string;
@@ -182,6 +240,10 @@ export interface ResolvedNode {
   readonly autoscale?: AutoscalePolicy;
   /** Subject prefix of this node: every endpoint is `<subjectPrefix>.<name>.<endpoint>`. */
   readonly subjectPrefix: string;
+  /** Every endpoint of another node this one calls (subject parameters, `calls`, routes), one entry per subject. */
+  readonly calls: readonly ResolvedCall[];
+  /** HTTP nodes: the declared routes (empty otherwise). */
+  readonly routes: readonly ResolvedRoute[];
 }
 
 export interface ResolvedGraph {
@@ -312,6 +374,65 @@ function unknownEndpointOf(service: string, endpoint: string): string | undefine
   return `it serves ${defined.join(", ")}${near ? `; did you mean "${near}"?` : ""}`;
 }
 
+/** Why a `subjectOf()` reference does not name a node's endpoint, with a did-you-mean; undefined when it does. */
+function refProblem(g: CheckedGraph, names: string[], ref: z.output<typeof SubjectRefSchema>): string | undefined {
+  const { node, endpoint } = ref.$subject;
+  if (!names.includes(node)) {
+    const near = closestName(node, names);
+    return `unknown node "${node}"${near ? `; did you mean "${near}"?` : ""}`;
+  }
+  if (!isToken(endpoint)) return "endpoint must be a subject token";
+  const target = g.nodes[node];
+  const missing = target && unknownEndpointOf(target.service, endpoint);
+  return missing ? `node "${node}" (${target.service}) has no endpoint "${endpoint}": ${missing}` : undefined;
+}
+
+/** The problems of one declared route: its key, its target, and how its path and body fit the endpoint. */
+function routeProblems(g: CheckedGraph, names: string[], at: string, key: string, r: z.output<typeof Route>): { path: string; message: string }[] {
+  const parsed = parseRouteKey(key);
+  if (!parsed) return [{ path: at, message: 'a route is "METHOD /path", e.g. "POST /upper" or "GET /greeting/:name" (segments of letters, digits, ._~- or :param)' }];
+  const out: { path: string; message: string }[] = [];
+  if (!(ROUTE_METHODS as readonly string[]).includes(parsed.method)) out.push({ path: at, message: `method ${parsed.method} is not one of ${ROUTE_METHODS.join(", ")}` });
+  if (RESERVED_PATHS.test(parsed.path)) out.push({ path: at, message: `${parsed.path} is the HTTP node's own (health, metrics, docs, dashboard)` });
+  if (new Set(parsed.params).size !== parsed.params.length) out.push({ path: at, message: "a path parameter is named twice" });
+  const why = refProblem(g, names, r.call);
+  if (why) return [...out, { path: `${at}.call`, message: why }];
+  const target = g.nodes[r.call.$subject.node]!;
+  const def = endpointDef(basename(target.service), r.call.$subject.endpoint);
+  if (!def) {
+    out.push({ path: `${at}.call`, message: `no definition of ${basename(target.service)}.${r.call.$subject.endpoint} in subjects/ (subjects/registry.ts): the ingress serves a route through its endpoint's definition` });
+    return out;
+  }
+  const kind = def.request.kind;
+  if (kind === "tensor") out.push({ path: `${at}.call`, message: `${def.service}.${def.name} takes a tensor: an HTTP route cannot build one (call it over NATS)` });
+  if (r.body === "json" && kind !== "json") out.push({ path: `${at}.body`, message: `json bodies are for JSON endpoints; ${def.service}.${def.name} takes ${kind}` });
+  if ((r.body === "raw" || r.body === "image") && kind !== "bytes") out.push({ path: `${at}.body`, message: `${r.body} bodies are for bytes endpoints; ${def.service}.${def.name} takes ${kind}` });
+  if (parsed.params.length > 0) {
+    const fields = def.request.kind === "json" ? objectFields(def.request.schema) : undefined;
+    for (const p of parsed.params) {
+      if (!fields?.includes(p)) out.push({ path: at, message: `path parameter :${p} is not a field of ${def.service}.${def.name}'s request${fields?.length ? ` (${fields.join(", ")})` : ""}` });
+    }
+  }
+  return out;
+}
+
+/** The field names of a JSON request schema that is an object (possibly optional), else undefined. */
+export function objectFields(schema: z.ZodType): string[] | undefined {
+  const shape = objectShape(schema);
+  return shape ? Object.keys(shape) : undefined;
+}
+
+/** The shape of an object schema (through optional/default wrappers), else undefined. */
+export function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
+  let s: z.ZodType = schema;
+  for (let i = 0; i < 4; i++) {
+    if (s instanceof z.ZodObject) return s.shape as Record<string, z.ZodType>;
+    if (s instanceof z.ZodOptional || s instanceof z.ZodDefault) s = s.unwrap() as z.ZodType;
+    else return undefined;
+  }
+  return undefined;
+}
+
 /** Checks across nodes and graphs that a per-field schema cannot express. `names`: every declared node. */
 function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: string }[] {
   const issues: { path: string; message: string }[] = [];
@@ -329,13 +450,24 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
     for (const [k, v] of Object.entries(n.parameters)) {
       if (!ENV_NAME.test(k)) issues.push({ path: `${at}.parameters.${k}`, message: "parameter names are env var names (A-Z, 0-9, _)" });
       if (typeof v === "object") {
-        if (!names.includes(v.$subject.node)) issues.push({ path: `${at}.parameters.${k}`, message: `unknown node "${v.$subject.node}"` });
-        if (!isToken(v.$subject.endpoint)) issues.push({ path: `${at}.parameters.${k}`, message: "endpoint must be a subject token" });
-        const target = g.nodes[v.$subject.node];
-        const missing = target && unknownEndpointOf(target.service, v.$subject.endpoint);
-        if (missing) issues.push({ path: `${at}.parameters.${k}`, message: `node "${v.$subject.node}" (${target.service}) has no endpoint "${v.$subject.endpoint}": ${missing}` });
+        const why = refProblem(g, names, v);
+        if (why) issues.push({ path: `${at}.parameters.${k}`, message: why });
+      } else if (typeof v === "string") {
+        // A subject written out is a call nothing declares: the broker would refuse it (FORBIDDEN) at run time.
+        const m = /^(?:sg\.v1|[A-Za-z0-9_-]+\.v\d+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(v);
+        if (m && names.includes(m[1]!)) {
+          issues.push({ path: `${at}.parameters.${k}`, message: `write subjectOf("${m[1]}", "${m[2]}") instead of the subject itself: that declares the call (the broker permits declared calls only)` });
+        }
       }
     }
+    for (const [i, c] of n.calls.entries()) {
+      const why = refProblem(g, names, c);
+      if (why) issues.push({ path: `${at}.calls.${i}`, message: why });
+    }
+    if (Object.keys(n.routes).length > 0 && !n.http) {
+      issues.push({ path: `${at}.routes`, message: "routes are served by an HTTP node: give the node `http: { port }`" });
+    }
+    for (const [key, r] of Object.entries(n.routes)) issues.push(...routeProblems(g, names, `${at}.routes.${key}`, key, r));
     for (const k of Object.keys(n.secrets)) {
       if (!ENV_NAME.test(k)) issues.push({ path: `${at}.secrets.${k}`, message: "secret names are env var names (A-Z, 0-9, _)" });
       if (k in n.parameters) issues.push({ path: `${at}.secrets.${k}`, message: "also declared as a parameter" });
@@ -415,6 +547,25 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       parameters[k] = typeof v === "object" ? endpointSubject(v.$subject.node, v.$subject.endpoint, g.subjectPrefix) : String(v);
     }
     const [min, max] = Array.isArray(n.replicas) ? n.replicas : [n.replicas, n.replicas];
+    const subject = (ref: z.output<typeof SubjectRefSchema>): string => endpointSubject(ref.$subject.node, ref.$subject.endpoint, g.subjectPrefix);
+    const calls: ResolvedCall[] = [];
+    const addCall = (ref: z.output<typeof SubjectRefSchema>, via: ResolvedCall["via"]): void => {
+      const s = subject(ref);
+      if (!calls.some((c) => c.subject === s)) calls.push({ node: ref.$subject.node, endpoint: ref.$subject.endpoint, subject: s, via });
+    };
+    for (const [k, v] of Object.entries(n.parameters)) if (typeof v === "object") addCall(v, { parameter: k });
+    n.calls.forEach((c, i) => addCall(c, { call: i }));
+    const routes: ResolvedRoute[] = Object.entries(n.routes).map(([key, r]) => {
+      addCall(r.call, { route: key });
+      const { method, path, params } = parseRouteKey(key)!;
+      const def = endpointDef(basename(g.nodes[r.call.$subject.node]!.service), r.call.$subject.endpoint);
+      const kind = def?.request.kind;
+      const body: RouteBody | "none" = r.body ?? (kind === "bytes" ? "raw" : kind === "json" && method !== "GET" && method !== "DELETE" ? "json" : "none");
+      return {
+        key, method: method as RouteMethod, path, params, node: r.call.$subject.node, endpoint: r.call.$subject.endpoint, subject: subject(r.call), body,
+        ...(r.description !== undefined ? { description: r.description } : {}),
+      };
+    });
     nodes[name] = {
       name,
       service: n.service,
@@ -433,6 +584,8 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       ...(n.batching ? { batching: { ...BATCHING_DEFAULTS, ...definedOnly(n.batching) }, batchingDeclared: definedOnly(n.batching) } : {}),
       ...(min < max ? { autoscale: autoscalePolicy(n) } : {}),
       subjectPrefix: g.subjectPrefix,
+      calls,
+      routes,
     };
   }
   return deepFreeze({ name: g.name, file, root, subjectPrefix: g.subjectPrefix, nodes, graphs: g.graphs, defaultGraphs: g.defaultGraphs });

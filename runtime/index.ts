@@ -4,7 +4,10 @@
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, LIVENESS_MS, type Client, type RequestOptions } from "./client.ts";
 export { toGraphError } from "./requester.ts";
-export { AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+export {
+  AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode,
+  type ResolvedCall, type ResolvedRoute, type RouteBody, type RouteMethod, ROUTE_METHODS, ROUTE_BODIES, objectShape, objectFields, parseRouteKey,
+} from "./config.ts";
 export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";

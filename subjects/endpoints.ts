@@ -1,5 +1,6 @@
 /**
- * Every endpoint of the reference graphs, defined once: its name (the last subject token), what its request and
+ * Every endpoint of the reference graphs, defined once (a node of one's own defines its endpoints the same way, in a
+ * file of its own beside this one, listed in subjects/registry.ts): its name (the last subject token), what its request and
  * reply carry (a zod schema of JSON, a binary tensor of fixed dtype and shape, or raw bytes with typed headers),
  * the error codes it may answer with, and whether a caller may safely send it twice.
  *
@@ -96,6 +97,11 @@ export interface EndpointDef<Req extends Payload = Payload, Rep extends Payload 
   readonly errors: readonly ErrorCode[];
   /** Safe to send twice: a retry on another replica cannot change the outcome. */
   readonly idempotent: boolean;
+  /**
+   * A request the endpoint accepts and a reply it may give: the contract test round-trips them through a real
+   * nats-server the day the definition is written, and the ingress's OpenAPI document shows them.
+   */
+  readonly example?: { readonly request: InputOf<Req>; readonly reply: InputOf<Rep> };
 }
 
 /**
@@ -109,6 +115,15 @@ export function endpoint<Req extends Payload, Rep extends Payload>(def: Endpoint
   for (const c of def.errors) if (!isErrorCode(c)) throw new TypeError(`endpoint ${def.service}.${def.name}: ${JSON.stringify(c)} is not a code of the error table (subjects/errors.ts)`);
   for (const p of [def.request, def.reply]) {
     if (p.kind === "tensor" && p.dtypes.length === 0) throw new TypeError(`endpoint ${def.service}.${def.name}: a tensor payload accepts at least one dtype`);
+  }
+  if (def.example) {
+    for (const [side, p, v] of [["request", def.request, def.example.request], ["reply", def.reply, def.example.reply]] as const) {
+      try {
+        encodePayload(p, v as never, "BAD_REQUEST");
+      } catch (err) {
+        throw new TypeError(`endpoint ${def.service}.${def.name}: its example ${side} does not fit its own ${side} payload: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
   }
   return Object.freeze(def);
 }
@@ -240,8 +255,8 @@ export const VariantProcess = endpoint({
   idempotent: true,
 });
 
-/** Every endpoint, for the contract test, docs and tooling. */
-export const ENDPOINTS = [Classify, InferRun, InferLabels, InferInfoEndpoint, Greet, Greeting, GreeterEndpointsEndpoint, AbProcess, VariantProcess] as const;
+/** The reference graphs' endpoints; every endpoint of the project (these and the user's) is subjects/registry.ts. */
+export const REFERENCE_ENDPOINTS = [Classify, InferRun, InferLabels, InferInfoEndpoint, Greet, Greeting, GreeterEndpointsEndpoint, AbProcess, VariantProcess] as const;
 
 // --- codec ------------------------------------------------------------------------------------------------------
 

@@ -6,3 +6,4 @@ export * from "./tensor-codec.ts";
 export * from "./image-normalization.ts";
 export * from "./endpoints.ts";
 export * from "./server-timing.ts";
+export * from "./registry.ts";

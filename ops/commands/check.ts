@@ -33,6 +33,9 @@ export async function run(argv: string[]): Promise<number> {
     const rep = n.replicas.min === n.replicas.max ? `${n.replicas.min}` : `${n.replicas.min}..${n.replicas.max}`;
     out.push(`${n.name}  replicas ${rep}  cpu ${n.resources.cpu}  memory ${n.resources.memory}${n.resources.gpu ? `  gpu ${n.resources.gpu}` : ""}  timeout ${n.timeoutMs} ms  in-flight cap ${n.maxInFlight}`);
     if (n.dependsOn.length) out.push(`  dependsOn: ${n.dependsOn.join(", ")}`);
+    for (const r of n.routes) out.push(`  route ${r.method} ${r.path} -> ${r.subject}${r.body === "none" ? "" : ` (${r.body} body)`}`);
+    const declared = n.calls.filter((c) => "call" in c.via);
+    if (declared.length) out.push(`  calls: ${declared.map((c) => c.subject).join(", ")}`);
     for (const [k, v] of Object.entries(n.parameters)) out.push(`  param ${k}=${v}`);
     for (const [k, s] of Object.entries(n.secrets)) out.push(`  secret ${k} <- ${[s.env && `env ${s.env}`, s.file && `file ${s.file}`].filter(Boolean).join(" or ")}`);
     if (n.batching) out.push(`  batching: maxBatchSize ${n.batching.maxBatchSize}, maxQueueDelayMs ${n.batching.maxQueueDelayMs}, maxQueueSize ${n.batching.maxQueueSize}`);

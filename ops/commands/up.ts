@@ -83,12 +83,16 @@ class Interrupted extends Error {
   }
 }
 
-/** The HTTP routes the ingress serves for the running nodes (it registers only those). */
-function routesOf(running: readonly string[]): string[] {
+/** The routes graph.config.ts declares for the running HTTP nodes whose targets run (the ones their ingress serves). */
+export function routesOf(graph: ResolvedGraph, running: readonly string[]): string[] {
   const out: string[] = [];
-  if (running.includes("greeter-proxy")) out.push("GET  /greeting/:name");
-  if (running.includes("preprocess")) out.push("POST /classify   (JSON {image_url, top_k} or an image body)", "GET  /labels");
-  if (running.includes("ab-router")) out.push("GET  /process/:message?user_key=...");
+  for (const n of running) {
+    for (const r of graph.nodes[n]?.routes ?? []) {
+      if (!running.includes(r.node)) continue;
+      const body = r.body === "image" ? "  (an image body, or JSON {image_url, ...})" : r.body === "json" ? "  (JSON body)" : r.body === "raw" ? "  (raw body)" : "";
+      out.push(`${r.method.padEnd(5)}${r.path.padEnd(24)}-> ${r.node}.${r.endpoint}${body}`);
+    }
+  }
   out.push("GET  /healthz  /readyz  /metrics  /docs  /dashboard");
   return out;
 }
@@ -378,7 +382,7 @@ function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]
       return `  ${n.padEnd(16)}${String(count).padEnd(10)}${where}`;
     }),
     "",
-    ...(ingressUrl ? routesOf(sup.nodes).map((r) => `  ${r}`) : []),
+    ...(ingressUrl ? routesOf(graph, sup.nodes).map((r) => `  ${r}`) : []),
     ...(ingressUrl && sup.nodes.includes("greeter-proxy") ? ["", `  try: curl ${ingressUrl}/greeting/ada`] : []),
     "  Ctrl-C stops everything.",
     "",

@@ -7,8 +7,8 @@
  * Every user authenticates with a password (nats-conf.ts); there is no anonymous access.
  *
  * A node may PUBLISH to:
- *   - the subjects of its edges, and nothing wider: every parameter value that starts with the graph's subject
- *     prefix (`sg.v1.`), exactly as written, never a wildcard;
+ *   - the subjects of its edges, and nothing wider: the calls graph.config.ts declares for it (a subject
+ *     parameter `subjectOf(...)`, a `calls` entry, an HTTP node's routes), exactly, never a wildcard;
  *   - `$SRV.*.<target>` for each node that one of those subjects belongs to: ADR-32 discovery (PING, INFO, STATS)
  *     of the services it calls, e.g. the ingress counts their replicas for /readyz.
  *   - `$SRV.PING.<node>`, a node without `http` only: its own discovery PING, so that the readiness probe of a
@@ -52,20 +52,17 @@ export interface NatsPermissions {
   readonly subscribe: readonly string[];
 }
 
-/** The subjects a node sends requests to: every parameter value under the graph's subject prefix. */
-export function edgeSubjects(graph: ResolvedGraph, node: ResolvedNode): string[] {
-  const p = `${graph.subjectPrefix}.`;
-  return [...new Set(Object.values(node.parameters).filter((v) => v.startsWith(p)))];
-}
-
-/** The node an edge subject belongs to (`sg.v1.<node>.<endpoint>` -> `<node>`). */
-function targetOf(graph: ResolvedGraph, subject: string): string {
-  return subject.slice(graph.subjectPrefix.length + 1).split(".")[0]!;
+/**
+ * The subjects a node sends requests to: its declared calls (graph.config.ts: subject parameters, `calls`, an HTTP
+ * node's routes; runtime/config.ts resolves them into `node.calls`), never inferred from parameter strings.
+ */
+export function edgeSubjects(_graph: ResolvedGraph, node: ResolvedNode): string[] {
+  return node.calls.map((c) => c.subject);
 }
 
 /** The nodes with an edge to `nodeName`, in name order. */
 export function callersOf(graph: ResolvedGraph, nodeName: string): string[] {
-  return Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => targetOf(graph, s) === nodeName)).map((n) => n.name).sort();
+  return Object.values(graph.nodes).filter((n) => n.calls.some((c) => c.node === nodeName)).map((n) => n.name).sort();
 }
 
 /** The inbox prefix of the ops user's requests (the nats.js default: it may read `_INBOX.>`). */
@@ -81,7 +78,7 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { 
   const node = graph.nodes[nodeName];
   if (!node) throw new GraphConfigError([{ path: `nodes.${nodeName}`, message: `unknown node "${nodeName}"` }]);
   const edges = edgeSubjects(graph, node);
-  const targets = [...new Set(edges.map((s) => targetOf(graph, s)))];
+  const targets = [...new Set(node.calls.map((c) => c.node))];
   return {
     publish: [
       ...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),

@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { IngressDeps, IngressRoutes } from "../../services/ingress/src/app.ts";
+import type { IngressDeps, IngressRoute } from "../../services/ingress/src/app.ts";
+import { parseRouteKey, type RouteBody, type RouteMethod } from "../../runtime/config.ts";
+import { AbProcess, Classify, Greeting, type EndpointDef } from "../../subjects/endpoints.ts";
 import { createClient } from "../../runtime/client.ts";
 import { countReplicas } from "../../runtime/discovery.ts";
 import { createLogger, type Logger } from "../../runtime/log.ts";
@@ -52,14 +54,24 @@ export async function startGreeterBroker(name: string, proxyTimeoutMs: number): 
   return broker;
 }
 
-/** The ingress's greeting route to the greeter-proxy, with its deadline. */
-export const greetingRoute = (timeoutMs: number): NonNullable<IngressRoutes["greeting"]> => ({ subject: GREETING_SUBJECT, node: "greeter-proxy", timeoutMs });
+/** A route as graph.config.ts would declare it (`key` -> `def` of `node`), with its deadline; `body` as compile picks it. */
+export function ingressRoute(key: string, def: EndpointDef, node: string, timeoutMs: number, body?: RouteBody): IngressRoute {
+  const r = parseRouteKey(key);
+  if (!r) throw new Error(`not a route key: ${key}`);
+  const dflt: RouteBody | "none" = def.request.kind === "bytes" ? "raw" : r.method === "GET" || r.method === "DELETE" ? "none" : "json";
+  return { key, method: r.method as RouteMethod, path: r.path, params: r.params, node, subject: `sg.v1.${node}.${def.name}`, timeoutMs, def, body: body ?? dflt };
+}
+
+/** The reference graph's routes (graph.config.ts), with a deadline of `timeoutMs`. */
+export const greetingRoute = (timeoutMs: number): IngressRoute => ingressRoute("GET /greeting/:name", Greeting, "greeter-proxy", timeoutMs);
+export const classifyRoute = (timeoutMs: number): IngressRoute => ingressRoute("POST /classify", Classify, "preprocess", timeoutMs, "image");
+export const processRoute = (timeoutMs: number): IngressRoute => ingressRoute("GET /process/:message", AbProcess, "ab-router", timeoutMs);
 
 /**
  * buildApp()'s dependencies on `nc`: a client (`clientTimeoutMs`, default 1000), replica counts and connection
  * state from it; a 1 KiB body limit and no private image URLs unless `o` says otherwise.
  */
-export function ingressDeps(on: { nc: NatsConnection; log: Logger }, o: Partial<IngressDeps> & { routes: IngressRoutes; clientTimeoutMs?: number }): IngressDeps {
+export function ingressDeps(on: { nc: NatsConnection; log: Logger }, o: Partial<IngressDeps> & { routes: readonly IngressRoute[]; clientTimeoutMs?: number }): IngressDeps {
   const { clientTimeoutMs = 1000, ...rest } = o;
   return {
     client: createClient(on.nc, { caller: "ingress", defaultTimeoutMs: clientTimeoutMs }),

@@ -77,7 +77,7 @@ test("dashboard events - one discovery reading a second for all streams, none af
   let reads = 0;
   let failing = false;
   const app = await buildApp({
-    client: {} as Client, routes: {}, countReplicas: async () => 1, isConnected: () => true,
+    client: {} as Client, routes: [], countReplicas: async () => 1, isConnected: () => true,
     maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false,
     dashboard: {
       topology: TOPOLOGY,
@@ -148,7 +148,7 @@ test("dashboard events - one discovery reading a second for all streams, none af
 
 test("dashboard - in the OpenAPI document; behind the bearer key when requiresAuth is on, like every route", async () => {
   const deps = {
-    client: {} as Client, routes: {}, countReplicas: async () => 1, isConnected: () => true, maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false,
+    client: {} as Client, routes: [], countReplicas: async () => 1, isConnected: () => true, maxBodyBytes: 1024, imageFetchTimeoutMs: 1000, allowPrivateImageUrls: false,
     dashboard: { topology: TOPOLOGY, readStatus: async () => status(1) },
   };
   const open = await buildApp(deps);

@@ -10,7 +10,7 @@ import net from "node:net";
 import type { FastifyInstance } from "fastify";
 import { buildApp, type IngressTimeouts } from "../../services/ingress/src/app.ts";
 import { checkingIntervalMs } from "../../services/ingress/src/http-server.ts";
-import { assertTableError, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
+import { assertTableError, classifyRoute, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
 
 const TIMEOUTS: IngressTimeouts = { headersTimeoutMs: 1000, requestTimeoutMs: 2000, connectionTimeoutMs: 1500, keepAliveTimeoutMs: 1000 };
 /** Node looks for expired requests this often, so a cut comes at most this late; plus scheduling on a busy CI box. */
@@ -24,10 +24,7 @@ let port: number;
 async function listeningApp(): Promise<{ app: FastifyInstance; port: number }> {
   const a = await buildApp(ingressDeps(greeter, {
     clientTimeoutMs: 5000,
-    routes: {
-      greeting: greetingRoute(4000),
-      classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 },
-    },
+    routes: [greetingRoute(4000), classifyRoute(300)],
     maxBodyBytes: 64 * 1024,
     timeouts: TIMEOUTS,
   }));

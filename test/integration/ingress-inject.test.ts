@@ -9,7 +9,7 @@ import { buildApp } from "../../services/ingress/src/app.ts";
 import { createService } from "../../runtime/service.ts";
 import { connectNats, isConnected, onConnectionChange } from "../../runtime/nats.ts";
 import { startNats } from "../helpers/graph.ts";
-import { assertTableError, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
+import { assertTableError, classifyRoute, greetingRoute, processRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
 
 let greeter: GreeterBroker;
 let app: FastifyInstance;
@@ -17,10 +17,7 @@ let app: FastifyInstance;
 before(async () => {
   greeter = await startGreeterBroker("inject", 1000);
   app = await buildApp(ingressDeps(greeter, {
-    routes: {
-      greeting: greetingRoute(300),
-      process: { subject: "sg.v1.ab-router.process", node: "ab-router", timeoutMs: 300 },
-    },
+    routes: [greetingRoute(300), processRoute(300)],
   }));
   await app.ready();
 });
@@ -75,7 +72,7 @@ test("ingress - router errors are table codes: bad percent-encoding, over-long p
 });
 
 test("ingress - body and Content-Type errors of Fastify are table codes", async () => {
-  const withBody = await buildApp(ingressDeps(greeter, { routes: { classify: { subject: "sg.v1.preprocess.classify", node: "preprocess", timeoutMs: 300 } } }));
+  const withBody = await buildApp(ingressDeps(greeter, { routes: [classifyRoute(300)] }));
   try {
     const post = (headers: Record<string, string>, payload: string | Buffer) => withBody.inject({ method: "POST", url: "/classify", headers, payload });
     assertTableError(await post({ "content-type": "text/plain" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
@@ -116,7 +113,7 @@ test("ingress - readyz is 503 UNAVAILABLE while the NATS connection is down, hea
     assert.equal(isConnected(own), connected);
   };
   onConnectionChange(own, (c) => changes.push(c));
-  const probe = await buildApp(ingressDeps({ nc: own, log: greeter.log }, { routes: {} }));
+  const probe = await buildApp(ingressDeps({ nc: own, log: greeter.log }, { routes: [] }));
   try {
     assert.equal((await probe.inject({ method: "GET", url: "/readyz" })).statusCode, 200);
     broker.process.kill("SIGKILL");
@@ -170,7 +167,7 @@ test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes a
 });
 
 test("ingress - with requiresAuth, routes need the bearer key; health, metrics and docs stay open", async () => {
-  const secured = await buildApp(ingressDeps(greeter, { routes: { greeting: greetingRoute(300) }, apiKey: "k3y-for-tests" }));
+  const secured = await buildApp(ingressDeps(greeter, { routes: [greetingRoute(300)], apiKey: "k3y-for-tests" }));
   try {
     const none = await secured.inject({ method: "GET", url: "/greeting/ada" });
     assert.equal(none.statusCode, 401);

@@ -193,3 +193,62 @@ test("config - a call to an endpoint its target's service does not define is ref
   // A service with no definitions in subjects/endpoints.ts has nothing to check against (minimal()'s services/b).
   assert.doesNotThrow(() => resolveGraph(minimal(), FILE));
 });
+
+test("config - calls are declared: subject parameters, `calls` and routes resolve into node.calls; an unknown one is refused with a suggestion", () => {
+  const graph = (calls: unknown[], routes: Record<string, unknown> = {}) => ({
+    name: "g",
+    nodes: {
+      web: { service: "services/ingress", http: { port: 0 }, routes },
+      caller: { service: "services/caller", parameters: { GREETER_SUBJECT: subjectOf("hello", "greet") }, calls },
+      hello: { service: "services/greeter" },
+      proxy: { service: "services/greeter-proxy" },
+    },
+    graphs: { main: { nodes: ["web", "caller", "hello", "proxy"] } },
+    defaultGraphs: ["main"],
+  });
+  const g = resolveGraph(graph([subjectOf("proxy", "greeting"), subjectOf("hello", "greet")], { "GET /hi/:name": { call: subjectOf("proxy", "greeting") } }), FILE);
+  assert.deepEqual(g.nodes.caller!.calls, [
+    { node: "hello", endpoint: "greet", subject: "sg.v1.hello.greet", via: { parameter: "GREETER_SUBJECT" } },
+    { node: "proxy", endpoint: "greeting", subject: "sg.v1.proxy.greeting", via: { call: 0 } },
+  ], "one entry per subject, the first declaration kept");
+  assert.deepEqual(g.nodes.web!.calls.map((c) => c.subject), ["sg.v1.proxy.greeting"]);
+  assert.deepEqual(g.nodes.web!.routes, [{ key: "GET /hi/:name", method: "GET", path: "/hi/:name", params: ["name"], node: "proxy", endpoint: "greeting", subject: "sg.v1.proxy.greeting", body: "none" }]);
+  assert.deepEqual(issuesOf(graph([subjectOf("helo", "greet"), subjectOf("hello", "gret")])), [
+    { path: "nodes.caller.calls.0", message: 'unknown node "helo"; did you mean "hello"?' },
+    { path: "nodes.caller.calls.1", message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?' },
+  ]);
+});
+
+test("config - routes are checked: key syntax, reserved paths, path parameters against the request's fields, bodies against the payload kind, HTTP nodes only", () => {
+  const graph = (routes: Record<string, unknown>, http = true) => ({
+    name: "g",
+    nodes: {
+      web: { service: "services/ingress", ...(http ? { http: { port: 0 } } : {}), routes },
+      proxy: { service: "services/greeter-proxy" },
+      pre: { service: "services/preprocess" },
+      inf: { service: "services/infer" },
+    },
+    graphs: { main: { nodes: ["web", "proxy", "pre", "inf"] } },
+    defaultGraphs: ["main"],
+  });
+  const ok = resolveGraph(graph({ "POST /classify": { call: subjectOf("pre", "classify"), body: "image" }, "POST /greet": { call: subjectOf("proxy", "greeting") }, "GET /labels": { call: subjectOf("inf", "labels") } }), FILE);
+  assert.deepEqual(ok.nodes.web!.routes.map((r) => [r.key, r.body]), [["POST /classify", "image"], ["POST /greet", "json"], ["GET /labels", "none"]]);
+  const issues = issuesOf(graph({
+    "greet": { call: subjectOf("proxy", "greeting") },
+    "FETCH /x": { call: subjectOf("proxy", "greeting") },
+    "GET /metrics": { call: subjectOf("proxy", "greeting") },
+    "GET /hi/:who": { call: subjectOf("proxy", "greeting") },
+    "POST /run": { call: subjectOf("inf", "run") },
+    "POST /img": { call: subjectOf("proxy", "greeting"), body: "image" },
+    "POST /typo": { call: subjectOf("proxy", "greting") },
+  }));
+  const at = (key: string) => issues.filter((i) => i.path.startsWith(`nodes.web.routes.${key}`)).map((i) => i.message);
+  assert.match(at("greet")[0]!, /a route is "METHOD \/path"/);
+  assert.match(at("FETCH /x")[0]!, /method FETCH is not one of GET, POST, PUT, PATCH, DELETE/);
+  assert.match(at("GET /metrics")[0]!, /the HTTP node's own/);
+  assert.match(at("GET /hi/:who")[0]!, /path parameter :who is not a field of greeter-proxy.greeting's request \(name\)/);
+  assert.match(at("POST /run")[0]!, /takes a tensor: an HTTP route cannot build one/);
+  assert.match(at("POST /img")[0]!, /image bodies are for bytes endpoints/);
+  assert.match(at("POST /typo")[0]!, /has no endpoint "greting".*did you mean "greeting"/);
+  assert.deepEqual(issuesOf(graph({ "GET /labels": { call: subjectOf("inf", "labels") } }, false)).map((i) => i.path), ["nodes.web.routes"]);
+});

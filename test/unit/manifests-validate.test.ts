@@ -10,7 +10,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { ScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
-import { loadGraph, resolveGraph } from "../../runtime/config.ts";
+import { loadGraph, resolveGraph, subjectOf } from "../../runtime/config.ts";
 import { buildManifests, renderYaml, type K8sObject, type Manifest } from "../../ops/manifests/index.ts";
 
 /**
@@ -63,7 +63,7 @@ const graph = await loadGraph();
 const edge = resolveGraph({
   name: "edge",
   nodes: {
-    front: { service: "services/front", http: { port: 8080, host: "127.0.0.1" }, replicas: [1, 3], parameters: { RUN: "sg.v1.gpu.run" }, secrets: { KEY: { env: "KEY", required: true } } },
+    front: { service: "services/front", http: { port: 8080, host: "127.0.0.1" }, replicas: [1, 3], parameters: { RUN: subjectOf("gpu", "run") }, secrets: { KEY: { env: "KEY", required: true } } },
     gpu: {
       service: "services/gpu", replicas: [0, 4], resources: { cpu: 4, memory: "16Gi", gpu: 1 }, timeout: "1500ms",
       batching: { maxBatchSize: 8, maxQueueSize: 64 }, autoscale: { metric: "batchFill", target: 0.75, scaleUpAfter: "3s", scaleDownAfter: "5m" },

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { loadGraph, resolveGraph, GraphConfigError } from "../../runtime/config.ts";
+import { loadGraph, resolveGraph, subjectOf, GraphConfigError } from "../../runtime/config.ts";
 import { nodesOfGraphs } from "../../runtime/graph-queries.ts";
 import { findNatsServer } from "../../ops/nats-server.ts";
 import { main } from "../../ops/cli.ts";
@@ -129,7 +129,7 @@ test("manifests - replicas [0, N]: KEDA scales to zero and wakes on the callers'
   const g = resolveGraph({
     name: "g",
     nodes: {
-      front: { service: "services/front", parameters: { BACK_SUBJECT: "sg.v1.back.run", BACK_INFO: "sg.v1.back.info" } },
+      front: { service: "services/front", parameters: { BACK_SUBJECT: subjectOf("back", "run") }, calls: [subjectOf("back", "info")] },
       back: { service: "services/back", replicas: [0, 3], timeout: "2s" },
       lonely: { service: "services/lonely", replicas: [0, 2] },
     },
@@ -169,7 +169,7 @@ test("manifests - env carries SG_NODE, every parameter as a string, resolved sub
   const env = (n: string) => new Map(containerOf(all, n).env.map((e) => [e.name, e.value]));
   assert.equal(env("greeter-proxy").get("GREETER_SUBJECT"), "sg.v1.greeter.greet");
   assert.equal(env("preprocess").get("INFER_SUBJECT"), "sg.v1.infer.run");
-  assert.equal(env("ingress").get("CLASSIFY_SUBJECT"), "sg.v1.preprocess.classify");
+  assert.equal(env("ingress").get("MAX_BODY_BYTES"), String(graph.nodes.ingress!.parameters.MAX_BODY_BYTES), "the ingress's routes are graph.config.ts's, not env");
   assert.equal(env("infer").get("ALLOW_SPINNING"), String(graph.nodes.infer!.parameters.ALLOW_SPINNING), "booleans become strings");
   assert.equal(env("greeter").get("DELAY_MS"), "0");
   // metrics: a fixed port on all interfaces; the ingress listens on 0.0.0.0 and serves /metrics itself
@@ -218,6 +218,7 @@ test("manifests - NATS permissions come from the graph's edges", () => {
   assert.deepEqual(natsPermissions(graph, "preprocess").publish.filter((x) => x.includes(".hb.")), ["_INBOX_ingress.*.hb.*", "_INBOX.*.hb.*"]);
   assert.deepEqual(callersOf(graph, "infer"), ["ingress", "preprocess"]);
   assert.ok(!natsPermissions(graph, "ingress").publish.includes("$SRV.PING.ingress"), "an HTTP node's probe is /readyz");
+  assert.deepEqual(natsPermissions(graph, "ingress").publish.filter((x) => x.startsWith("sg.v1.")).sort(), ["sg.v1.ab-router.process", "sg.v1.greeter-proxy.greeting", "sg.v1.infer.labels", "sg.v1.preprocess.classify"], "the ingress may call exactly the endpoints of its declared routes");
   const localIngress = natsPermissions(graph, "ingress", { control: true }).publish;
   assert.ok(localIngress.includes("sg.ops.autoscaler"), "on up's broker the dashboard may read the autoscaler");
   assert.ok(!localIngress.some((x) => x.startsWith("sg.ops.control")), "but never send a scale");

@@ -13,11 +13,11 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
+import { basename } from "node:path";
+import { GraphError, Headers, endpointDef, type EndpointDef, type ErrorCode } from "../../../subjects/index.ts";
 import {
-  AbProcess, Classify, DEFAULT_TOP_K, GraphError, Greeting, Headers, InferLabels, MAX_MESSAGE_LENGTH, MAX_NAME_LENGTH, MAX_USER_KEY_LENGTH,
-  TopK, type ErrorCode,
-} from "../../../subjects/index.ts";
-import { metricsText, observeReplicas, type Client, type Logger } from "../../../runtime/index.ts";
+  metricsText, objectShape, observeReplicas, type Client, type Logger, type ResolvedGraph, type ResolvedNode, type RouteBody, type RouteMethod,
+} from "../../../runtime/index.ts";
 import { registerDashboard, type DashboardDeps } from "./dashboard/index.ts";
 import { fetchImage } from "./fetch-image.ts";
 import {
@@ -29,25 +29,49 @@ import { serverTimingOf } from "./server-timing.ts";
 
 export type { DashboardDeps, IngressTimeouts };
 
-/** Target subjects of the ingress's routes; a route whose subject is undefined is not served. */
-export interface IngressRoutes {
-  greeting?: { subject: string; node: string; timeoutMs: number };
-  classify?: { subject: string; node: string; timeoutMs: number };
-  labels?: { subject: string; node: string; timeoutMs: number };
-  process?: { subject: string; node: string; timeoutMs: number };
+/**
+ * A route the ingress serves: a route declared in graph.config.ts (its HTTP node's `routes`), with its endpoint's
+ * definition (subjects/registry.ts) and its target's deadline. What the ingress holds in code is how each kind of
+ * request is built from HTTP, never a route of its own: see {@link registerRoute}.
+ */
+export interface IngressRoute {
+  /** `"GET /greeting/:name"`: the dashboard's label of the edge, and the start-up banner's line. */
+  readonly key: string;
+  readonly method: RouteMethod;
+  readonly path: string;
+  readonly params: readonly string[];
+  readonly node: string;
+  readonly subject: string;
+  readonly timeoutMs: number;
+  readonly def: EndpointDef;
+  readonly body: RouteBody | "none";
+  readonly description?: string;
 }
 
-/** Each route as the dashboard labels the ingress's edges. */
-export const ROUTE_LABELS: Readonly<Record<keyof IngressRoutes, string>> = Object.freeze({
-  greeting: "GET /greeting/:name",
-  classify: "POST /classify",
-  labels: "GET /labels",
-  process: "GET /process/:message",
-});
+/** The routes of a resolved HTTP node whose targets are running (`active`; all when undefined) and defined. */
+export function ingressRoutesOf(graph: ResolvedGraph, node: ResolvedNode, active?: ReadonlySet<string>): IngressRoute[] {
+  const out: IngressRoute[] = [];
+  for (const r of node.routes) {
+    if (active && !active.has(r.node)) continue;
+    const target = graph.nodes[r.node];
+    const def = target && endpointDef(basename(target.service), r.endpoint);
+    if (!def) continue; // refused by check; nothing to serve it with
+    out.push({ ...r, def, timeoutMs: target.timeoutMs });
+  }
+  return out;
+}
+
+/**
+ * The query parameter that carries a bytes endpoint's header: `Graph-Top-K` -> `top_k` (the `Graph-` prefix off,
+ * lower case, dashes to underscores). Content-Type comes from the HTTP request's own.
+ */
+export function queryNameOf(header: string): string {
+  return header.replace(/^Graph-/i, "").toLowerCase().replace(/-/g, "_");
+}
 
 export interface IngressDeps {
   client: Client;
-  routes: IngressRoutes;
+  routes: readonly IngressRoute[];
   /** Number of replicas answering $SRV.PING for a node (0 when none). */
   countReplicas: (node: string) => Promise<number>;
   maxBodyBytes: number;
@@ -166,8 +190,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
     });
   }
 
-  const edges = Object.values(deps.routes).filter((r): r is NonNullable<typeof r> => r !== undefined);
-  const edgeNodes = [...new Set(edges.map((e) => e.node))];
+  const edgeNodes = [...new Set(deps.routes.map((e) => e.node))];
   /** Replicas of each downstream node (0 when the count fails). */
   const replicaCounts = () => Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
   observeReplicas(async () => Object.fromEntries(await replicaCounts()));
@@ -200,74 +223,103 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
     return reply.header("content-type", contentType).send(body);
   });
 
-  const deadline = (timeoutMs: number): number => Date.now() + timeoutMs;
-
-  const greeting = deps.routes.greeting;
-  if (greeting) {
-    app.get("/greeting/:name", {
-      schema: {
-        description: "Two-node chain: ingress -> greeter-proxy -> greeter.",
-        params: z.object({ name: z.string().min(1).max(MAX_NAME_LENGTH) }),
-        response: { 200: Greeting.reply.schema, ...errors(false, PARAM_CODES, callCodes(Greeting)) },
-      },
-    }, async (req) => deps.client.call(Greeting, greeting.subject, { name: req.params.name }, { deadlineEpochMs: deadline(greeting.timeoutMs) }));
-  }
-
-  const classify = deps.routes.classify;
-  if (classify) {
-    // The endpoint's definition checks the image (empty, media type, top_k) before it leaves the ingress.
-    const classifyBytes = async (reply: FastifyReply, data: Uint8Array, topK: number, contentType: string | undefined) => {
-      let timing: string | undefined;
-      const t0 = performance.now();
-      const out = await deps.client.call(Classify, classify.subject, { data, headers: { [Headers.TopK]: topK, [Headers.ContentType]: contentType } }, {
-        deadlineEpochMs: deadline(classify.timeoutMs), onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)),
-      });
-      void reply.header("server-timing", serverTimingOf(classify.node, reply.elapsedTime, performance.now() - t0, timing));
-      return out;
-    };
-    app.post("/classify", {
-      schema: {
-        description: "Classify an image: JSON `{image_url, top_k}` (the URL is fetched by the ingress: http(s) to public addresses only), or the raw image as the body (image/*, application/octet-stream) with `?top_k=`. The answer's `Server-Timing` header gives the time per hop in ms (ingress, preprocess, infer as preprocess timed it, total).",
-        querystring: z.object({ top_k: TopK.default(DEFAULT_TOP_K) }),
-        // Buffer first: zod tries the options in order, and a strictObject check of a Buffer visits every
-        // byte as a key (~30 ms of CPU per 100 KB image). The JSON errors are the same either way.
-        body: z.union([
-          z.instanceof(Buffer).describe("raw image bytes"),
-          z.strictObject({ image_url: z.string().min(1).max(4096), top_k: TopK.default(DEFAULT_TOP_K) }),
-        ]).optional(),
-        response: { 200: Classify.reply.schema, ...errors(false, BODY_CODES, FETCH_CODES, callCodes(Classify)) },
-      },
-    }, async (req, reply) => {
-      const body = req.body;
-      if (body === undefined || body === null) throw new GraphError("BAD_REQUEST", "send JSON {image_url, top_k} or an image body");
-      if (Buffer.isBuffer(body)) return classifyBytes(reply, body, req.query.top_k, req.headers["content-type"]);
-      const { image_url, top_k } = body as { image_url: string; top_k: number };
-      const img = await fetchImage(image_url, {
-        maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls,
-      });
-      return classifyBytes(reply, img.bytes, top_k, img.contentType);
-    });
-  }
-
-  const labels = deps.routes.labels;
-  if (labels) {
-    app.get("/labels", { schema: { description: "The model's class labels, index = output row.", response: { 200: InferLabels.reply.schema, ...errors(false, callCodes(InferLabels)) } } },
-      async () => deps.client.call(InferLabels, labels.subject, undefined, { deadlineEpochMs: deadline(labels.timeoutMs) }));
-  }
-
-  const ab = deps.routes.process;
-  if (ab) {
-    app.get("/process/:message", {
-      schema: {
-        description: "A/B routing: the router picks variant A or B for `user_key` (Statsig gate) and forwards the message.",
-        params: z.object({ message: z.string().max(MAX_MESSAGE_LENGTH) }),
-        querystring: z.object({ user_key: z.string().min(1, "user_key is required").max(MAX_USER_KEY_LENGTH) }),
-        response: { 200: AbProcess.reply.schema, ...errors(false, PARAM_CODES, callCodes(AbProcess)) },
-      },
-    }, async (req) => deps.client.call(AbProcess, ab.subject, { message: req.params.message, user_key: req.query.user_key }, { deadlineEpochMs: deadline(ab.timeoutMs) }));
-  }
+  for (const route of deps.routes) registerRoute(app, route, deps, errors);
 
   if (deps.dashboard) registerDashboard(app, deps.dashboard, errors(false));
 
   return app;
+}
+
+type App = FastifyInstance & { withTypeProvider: FastifyInstance["withTypeProvider"] };
+type ErrorsOf = (open: boolean, ...codes: (readonly ErrorCode[])[]) => ReturnType<typeof errorResponses>;
+
+/**
+ * Serves one declared route: the endpoint's request is built from the HTTP request by the kind of its payload and
+ * the route's `body`, checked by the Fastify schema made from the endpoint's own (so /docs shows exactly what is
+ * accepted), sent with the route's deadline, and the reply (JSON) is the answer, with `Server-Timing` per hop.
+ *
+ * - JSON endpoint: its request object's fields come from the path parameters, then the query string (body
+ *   `none`, the default of GET and DELETE) or the JSON body (`json`, the default of POST, PUT and PATCH).
+ * - bytes endpoint: the raw body (`raw`) and its headers from the query string (`Graph-Top-K` from `?top_k=`,
+ *   {@link queryNameOf}) and Content-Type; `image` also takes JSON `{image_url, <those fields>}` and fetches the URL.
+ */
+function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressDeps, errors: ErrorsOf): void {
+  const { def } = route;
+  const description = route.description ?? def.description;
+  const codes = [...(route.params.length ? PARAM_CODES : []), ...(route.body !== "none" ? BODY_CODES : []), ...(route.body === "image" ? FETCH_CODES : []), ...callCodes(def)];
+  const response = { ...(def.reply.kind === "json" ? { 200: def.reply.schema } : {}), ...errors(false, codes) };
+  const deadline = (): number => Date.now() + route.timeoutMs;
+  const call = async (reply: FastifyReply, input: unknown): Promise<unknown> => {
+    let timing: string | undefined;
+    const t0 = performance.now();
+    const out = await deps.client.call(def, route.subject, input as never, {
+      deadlineEpochMs: deadline(), onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)),
+    });
+    void reply.header("server-timing", serverTimingOf(route.node, reply.elapsedTime, performance.now() - t0, timing));
+    return out;
+  };
+  const typed = (app as App).withTypeProvider<ZodTypeProvider>();
+
+  if (def.request.kind === "json") {
+    const shape = objectShape(def.request.schema);
+    const params = shape && route.params.length ? z.strictObject(Object.fromEntries(route.params.map((p) => [p, shape[p]!]))) : undefined;
+    const rest = shape ? Object.fromEntries(Object.entries(shape).filter(([k]) => !route.params.includes(k))) : undefined;
+    const inQuery = route.body === "none" && rest && Object.keys(rest).length > 0;
+    const bodySchema = route.body === "json" ? (shape ? z.strictObject(rest!) : def.request.schema) : undefined;
+    typed.route({
+      method: route.method, url: route.path,
+      schema: {
+        description,
+        ...(params ? { params } : {}),
+        ...(inQuery ? { querystring: z.object(rest!) } : {}),
+        ...(bodySchema ? { body: bodySchema } : {}),
+        response,
+      },
+      handler: async (req, reply) => {
+        if (!shape) return call(reply, req.body);
+        const fields: Record<string, unknown> = { ...(req.params as object) };
+        const from = (route.body === "json" ? req.body : req.query) as Record<string, unknown> | undefined;
+        for (const k of Object.keys(rest!)) if (from?.[k] !== undefined) fields[k] = from[k];
+        return call(reply, Object.keys(shape).length === 0 ? undefined : fields);
+      },
+    });
+    return;
+  }
+
+  if (def.request.kind !== "bytes") throw new Error(`route ${route.key}: ${def.service}.${def.name} takes ${def.request.kind}, which no HTTP route can build`);
+  const headerShape = objectShape(def.request.headers) ?? {};
+  const fromQuery = Object.keys(headerShape).filter((h) => h.toLowerCase() !== Headers.ContentType.toLowerCase());
+  const query = z.object(Object.fromEntries(fromQuery.map((h) => [queryNameOf(h), headerShape[h]!])));
+  const headersOf = (values: Record<string, unknown>, contentType: string | undefined): Record<string, unknown> => {
+    const out: Record<string, unknown> = {};
+    for (const h of fromQuery) if (values[queryNameOf(h)] !== undefined) out[h] = values[queryNameOf(h)];
+    if (Headers.ContentType in headerShape) out[Headers.ContentType] = contentType;
+    return out;
+  };
+  // Buffer first: zod tries the options in order, and a strictObject check of a Buffer visits every byte as a key
+  // (~30 ms of CPU per 100 KB image). The JSON errors are the same either way.
+  const body = route.body === "image"
+    ? z.union([z.instanceof(Buffer).describe("raw image bytes"), z.strictObject({ image_url: z.string().min(1).max(4096), ...query.shape })]).optional()
+    : z.instanceof(Buffer).describe("the raw body").optional();
+  typed.route({
+    method: route.method, url: route.path,
+    schema: {
+      description: route.body === "image"
+        ? `${description} Send the raw image as the body (image/*, application/octet-stream) with the query parameters, or JSON \`{image_url, ...}\` with them as fields: the ingress fetches the URL (http(s) to public addresses only).`
+        : description,
+      querystring: query,
+      body,
+      response,
+    },
+    handler: async (req, reply) => {
+      const b = req.body;
+      if (b === undefined || b === null) {
+        throw new GraphError("BAD_REQUEST", route.body === "image" ? "send JSON {image_url, ...} or an image body" : "send the request as the body");
+      }
+      if (Buffer.isBuffer(b)) return call(reply, { data: b, headers: headersOf(req.query as Record<string, unknown>, req.headers["content-type"]) });
+      const { image_url, ...fields } = b as { image_url: string } & Record<string, unknown>;
+      const img = await fetchImage(image_url, { maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls });
+      return call(reply, { data: img.bytes, headers: headersOf(fields, img.contentType) });
+    },
+  });
 }

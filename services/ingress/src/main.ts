@@ -1,13 +1,13 @@
 /**
- * ingress: the HTTP way in. Serves the routes whose target node is part of the running graph
- * (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset), and /dashboard, the live page of those nodes
+ * ingress: the HTTP way in. Serves the routes graph.config.ts declares for it (`routes`) whose target node is part
+ * of the running graph (SG_ACTIVE_NODES, set by `servegraph up`; all routes when unset), and /dashboard, the live page of those nodes
  * (discovery of all of them, and the autoscaler of a `servegraph up` when it answers on sg.ops.autoscaler).
  * On SIGTERM Fastify closes first (new requests get 503, in-flight ones finish, dashboard streams end), then the
  * NATS connection drains.
  */
 import { NodeConfigError, collectStatus, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
 import { Headers, OPS_AUTOSCALER_SUBJECT } from "../../../subjects/index.ts";
-import { buildApp, ROUTE_LABELS, type IngressRoutes } from "./app.ts";
+import { buildApp, ingressRoutesOf } from "./app.ts";
 import { topologyOf } from "./dashboard/index.ts";
 import Params from "./params.ts";
 
@@ -18,19 +18,9 @@ const AUTOSCALER_RETRY_MS = 30_000;
 
 await runNode(async (ctx) => {
   const active = ctx.launch.activeNodes;
-  const route = (subject: string | undefined) => {
-    if (subject === undefined) return undefined;
-    const node = subject.slice(ctx.graph.subjectPrefix.length + 1).split(".")[0]!;
-    if (active && !active.has(node)) return undefined;
-    const target = ctx.graph.nodes[node];
-    return { subject, node, timeoutMs: target?.timeoutMs ?? ctx.node.timeoutMs };
-  };
-  const routes: IngressRoutes = {};
+  // The routes graph.config.ts declares for this node, of the nodes that run (a route of a graph not started is not served).
+  const routes = ingressRoutesOf(ctx.graph, ctx.node, active);
   const p = ctx.params;
-  for (const [k, subject] of [["greeting", p.GREETING_SUBJECT], ["classify", p.CLASSIFY_SUBJECT], ["labels", p.LABELS_SUBJECT], ["process", p.PROCESS_SUBJECT]] as const) {
-    const r = route(subject);
-    if (r) routes[k] = r;
-  }
   let apiKey: string | undefined;
   if (ctx.node.requiresAuth) {
     apiKey = ctx.secret("API_KEY");
@@ -39,7 +29,7 @@ await runNode(async (ctx) => {
   const nodes = [...(active ?? Object.keys(ctx.graph.nodes))].filter((n) => ctx.graph.nodes[n] !== undefined);
   const topology = topologyOf(ctx.graph, {
     nodes,
-    self: { node: ctx.node.name, routes: Object.entries(routes).map(([k, r]) => ({ label: ROUTE_LABELS[k as keyof IngressRoutes], node: r.node })) },
+    self: { node: ctx.node.name, routes: routes.map((r) => ({ label: r.key, node: r.node })) },
   });
   const natsUrl = ctx.nc.getServer();
   // `servegraph up`'s autoscaler, when an up with one runs this graph. No responder, an error reply (an up without
@@ -85,6 +75,6 @@ await runNode(async (ctx) => {
   const address = await app.listen({ port, host });
   ctx.metadata.http_url = address;
   ctx.metadata.metrics_url = `${address}/metrics`;
-  ctx.log.info("listening", { url: address, routes: Object.keys(routes).join(",") });
+  ctx.log.info("listening", { url: address, routes: routes.map((r) => r.key).join(", ") });
   ctx.beforeStop(() => app.close());
 }, { params: Params, metricsServer: false });

@@ -4,7 +4,7 @@
  * Nodes: the nodes of the running graph (SG_ACTIVE_NODES, else every node of graph.config.ts). Edges, one per
  * (from, to) pair:
  *  - the HTTP node serving the dashboard: its routes to its first nodes, labelled by route (`POST /classify`);
- *  - any other node: each parameter whose value is a subject of the graph (`sg.v1.<node>.<endpoint>`), labelled by
+ *  - any other node: each call graph.config.ts declares for it (subject parameters, `calls`), labelled by
  *    endpoint, and each `dependsOn` (deployment co-scheduling, drawn even when no subject names the target).
  * Columns: a node's longest distance from a node nothing points at (the way in), so every edge goes right. Within
  * a column, nodes are ordered by the mean position of their callers in earlier columns (the barycenter heuristic of
@@ -79,10 +79,8 @@ export function topologyOf(graph: ResolvedGraph, opts: { nodes?: Iterable<string
     if (opts.self?.node === name) {
       for (const r of opts.self.routes) addVia(edge(name, r.node), r.label);
     } else {
-      for (const v of Object.values(node.parameters)) {
-        const t = nodeOfSubject(graph, v);
-        if (t) addVia(edge(name, t.node), t.endpoint);
-      }
+      // The calls graph.config.ts declares (subject parameters, `calls`, routes): the edges the broker permits.
+      for (const c of node.calls) addVia(edge(name, c.node), "route" in c.via ? c.via.route : c.endpoint);
     }
     for (const d of node.dependsOn) {
       const e = edge(name, d);
