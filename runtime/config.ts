@@ -485,6 +485,13 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
         issues.push({ path: `${at}.autoscale.target`, message: "batchFill is a fraction: the target is in (0, 1]" });
       }
     }
+    if (n.batching) {
+      // Knobs only a batched endpoint reads: on a node without one they would silently do nothing.
+      const defs = ENDPOINTS.filter((d) => d.service === basename(n.service));
+      if (defs.length > 0 && !defs.some((d) => d.batched)) {
+        issues.push({ path: `${at}.batching`, message: `${basename(n.service)} serves no batched endpoint (${defs.map((d) => d.name).join(", ")}): mark one \`batched: true\` in subjects/ and serve it with ctx.serveBatch, or remove \`batching\`` });
+      }
+    }
     if (n.batching?.maxQueueSize !== undefined && n.batching.maxBatchSize !== undefined && n.batching.maxQueueSize < n.batching.maxBatchSize) {
       issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });
     }

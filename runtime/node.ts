@@ -11,15 +11,17 @@
  */
 import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+import { BATCHING_DEFAULTS, loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
+import { createBatcher } from "./batcher.ts";
+import { batchQueueWait, batchSizeHistogram, recentBatchSizes, reportBatchGauges } from "./batch-metrics.ts";
 import { readSecret, subjectFor } from "./graph-queries.ts";
 import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { enableDefaultMetrics, metrics, startMetricsServer } from "./metrics.ts";
 import { connectNats } from "./nats.ts";
 import { parseParams, type ParamsSchema } from "./params.ts";
-import { createService, type EndpointHandler, type Service } from "./service.ts";
-import type { EndpointDef } from "../subjects/endpoints.ts";
+import { createService, type EndpointHandler, type IncomingRequest, type Service } from "./service.ts";
+import type { EndpointDef, InputOf, ValueOf } from "../subjects/endpoints.ts";
 import type { z } from "zod";
 import { startTelemetry, stopTelemetry } from "./telemetry.ts";
 
@@ -96,6 +98,14 @@ export interface NodeContext<P = unknown> {
   subjectOf(node: string, endpoint: string): string;
   /** Serves a defined endpoint at this node's subject for it (`<prefix>.<node>.<endpoint>`). */
   serve<D extends EndpointDef>(def: D, handler: EndpointHandler<D>): void;
+  /**
+   * Serves a batched endpoint (its definition says `batched: true`): requests wait in the node's batch queue
+   * (graph.config.ts `batching`, BATCHING_DEFAULTS for knobs it leaves out) and `handler` gets a batch of inputs,
+   * returning one reply per input, in order. A full queue answers QUEUE_FULL; a request whose deadline passes while
+   * it waits is dropped before the batch runs (DEADLINE_EXCEEDED). The batch metrics (sg_batch_*), `servegraph
+   * status`'s batch fill and the queueDepth/batchFill autoscale metrics come with it. One per replica.
+   */
+  serveBatch<D extends EndpointDef>(def: D, handler: BatchHandler<D>): void;
   /** The replica can no longer serve: leave the queue group, finish what is in flight, exit non-zero. */
   fail(reason: string): void;
   /** Runs before the service stops taking requests (e.g. the ingress closes its HTTP server first). */
@@ -103,6 +113,9 @@ export interface NodeContext<P = unknown> {
   /** Runs after in-flight requests finished, before the NATS connection drains (e.g. free the model). */
   afterStop(fn: () => Promise<void> | void): void;
 }
+
+/** The handler of a batched endpoint: a batch's inputs (and their requests) in, one reply per input out, in order. */
+export type BatchHandler<D extends EndpointDef> = (inputs: ValueOf<D["request"]>[], requests: IncomingRequest[]) => Promise<InputOf<D["reply"]>[]>;
 
 export interface RunNodeOptions<S extends ParamsSchema = ParamsSchema> {
   /** The service's parameter schema (its src/params.ts default export). */
@@ -137,11 +150,14 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     const { url } = await startMetricsServer(launch.metricsPort ?? node.metricsPort, launch.metricsHost);
     metadata.metrics_url = url;
   }
+  // A batched endpoint's figures (serveBatch) join the node's own in $SRV.STATS.
+  let batchStats: () => Record<string, unknown> = () => ({});
   const service = createService(nc, {
     name, description: node.description, maxInFlight: node.maxInFlight, defaultTimeoutMs: node.timeoutMs, metadata, log,
-    ...(options.statsData ? { statsData: options.statsData } : {}),
+    statsData: () => ({ ...options.statsData?.(), ...batchStats() }),
   });
   const client = createClient(nc, { caller: name, defaultTimeoutMs: node.timeoutMs, log });
+  let batchServed: string | undefined;
   const before: (() => Promise<void> | void)[] = [];
   const after: (() => Promise<void> | void)[] = [];
   let shutdown: (signal: string, code?: number) => Promise<void> = async () => {};
@@ -159,6 +175,37 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
       return process.env[k] || readSecret(s);
     },
     subjectOf: (n, e) => subjectFor(graph, n, e),
+    serveBatch: (def, handler) => {
+      if (!def.batched) throw new NodeConfigError(`${def.service}.${def.name} is not a batched endpoint: mark its definition \`batched: true\` (subjects/), or serve it with ctx.serve`);
+      if (batchServed) throw new NodeConfigError(`a replica serves one batched endpoint; ${batchServed} is served already`);
+      batchServed = def.name;
+      const knobs = node.batching ?? BATCHING_DEFAULTS;
+      const recent = recentBatchSizes();
+      const sizeOf = batchSizeHistogram.labels(name);
+      const waitOf = batchQueueWait.labels(name);
+      let batches = 0;
+      let batched = 0;
+      const batcher = createBatcher<{ input: unknown; req: IncomingRequest }, unknown>({
+        ...knobs,
+        run: (items) => handler(items.map((i) => i.input) as never, items.map((i) => i.req)) as Promise<unknown[]>,
+        onBatch: (info) => {
+          batches++;
+          batched += info.size;
+          recent.push(info.size);
+          sizeOf.observe(info.size);
+          for (const w of info.queueWaitMs) waitOf.observe(w / 1000);
+        },
+      });
+      const fill = (): number => recent.mean() / knobs.maxBatchSize;
+      reportBatchGauges({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill });
+      batchStats = () => ({
+        batches, batched_requests: batched, queue_depth: batcher.queueDepth(), avg_batch_size: recent.mean(), batch_fill: fill(),
+        max_batch_size: knobs.maxBatchSize, max_queue_delay_ms: knobs.maxQueueDelayMs, max_concurrent_batches: knobs.maxConcurrentBatches,
+      });
+      // After the service has stopped taking requests and the ones in flight were answered (they need the batcher).
+      after.unshift(() => batcher.stop());
+      service.serve(def, subjectFor(graph, name, def.name), (input, req) => batcher.enqueue({ input, req }, { deadlineEpochMs: req.deadlineEpochMs }) as never);
+    },
     beforeStop: (fn) => void before.push(fn),
     afterStop: (fn) => void after.push(fn),
   };

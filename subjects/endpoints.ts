@@ -98,6 +98,12 @@ export interface EndpointDef<Req extends Payload = Payload, Rep extends Payload 
   /** Safe to send twice: a retry on another replica cannot change the outcome. */
   readonly idempotent: boolean;
   /**
+   * Requests are grouped into batches by the serving node (`ctx.serveBatch`, or a batcher of its own like infer's):
+   * the node's `batching` knobs in graph.config.ts apply to it, and `check` refuses `batching` on a node that serves
+   * no batched endpoint.
+   */
+  readonly batched?: boolean;
+  /**
    * A request the endpoint accepts and a reply it may give: the contract test round-trips them through a real
    * nats-server the day the definition is written, and the ingress's OpenAPI document shows them.
    */
@@ -179,6 +185,7 @@ export const InferRun = endpoint({
   reply: tensor([TensorDtype.float32], [null]),
   errors: ["BAD_REQUEST", "QUEUE_FULL", "MODEL_ERROR"],
   idempotent: true,
+  batched: true,
 });
 
 export const InferLabels = endpoint({

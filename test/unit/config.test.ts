@@ -252,3 +252,16 @@ test("config - routes are checked: key syntax, reserved paths, path parameters a
   assert.match(at("POST /typo")[0]!, /has no endpoint "greting".*did you mean "greeting"/);
   assert.deepEqual(issuesOf(graph({ "GET /labels": { call: subjectOf("inf", "labels") } }, false)).map((i) => i.path), ["nodes.web.routes"]);
 });
+
+test("config - batching on a node that serves no batched endpoint is refused; on infer (a batched endpoint) it is not", () => {
+  const graph = (service: string) => ({
+    name: "g",
+    nodes: { n: { service, batching: { maxBatchSize: 8 } } },
+    graphs: { main: { nodes: ["n"] } },
+    defaultGraphs: ["main"],
+  });
+  assert.deepEqual(issuesOf(graph("services/greeter")), [
+    { path: "nodes.n.batching", message: "greeter serves no batched endpoint (greet): mark one `batched: true` in subjects/ and serve it with ctx.serveBatch, or remove `batching`" },
+  ]);
+  assert.equal(resolveGraph(graph("services/infer"), FILE).nodes.n!.batching!.maxBatchSize, 8);
+});

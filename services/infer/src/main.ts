@@ -27,6 +27,7 @@ import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
   NodeConfigError, createBatcher, recordSpanError, registry, runNode, startBatchSpan,
 } from "../../../runtime/index.ts";
+import { batchQueueWait, batchSizeHistogram, recentBatchSizes, reportBatchGauges } from "../../../runtime/batch-metrics.ts";
 import { writeBatchRow } from "./batch-input.ts";
 import { batchingFor } from "./batching.ts";
 import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
@@ -50,24 +51,7 @@ interface RowResult {
   batchSpan: SpanContext;
 }
 
-const batchSize = new client.Histogram({ name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const, buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry] });
-const queueWait = new client.Histogram({ name: "sg_batch_queue_wait_seconds", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const, buckets: SECONDS_BUCKETS, registers: [registry] });
 const computeTime = new client.Histogram({ name: "sg_model_compute_seconds", help: "Model forward-pass time per batch.", labelNames: ["node", "execution_provider"] as const, buckets: SECONDS_BUCKETS, registers: [registry] });
-/** What the batch gauges read at scrape time, once the batcher exists (autoscaling and alerts act on them). */
-let batchGauges: { node: string; queueDepth: () => number; maxQueueSize: number; fill: () => number } | undefined;
-new client.Gauge({
-  name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue now.", labelNames: ["node"] as const, registers: [registry],
-  collect() { if (batchGauges) this.labels(batchGauges.node).set(batchGauges.queueDepth()); },
-});
-new client.Gauge({
-  name: "sg_batch_queue_limit", help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.", labelNames: ["node"] as const, registers: [registry],
-  collect() { if (batchGauges) this.labels(batchGauges.node).set(batchGauges.maxQueueSize); },
-});
-new client.Gauge({
-  name: "sg_batch_fill_ratio", help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
-  labelNames: ["node"] as const, registers: [registry],
-  collect() { if (batchGauges) this.labels(batchGauges.node).set(batchGauges.fill()); },
-});
 // One series per replica, fixed for its lifetime: the provider, the model file's name, the providers that failed
 // before it and their reasons (one line, cut short), so cardinality stays one per process.
 const modelInfo = new client.Gauge({
@@ -94,9 +78,9 @@ let batchesRun = 0;
 let itemsRun = 0;
 /** Requests by the dtype they arrived in (preprocess sends uint8; float32 is for direct callers). */
 const inputsByDtype: Record<TensorDtype, number> = { uint8: 0, float32: 0 };
-/** Sizes of the last 512 batches: their mean is the batch fill reported in $SRV.STATS and sg_batch_fill_ratio. */
-const recentSizes: number[] = [];
-const avgBatchSize = (): number => recentSizes.length ? recentSizes.reduce((a, c) => a + c, 0) / recentSizes.length : 0;
+/** The recent batches' sizes: their mean is the batch fill reported in $SRV.STATS and sg_batch_fill_ratio. */
+const recentSizes = recentBatchSizes();
+const avgBatchSize = (): number => recentSizes.mean();
 
 let statsExtra: () => Record<string, unknown> = () => ({});
 
@@ -159,8 +143,8 @@ await runNode(async (ctx) => {
 
 
   // prom-client children resolved once: a labels() lookup per observation is measurable per request.
-  const batchSizeOf = batchSize.labels(ctx.node.name);
-  const queueWaitOf = queueWait.labels(ctx.node.name);
+  const batchSizeOf = batchSizeHistogram.labels(ctx.node.name);
+  const queueWaitOf = batchQueueWait.labels(ctx.node.name);
   const computeTimeOf = computeTime.labels(ctx.node.name, host.executionProvider);
   const batcher = createBatcher<Item, RowResult>({
     ...b,
@@ -200,14 +184,13 @@ await runNode(async (ctx) => {
       batchesRun++;
       itemsRun += info.size;
       recentSizes.push(info.size);
-      if (recentSizes.length > 512) recentSizes.shift();
       batchSizeOf.observe(info.size);
       for (const w of info.queueWaitMs) queueWaitOf.observe(w / 1000);
       computeTimeOf.observe(info.computeMs / 1000);
     },
   });
   const batchFill = (): number => avgBatchSize() / b.maxBatchSize;
-  batchGauges = { node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: batchFill };
+  reportBatchGauges({ node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: batchFill });
 
   ctx.serve(InferRun, async ({ data, dtype }, req) => {
     inputsByDtype[dtype]++;

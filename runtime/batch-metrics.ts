@@ -1,0 +1,56 @@
+/**
+ * The batch metrics of a batching node, one definition for every node that batches (infer's own batcher, and any
+ * node's `ctx.serveBatch`): batch sizes, queue wait, and gauges of the queue and the batch fill read at scrape
+ * time. Autoscaling (queueDepth, batchFill) and the alert rules read these names.
+ */
+import client from "prom-client";
+import { registry, SECONDS_BUCKETS } from "./metrics.ts";
+
+export const batchSizeHistogram = new client.Histogram({
+  name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const,
+  buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry],
+});
+export const batchQueueWait = new client.Histogram({
+  name: "sg_batch_queue_wait_seconds", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const,
+  buckets: SECONDS_BUCKETS, registers: [registry],
+});
+
+/** What the batch gauges read at scrape time, once the node's batcher exists. */
+export interface BatchGaugeSource {
+  node: string;
+  queueDepth: () => number;
+  maxQueueSize: number;
+  /** Mean batch size of the recent batches over the max batch size, 0..1. */
+  fill: () => number;
+}
+let source: BatchGaugeSource | undefined;
+/** Points the gauges at this process's batcher (one batching endpoint per replica is what they report). */
+export function reportBatchGauges(s: BatchGaugeSource): void {
+  source = s;
+}
+
+new client.Gauge({
+  name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue now.", labelNames: ["node"] as const, registers: [registry],
+  collect() { if (source) this.labels(source.node).set(source.queueDepth()); },
+});
+new client.Gauge({
+  name: "sg_batch_queue_limit", help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.", labelNames: ["node"] as const, registers: [registry],
+  collect() { if (source) this.labels(source.node).set(source.maxQueueSize); },
+});
+new client.Gauge({
+  name: "sg_batch_fill_ratio", help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
+  labelNames: ["node"] as const, registers: [registry],
+  collect() { if (source) this.labels(source.node).set(source.fill()); },
+});
+
+/** Sizes of the last 512 batches: their mean is the batch fill of $SRV.STATS and sg_batch_fill_ratio. */
+export function recentBatchSizes(limit = 512): { push(size: number): void; mean(): number } {
+  const sizes: number[] = [];
+  return {
+    push(size) {
+      sizes.push(size);
+      if (sizes.length > limit) sizes.shift();
+    },
+    mean: () => (sizes.length ? sizes.reduce((a, c) => a + c, 0) / sizes.length : 0),
+  };
+}
