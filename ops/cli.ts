@@ -29,6 +29,8 @@ commands:
     [--only node=n,...] [--host h]  worker host: start only these nodes, joining the graph on --nats (no local
                                     broker, no closure); replicas report host h (default: the hostname)
     [--autoscale-tick-ms n]         how often the autoscaler reads $SRV.STATS (default 1000)
+    [--watch]                       dev loop: a change in a node's service folder (or subjects/, runtime/)
+                                    replaces its replicas one at a time, the old ones serving until the new answer
   request <subject> <json|@file|->  send a NATS request, print the reply
   check                             validate graph.config.ts, print the resolved graph
   status [--watch]                  nodes, replicas by host, in-flight, requests, errors, latency, batch fill,

@@ -97,6 +97,13 @@ export interface Supervisor {
   readonly nodes: readonly string[];
   replicas(node: string): Replica[];
   scale(node: string, count: number): Promise<number>;
+  /**
+   * Replaces every replica of `node`, one at a time: a new process first, which must answer $SRV.PING, then the
+   * old one is drained (SIGTERM: it finishes what it has). If a new one exits or does not answer within
+   * `timeoutMs`, it stops there and rejects, and the replicas not yet replaced keep serving. Resolves with the
+   * number replaced.
+   */
+  restart(node: string, timeoutMs?: number): Promise<number>;
   /** Resolves when every replica of `node` answers $SRV.PING (count of answers >= expected). */
   waitReady(node: string, expected: number, timeoutMs?: number): Promise<void>;
   /** The last line a replica of `node` wrote to stderr (stack frames and Node's version footer skipped). */
@@ -313,6 +320,39 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       await Promise.all(extra.map((rep) => { rep.stopping = true; return terminate(rep.child); }));
       await waitReady(name, count);
       return list.length;
+    },
+    async restart(name, timeoutMs = opts.readyTimeoutMs ?? 120_000) {
+      const node = graph.nodes[name];
+      const list = byNode.get(name);
+      if (!node || !list) throw new GraphError("NOT_FOUND", `node ${name} is not running in this graph`);
+      let replaced = 0;
+      for (const old of [...list]) {
+        if (stopping) break;
+        if (!list.includes(old)) continue;
+        // Not in the node's list until it answers: if it exits, onExit leaves it be and the old replica stays.
+        const fresh = spawnReplica(node);
+        let exitedHow: string | undefined;
+        fresh.child.once("exit", (code, signal) => { exitedHow = signal ?? `code ${code}`; });
+        const t0 = Date.now();
+        for (;;) {
+          if (exitedHow !== undefined) throw new Error(`node ${name}: the new replica exited (${exitedHow}) before it answered: ${lastLine.get(name) ?? "no output"}; the others keep running as they were`);
+          const pings = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(name), 100).catch(() => []);
+          if (pings.some((p) => p.metadata?.replica === fresh.id)) break;
+          if (stopping || Date.now() - t0 > timeoutMs) {
+            fresh.stopping = true;
+            await terminate(fresh.child);
+            throw new Error(`node ${name}: the new replica did not answer $SRV.PING within ${timeoutMs} ms; the others keep running as they were`);
+          }
+          await sleep(100);
+        }
+        const at = list.indexOf(old);
+        if (at >= 0) list.splice(at, 1, fresh);
+        else list.push(fresh);
+        old.stopping = true;
+        await terminate(old.child);
+        replaced++;
+      }
+      return replaced;
     },
     waitReady,
     lastStderrLine: (n) => lastLine.get(n),

@@ -48,6 +48,7 @@ import { clearState, useNatsCredentials, writeState, type UpState } from "../sta
 import { createActivator, type Activator } from "../activator.ts";
 import { createAutoscaler, DEFAULT_TICK_MS, type Autoscaler } from "../autoscaler.ts";
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
+import { watchGraph, type Watcher } from "../watch.ts";
 
 /**
  * What the control subjects answer: `scale` to a count (pins the node), `scale` with `auto: true` (unpins it), and
@@ -154,7 +155,7 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
       replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" }, param: { type: "string", multiple: true },
-      only: { type: "string" }, host: { type: "string" }, "autoscale-tick-ms": { type: "string" },
+      only: { type: "string" }, host: { type: "string" }, "autoscale-tick-ms": { type: "string" }, watch: { type: "boolean" },
     },
     allowPositionals: true,
   });
@@ -199,6 +200,7 @@ export async function run(argv: string[]): Promise<number> {
   let sup: Supervisor | undefined;
   let control: Service | undefined;
   let autoscaler: Autoscaler | undefined;
+  let watcher: Watcher | undefined;
   const activators = new Map<string, Activator>();
   let state: UpState | undefined;
   let failure: NodeStartError | undefined;
@@ -332,6 +334,10 @@ export async function run(argv: string[]): Promise<number> {
     // host leaves it alone: it was given --nats, and hosts simulated on one machine share the file system.
     if (!only) writeState(state);
     printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero: new Set(activators.keys()) });
+    if (values.watch) {
+      watcher = watchGraph(graph, sup, log);
+      log.info("watching the nodes' service folders, subjects/ and runtime/: a change replaces the node's replicas one at a time");
+    }
 
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
@@ -348,6 +354,7 @@ export async function run(argv: string[]): Promise<number> {
       error = err;
     }
   }
+  watcher?.close();
   // The signal handlers stay on while stopping: a second signal kills, and none ends `up` with the broker left behind.
   await shutdown();
   process.off("SIGINT", onSignal);

@@ -7,33 +7,16 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { REPO_ROOT } from "../helpers/graph.ts";
-
-function copyProject(): string {
-  const dir = mkdtempSync(join(tmpdir(), "sg-new-node-"));
-  const files = spawnSync("git", ["ls-files", "-co", "--exclude-standard"], { cwd: REPO_ROOT, encoding: "utf8" });
-  assert.equal(files.status, 0, files.stderr);
-  for (const f of files.stdout.split("\n").filter(Boolean)) {
-    try {
-      mkdirSync(dirname(join(dir, f)), { recursive: true });
-      cpSync(join(REPO_ROOT, f), join(dir, f));
-    } catch {
-      // a file listed but deleted in the working tree
-    }
-  }
-  symlinkSync(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
-  return dir;
-}
+import { spawnSync, type ChildProcess } from "node:child_process";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { copyProject, startUp, stopUp } from "../helpers/project.ts";
 
 test("new node - scaffolded, calling greeter both ways, checked, started with up, served over HTTP and NATS", { timeout: 240_000 }, async () => {
   const dir = copyProject();
   const cli = (args: string[], env: Record<string, string> = {}) =>
     spawnSync(process.execPath, ["--import", "tsx", join(dir, "ops/cli.ts"), ...args], { cwd: dir, encoding: "utf8", timeout: 90_000, env: { ...process.env, ...env } });
-  let up: ReturnType<typeof spawn> | undefined;
+  let up: ChildProcess | undefined;
   try {
     const t0 = Date.now();
     const made = cli(["new", "node", "shout"]);
@@ -85,21 +68,8 @@ await runNode(async (ctx) => {
     writeFileSync(graphFile, g.replace(block, edited));
 
     const stateFile = join(dir, ".servegraph/state.json");
-    const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;
-    delete env.NATS_URL;
-    up = spawn(process.execPath, ["--import", "tsx", join(dir, "ops/cli.ts"), "up", "shout", "--json", "--port", "0"], { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    up.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
-    const summary = await new Promise<{ ingress: string; nodes: { node: string }[] }>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`up did not start in 90 s: ${err}`)), 90_000);
-      up!.stdout!.on("data", (d: Buffer) => {
-        out += d.toString();
-        const line = out.split("\n").find((l) => l.startsWith("{"));
-        if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
-      });
-      up!.once("exit", (code) => { clearTimeout(t); reject(new Error(`up exited ${code}: ${err}`)); });
-    });
+    let summary;
+    ({ up, summary } = await startUp(dir, ["shout", "--port", "0"], { SG_STATE_FILE: stateFile }));
     assert.deepEqual(summary.nodes.map((n) => n.node).sort(), ["greeter", "greeter-proxy", "ingress", "shout"]);
 
     const res = await fetch(`${summary.ingress}/shout`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "ada" }) });
@@ -118,13 +88,7 @@ await runNode(async (ctx) => {
     assert.match(direct.stdout, /HELLO, LIN! \| Hello, lin!/);
     process.stdout.write(`# new node: from \`new\` to a served HTTP answer in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   } finally {
-    if (up && up.exitCode === null) {
-      const exited = new Promise((r) => up!.once("exit", r));
-      up.kill("SIGINT");
-      const killer = setTimeout(() => up!.kill("SIGKILL"), 20_000);
-      await exited;
-      clearTimeout(killer);
-    }
+    await stopUp(up);
     rmSync(dir, { recursive: true, force: true });
   }
 });

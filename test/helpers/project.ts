@@ -1,0 +1,69 @@
+/**
+ * A copy of this project in a temporary folder (what git tracks and what is not ignored; node_modules linked), for
+ * tests that change its files as a user would (`servegraph new`, `up --watch`), and `servegraph up` run in it as a
+ * child process until its JSON summary.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { REPO_ROOT } from "./graph.ts";
+
+export function copyProject(): string {
+  const dir = mkdtempSync(join(tmpdir(), "sg-project-copy-"));
+  const files = spawnSync("git", ["ls-files", "-co", "--exclude-standard"], { cwd: REPO_ROOT, encoding: "utf8" });
+  assert.equal(files.status, 0, files.stderr);
+  for (const f of files.stdout.split("\n").filter(Boolean)) {
+    try {
+      mkdirSync(dirname(join(dir, f)), { recursive: true });
+      cpSync(join(REPO_ROOT, f), join(dir, f));
+    } catch {
+      // listed but deleted in the working tree
+    }
+  }
+  symlinkSync(join(REPO_ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
+export interface UpSummary {
+  nats: string;
+  ingress: string;
+  nodes: { node: string; replicas: number }[];
+}
+
+/** `servegraph up <args> --json` in `dir` (its own nats-server); resolves with the process once its summary is out. */
+export async function startUp(dir: string, args: string[], env: Record<string, string> = {}): Promise<{ up: ChildProcess; summary: UpSummary; output: () => string }> {
+  const e = { ...process.env, SG_LOG_LEVEL: "warn", ...env } as NodeJS.ProcessEnv;
+  delete e.NATS_URL;
+  const up = spawn(process.execPath, ["--import", "tsx", join(dir, "ops/cli.ts"), "up", ...args, "--json"], { cwd: dir, env: e, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  up.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
+  up.stdout!.on("data", (d: Buffer) => { out += d.toString(); });
+  try {
+    const summary = await new Promise<UpSummary>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`up did not start in 90 s: ${err}`)), 90_000);
+      const look = (): void => {
+        const line = out.split("\n").find((l) => l.startsWith("{"));
+        if (line) { clearTimeout(t); resolve(JSON.parse(line) as UpSummary); }
+      };
+      up.stdout!.on("data", look);
+      up.once("exit", (code) => { clearTimeout(t); reject(new Error(`up exited ${code}: ${err}`)); });
+    });
+    return { up, summary, output: () => out + err };
+  } catch (e2) {
+    await stopUp(up);
+    throw e2;
+  }
+}
+
+/** SIGINT (Ctrl-C), then SIGKILL after 20 s; resolves once it has exited. */
+export async function stopUp(up: ChildProcess | undefined): Promise<void> {
+  if (!up || up.exitCode !== null || up.signalCode !== null) return;
+  const exited = new Promise((r) => up.once("exit", r));
+  up.kill("SIGINT");
+  const killer = setTimeout(() => up.kill("SIGKILL"), 20_000);
+  await exited;
+  clearTimeout(killer);
+}
