@@ -6,15 +6,6 @@
 import client from "prom-client";
 import { registry, SECONDS_BUCKETS } from "./metrics.ts";
 
-export const batchSizeHistogram = new client.Histogram({
-  name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const,
-  buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry],
-});
-export const batchQueueWait = new client.Histogram({
-  name: "sg_batch_queue_wait_seconds", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const,
-  buckets: SECONDS_BUCKETS, registers: [registry],
-});
-
 /** What the batch gauges read at scrape time, once the node's batcher exists. */
 export interface BatchGaugeSource {
   node: string;
@@ -23,25 +14,47 @@ export interface BatchGaugeSource {
   /** Mean batch size of the recent batches over the max batch size, 0..1. */
   fill: () => number;
 }
-let source: BatchGaugeSource | undefined;
-/** Points the gauges at this process's batcher (one batching endpoint per replica is what they report). */
-export function reportBatchGauges(s: BatchGaugeSource): void {
-  source = s;
+
+export interface BatchMetrics {
+  size: client.Histogram<"node">;
+  queueWait: client.Histogram<"node">;
+  /** Points the gauges at this process's batcher (one batching endpoint per replica is what they report). */
+  report(s: BatchGaugeSource): void;
 }
 
-new client.Gauge({
-  name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue now.", labelNames: ["node"] as const, registers: [registry],
-  collect() { if (source) this.labels(source.node).set(source.queueDepth()); },
-});
-new client.Gauge({
-  name: "sg_batch_queue_limit", help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.", labelNames: ["node"] as const, registers: [registry],
-  collect() { if (source) this.labels(source.node).set(source.maxQueueSize); },
-});
-new client.Gauge({
-  name: "sg_batch_fill_ratio", help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
-  labelNames: ["node"] as const, registers: [registry],
-  collect() { if (source) this.labels(source.node).set(source.fill()); },
-});
+let metrics: BatchMetrics | undefined;
+
+/**
+ * The batch metrics, registered on first use: a process that never batches exports none of them (its /metrics
+ * lists what it measures, nothing it cannot).
+ */
+export function batchMetrics(): BatchMetrics {
+  if (metrics) return metrics;
+  let source: BatchGaugeSource | undefined;
+  const size = new client.Histogram({
+    name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const,
+    buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry],
+  });
+  const queueWait = new client.Histogram({
+    name: "sg_batch_queue_wait_seconds", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const,
+    buckets: SECONDS_BUCKETS, registers: [registry],
+  });
+  new client.Gauge({
+    name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue now.", labelNames: ["node"] as const, registers: [registry],
+    collect() { if (source) this.labels(source.node).set(source.queueDepth()); },
+  });
+  new client.Gauge({
+    name: "sg_batch_queue_limit", help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.", labelNames: ["node"] as const, registers: [registry],
+    collect() { if (source) this.labels(source.node).set(source.maxQueueSize); },
+  });
+  new client.Gauge({
+    name: "sg_batch_fill_ratio", help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
+    labelNames: ["node"] as const, registers: [registry],
+    collect() { if (source) this.labels(source.node).set(source.fill()); },
+  });
+  metrics = { size, queueWait, report: (s) => { source = s; } };
+  return metrics;
+}
 
 /** Sizes of the last 512 batches: their mean is the batch fill of $SRV.STATS and sg_batch_fill_ratio. */
 export function recentBatchSizes(limit = 512): { push(size: number): void; mean(): number } {

@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { BATCHING_DEFAULTS, loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 import { createBatcher } from "./batcher.ts";
-import { batchQueueWait, batchSizeHistogram, recentBatchSizes, reportBatchGauges } from "./batch-metrics.ts";
+import { batchMetrics, recentBatchSizes } from "./batch-metrics.ts";
 import { readSecret, subjectFor } from "./graph-queries.ts";
 import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -181,8 +181,9 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
       batchServed = def.name;
       const knobs = node.batching ?? BATCHING_DEFAULTS;
       const recent = recentBatchSizes();
-      const sizeOf = batchSizeHistogram.labels(name);
-      const waitOf = batchQueueWait.labels(name);
+      const m = batchMetrics();
+      const sizeOf = m.size.labels(name);
+      const waitOf = m.queueWait.labels(name);
       let batches = 0;
       let batched = 0;
       const batcher = createBatcher<{ input: unknown; req: IncomingRequest }, unknown>({
@@ -197,7 +198,7 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
         },
       });
       const fill = (): number => recent.mean() / knobs.maxBatchSize;
-      reportBatchGauges({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill });
+      m.report({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill });
       batchStats = () => ({
         batches, batched_requests: batched, queue_depth: batcher.queueDepth(), avg_batch_size: recent.mean(), batch_fill: fill(),
         max_batch_size: knobs.maxBatchSize, max_queue_delay_ms: knobs.maxQueueDelayMs, max_concurrent_batches: knobs.maxConcurrentBatches,

@@ -27,7 +27,7 @@ import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
   NodeConfigError, createBatcher, recordSpanError, registry, runNode, startBatchSpan,
 } from "../../../runtime/index.ts";
-import { batchQueueWait, batchSizeHistogram, recentBatchSizes, reportBatchGauges } from "../../../runtime/batch-metrics.ts";
+import { batchMetrics, recentBatchSizes } from "../../../runtime/batch-metrics.ts";
 import { writeBatchRow } from "./batch-input.ts";
 import { batchingFor } from "./batching.ts";
 import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
@@ -143,8 +143,9 @@ await runNode(async (ctx) => {
 
 
   // prom-client children resolved once: a labels() lookup per observation is measurable per request.
-  const batchSizeOf = batchSizeHistogram.labels(ctx.node.name);
-  const queueWaitOf = batchQueueWait.labels(ctx.node.name);
+  const batchMetricsOf = batchMetrics();
+  const batchSizeOf = batchMetricsOf.size.labels(ctx.node.name);
+  const queueWaitOf = batchMetricsOf.queueWait.labels(ctx.node.name);
   const computeTimeOf = computeTime.labels(ctx.node.name, host.executionProvider);
   const batcher = createBatcher<Item, RowResult>({
     ...b,
@@ -190,7 +191,7 @@ await runNode(async (ctx) => {
     },
   });
   const batchFill = (): number => avgBatchSize() / b.maxBatchSize;
-  reportBatchGauges({ node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: batchFill });
+  batchMetricsOf.report({ node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: batchFill });
 
   ctx.serve(InferRun, async ({ data, dtype }, req) => {
     inputsByDtype[dtype]++;
