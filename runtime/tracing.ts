@@ -17,7 +17,7 @@ import {
   context, propagation, trace, SpanKind, SpanStatusCode, ROOT_CONTEXT,
   type Attributes, type Context, type Link, type Span, type SpanContext, type TextMapGetter, type TextMapSetter,
 } from "@opentelemetry/api";
-import type { MsgHdrs } from "@nats-io/transport-node";
+import { Match, type MsgHdrs } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import {
   ATTR_ERROR_TYPE, ATTR_MESSAGING_BATCH_MESSAGE_COUNT, ATTR_MESSAGING_CONSUMER_GROUP_NAME, ATTR_MESSAGING_DESTINATION_NAME,
@@ -30,8 +30,9 @@ export const tracer = trace.getTracer("servegraph", "0.1.0");
 export const natsHeaderSetter: TextMapSetter<MsgHdrs> = { set: (h, k, v) => h.set(k, v) };
 export const natsHeaderGetter: TextMapGetter<MsgHdrs | undefined> = {
   keys: (h) => (h ? [...h.keys()] : []),
-  // MsgHdrs.get returns "" for a missing key; OTel expects undefined. Lookup is case-insensitive in nats.js.
-  get: (h, k) => (h ? h.get(k) || undefined : undefined),
+  // MsgHdrs.get matches the name exactly by default, and returns "" for a missing one (OTel expects undefined).
+  // Header names are case-insensitive (W3C trace context, HTTP): a `Traceparent` from another client must match.
+  get: (h, k) => (h ? h.get(k, Match.IgnoreCase) || undefined : undefined),
 };
 
 export function injectContext(h: MsgHdrs, ctx: Context = context.active()): void {

@@ -273,3 +273,17 @@ test("dashboard poller - a failed reading is a frame with the error and the last
     mock.timers.reset();
   }
 });
+
+test("dashboard topology - the edges the page draws are exactly the calls the broker permits", async () => {
+  const { natsPermissions } = await import("../../ops/manifests/nats-permissions.ts");
+  const routes = graph.nodes.ingress!.routes.map((r) => ({ label: r.key, node: r.node }));
+  assert.deepEqual(routes, INGRESS_ROUTES, "the page's routes are graph.config.ts's");
+  const t = topologyOf(graph, { self: { node: "ingress", routes } });
+  const drawn = t.edges.filter((e) => e.via.length > 0).map((e) => `${e.from}->${e.to}`).sort();
+  const permitted = Object.keys(graph.nodes).flatMap((n) => {
+    const targets = natsPermissions(graph, n).publish.filter((s) => s.startsWith(`${graph.subjectPrefix}.`)).map((s) => s.split(".")[2]!);
+    return [...new Set(targets)].map((to) => `${n}->${to}`);
+  }).sort();
+  assert.deepEqual(drawn, permitted);
+  assert.ok(drawn.length >= 8, drawn.join(", "));
+});
