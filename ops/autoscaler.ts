@@ -44,6 +44,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { gather, type AutoscalePolicy, type Logger, type ResolvedGraph, type StatsReply } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Discovery } from "../subjects/names.ts";
+import { readStatsData } from "../subjects/stats.ts";
 import type { Activator, ActivatorState } from "./activator.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -241,7 +242,7 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     for (const st of stats) {
       const id = st.metadata!.replica!;
       const eps = st.endpoints ?? [];
-      const data = eps[0]?.data ?? {};
+      const data = readStatsData(eps[0]?.data);
       const requests = eps.reduce((a, e) => a + num(e.num_requests), 0);
       const batches = num(data.batches);
       const before = s.seen.get(id);

@@ -57,7 +57,7 @@ export function batchMetrics(): BatchMetrics {
 }
 
 /** Sizes of the last 512 batches: their mean is the batch fill of $SRV.STATS and sg_batch_fill_ratio. */
-export function recentBatchSizes(limit = 512): { push(size: number): void; mean(): number } {
+export function recentBatchSizes(limit = 512): { push(size: number): void; mean(): number; count(): number } {
   const sizes: number[] = [];
   return {
     push(size) {
@@ -65,5 +65,6 @@ export function recentBatchSizes(limit = 512): { push(size: number): void; mean(
       if (sizes.length > limit) sizes.shift();
     },
     mean: () => (sizes.length ? sizes.reduce((a, c) => a + c, 0) / sizes.length : 0),
+    count: () => sizes.length,
   };
 }

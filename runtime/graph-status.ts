@@ -11,13 +11,12 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Discovery } from "../subjects/names.ts";
+import { readStatsData, type StatsData } from "../subjects/stats.ts";
 import { gather } from "./discovery.ts";
 import { RECENT_SAMPLES } from "./service.ts";
 
 /** The discovery name of the control service of `servegraph up` (reported apart from the nodes). */
 export const CONTROL_SERVICE = "servegraph-ops";
-/** Batches infer keeps for its batch stats. */
-const RECENT_BATCHES = 512;
 
 export interface InfoReply {
   name: string;
@@ -91,6 +90,8 @@ export interface NodeStatus {
   p99_ms: number | null;
   endpoints: EndpointStatus[];
   batch: BatchStatus | null;
+  /** A router's decisions by variant, summed over its replicas (ab-router: the A/B split); null for other nodes. */
+  ab_decisions: Record<string, number> | null;
   metrics_urls: string[];
   http_url: string | null;
 }
@@ -145,7 +146,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       hosts[host] = (hosts[host] ?? 0) + 1;
       const eps = st.get(id)?.endpoints ?? [];
       replicaList.push({
-        id: md.replica ?? id, host, in_flight: num(eps[0]?.data?.in_flight),
+        id: md.replica ?? id, host, in_flight: num(readStatsData(eps[0]?.data).in_flight),
         requests: eps.reduce((a, e) => a + num(e.num_requests), 0),
       });
       if (md.metrics_url) metricsUrls.push(md.metrics_url);
@@ -153,12 +154,17 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       if (md.graph) graphs.add(md.graph);
     }
     const eps = new Map<string, { subject: string; requests: number; errors: number; p50: [number, number][]; p99: number | null; lastError: string | null }>();
-    const batchRows: { data: Record<string, unknown> }[] = [];
+    const batchRows: { data: StatsData }[] = [];
+    let abDecisions: Record<string, number> | null = null;
     for (const s of st.values()) {
       const list = s.endpoints ?? [];
       // the batch figures are per replica, repeated in every endpoint's data: count them once
-      const first = list[0]?.data ?? {};
-      if ("batch_fill" in first) batchRows.push({ data: first });
+      const first = readStatsData(list[0]?.data);
+      if (first.batch_fill !== undefined) batchRows.push({ data: first });
+      if (first.ab_decisions) {
+        abDecisions ??= {};
+        for (const [k, v] of Object.entries(first.ab_decisions)) abDecisions[k] = (abDecisions[k] ?? 0) + v;
+      }
       for (const ep of list) {
         let e = eps.get(ep.name);
         if (!e) eps.set(ep.name, (e = { subject: ep.subject, requests: 0, errors: 0, p50: [], p99: null, lastError: null }));
@@ -166,9 +172,10 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
         e.errors += num(ep.num_errors);
         if (ep.last_error) e.lastError = ep.last_error;
         const samples = Math.min(num(ep.num_requests), RECENT_SAMPLES);
+        const d = readStatsData(ep.data);
         if (samples > 0) {
-          e.p50.push([num(ep.data?.p50_ms), samples]);
-          e.p99 = Math.max(e.p99 ?? 0, num(ep.data?.p99_ms));
+          e.p50.push([num(d.p50_ms), samples]);
+          e.p99 = Math.max(e.p99 ?? 0, num(d.p99_ms));
         }
       }
     }
@@ -178,14 +185,15 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
     const p99s = [...eps.values()].map((e) => e.p99).filter((x): x is number => x !== null);
     let batch: BatchStatus | null = null;
     if (batchRows.length) {
-      const w = (d: Record<string, unknown>): number => Math.min(num(d.batches), RECENT_BATCHES);
+      // Each replica's averages are over its recent batches: weighted by how many.
+      const w = (d: StatsData): number => num(d.recent_batches ?? d.batches);
       batch = {
         batches: batchRows.reduce((a, r) => a + num(r.data.batches), 0),
         avg_batch_size: weighted(batchRows.map((r) => [num(r.data.avg_batch_size), w(r.data)])) ?? 0,
         max_batch_size: Math.max(...batchRows.map((r) => num(r.data.max_batch_size))),
         batch_fill: weighted(batchRows.map((r) => [num(r.data.batch_fill), w(r.data)])) ?? 0,
         queue_depth: batchRows.reduce((a, r) => a + num(r.data.queue_depth), 0),
-        execution_provider: [...new Set(batchRows.map((r) => String(r.data.execution_provider ?? "?")))].join(","),
+        execution_provider: [...new Set(batchRows.map((r) => r.data.execution_provider ?? "-"))].join(","),
         provider_fallbacks: fallbacksOf(batchRows.map((r) => r.data.provider_fallbacks)),
       };
     }
@@ -197,7 +205,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       errors: endpoints.reduce((a, e) => a + e.errors, 0),
       p50_ms: weighted([...eps.values()].flatMap((e) => e.p50)),
       p99_ms: p99s.length ? Math.max(...p99s) : null,
-      endpoints, batch, metrics_urls: metricsUrls, http_url: httpUrl,
+      endpoints, batch, ab_decisions: abDecisions, metrics_urls: metricsUrls, http_url: httpUrl,
     });
   }
   // HTTP nodes first (the way in), then by name

@@ -22,6 +22,7 @@ import { connectNats } from "./nats.ts";
 import { parseParams, type ParamsSchema } from "./params.ts";
 import { createService, type EndpointHandler, type IncomingRequest, type Service } from "./service.ts";
 import type { EndpointDef, InputOf, ValueOf } from "../subjects/endpoints.ts";
+import type { BatchStatsData, StatsData } from "../subjects/stats.ts";
 import type { z } from "zod";
 import { startTelemetry, stopTelemetry } from "./telemetry.ts";
 
@@ -123,7 +124,8 @@ export interface RunNodeOptions<S extends ParamsSchema = ParamsSchema> {
   /** Serve /metrics on the node's own port (the ingress serves it on its HTTP port instead). */
   metricsServer?: boolean;
   metadata?: Record<string, string>;
-  statsData?: () => Record<string, unknown>;
+  /** This node's own figures in its $SRV.STATS data (subjects/stats.ts defines every field). */
+  statsData?: () => StatsData;
 }
 
 export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z.output<S>>) => Promise<void>, options: RunNodeOptions<S>): Promise<NodeContext<z.output<S>>> {
@@ -151,7 +153,7 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     metadata.metrics_url = url;
   }
   // A batched endpoint's figures (serveBatch) join the node's own in $SRV.STATS.
-  let batchStats: () => Record<string, unknown> = () => ({});
+  let batchStats: () => Partial<BatchStatsData> = () => ({});
   const service = createService(nc, {
     name, description: node.description, maxInFlight: node.maxInFlight, defaultTimeoutMs: node.timeoutMs, metadata, log,
     statsData: () => ({ ...options.statsData?.(), ...batchStats() }),
@@ -199,8 +201,8 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
       });
       const fill = (): number => recent.mean() / knobs.maxBatchSize;
       m.report({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill });
-      batchStats = () => ({
-        batches, batched_requests: batched, queue_depth: batcher.queueDepth(), avg_batch_size: recent.mean(), batch_fill: fill(),
+      batchStats = (): BatchStatsData => ({
+        batches, batched_requests: batched, recent_batches: recent.count(), queue_depth: batcher.queueDepth(), avg_batch_size: recent.mean(), batch_fill: fill(),
         max_batch_size: knobs.maxBatchSize, max_queue_delay_ms: knobs.maxQueueDelayMs, max_concurrent_batches: knobs.maxConcurrentBatches,
       });
       // After the service has stopped taking requests and the ones in flight were answered (they need the batcher).

@@ -18,6 +18,7 @@ import type { Span } from "@opentelemetry/api";
 import type { z } from "zod";
 import { describePayload, decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
+import type { StatsData } from "../subjects/stats.ts";
 import { Headers, heartbeatAskOf, MIN_HEARTBEAT_MS } from "../subjects/headers.ts";
 import { Discovery } from "../subjects/names.ts";
 import { toBody, toHeaders } from "./errors-wire.ts";
@@ -81,7 +82,8 @@ export interface ServiceOptions {
   defaultTimeoutMs: number;
   metadata?: Record<string, string>;
   /** Extra per-service stats merged into every endpoint's `data` in $SRV.STATS (e.g. batch fill). */
-  statsData?: () => Record<string, unknown>;
+  /** Figures of this replica in every endpoint's $SRV.STATS data, beside in_flight (subjects/stats.ts). */
+  statsData?: () => StatsData;
   log: Logger;
 }
 

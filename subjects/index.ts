@@ -7,3 +7,4 @@ export * from "./image-normalization.ts";
 export * from "./endpoints.ts";
 export * from "./server-timing.ts";
 export * from "./registry.ts";
+export * from "./stats.ts";

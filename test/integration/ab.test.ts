@@ -2,6 +2,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "../../runtime/client.ts";
+import { collectStatus } from "../../runtime/graph-status.ts";
 import { ProcessReply } from "../../subjects/schemas.ts";
 import { startGraph, type RunningGraph } from "../helpers/graph.ts";
 import { createStatsigEvaluator } from "../../services/ab-router/src/gate.ts";
@@ -45,6 +46,34 @@ test("ab - the same request works as a direct NATS request to the router's subje
   const viaNats = await client.requestJson("sg.v1.ab-router.process", { message: "hi", user_key: "user-7" }, { schema: ProcessReply });
   const viaHttp = ProcessReply.parse(await json(await fetch(`${g.ingressUrl}/process/hi?user_key=user-7`)));
   assert.deepEqual(viaNats, viaHttp);
+});
+
+test("ab - the A/B split is the router's own decisions: unchanged while variant-b scales to zero and back", async () => {
+  const decisions = async (): Promise<Record<string, number>> => {
+    const st = await collectStatus(g.nc, "", ["ab-router"], 300);
+    return st.nodes.find((n) => n.node === "ab-router")?.ab_decisions ?? {};
+  };
+  const send = async (keys: string[]): Promise<Record<string, number>> => {
+    const by: Record<string, number> = {};
+    for (const key of keys) {
+      const body = ProcessReply.parse(await json(await fetch(`${g.ingressUrl}/process/x?user_key=${key}`)));
+      by[body.ab_test_result.selected_variant] = (by[body.ab_test_result.selected_variant] ?? 0) + 1;
+    }
+    return by;
+  };
+  const plus = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(["A", "B"].map((v) => [v, (a[v] ?? 0) + (b[v] ?? 0)]));
+  const before = await decisions();
+  const sent = await send(Array.from({ length: 20 }, (_, i) => `split-${i}`));
+  assert.ok((sent.A ?? 0) > 0 && (sent.B ?? 0) > 0, JSON.stringify(sent));
+  const after = await decisions();
+  assert.deepEqual(after, plus(before, sent), "both router replicas' decisions, summed");
+  await g.sup.scale("variant-b", 0);
+  const atZero = await collectStatus(g.nc, "", ["ab-router", "variant-b"], 300);
+  assert.equal(atZero.nodes.find((n) => n.node === "variant-b")?.replicas, 0);
+  assert.deepEqual(atZero.nodes.find((n) => n.node === "ab-router")?.ab_decisions, after, "variant-b's share stays while it has no replica");
+  await g.sup.scale("variant-b", 1);
+  const more = await send(Array.from({ length: 10 }, (_, i) => `split-more-${i}`));
+  assert.deepEqual(await decisions(), plus(after, more));
 });
 
 test("ab - bad input is a 400 with a JSON error", async () => {

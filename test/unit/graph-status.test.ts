@@ -46,3 +46,11 @@ test("graph status - batch figures weighted by recent batches; up's control serv
   assert.deepEqual(s.control, { replicas: 1, graph: "demo" });
   assert.equal(s.graph, "demo", "the control service's graph when no node names one");
 });
+
+test("stats data - read through its one definition: known fields typed, a malformed one absent alone, unknown ones dropped", async () => {
+  const { readStatsData } = await import("../../subjects/stats.ts");
+  assert.deepEqual(readStatsData({ in_flight: 2, batch_fill: 0.5, queue_depth: "7", surprise: 1, ab_decisions: { A: 3, B: 1 } }), { in_flight: 2, batch_fill: 0.5, ab_decisions: { A: 3, B: 1 } });
+  assert.deepEqual(readStatsData(null), {});
+  assert.deepEqual(readStatsData("nope"), {});
+  assert.deepEqual(readStatsData({ batch_fill: 2 }), {}, "a fill above 1 is not a fill");
+});

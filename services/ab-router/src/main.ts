@@ -14,6 +14,9 @@ import Params from "./params.ts";
 const decisions = new client.Counter({ name: "sg_ab_decisions_total", help: "Routing decisions by variant and by who decided.", labelNames: ["variant", "decided_by"] as const, registers: [registry] });
 const shadows = new client.Counter({ name: "sg_ab_shadow_total", help: "Shadow requests to the other variant by outcome: same, different (answer differed) or error.", labelNames: ["result"] as const, registers: [registry] });
 
+/** This replica's decisions by variant, in its $SRV.STATS data (`ab_decisions`): the dashboard's A/B split. */
+const decided: Record<string, number> = { A: 0, B: 0 };
+
 await runNode(async (ctx) => {
   const { ROUTING_RULE: rule, SHADOW_PERCENT: shadowPercent, GATE_SPEC_FILE: specFile } = ctx.params;
   const ruleName = rule.kind === "gate" ? rule.gate : rule.experiment;
@@ -34,6 +37,7 @@ await runNode(async (ctx) => {
   ctx.serve(AbProcess, async ({ message, user_key }, req) => {
     const d = evaluator.decide(user_key);
     decisions.labels(d.variant, d.source).inc();
+    decided[d.variant] = (decided[d.variant] ?? 0) + 1;
     req.span.setAttributes({ "sg.ab.variant": d.variant, "sg.ab.decided_by": d.source, "sg.ab.rule": ruleName });
     const response = await ctx.client.call(VariantProcess, subjects[d.variant], { message }, { deadlineEpochMs: req.deadlineEpochMs });
     if (shadowPercent > 0 && Math.random() * 100 < shadowPercent) {
@@ -48,4 +52,4 @@ await runNode(async (ctx) => {
     }
     return { ab_test_result: { user_key, selected_variant: d.variant, gate_name: ruleName, decided_by: d.source }, response };
   });
-}, { params: Params });
+}, { params: Params, statsData: () => ({ ab_decisions: { ...decided } }) });

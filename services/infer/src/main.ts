@@ -22,6 +22,7 @@ import { trace, type SpanContext } from "@opentelemetry/api";
 import client from "prom-client";
 import {
   GraphError, Headers, IMAGE_TENSOR_SHAPE, InferInfoEndpoint, InferLabels, InferRun, TensorDtype, encodeFloat32, firstNonFinite, formatServerTiming, formatShape,
+  type StatsData,
 } from "../../../subjects/index.ts";
 import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
@@ -82,7 +83,7 @@ const inputsByDtype: Record<TensorDtype, number> = { uint8: 0, float32: 0 };
 const recentSizes = recentBatchSizes();
 const avgBatchSize = (): number => recentSizes.mean();
 
-let statsExtra: () => Record<string, unknown> = () => ({});
+let statsExtra: () => StatsData = () => ({});
 
 await runNode(async (ctx) => {
   const { MODEL: modelParam, EXECUTION_PROVIDER: ep } = ctx.params;
@@ -224,7 +225,7 @@ await runNode(async (ctx) => {
   });
   statsExtra = () => ({
     execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
-    batches: batchesRun, batched_requests: itemsRun, queue_depth: batcher.queueDepth(), inputs_by_dtype: { ...inputsByDtype },
+    batches: batchesRun, batched_requests: itemsRun, recent_batches: recentSizes.count(), queue_depth: batcher.queueDepth(), inputs_by_dtype: { ...inputsByDtype },
     max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches, batch_slots: host.slotCount(),
     avg_batch_size: avgBatchSize(), batch_fill: batchFill(),
   });

@@ -193,16 +193,17 @@
     }
   }
 
-  /** The A/B split of a router: answers (requests less errors) of each node it calls, and their rates now. */
+  /**
+   * The A/B split of a router: its own decisions by variant (counted by ab-router where it decides, so a variant
+   * scaled to zero keeps its share), labelled by the node each variant's edge goes to.
+   */
   function splitOf(router, live) {
-    const targets = topo.edges.filter((e) => e.from === router && e.via.length).map((e) => e.to);
-    const counts = targets.map((t) => {
-      const n = live.get(t);
-      return { t, answers: n ? Math.max(0, n.requests - n.errors) : 0, rate: n ? n.requests_per_s : 0 };
-    });
-    const sum = counts.reduce((a, c) => a + c.answers, 0);
+    const d = live.get(router)?.ab_decisions;
+    if (!d) return "A/B split: no answers yet";
+    const counts = Object.entries(d).sort(([a], [b]) => a.localeCompare(b));
+    const sum = counts.reduce((a, [, n]) => a + n, 0);
     if (sum === 0) return "A/B split: no answers yet";
-    return "A/B " + counts.map((c) => `${c.t.replace(/^variant-/, "")} ${c.answers} (${Math.round((100 * c.answers) / sum)}%)`).join(" · ");
+    return "A/B " + counts.map(([v, n]) => `${v.toLowerCase()} ${n} (${Math.round((100 * n) / sum)}%)`).join(" · ");
   }
 
   // --- the panels --------------------------------------------------------------------------------------------
