@@ -6,13 +6,13 @@
  *   check                         validate graph.config.ts and print the resolved graph
  *   status [--watch]              every node's replicas, load and latency, from $SRV.INFO/STATS
  *   scale <node> <replicas>|--auto  pin a running node's replica count (within its [min, max]) or hand it back to the autoscaler
- *   bench [...]                   load-test the running graph over HTTP and compare with the hardware limit
- *   soak [...]                    hold classify at ~80% of its capacity for --duration; memory and latency drift
  *   manifests [--out dir]         Kubernetes manifests (3-server NATS cluster, a Deployment per node, KEDA/HPA), alert rules, Grafana dashboard
  *   doctor [--install-cuda]       which execution providers the infer node can use on this host, and why not
  * Every command takes --json for machine-readable output and --graph <file> for another graph file.
  */
-export const COMMANDS = ["new", "up", "request", "check", "status", "scale", "bench", "soak", "manifests", "doctor"] as const;
+export const COMMANDS = ["new", "up", "request", "check", "status", "scale", "manifests", "doctor"] as const;
+/** Verbs of the performance tools (tools/perf), not of the product: `npm run bench`, `npm run soak`. */
+const PERF_VERBS = ["bench", "soak"] as const;
 type Command = (typeof COMMANDS)[number];
 
 const USAGE = `usage: servegraph <command> [options]
@@ -37,15 +37,6 @@ commands:
                                     the autoscaler's target and last decision
   scale <node> <replicas> [--host h]  pin a running node's replicas (within its [min, max]; --host: that host's up)
   scale <node> --auto               hand the node back to the autoscaler
-  bench                             closed-loop HTTP load test of the running graph (or one it starts)
-    [--target chain|classify|infer|all] [--duration 8] [--warmup 2] [--concurrency 1,4,16] [--max-requests n]
-    [--images dir] [--url u] [--out dir] [--no-stages] [--param node.KEY=VALUE]
-  bench --baseline <rev>            the same bench of this checkout and of another commit, alternating in passes
-    [--passes 2] [--fail-on-regression]  (each side its own graph), ratios; >10% worse headline figures called out
-  bench autoscale                   up's autoscaler under a stepped load: time to the new count serving, failed
-                                    requests per step, cold start from zero
-  soak [--duration s] [--load 0.8]  classify at a share of its measured capacity for a long time (default 10 min):
-                                    RSS per process, p50/p99 per minute, p99 drift, errors
   manifests [--out dir]             Kubernetes: 3-server NATS cluster, a Deployment per node on its workspace image,
     [--registry r] [--tag t]        KEDA ScaledObjects (or --autoscaler hpa), alert rules, a Grafana dashboard
     [--autoscaler keda|hpa]
@@ -74,6 +65,10 @@ export async function main(argv: string[]): Promise<number> {
   if (!verb || verb === "-h" || verb === "--help" || verb === "help") {
     process.stdout.write(USAGE + "\n");
     return verb ? 0 : 2;
+  }
+  if ((PERF_VERBS as readonly string[]).includes(verb)) {
+    process.stderr.write(`${verb} is one of the performance tools, not of servegraph itself: npm run ${verb} -- ${rest.join(" ")}\n(tools/perf/cli.ts; a production install, npm ci --omit=dev, has none of them)\n`);
+    return 2;
   }
   if (!COMMANDS.includes(verb as Command)) {
     process.stderr.write(`unknown command "${verb}"\n\n${USAGE}\n`);

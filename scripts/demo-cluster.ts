@@ -10,7 +10,7 @@
  * root, no iproute2).
  */
 import { parseArgs } from "node:util";
-import { cleanupLeftovers, netnsUnavailableReason, runClusterScenario } from "../ops/cluster/index.ts";
+import { cleanupLeftovers, netnsUnavailableReason, runClusterScenario } from "../tools/cluster/index.ts";
 
 const { values } = parseArgs({
   options: {

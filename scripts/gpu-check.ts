@@ -6,7 +6,7 @@
  *  2. The graph with infer forced to CPU classifies the test images (data/images); then with infer forced to the GPU
  *     provider: the top-5 labels must be identical for every image (SG_REFERENCE_MODEL, when set, is the model both
  *     use, e.g. a torch-exported ResNet18; else graph.config.ts's model).
- *  3. `servegraph bench --target classify` on the GPU graph at concurrencies up to 128, preprocess scaled to the
+ *  3. `npm run bench -- --target classify` on the GPU graph at concurrencies up to 128, preprocess scaled to the
  *     host's cores, and infer's own CPU per image from /proc.
  *  4. A short table: provider, the model alone per batch size, end-to-end images/s, infer CPU ms/image, and which
  *     stage limits.
@@ -23,6 +23,8 @@ import { extname, join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const CLI = join(ROOT, "ops/cli.ts");
+/** The benchmarks are not part of the product CLI. */
+const PERF_CLI = join(ROOT, "tools/perf/cli.ts");
 const PROBE = join(ROOT, "services/infer/src/provider-probe.ts");
 const IMAGES = join(ROOT, "data/images");
 const TYPES: Record<string, string> = { ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png" };
@@ -79,7 +81,8 @@ async function top5(ingress: string): Promise<Record<string, string[]>> {
 }
 
 function cli(args: string[]): string {
-  const r = spawnSync(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: ROOT, encoding: "utf8", env, timeout: 600_000 });
+  const entry = args[0] === "bench" || args[0] === "soak" ? PERF_CLI : CLI;
+  const r = spawnSync(process.execPath, ["--import", "tsx", entry, ...args], { cwd: ROOT, encoding: "utf8", env, timeout: 600_000 });
   if (r.status !== 0) throw new Error(`servegraph ${args[0]} failed (${r.status}): ${r.stderr.trim().split("\n").slice(-3).join(" | ")}`);
   return r.stdout;
 }

@@ -2,13 +2,13 @@
  * Multi-host: the classify graph over three hosts (network namespaces), each `servegraph up --only ... --host X`
  * on its own server of a 3-server NATS cluster, under a closed-loop load. Host B's nats-server is SIGKILLed (B's
  * replicas reconnect to A's or C's server through the cluster's gossip), then host B's `up` and replicas are.
- * The same scenario as `npm run demo:cluster` (ops/cluster/scenario.ts), with shorter phases.
+ * The same scenario as `npm run demo:cluster` (tools/cluster/scenario.ts), with shorter phases.
  *
  * Needs root and iproute2 (network namespaces); skipped otherwise, with the reason.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { cleanupLeftovers, createHostNetwork, findLeftovers, netnsUnavailableReason, runClusterScenario } from "../../ops/cluster/index.ts";
+import { cleanupLeftovers, createHostNetwork, findLeftovers, netnsUnavailableReason, runClusterScenario } from "../../tools/cluster/index.ts";
 
 const unavailable = netnsUnavailableReason();
 const skip = unavailable ? `multi-host tests need network namespaces: ${unavailable}` : false;

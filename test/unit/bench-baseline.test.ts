@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compareFigures, figuresOf, formatComparison, prepareBaseline, BaselineError, type BaselineComparison } from "../../ops/bench/baseline.ts";
+import { compareFigures, figuresOf, formatComparison, prepareBaseline, BaselineError, type BaselineComparison } from "../../tools/perf/bench/baseline.ts";
 
 const level = (c: number, rps: number, p50: number, p99: number, extra: Record<string, unknown> = {}) => ({ concurrency: c, ok: 100, rps, latencyMs: { p50, p90: p50, p99, mean: p50, max: p99 }, ...extra });
 

@@ -6,16 +6,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { addBatches, batchMix } from "../../ops/bench/batches.ts";
-import { compareWithOneProcess, mergePasses, type PassSample } from "../../ops/bench/compare.ts";
-import { benchPixels, inferGoals, inferRows, type InferLevel, type InferReport } from "../../ops/bench/infer-target.ts";
-import { startCpuSample } from "../../ops/bench/cpu.ts";
-import { percentile, summarize, type PassedLevel } from "../../ops/bench/load.ts";
-import { addHistograms, diffHistogram, parseHistogram } from "../../ops/bench/prom.ts";
-import { modelRateForMix, stageLimit } from "../../ops/bench/stages.ts";
-import { escapeXml, niceScale, renderChart } from "../../ops/bench/svg.ts";
-import { servedTargets } from "../../ops/bench/target.ts";
-import { chartOf, comparisonLines, formatTable, inferLines, toJson, type BenchResult } from "../../ops/bench/report.ts";
+import { addBatches, batchMix } from "../../tools/perf/bench/batches.ts";
+import { compareWithOneProcess, mergePasses, type PassSample } from "../../tools/perf/bench/compare.ts";
+import { benchPixels, inferGoals, inferRows, type InferLevel, type InferReport } from "../../tools/perf/bench/infer-target.ts";
+import { startCpuSample } from "../../tools/perf/bench/cpu.ts";
+import { percentile, summarize, type PassedLevel } from "../../tools/perf/bench/load.ts";
+import { addHistograms, diffHistogram, parseHistogram } from "../../tools/perf/bench/prom.ts";
+import { modelRateForMix, stageLimit } from "../../tools/perf/bench/stages.ts";
+import { escapeXml, niceScale, renderChart } from "../../tools/perf/bench/svg.ts";
+import { servedTargets } from "../../tools/perf/bench/target.ts";
+import { chartOf, comparisonLines, formatTable, inferLines, toJson, type BenchResult } from "../../tools/perf/bench/report.ts";
 
 const METRICS = (c1: number, c2: number, c4: number, c8: number, sum: number) => `# HELP sg_batch_size Requests per forward pass.
 # TYPE sg_batch_size histogram

@@ -14,8 +14,8 @@
 import type { ChildProcess } from "node:child_process";
 import { createWriteStream, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT } from "../manifests/index.ts";
-import { findNatsServer, NATS_INSTALL_HINT } from "../nats-server.ts";
+import { NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT } from "../../ops/manifests/index.ts";
+import { findNatsServer, NATS_INSTALL_HINT } from "../../ops/nats-server.ts";
 import type { HostNetwork } from "./netns.ts";
 
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;

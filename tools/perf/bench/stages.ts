@@ -3,8 +3,8 @@
  * (decode, blur, resize, normalize) and the model (one forward pass per batch). Together they give the
  * ceiling the end-to-end numbers are compared with.
  *
- * Each stage is measured by its own service, in a process of its own (`<service>/src/stage-bench.ts`, JSON in
- * on stdin, one line of JSON out on stdout), one after the other, so each has every core, and bench loads
+ * Each stage is measured with its service's own code, in a process of its own (tools/perf/stages/<service>.ts,
+ * JSON in on stdin, one line of JSON out on stdout), one after the other, so each has every core, and bench loads
  * neither sharp nor onnxruntime nor any service code. The services read their parameters from the graph
  * (graph.config.ts, resolved), overridden by what the running replicas report: the preprocess mode, and
  * infer's model file and execution provider.
@@ -15,11 +15,11 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { z } from "zod";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { gather, type ResolvedGraph } from "../../runtime/index.ts";
-import { Discovery } from "../../subjects/names.ts";
+import { gather, type ResolvedGraph } from "../../../runtime/index.ts";
+import { Discovery } from "../../../subjects/names.ts";
 import { batchMix, type InferReplica } from "./batches.ts";
 import { startCpuSample, type CpuUse } from "./cpu.ts";
 import type { ClassifyLevel } from "./load.ts";
@@ -78,13 +78,13 @@ const MODEL_MAX_SECONDS_PER_BATCH = 3;
 const SCRIPT_GRACE_MS = 120_000;
 
 /**
- * Runs `<graph root>/<service>/src/stage-bench.ts` of `node` with `input` on stdin and returns the last line
+ * Runs tools/perf/stages/<service folder>.ts for `node` with `input` on stdin and returns the last line
  * of its stdout, parsed by `schema`. Rejects with the end of its stderr when it fails, with an AbortError
  * when `signal` aborts (the script is killed).
  */
 function runStageScript<S extends z.ZodType>(graph: ResolvedGraph, node: string, input: unknown, schema: S, timeoutMs: number, signal: AbortSignal): Promise<z.output<S>> {
   const service = graph.nodes[node]!.service;
-  const script = resolve(graph.root, service, "src/stage-bench.ts");
+  const script = resolve(import.meta.dirname, "../stages", `${basename(service)}.ts`);
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: graph.root, stdio: ["pipe", "pipe", "pipe"], signal, timeout: timeoutMs, killSignal: "SIGKILL" });
     let stdout = "";
@@ -95,12 +95,12 @@ function runStageScript<S extends z.ZodType>(graph: ResolvedGraph, node: string,
     child.on("close", (code, sig) => {
       if (signal.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
       const why = stderr.trim().split("\n").slice(-5).join("\n");
-      if (code !== 0) return reject(new Error(`${service}/src/stage-bench.ts failed (${sig ? `killed by ${sig}${sig === "SIGKILL" ? `, past ${timeoutMs / 1000} s` : ""}` : `exit code ${code}`})${why ? `: ${why}` : ""}`));
+      if (code !== 0) return reject(new Error(`${basename(script)} of ${service} failed (${sig ? `killed by ${sig}${sig === "SIGKILL" ? `, past ${timeoutMs / 1000} s` : ""}` : `exit code ${code}`})${why ? `: ${why}` : ""}`));
       const last = stdout.trim().split("\n").pop() ?? "";
       try {
         resolvePromise(schema.parse(JSON.parse(last)));
       } catch (err) {
-        reject(new Error(`${service}/src/stage-bench.ts printed no result: ${err instanceof Error ? err.message : String(err)}`));
+        reject(new Error(`${basename(script)} of ${service} printed no result: ${err instanceof Error ? err.message : String(err)}`));
       }
     });
     child.stdin.on("error", () => {}); // a script that dies before reading its input reports through "close"

@@ -1,5 +1,5 @@
 /**
- * The multi-host scenario: a classify graph spread over three hosts (network namespaces, ops/cluster/netns.ts),
+ * The multi-host scenario: a classify graph spread over three hosts (network namespaces, tools/cluster/netns.ts),
  * each with its own server of a 3-server NATS cluster (nats-cluster.ts), under a bounded closed-loop load; then
  * host B loses its NATS server, then host B is lost altogether. `npm run demo:cluster` and
  * test/integration/cluster.test.ts both run {@link runClusterScenario}; only the durations differ.

@@ -6,11 +6,11 @@
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { projectRoot } from "../../runtime/project.ts";
+import { projectRoot } from "../../../runtime/project.ts";
 import { busyCores } from "./cpu.ts";
 import { machineInfo, type MachineInfo } from "./machine.ts";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 /** Other processes using more cores than this just before a run make its numbers low: a warning says so. */
 const BUSY_CORES_WARNING = 0.3;
 

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
-import type { ResolvedGraph } from "../../../runtime/index.ts";
+import type { ResolvedGraph } from "../../../../runtime/index.ts";
 import { startHelper, type HelperProcess } from "../child.ts";
 
 const Ready = z.object({ url: z.string(), executionProvider: z.string(), model: z.string(), mode: z.string(), intraOpNumThreads: z.number() });

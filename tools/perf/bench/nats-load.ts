@@ -6,7 +6,7 @@
  * Latency is the time from the call to its settled promise (`performance.now()`), answers only; throughput is
  * answers per second of wall time. Failures are counted by their GraphError code (anything else: its name).
  */
-import { GraphError } from "../../subjects/errors.ts";
+import { GraphError } from "../../../subjects/errors.ts";
 import { summarize, type LatencySummary } from "./load.ts";
 
 export interface NatsLevelOptions {

@@ -4,8 +4,8 @@
  * metadata `metrics_url`), or, when no /metrics answers, from the cumulative totals in $SRV.STATS (mean only).
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { BATCHING_DEFAULTS, gather, type ResolvedGraph, subjectFor } from "../../runtime/index.ts";
-import { Discovery } from "../../subjects/names.ts";
+import { BATCHING_DEFAULTS, gather, type ResolvedGraph, subjectFor } from "../../../runtime/index.ts";
+import { Discovery } from "../../../subjects/names.ts";
 import { addHistograms, diffHistogram, parseHistogram, type HistogramBucket, type HistogramSnapshot } from "./prom.ts";
 
 /** One running infer replica, from its $SRV.INFO metadata. */

@@ -2,7 +2,7 @@
  * The model stage measured alone, in a process of its own: `servegraph bench` runs it while the graph is idle
  * and compares the end-to-end rate with what this stage (and preprocess's) can do on the machine's cores.
  *
- *   node --import tsx services/infer/src/stage-bench.ts '<input json>'     (or the JSON on stdin)
+ *   node --import tsx tools/perf/stages/infer.ts '<input json>'     (or the JSON on stdin)
  *
  * Input: `{ modelPath, parameters, batchSizes, runs, maxSecondsPerBatch, tensors? }`
  * - `modelPath`: the ONNX file (the one a running replica reports it loaded).
@@ -23,8 +23,8 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
-import { createModelHost } from "./model-host.ts";
-import params from "./params.ts";
+import { createModelHost } from "../../../services/infer/src/model-host.ts";
+import params from "../../../services/infer/src/params.ts";
 import { runJsonScript } from "../../../runtime/index.ts";
 
 const Input = z.strictObject({

@@ -2,7 +2,7 @@
  * The preprocess stage measured alone, in a process of its own: `servegraph bench` runs it while the graph is
  * idle and compares the end-to-end rate with what this stage (and infer's) can do on the machine's cores.
  *
- *   node --import tsx services/preprocess/src/stage-bench.ts '<input json>'     (or the JSON on stdin)
+ *   node --import tsx tools/perf/stages/preprocess.ts '<input json>'     (or the JSON on stdin)
  *
  * Input: `{ images, parameters, durationS, maxImages, inFlight?, tensorsFile? }`
  * - `images`: image files, used in turn.
@@ -26,8 +26,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { normalizeChw } from "../../../subjects/image-normalization.ts";
-import { createPreprocessor, TENSOR_LENGTH } from "./index.ts";
-import params from "./params.ts";
+import { createPreprocessor, TENSOR_LENGTH } from "../../../services/preprocess/src/index.ts";
+import params from "../../../services/preprocess/src/params.ts";
 import { runJsonScript } from "../../../runtime/index.ts";
 
 const Input = z.strictObject({

@@ -188,7 +188,7 @@ export async function runClassify(plan: ClassifyPlan): Promise<ClassifyReport> {
   const oneLevels = [...onePasses].map(([, ps]) => mergePasses(ps));
   const oneProcess: OneProcessReport | null = one
     ? {
-      what: "the same parts in one process (ops/bench/one-process/server.ts): Fastify, createPreprocessor, createModelHost, softmax + top-k; no NATS, no batching (one forward pass of batch 1 per request)",
+      what: "the same parts in one process (tools/perf/bench/one-process/server.ts): Fastify, createPreprocessor, createModelHost, softmax + top-k; no NATS, no batching (one forward pass of batch 1 per request)",
       url: one.ready.url, model: one.ready.model, executionProvider: one.ready.executionProvider, preprocessMode: one.ready.mode,
       intraOpNumThreads: one.ready.intraOpNumThreads, levels: oneLevels,
     }

@@ -21,7 +21,7 @@
  *
  * Writes <out>/autoscale-<timestamp>.json and <out>/autoscale-latest.json; prints a summary (or the JSON).
  */
-import { projectRoot } from "../../runtime/project.ts";
+import { projectRoot } from "../../../runtime/project.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -29,14 +29,14 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { gather, loadGraph, type ResolvedGraph } from "../../runtime/index.ts";
-import { Headers } from "../../subjects/headers.ts";
-import { Discovery, OPS_CONTROL_SUBJECT } from "../../subjects/names.ts";
-import type { AutoscalerSnapshot } from "../autoscaler.ts";
+import { gather, loadGraph, type ResolvedGraph } from "../../../runtime/index.ts";
+import { Headers } from "../../../subjects/headers.ts";
+import { Discovery, OPS_CONTROL_SUBJECT } from "../../../subjects/names.ts";
+import type { AutoscalerSnapshot } from "../../../ops/autoscaler.ts";
 import { loadImages, type RequestBody } from "./load.ts";
 import { gitCommit, machineInfo } from "./machine.ts";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const CLI = join(REPO_ROOT, "ops/cli.ts");
 const POLL_MS = 250;
 /** How long a $SRV.PING waits for answers: replicas under load answer late, and a missed one reads as not serving. */

@@ -33,13 +33,13 @@ import { resolve } from "node:path";
 import Fastify, { type FastifyError } from "fastify";
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { Classify, DEFAULT_TOP_K, GraphError, TopK, codeForStatus, normalizeChw } from "../../../subjects/index.ts";
-import { createModelHost } from "../../../services/infer/src/model-host.ts";
-import inferParams from "../../../services/infer/src/params.ts";
-import { createPreprocessor, softmax, topK } from "../../../services/preprocess/src/index.ts";
-import preprocessParams from "../../../services/preprocess/src/params.ts";
+import { Classify, DEFAULT_TOP_K, GraphError, TopK, codeForStatus, normalizeChw } from "../../../../subjects/index.ts";
+import { createModelHost } from "../../../../services/infer/src/model-host.ts";
+import inferParams from "../../../../services/infer/src/params.ts";
+import { createPreprocessor, softmax, topK } from "../../../../services/preprocess/src/index.ts";
+import preprocessParams from "../../../../services/preprocess/src/params.ts";
 
-const REPO_ROOT = resolve(import.meta.dirname, "../../..");
+const REPO_ROOT = resolve(import.meta.dirname, "../../../..");
 const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
 
 const Input = z.strictObject({

@@ -5,40 +5,40 @@
  *                    [--images data/images] [--url http://127.0.0.1:8080] [--nats url] [--out bench-results]
  *                    [--warmup 2] [--no-stages] [--param node.KEY=VALUE ...] [--json] [--graph file]
  *                    [--baseline <rev> [--passes 2] [--fail-on-regression]]
- *   servegraph bench autoscale [...]: the autoscaler of `servegraph up` under a stepped load (ops/bench/autoscale.ts)
+ *   servegraph bench autoscale [...]: the autoscaler of `servegraph up` under a stepped load (tools/perf/bench/autoscale.ts)
  *
  * Targets:
  *  - chain (GET /greeting/<name>) and classify (POST /classify with the images of --images) go through the
  *    ingress of a graph: --url, else the one `servegraph up` started (its state file), else one it starts
  *    (nats-server + the chain and classify graphs, as `servegraph up chain classify` would, with the --param
- *    overrides) and stops at the end (ops/bench/target.ts). Each level runs for --duration seconds or
+ *    overrides) and stops at the end (tools/perf/bench/target.ts). Each level runs for --duration seconds or
  *    --max-requests answers, whichever comes first, after an unrecorded warm-up of --warmup seconds
- *    (ops/bench/load.ts).
- *  - classify measures, beside the graph, the one-process composition (ops/bench/one-process/: the same parts in
+ *    (tools/perf/bench/load.ts).
+ *  - classify measures, beside the graph, the one-process composition (tools/perf/bench/one-process/: the same parts in
  *    one process, no NATS, no batching) at the same concurrencies, interleaved in two passes, and reports the graph
- *    as a fraction of it: the headline (ops/bench/compare.ts). Then, with the graph idle, the two compute stages
- *    alone and the limit they imply, as information (ops/bench/stages.ts; --no-stages skips them).
+ *    as a fraction of it: the headline (tools/perf/bench/compare.ts). Then, with the graph idle, the two compute stages
+ *    alone and the limit they imply, as information (tools/perf/bench/stages.ts; --no-stages skips them).
  *  - infer: the infer node's own ceiling over NATS, with no ingress or preprocess: the bench starts nats-server and
  *    one infer replica with MODEL=trivial (and the --param overrides), sends single-image uint8 and float32
  *    tensors straight to its run subject, and a bare responder beside it gives what the same request-reply costs
- *    with nothing behind it (ops/bench/infer-target.ts). Concurrency defaults to 1,16,64 for it.
+ *    with nothing behind it (tools/perf/bench/infer-target.ts). Concurrency defaults to 1,16,64 for it.
  *  - all: chain and classify (infer starts a graph of its own: ask for it by name).
  *
  * --baseline <rev>: the same bench of this checkout and of another commit (a sha, tag or branch), each side its own
  * graph, one side at a time, alternating over --passes passes, and the ratios of every figure; a headline figure
- * more than 10% worse than the baseline is called out (ops/bench/baseline.ts). Writes <out>/baseline-latest.json, and
+ * more than 10% worse than the baseline is called out (tools/perf/bench/baseline.ts). Writes <out>/baseline-latest.json, and
  * this checkout's last pass as <out>/latest.json and latest.svg.
  *
  * Writes <out>/<timestamp>.json, <out>/latest.json and <out>/latest.svg, prints a table (or the JSON with --json)
- * (ops/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage,
+ * (tools/perf/bench/report.ts). Exit codes: 0 done, 1 nothing could be measured or the graph failed, 2 bad usage,
  * 3 a regression against --baseline with --fail-on-regression.
  */
 import { loadavg } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { checkParams, gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../runtime/index.ts";
-import { Discovery } from "../../subjects/names.ts";
+import { checkParams, gather, loadGraph, telemetryWanted, withParameterOverrides, GraphConfigError, type ResolvedGraph } from "../../../runtime/index.ts";
+import { Discovery } from "../../../subjects/names.ts";
 import { BaselineError, formatComparison, runBaseline, writeComparison } from "../bench/baseline.ts";
 import { discoverInfer, type InferReplica } from "../bench/batches.ts";
 import { runClassify } from "../bench/compare.ts";
@@ -51,8 +51,8 @@ import { machineBeforeRun, parseLoadArgs } from "../bench/shared-cli.ts";
 import { measureStages } from "../bench/stages.ts";
 import { BenchUsageError, openTarget, readyReplicas, servedTargets, type BenchTarget } from "../bench/target.ts";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BENCH_DIR = join(REPO_ROOT, "ops/bench");
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const BENCH_DIR = join(REPO_ROOT, "tools/perf/bench");
 const LOAD_GENERATOR = "autocannon in the bench process, on the same machine (it uses CPU the graph could have had)";
 const NATS_LOAD_GENERATOR = "NATS requests from the bench process, on the same machine (it uses CPU the node could have had)";
 const INFER_TARGET = "infer";

@@ -13,11 +13,11 @@
  * What the graph serves comes from the ingress's /readyz: the nodes behind its routes and their replica counts.
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectNats, gather, type ResolvedGraph } from "../../runtime/index.ts";
-import { Discovery } from "../../subjects/names.ts";
-import { startNats, type LocalNats } from "../nats-server.ts";
-import { readState, useOpsCredentials } from "../state.ts";
-import { ingressUrlOf, startSupervisor, type Supervisor } from "../supervisor.ts";
+import { connectNats, gather, type ResolvedGraph } from "../../../runtime/index.ts";
+import { Discovery } from "../../../subjects/names.ts";
+import { startNats, type LocalNats } from "../../../ops/nats-server.ts";
+import { readState, useOpsCredentials } from "../../../ops/state.ts";
+import { ingressUrlOf, startSupervisor, type Supervisor } from "../../../ops/supervisor.ts";
 import { descendants } from "./cpu.ts";
 import { Target } from "./load.ts";
 

@@ -21,10 +21,10 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import { connectNats, createClient, subjectFor, telemetryWanted, withParameterOverrides, type ResolvedGraph } from "../../runtime/index.ts";
-import { Headers, IMAGE_TENSOR_SHAPE, InferRun, TensorDtype, formatShape, normalizeChw } from "../../subjects/index.ts";
-import { startNats, type LocalNats } from "../nats-server.ts";
-import { startSupervisor, type Supervisor } from "../supervisor.ts";
+import { connectNats, createClient, subjectFor, telemetryWanted, withParameterOverrides, type ResolvedGraph } from "../../../runtime/index.ts";
+import { Headers, IMAGE_TENSOR_SHAPE, InferRun, TensorDtype, formatShape, normalizeChw } from "../../../subjects/index.ts";
+import { startNats, type LocalNats } from "../../../ops/nats-server.ts";
+import { startSupervisor, type Supervisor } from "../../../ops/supervisor.ts";
 import { discoverInfer, startBatchCount, type InferReplica, type LevelBatches } from "./batches.ts";
 import { startHelper, type HelperProcess } from "./child.ts";
 import { startCpuSample, startProcessCpu, type CpuUse } from "./cpu.ts";

@@ -6,24 +6,24 @@
  *                   [--sample 5] [--images data/images] [--url http://127.0.0.1:8080] [--nats url]
  *                   [--out bench-results] [--json] [--graph file]
  *
- * 1. The graph: the same search as bench (ops/bench/target.ts): --url, else the one `servegraph up` started, else
+ * 1. The graph: the same search as bench (tools/perf/bench/target.ts): --url, else the one `servegraph up` started, else
  *    it starts its own classify graph (nats-server + ingress, preprocess, infer) and stops it at the end.
  * 2. Capacity: a closed loop at --concurrency for --capacity-duration seconds after a short warm-up
- *    (ops/soak/phases.ts): images/s answered 2xx.
- * 3. The soak: an open loop at --load x capacity for --duration seconds (ops/soak/open-loop.ts): requests leave on
+ *    (tools/perf/soak/phases.ts): images/s answered 2xx.
+ * 3. The soak: an open loop at --load x capacity for --duration seconds (tools/perf/soak/open-loop.ts): requests leave on
  *    a fixed schedule whatever the answers do; latency runs from each request's scheduled time.
- * 4. Every --sample seconds the RSS of every graph process (ops/soak/memory.ts); per --window (60 s, or a quarter
- *    of a shorter run) requests, errors, p50 and p99 (ops/soak/windows.ts).
+ * 4. Every --sample seconds the RSS of every graph process (tools/perf/soak/memory.ts); per --window (60 s, or a quarter
+ *    of a shorter run) requests, errors, p50 and p99 (tools/perf/soak/windows.ts).
  *
  * Reports the windows, the p99 drift (first window vs last), every process's RSS at the start and the end, and
- * the errors, as a table (or the JSON with --json), and writes <out>/soak-latest.json (ops/soak/report.ts).
+ * the errors, as a table (or the JSON with --json), and writes <out>/soak-latest.json (tools/perf/soak/report.ts).
  * Loopback only. Exit codes: 0 done; 1 the graph failed, a graph process exited during the soak, or more than 1%
- * of requests failed (ops/soak/verdict.ts); 2 bad usage.
+ * of requests failed (tools/perf/soak/verdict.ts); 2 bad usage.
  */
 import { loadavg } from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadGraph } from "../../runtime/index.ts";
+import { loadGraph } from "../../../runtime/index.ts";
 import { loadImages } from "../bench/load.ts";
 import { gitCommit } from "../bench/machine.ts";
 import { machineBeforeRun, parseLoadArgs } from "../bench/shared-cli.ts";
@@ -33,7 +33,7 @@ import { measureCapacity, soakAt } from "../soak/phases.ts";
 import { formatSoak, writeSoak, type SoakResult } from "../soak/report.ts";
 import { soakProblems } from "../soak/verdict.ts";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 
 function usage(msg: string): number {
   process.stderr.write(`servegraph soak: ${msg}\n`);

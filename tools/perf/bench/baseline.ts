@@ -209,11 +209,19 @@ export function listening(host: string, port: number): Promise<boolean> {
   });
 }
 
-/** Runs `servegraph bench <args> --json` in `dir` and returns its result; its progress goes to stderr, tagged. */
+/**
+ * The bench entry of a checkout: tools/perf/cli.ts, or ops/cli.ts in commits from before the bench left the
+ * product CLI (both take `bench <args>`).
+ */
+export function benchEntryOf(dir: string): string {
+  return existsSync(join(dir, "tools/perf/cli.ts")) ? "tools/perf/cli.ts" : "ops/cli.ts";
+}
+
+/** Runs the checkout's `bench <args> --json` in `dir` and returns its result; its progress goes to stderr, tagged. */
 export function benchIn(dir: string, args: readonly string[], tag: string, signal: AbortSignal): Promise<unknown> {
   const out = mkdtempSync(join(tmpdir(), "sg-bench-side-"));
   return new Promise<unknown>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "ops/cli.ts", "bench", ...args, "--json", "--out", out], {
+    const child = spawn(process.execPath, ["--import", "tsx", benchEntryOf(dir), "bench", ...args, "--json", "--out", out], {
       cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SG_STATE_FILE: join(out, "no-state.json") },
     });
     let stdout = "";

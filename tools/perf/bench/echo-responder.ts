@@ -4,7 +4,7 @@
  * queue group, answering every request at once with the same reply of `replyBytes` bytes (infer's reply: 1000
  * float32 logits), no batching, no model, no decoding, no runtime kit.
  *
- *   node --import tsx ops/bench/echo-responder.ts '{"natsUrl":"nats://127.0.0.1:4222","subject":"sg.bench.echo","replyBytes":4000}'
+ *   node --import tsx tools/perf/bench/echo-responder.ts '{"natsUrl":"nats://127.0.0.1:4222","subject":"sg.bench.echo","replyBytes":4000}'
  *
  * Prints one line of JSON on stdout once its subscription is registered with the server (`{"ready":true}`),
  * then answers until SIGTERM or SIGINT (it drains its connection and exits 0). Exit code 2 for bad input.
