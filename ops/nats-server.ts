@@ -16,6 +16,7 @@
  * `servegraph manifests` (ops/manifests/nats-permissions.ts) with fresh random passwords.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { MAX_PAYLOAD_BYTES } from "../subjects/limits.ts";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -110,7 +111,7 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
   const log = opts.log ?? (() => {});
   const dir = mkdtempSync(join(tmpdir(), "servegraph-nats-"));
   const conf = join(dir, "nats.conf");
-  const maxPayload = opts.maxPayloadBytes ?? 16 * 1024 * 1024;
+  const maxPayload = opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
   writeFileSync(conf, `max_payload: ${maxPayload}\nmax_pending: ${Math.max(64 * 1024 * 1024, maxPayload * 4)}\n${opts.config ?? ""}`, { mode: 0o600 });
 
   let stopping = false;

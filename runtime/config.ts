@@ -7,6 +7,7 @@ import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { ENDPOINTS, endpointDef } from "../subjects/registry.ts";
 import { closestName, endpointSubject, isToken, SUBJECT_PREFIX } from "../subjects/names.ts";
+import { BODY_LIMIT_PARAMETERS, HEADER_ROOM_BYTES, MAX_PAYLOAD_BYTES } from "../subjects/limits.ts";
 import { GRAPH_FILE_NAME, projectRoot } from "./project.ts";
 
 // --- authoring types ----------------------------------------------------------------------------------
@@ -452,6 +453,8 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
       if (typeof v === "object") {
         const why = refProblem(g, names, v);
         if (why) issues.push({ path: `${at}.parameters.${k}`, message: why });
+      } else if (typeof v === "number" && (BODY_LIMIT_PARAMETERS as readonly string[]).includes(k) && v > MAX_PAYLOAD_BYTES - HEADER_ROOM_BYTES) {
+        issues.push({ path: `${at}.parameters.${k}`, message: `${v} bytes do not fit one NATS message: the brokers take ${MAX_PAYLOAD_BYTES} (subjects/limits.ts), less ${HEADER_ROOM_BYTES} for headers` });
       } else if (typeof v === "string") {
         // A subject written out is a call nothing declares: the broker would refuse it (FORBIDDEN) at run time.
         const m = /^(?:sg\.v1|[A-Za-z0-9_-]+\.v\d+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(v);

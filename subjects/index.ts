@@ -8,3 +8,4 @@ export * from "./endpoints.ts";
 export * from "./server-timing.ts";
 export * from "./registry.ts";
 export * from "./stats.ts";
+export * from "./limits.ts";

@@ -8,6 +8,7 @@
  * Only what nats-server 2.9 accepts (Debian's, which the tests run `nats-server -t` with) is written.
  */
 import { randomBytes } from "node:crypto";
+import { MAX_PAYLOAD_BYTES } from "../../subjects/limits.ts";
 import { type ResolvedGraph } from "../../runtime/index.ts";
 import { natsPermissions, opsPermissions, OPS_USER, type NatsPermissions } from "./nats-permissions.ts";
 
@@ -19,7 +20,7 @@ export const NATS_PID_FILE = "/var/run/nats/nats.pid";
 /** Lame-duck mode: clients are moved to the other servers over this long before a server stops. */
 export const NATS_LAME_DUCK_S = 30;
 /** An 8 MB image must fit one request: the same limits as the local server of `servegraph up`. */
-const MAX_PAYLOAD = "16MB";
+const MAX_PAYLOAD = `${MAX_PAYLOAD_BYTES / (1024 * 1024)}MB`;
 const MAX_PENDING = "64MB";
 
 /**

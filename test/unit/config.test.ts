@@ -265,3 +265,10 @@ test("config - batching on a node that serves no batched endpoint is refused; on
   ]);
   assert.equal(resolveGraph(graph("services/infer"), FILE).nodes.n!.batching!.maxBatchSize, 8);
 });
+
+test("config - a body limit larger than one NATS message (less room for headers) is refused", () => {
+  const g = (bytes: number) => ({ ...minimal(), nodes: { ...minimal().nodes, a: { ...minimal().nodes.a, parameters: { ...minimal().nodes.a.parameters, MAX_BODY_BYTES: bytes } } } });
+  assert.doesNotThrow(() => resolveGraph(g(8 * 1024 * 1024), FILE));
+  assert.deepEqual(issuesOf(g(16 * 1024 * 1024)).map((i) => i.path), ["nodes.a.parameters.MAX_BODY_BYTES"]);
+  assert.match(issuesOf(g(16 * 1024 * 1024))[0]!.message, /do not fit one NATS message: the brokers take 16777216/);
+});

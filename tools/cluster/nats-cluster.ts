@@ -12,13 +12,13 @@
  * stops them gracefully first. A server killed on purpose (`kill`) is not restarted: that is the fault under test.
  */
 import type { ChildProcess } from "node:child_process";
+import { MAX_PAYLOAD_BYTES } from "../../subjects/limits.ts";
 import { createWriteStream, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_MONITOR_PORT } from "../../ops/manifests/index.ts";
 import { findNatsServer, NATS_INSTALL_HINT } from "../../ops/nats-server.ts";
 import type { HostNetwork } from "./netns.ts";
 
-const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 const START_TIMEOUT_MS = 15_000;
 
 export interface ClusterServer {
