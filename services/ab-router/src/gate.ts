@@ -27,6 +27,7 @@ import type { NetworkOverrideFunc } from "statsig-node";
 import { createLogger } from "../../../runtime/index.ts";
 import { fallbackVariant, type Variant } from "./fallback.ts";
 import { createRedact, errorMessage, redactingLog, type GateLogFn } from "./redact.ts";
+import type { RoutingRule } from "./rule.ts";
 import { loadSpec } from "./spec.ts";
 import {
   OFFLINE_SDK_KEY,
@@ -42,16 +43,7 @@ import {
 // Integration tests predict fallback decisions with it; it is part of what decide() promises.
 export { fallbackVariant, type GateLogFn, type Variant };
 
-/** Which Statsig entity decides the variant. */
-export type RoutingRule =
-  | { kind: "gate"; gate: string }
-  | {
-      kind: "experiment";
-      experiment: string;
-      parameter: string;
-      /** The parameter value that means variant B (e.g. "B"); any other value, or none, means A. */
-      valueForB: string;
-    };
+export type { RoutingRule };
 
 export interface Decision {
   variant: Variant;

@@ -9,7 +9,7 @@
 import statsigPkg from "statsig-node";
 import outputLoggerPkg from "statsig-node/dist/OutputLogger.js";
 import type { LoggerInterface, NetworkOverrideFunc, StatsigOptions, StatsigServer, StatsigUser } from "statsig-node";
-import type { RoutingRule } from "./gate.ts";
+import type { RoutingRule } from "./rule.ts";
 import { errorMessage, type Redact } from "./redact.ts";
 
 export type { StatsigServer };
