@@ -18,7 +18,7 @@ import { Headers } from "../subjects/headers.ts";
 import { fromMsg } from "./errors-wire.ts";
 import type { Logger } from "./log.ts";
 import { metrics } from "./metrics.ts";
-import { AttemptLostError, createRequester, toGraphError } from "./requester.ts";
+import { AttemptLostError, createRequester, natsErrorToGraphError } from "./requester.ts";
 import { injectContext, withClientSpan } from "./tracing.ts";
 
 /**
@@ -96,7 +96,7 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
           } catch (err) {
             const lost = err instanceof AttemptLostError;
             const left = deadline - Date.now();
-            if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", toGraphError(err, subject).code).inc();
+            if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", natsErrorToGraphError(err, subject).code).inc();
             if (!lost || !ro.idempotent || attempt > 1 || left < MIN_RETRY_MS) throw err;
             span.addEvent("retry", { "sg.retry.reason": "lost", "sg.retry.attempt": attempt + 1, "sg.retry.deadline_left_ms": Math.round(left) });
             opts.log?.warn("replica stopped answering; retrying on another replica", { subject, deadline_left_ms: Math.round(left) });
@@ -104,7 +104,7 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
         }
       });
     } catch (err) {
-      const ge = toGraphError(err, subject);
+      const ge = natsErrorToGraphError(err, subject);
       code = ge.code;
       throw ge;
     } finally {

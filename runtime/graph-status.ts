@@ -81,8 +81,6 @@ export interface NodeStatus {
   replica_list: ReplicaStatus[];
   /** Replicas per host. */
   hosts: Record<string, number>;
-  /** The supervisor's replica ids (metadata `replica`), else the discovery ids. */
-  replica_ids: string[];
   in_flight: number;
   requests: number;
   errors: number;
@@ -135,13 +133,11 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
   for (const [node, { info, stats: st }] of byNode) {
     const ids = [...new Set([...info.keys(), ...st.keys()])].sort();
     const metricsUrls: string[] = [];
-    const replicaIds: string[] = [];
     const replicaList: ReplicaStatus[] = [];
     const hosts: Record<string, number> = {};
     let httpUrl: string | null = null;
     for (const id of ids) {
       const md = info.get(id)?.metadata ?? st.get(id)?.metadata ?? {};
-      replicaIds.push(md.replica ?? id);
       const host = md.host || "?";
       hosts[host] = (hosts[host] ?? 0) + 1;
       const eps = st.get(id)?.endpoints ?? [];
@@ -198,7 +194,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       };
     }
     nodes.push({
-      node, replicas: ids.length, replica_ids: replicaIds, in_flight: replicaList.reduce((a, r) => a + r.in_flight, 0),
+      node, replicas: ids.length, in_flight: replicaList.reduce((a, r) => a + r.in_flight, 0),
       replica_list: replicaList.sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id)),
       hosts: Object.fromEntries(Object.entries(hosts).sort(([a], [b]) => a.localeCompare(b))),
       requests: endpoints.reduce((a, e) => a + e.requests, 0),

@@ -3,7 +3,7 @@
  */
 export { binaryReply, createService, type BinaryReply, type EndpointHandler, type EndpointOptions, type Handler, type IncomingRequest, type Service, type ServiceOptions } from "./service.ts";
 export { createClient, LIVENESS_MS, type Client, type RequestOptions } from "./client.ts";
-export { toGraphError } from "./requester.ts";
+export { natsErrorToGraphError } from "./requester.ts";
 export {
   AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, type AutoscaleMetric, type AutoscalePolicy, DEFAULT_GRAPH_FILE, defineGraph, loadGraph, resolveGraph, subjectOf, GraphConfigError, type ResolvedGraph, type ResolvedNode,
   type ResolvedCall, type ResolvedRoute, type RouteBody, type RouteMethod, ROUTE_METHODS, ROUTE_BODIES, objectShape, objectFields, parseRouteKey,

@@ -21,7 +21,7 @@ import { Headers } from "../subjects/headers.ts";
 import { closestName, Discovery, heartbeatSubjectOf, isToken } from "../subjects/names.ts";
 import { isConnected, onConnectionChange } from "./nats.ts";
 
-export function toGraphError(err: unknown, subject: string): GraphError {
+export function natsErrorToGraphError(err: unknown, subject: string): GraphError {
   if (err instanceof GraphError) return err;
   if (err instanceof errors.RequestError && err.isNoResponders()) {
     return new GraphError("UNAVAILABLE", `no replica of ${subject} is running`, { cause: err });
@@ -122,7 +122,7 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
   const failAll = (err: Error): void => {
     for (const token of [...pending.keys()]) {
       const p = settle(token);
-      p?.reject(toGraphError(err, p.subject));
+      p?.reject(natsErrorToGraphError(err, p.subject));
     }
   };
 
@@ -161,7 +161,7 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
         if (!p) return; // late reply to a request that already timed out or was retried elsewhere
         if (msg.data.length === 0 && msg.headers?.code === 503) {
           const nr = new errors.NoRespondersError(p.subject);
-          const unavailable = toGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject);
+          const unavailable = natsErrorToGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject);
           // Nobody listens on the subject: the node is down, or it runs and has no such endpoint (a typo).
           void unknownEndpoint(nc, p.subject, Math.min(UNKNOWN_ENDPOINT_LOOKUP_MS, p.endsAt - performance.now())).then((nf) => p.reject(nf ?? unavailable));
         } else {
@@ -203,13 +203,13 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
       if (!isConnected(nc)) throw new GraphError("UNAVAILABLE", "the NATS broker is unreachable");
       if (!sub) open();
     } catch (err) {
-      reject(toGraphError(err, subject));
+      reject(natsErrorToGraphError(err, subject));
       return;
     }
     const token = (++seq).toString(36);
     const timer = setTimeout(() => {
       const p = settle(token);
-      p?.reject(toGraphError(new errors.TimeoutError(), subject));
+      p?.reject(natsErrorToGraphError(new errors.TimeoutError(), subject));
     }, o.timeoutMs);
     const livenessMs = o.livenessMs !== undefined && o.livenessMs < o.timeoutMs ? o.livenessMs : undefined;
     if (livenessMs !== undefined) {
@@ -224,7 +224,7 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
       nc.publish(subject, payload, { reply: base + token, headers: h });
     } catch (err) {
       settle(token);
-      reject(toGraphError(err, subject));
+      reject(natsErrorToGraphError(err, subject));
     }
   });
 }

@@ -67,7 +67,7 @@ function status(requests: number): GraphStatus {
   return {
     nats: "n", graph: "g", at: new Date().toISOString(), control: { replicas: 0, graph: null },
     nodes: [{
-      node: "greeter", replicas: 1, replica_list: [{ id: "r1", host: "h", in_flight: 0, requests }], hosts: { h: 1 }, replica_ids: ["r1"],
+      node: "greeter", replicas: 1, replica_list: [{ id: "r1", host: "h", in_flight: 0, requests }], hosts: { h: 1 },
       in_flight: 0, requests, errors: 0, p50_ms: 1, p99_ms: 2, endpoints: [], batch: null, ab_decisions: null, metrics_urls: [], http_url: null,
     }],
   };

@@ -96,7 +96,7 @@ test("dashboard rates - a replica that starts, stops or restarts adds nothing; n
 
 function nodeStatus(node: string, over: Partial<NodeStatus> = {}): NodeStatus {
   return {
-    node, replicas: 1, replica_list: [{ id: `${node}-1`, host: "h1", in_flight: 2, requests: 10 }], hosts: { h1: 1 }, replica_ids: [`${node}-1`],
+    node, replicas: 1, replica_list: [{ id: `${node}-1`, host: "h1", in_flight: 2, requests: 10 }], hosts: { h1: 1 },
     in_flight: 2, requests: 10, errors: 1, p50_ms: 3, p99_ms: 9,
     endpoints: [{ name: "a", subject: "s.a", requests: 5, errors: 0, p50_ms: 3, p99_ms: 9, last_error: null }, { name: "b", subject: "s.b", requests: 5, errors: 1, p50_ms: 3, p99_ms: 9, last_error: "503:no replica" }],
     batch: null, ab_decisions: null, metrics_urls: [], http_url: null, ...over,

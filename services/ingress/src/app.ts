@@ -21,7 +21,7 @@ import {
 import { registerDashboard, type DashboardDeps } from "./dashboard/index.ts";
 import { fetchImage } from "./fetch-image.ts";
 import {
-  BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, toGraphError,
+  BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, httpErrorToGraphError,
 } from "./http-errors.ts";
 import { observeHttp } from "./http-observe.ts";
 import { DEFAULT_TIMEOUTS, guardRequests, guardServer, serverOptions, type IngressTimeouts } from "./http-server.ts";
@@ -169,7 +169,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
   app.setErrorHandler(async (err: FastifyError, req, reply) => {
-    const ge = toGraphError(err);
+    const ge = httpErrorToGraphError(err);
     if (ge.code === "PAYLOAD_TOO_LARGE" && !req.raw.complete) {
       // Read and discard the rest of the upload (bounded) so the client sees the 413, not a reset socket.
       await drainRequest(req.raw, DRAIN_CAP_BYTES, DRAIN_TIMEOUT_MS);

@@ -18,7 +18,7 @@ export const MAX_PARAM_LENGTH = 2048;
  * request can trigger; anything else maps by its status through {@link codeForStatus}, and an unknown 5xx
  * becomes INTERNAL with a generic message (the cause is logged, never sent).
  */
-export function toGraphError(err: unknown): GraphError {
+export function httpErrorToGraphError(err: unknown): GraphError {
   if (err instanceof GraphError) return err;
   if (hasZodFastifySchemaValidationErrors(err)) {
     const issues = err.validation.map((v) => ({ path: v.instancePath, message: v.message }));
@@ -51,7 +51,7 @@ export function sendError(reply: FastifyReply, ge: GraphError): FastifyReply {
  * `/greeting/%FF`, FST_ERR_MAX_PARAM_LENGTH), which Fastify would otherwise answer with bodies of its own.
  */
 export function frameworkErrors(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
-  void sendError(reply, toGraphError(err));
+  void sendError(reply, httpErrorToGraphError(err));
 }
 
 /**

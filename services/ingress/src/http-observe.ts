@@ -17,7 +17,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { context, type Context, type Span } from "@opentelemetry/api";
 import client from "prom-client";
 import { SECONDS_BUCKETS, endHttpServerSpan, metrics, registry, startHttpServerSpan } from "../../../runtime/index.ts";
-import { toGraphError } from "./http-errors.ts";
+import { httpErrorToGraphError } from "./http-errors.ts";
 import { rawAnswerOf } from "./http-server.ts";
 
 const httpDuration = new client.Histogram({
@@ -53,7 +53,7 @@ export function observeHttp(app: FastifyInstance): void {
   });
   app.addHook("onError", async (req, _reply, err) => {
     const t = live.get(req);
-    if (t) t.errorCode = toGraphError(err).code;
+    if (t) t.errorCode = httpErrorToGraphError(err).code;
   });
   // Runs once per request: on the response, or on a client abort when no response will come.
   const finish = (req: FastifyRequest, statusCode: number | undefined, errorCode?: string): void => {
