@@ -365,10 +365,23 @@ export async function run(argv: string[]): Promise<number> {
   return code;
 }
 
+/** The one line of JSON `servegraph up --json` prints once every node is ready (what scripts and tests wait for). */
+export interface UpSummary {
+  graph: string;
+  graphs: string[];
+  /** The NATS URL the graph runs on (its embedded broker, or --nats). */
+  nats: string;
+  /** The embedded broker's pid; null with --nats. */
+  nats_pid: number | null;
+  /** The HTTP node's URL; null when none runs. */
+  ingress: string | null;
+  nodes: { node: string; replicas: number; subjects: string }[];
+}
+
 function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]; natsUrl: string; nats: LocalNats | undefined; ingressUrl: string | undefined; sup: Supervisor; atZero: ReadonlySet<string> }): void {
   const { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero } = s;
   if (json) {
-    const summary = {
+    const summary: UpSummary = {
       graph: graph.name, graphs, nats: natsUrl, nats_pid: nats?.process.pid ?? null, ingress: ingressUrl ?? null,
       nodes: sup.nodes.map((n) => ({ node: n, replicas: sup.replicas(n).length, subjects: `${graph.subjectPrefix}.${n}.*` })),
     };

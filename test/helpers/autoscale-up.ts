@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { AutoscaleNodeSnapshot, AutoscalerSnapshot } from "../../ops/autoscaler.ts";
+import { spawnUp, type SpawnedUp, type UpSummary } from "../../tools/harness/spawn-up.ts";
 import { REPO_ROOT } from "./graph.ts";
 
 const CLI = join(REPO_ROOT, "ops/cli.ts");
@@ -20,7 +21,7 @@ export interface RunningUp {
   proc: ChildProcess;
   nc: NatsConnection;
   env: NodeJS.ProcessEnv;
-  summary: { nats: string; ingress: string | null; nodes: { node: string; replicas: number }[] };
+  summary: UpSummary;
   stderr: () => string;
   stop(): Promise<number | null>;
 }
@@ -29,37 +30,27 @@ export interface RunningUp {
 export async function startUp(args: string[]): Promise<RunningUp> {
   const dir = mkdtempSync(join(tmpdir(), "sg-autoscale-"));
   const stateFile = join(dir, "state.json");
-  const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" } as NodeJS.ProcessEnv;
+  const vars = { SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" };
+  const env = { ...process.env, ...vars } as NodeJS.ProcessEnv;
   delete env.NATS_URL;
   delete env.NATS_USER;
-  const proc = spawn(process.execPath, ["--import", "tsx", CLI, "up", ...args, "--json", "--graph", AUTOSCALE_GRAPH_FILE, "--autoscale-tick-ms", "200"], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  proc.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
-  const stop = async (): Promise<number | null> => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill("SIGINT");
-      const t = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-      await new Promise((r) => proc.once("exit", r));
-      clearTimeout(t);
-    }
+  let up: SpawnedUp;
+  try {
+    up = await spawnUp({ args: [...args, "--graph", AUTOSCALE_GRAPH_FILE, "--autoscale-tick-ms", "200"], env: vars });
+  } catch (e) {
     rmSync(dir, { recursive: true, force: true });
-    return proc.exitCode;
+    throw e;
+  }
+  const stop = async (): Promise<number | null> => {
+    const code = await up.stop();
+    rmSync(dir, { recursive: true, force: true });
+    return code;
   };
   try {
-    const summary = await new Promise<RunningUp["summary"]>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`up did not start in 90 s: ${err}`)), 90_000);
-      proc.stdout!.on("data", (d: Buffer) => {
-        out += d.toString();
-        const line = out.split("\n").find((l) => l.startsWith("{"));
-        if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
-      });
-      proc.once("exit", (code) => { clearTimeout(t); reject(new Error(`up exited ${code}: ${err}`)); });
-    });
     const state = JSON.parse(readFileSync(stateFile, "utf8")) as { natsUser: string; natsPassword: string };
-    const nc = await connect({ servers: summary.nats, user: state.natsUser, pass: state.natsPassword, name: "autoscale-test" });
+    const nc = await connect({ servers: up.summary.nats, user: state.natsUser, pass: state.natsPassword, name: "autoscale-test" });
     return {
-      proc, nc, env, summary, stderr: () => err,
+      proc: up.proc, nc, env, summary: up.summary, stderr: up.stderr,
       stop: async () => { await nc.close().catch(() => {}); return stop(); },
     };
   } catch (e) {

@@ -4,10 +4,11 @@
  * child process until its JSON summary.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { spawnUp, type UpSummary } from "../../tools/harness/spawn-up.ts";
 import { REPO_ROOT } from "./graph.ts";
 
 export function copyProject(): string {
@@ -26,36 +27,12 @@ export function copyProject(): string {
   return dir;
 }
 
-export interface UpSummary {
-  nats: string;
-  ingress: string;
-  nodes: { node: string; replicas: number }[];
-}
-
 /** `servegraph up <args> --json` in `dir` (its own nats-server); resolves with the process once its summary is out. */
 export async function startUp(dir: string, args: string[], env: Record<string, string> = {}): Promise<{ up: ChildProcess; summary: UpSummary; output: () => string }> {
-  const e = { ...process.env, SG_LOG_LEVEL: "warn", ...env } as NodeJS.ProcessEnv;
-  delete e.NATS_URL;
-  const up = spawn(process.execPath, ["--import", "tsx", join(dir, "ops/cli.ts"), "up", ...args, "--json"], { cwd: dir, env: e, stdio: ["ignore", "pipe", "pipe"] });
+  const up = await spawnUp({ cwd: dir, args, env: { SG_LOG_LEVEL: "warn", ...env } });
   let out = "";
-  let err = "";
-  up.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
-  up.stdout!.on("data", (d: Buffer) => { out += d.toString(); });
-  try {
-    const summary = await new Promise<UpSummary>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`up did not start in 90 s: ${err}`)), 90_000);
-      const look = (): void => {
-        const line = out.split("\n").find((l) => l.startsWith("{"));
-        if (line) { clearTimeout(t); resolve(JSON.parse(line) as UpSummary); }
-      };
-      up.stdout!.on("data", look);
-      up.once("exit", (code) => { clearTimeout(t); reject(new Error(`up exited ${code}: ${err}`)); });
-    });
-    return { up, summary, output: () => out + err };
-  } catch (e2) {
-    await stopUp(up);
-    throw e2;
-  }
+  up.proc.stdout!.on("data", (d: Buffer) => { out += d.toString(); });
+  return { up: up.proc, summary: up.summary, output: () => out + up.stderr() };
 }
 
 /** SIGINT (Ctrl-C), then SIGKILL after 20 s; resolves once it has exited. */

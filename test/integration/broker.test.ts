@@ -8,7 +8,7 @@
  */
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
@@ -16,6 +16,7 @@ import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
+import { startUpProcess } from "../../tools/harness/spawn-up.ts";
 import { createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/index.ts";
 import type { UpState } from "../../ops/state.ts";
@@ -86,33 +87,14 @@ function startUp(args: string[], opts: { logLevel?: string } = {}): Up {
   const mark = randomUUID();
   const env: NodeJS.ProcessEnv = { ...process.env, SG_STATE_FILE: stateFile, TMPDIR: dir, SG_LOG_LEVEL: opts.logLevel ?? "warn", [MARK]: mark };
   for (const k of ["NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX"]) delete env[k];
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, "up", ...args, "--json", "--graph", TEST_GRAPH_FILE], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  const waiters: { re: RegExp; resolve: () => void }[] = [];
-  child.stderr!.on("data", (d: Buffer) => {
-    err += d.toString();
-    for (const w of waiters.splice(0)) if (w.re.test(err)) w.resolve(); else waiters.push(w);
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const summary = new Promise<Summary>((resolve, reject) => {
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) resolve(JSON.parse(line) as Summary);
-    });
-    void exited.then((code) => reject(new Error(`up exited ${code} before it was up: ${err.slice(-3000)}`)));
-  });
-  summary.catch(() => {});
+  const up = startUpProcess({ args: [...args, "--graph", TEST_GRAPH_FILE], env, label: "up" });
+  const child = up.proc;
+  const exited = up.exited;
   return {
-    child, dir, stateFile, mark, summary, exited,
-    stderr: () => err,
+    child, dir, stateFile, mark, summary: up.summary as Promise<Summary>, exited,
+    stderr: up.stderr,
     state: () => JSON.parse(readFileSync(stateFile, "utf8")) as UpState,
-    waitLog: (re, timeoutMs = 60_000) => new Promise<void>((resolve, reject) => {
-      if (re.test(err)) return resolve();
-      const t = setTimeout(() => reject(new Error(`no ${re} in up's stderr after ${timeoutMs} ms: ${err.slice(-3000)}`)), timeoutMs);
-      waiters.push({ re, resolve: () => { clearTimeout(t); resolve(); } });
-    }),
+    waitLog: up.waitLog,
     async cleanup() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill("SIGINT");

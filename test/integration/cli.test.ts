@@ -1,11 +1,12 @@
 /** The `servegraph` command as a user runs it: up (with its own nats-server), request, check, scale, Ctrl-C. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT, TEST_GRAPH_FILE } from "../helpers/graph.ts";
+import { spawnUp } from "../../tools/harness/spawn-up.ts";
 
 const CLI = join(REPO_ROOT, "ops/cli.ts");
 
@@ -115,25 +116,12 @@ test("cli - up --param overrides a parameter for one run: a forced GPU provider 
 
 test("cli - up starts its own nats-server and the chain, request reaches it over NATS, Ctrl-C stops everything", async () => {
   const stateFile = join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json");
-  const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" } as NodeJS.ProcessEnv;
-  delete env.NATS_URL;
-  const up = spawn(process.execPath, ["--import", "tsx", CLI, "up", "chain", "--json", "--graph", TEST_GRAPH_FILE], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  up.stderr.on("data", (d: Buffer) => { err += d.toString(); });
-  const summary = await new Promise<{ nats: string; ingress: string; nodes: { node: string; replicas: number }[] }>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`up did not start in 60 s: ${err}`)), 60_000);
-    up.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
-    });
-    up.once("exit", (code) => reject(new Error(`up exited ${code}: ${err}`)));
-  });
+  const up = await spawnUp({ args: ["chain", "--graph", TEST_GRAPH_FILE], env: { SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "warn" }, startTimeoutMs: 60_000 });
+  const { summary } = up;
   try {
     assert.match(summary.nats, /^nats:\/\/127\.0\.0\.1:\d+$/);
     assert.deepEqual(summary.nodes.map((n) => n.node).sort(), ["greeter", "greeter-proxy", "ingress"]);
-    const res = await fetch(`${summary.ingress}/greeting/ada`);
+    const res = await fetch(`${summary.ingress!}/greeting/ada`);
     assert.deepEqual((await res.json() as { message: string }).message, "Hello, ada!");
 
     // other commands find the running graph without flags (state file)
@@ -151,10 +139,10 @@ test("cli - up starts its own nats-server and the chain, request reaches it over
     assert.equal(outOfRange.status, 1);
     assert.equal((JSON.parse(outOfRange.stdout) as { error: { code: string } }).error.code, "BAD_REQUEST");
   } finally {
-    up.kill("SIGINT");
+    up.proc.kill("SIGINT");
   }
-  const code = await new Promise((r) => (up.exitCode !== null ? r(up.exitCode) : up.once("exit", r)));
-  assert.equal(code, 0, err);
+  const code = await up.exited;
+  assert.equal(code, 0, up.stderr());
   // the nats-server it started is gone: nothing listens there any more
   const port = Number(new URL(summary.nats).port);
   const net = await import("node:net");

@@ -6,11 +6,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT, startNats, TEST_GRAPH_FILE } from "../helpers/graph.ts";
+import { spawnUp, type UpSummary } from "../../tools/harness/spawn-up.ts";
 
 const CLI = join(REPO_ROOT, "ops/cli.ts");
 
@@ -19,21 +20,9 @@ function cli(args: string[], env: NodeJS.ProcessEnv) {
 }
 
 /** Starts `servegraph up ... --json` and resolves with its summary line once its nodes are ready. */
-async function up(args: string[], env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; summary: { nodes: { node: string; replicas: number }[] }; stderr: () => string }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", CLI, "up", "--json", "--graph", TEST_GRAPH_FILE, ...args], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  proc.stderr!.on("data", (d: Buffer) => { err += d.toString(); });
-  const summary = await new Promise<{ nodes: { node: string; replicas: number }[] }>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`up ${args.join(" ")} did not start in 60 s: ${err}`)), 60_000);
-    proc.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) { clearTimeout(t); resolve(JSON.parse(line)); }
-    });
-    proc.once("exit", (code) => { clearTimeout(t); reject(new Error(`up exited ${code}: ${err}`)); });
-  });
-  return { proc, summary, stderr: () => err };
+async function up(args: string[], env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; summary: UpSummary; stderr: () => string }> {
+  const u = await spawnUp({ args: ["--graph", TEST_GRAPH_FILE, ...args], env, startTimeoutMs: 60_000 });
+  return { proc: u.proc, summary: u.summary, stderr: u.stderr };
 }
 
 async function stop(p: ChildProcess | undefined): Promise<number | null> {
