@@ -16,10 +16,11 @@
  *
  * Exit codes: 0 done (or no GPU provider), 1 the GPU graph disagreed with CPU or failed.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { extname, join, resolve } from "node:path";
+import { spawnUp } from "../tools/harness/spawn-up.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const CLI = join(ROOT, "ops/cli.ts");
@@ -47,27 +48,11 @@ interface Up { child: ChildProcess; ingress: string; stop(): Promise<void> }
 
 /** `servegraph up classify` with parameter overrides; resolves once it printed its summary. */
 async function up(params: string[], replicas: string[]): Promise<Up> {
-  const args = ["--import", "tsx", CLI, "up", "classify", "--json", "--port", "0", ...params.flatMap((p) => ["--param", p]), ...replicas.flatMap((r) => ["--replicas", r])];
-  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
-  const ingress = await new Promise<string>((res, rej) => {
-    let out = "";
-    const t = setTimeout(() => { child.kill("SIGINT"); rej(new Error(`up did not start in 180 s: ${err}`)); }, 180_000);
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) { clearTimeout(t); res((JSON.parse(line) as { ingress: string }).ingress); }
-    });
-    child.once("exit", (code) => { clearTimeout(t); rej(new Error(`up exited ${code}: ${err.trim().split("\n").slice(-2).join(" | ")}`)); });
+  const u = await spawnUp({
+    args: ["classify", "--port", "0", ...params.flatMap((p) => ["--param", p]), ...replicas.flatMap((r) => ["--replicas", r])],
+    cwd: ROOT, cli: CLI, env, keepNatsEnv: true, startTimeoutMs: 180_000,
   });
-  const stop = async () => {
-    if (child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGINT");
-    await exited;
-  };
-  return { child, ingress, stop };
+  return { child: u.proc, ingress: u.summary.ingress ?? "", stop: async () => { await u.stop(60_000); } };
 }
 
 async function top5(ingress: string): Promise<Record<string, string[]>> {

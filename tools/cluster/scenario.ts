@@ -35,6 +35,7 @@ import { Discovery } from "../../subjects/names.ts";
 import { startClosedLoop, nowMs, type RequestRecord } from "./load.ts";
 import { connectionsOf, startNatsCluster, type NatsCluster } from "./nats-cluster.ts";
 import { createHostNetwork, type HostNetwork } from "./netns.ts";
+import { startUpProcess, type UpSummary } from "../harness/spawn-up.ts";
 
 const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const CLI = join(REPO_ROOT, "ops/cli.ts");
@@ -117,38 +118,27 @@ function parseStart(s: string): number {
 interface UpProcess {
   host: string;
   proc: ChildProcess;
-  summary: { ingress: string | null; nodes: { node: string; replicas: number }[] };
+  summary: UpSummary;
   stderrTail(): string;
 }
 
 /** Starts `servegraph up --only ... --host <host>` inside the host, connected to its own server; resolves when ready. */
 async function startUp(net: HostNetwork, cluster: NatsCluster, host: (typeof HOSTS)[number], extra: string[], env: NodeJS.ProcessEnv): Promise<UpProcess> {
-  const args = ["--import", "tsx", CLI, "up", "classify", "--json", "--graph", CLUSTER_GRAPH_FILE,
-    "--nats", cluster.servers[host]!.url, "--only", ONLY[host], "--host", host, ...extra];
-  const proc = net.spawnIn(host, process.execPath, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   const logFile: WriteStream = createWriteStream(join(net.dir, `up-${host}.log`));
-  proc.once("close", () => logFile.end());
-  let tail = "";
-  proc.stderr!.on("data", (d: Buffer) => { logFile.write(d); tail = (tail + d.toString()).slice(-3000); });
-  let out = "";
-  let onExit = (_code: number | null, _sig: NodeJS.Signals | null): void => {};
-  const summary = await new Promise<UpProcess["summary"]>((resolveUp, reject) => {
-    const t = setTimeout(() => reject(new Error(`up on host ${host} did not start in ${START_TIMEOUT_MS / 1000} s: ${tail.trim().split("\n").slice(-3).join(" | ")}`)), START_TIMEOUT_MS);
-    const onData = (d: Buffer): void => {
-      logFile.write(d);
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) {
-        clearTimeout(t);
-        try { resolveUp(JSON.parse(line) as UpProcess["summary"]); } catch (err) { reject(err); }
-      }
-    };
-    proc.stdout!.on("data", onData);
-    onExit = (code, sig) => { clearTimeout(t); reject(new Error(`up on host ${host} exited (${sig ?? code}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)); };
-    proc.once("exit", onExit);
+  const up = startUpProcess({
+    args: ["classify", "--graph", CLUSTER_GRAPH_FILE, "--nats", cluster.servers[host]!.url, "--only", ONLY[host], "--host", host, ...extra],
+    cwd: REPO_ROOT, cli: CLI, env, keepNatsEnv: true, startTimeoutMs: START_TIMEOUT_MS, label: `up on host ${host}`,
+    spawn: (command, args, options) => net.spawnIn(host, command, args, options),
+    onOutput: (d) => logFile.write(d),
   });
-  proc.off("exit", onExit);
-  return { host, proc, summary, stderrTail: () => tail };
+  up.proc.once("close", () => logFile.end());
+  try {
+    const summary = await up.summary;
+    return { host, proc: up.proc, summary, stderrTail: () => up.stderr().slice(-3000) };
+  } catch (e) {
+    net.killGroup(up.proc);
+    throw e;
+  }
 }
 
 /** SIGTERM to `up` (it stops its replicas in order), SIGKILL to its group after `graceMs`. */

@@ -22,7 +22,7 @@
  * Writes <out>/autoscale-<timestamp>.json and <out>/autoscale-latest.json; prints a summary (or the JSON).
  */
 import { projectRoot } from "../../../runtime/project.ts";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -35,6 +35,7 @@ import { Discovery, OPS_CONTROL_SUBJECT } from "../../../subjects/names.ts";
 import type { AutoscalerSnapshot } from "../../../ops/autoscaler.ts";
 import { loadImages, type RequestBody } from "./load.ts";
 import { gitCommit, machineInfo } from "./machine.ts";
+import { spawnUp } from "../../harness/spawn-up.ts";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const CLI = join(REPO_ROOT, "ops/cli.ts");
@@ -133,36 +134,21 @@ interface Up {
 async function startUp(graphFile: string | undefined, dir: string, chainDelayMs: number): Promise<Up> {
   const stateFile = join(dir, "state.json");
   const logFile = join(dir, "up.log");
-  const env = { ...process.env, SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" } as NodeJS.ProcessEnv;
-  delete env.NATS_URL;
-  delete env.NATS_USER;
-  const args = ["--import", "tsx", CLI, "up", "chain", "classify", "ab", "--port", "0", "--json", "--param", `greeter.DELAY_MS=${chainDelayMs}`, ...(graphFile ? ["--graph", graphFile] : [])];
-  const proc = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
-  proc.stderr!.on("data", (d: Buffer) => { log += d.toString(); });
   const flush = (): void => writeFileSync(logFile, log);
-  const summary = await new Promise<{ nats: string; ingress: string }>((res, rej) => {
-    let out = "";
-    const t = setTimeout(() => rej(new Error(`servegraph up did not start in 180 s:\n${log.slice(-2000)}`)), 180_000);
-    proc.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) { clearTimeout(t); res(JSON.parse(line)); }
-    });
-    proc.once("exit", (code) => { clearTimeout(t); rej(new Error(`servegraph up exited ${code}:\n${log.slice(-2000)}`)); });
-  }).catch((e: unknown) => { proc.kill("SIGKILL"); throw e; });
+  const up = await spawnUp({
+    args: ["chain", "classify", "ab", "--port", "0", "--param", `greeter.DELAY_MS=${chainDelayMs}`, ...(graphFile ? ["--graph", graphFile] : [])],
+    env: { SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" }, startTimeoutMs: 180_000, cli: CLI, cwd: REPO_ROOT,
+    onOutput: (d, stream) => { if (stream === "stderr") log += d.toString(); },
+  }).catch((e: unknown) => { flush(); throw e; });
+  const { proc, summary } = up;
   const state = JSON.parse(readFileSync(stateFile, "utf8")) as { natsUser: string; natsPassword: string };
   const nc = await connect({ servers: summary.nats, user: state.natsUser, pass: state.natsPassword, name: "bench-autoscale" });
   return {
-    proc, nc, ingress: summary.ingress, logFile,
+    proc, nc, ingress: summary.ingress ?? "", logFile,
     async stop() {
       await nc.close().catch(() => {});
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill("SIGINT");
-        const t = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-        await new Promise((r) => proc.once("exit", r));
-        clearTimeout(t);
-      }
+      await up.stop();
       flush();
     },
   };
