@@ -19,6 +19,7 @@ import type { z } from "zod";
 import { describePayload, decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
 import type { StatsData } from "../subjects/stats.ts";
+import { createLatencyWindow, RECENT_SAMPLES, type LatencyWindow } from "./latency-window.ts";
 import { Headers, heartbeatAskOf, MIN_HEARTBEAT_MS } from "../subjects/headers.ts";
 import { Discovery } from "../subjects/names.ts";
 import { toBody, toHeaders } from "./errors-wire.ts";
@@ -96,8 +97,8 @@ interface EndpointState {
   numErrors: number;
   lastError: string;
   processingNs: number;
-  recentMs: Float64Array;
-  recentCount: number;
+  /** Its recent durations: the p50/p99 of $SRV.STATS. */
+  latency: LatencyWindow;
   /** prom-client child for the common outcome, resolved once (observes seconds). */
   okDuration: { observe(v: number): void };
 }
@@ -120,8 +121,7 @@ export interface Service {
   stop(opts?: { maxWaitMs?: number }): Promise<void>;
 }
 
-/** Latencies each endpoint keeps for the p50/p99 of $SRV.STATS (its most recent requests). */
-export const RECENT_SAMPLES = 2048;
+export { RECENT_SAMPLES };
 const enc = new TextEncoder();
 const noHeaders = (): undefined => undefined;
 
@@ -131,11 +131,6 @@ function successHeaders(set: Record<string, string> | undefined, own: Record<str
   const h = natsHeaders();
   for (const from of [set, own]) if (from) for (const k in from) h.set(k, from[k]!);
   return h;
-}
-
-function percentile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 export function createService(nc: NatsConnection, opts: ServiceOptions): Service {
@@ -280,7 +275,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         if (timer) clearTimeout(timer);
         const ms = performance.now() - t0;
         ep.processingNs += Math.round(ms * 1e6);
-        ep.recentMs[ep.recentCount++ % RECENT_SAMPLES] = ms;
+        ep.latency.record(ms);
         done();
       });
   };
@@ -289,8 +284,6 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
 
   /** `shared`: the per-replica figures (in-flight, statsData), read once per $SRV.STATS answer and repeated in every endpoint. */
   const statsOf = (ep: EndpointState, shared: Record<string, unknown>) => {
-    const n = Math.min(ep.recentCount, RECENT_SAMPLES);
-    const sorted = ep.recentMs.slice(0, n).sort();
     return {
       ...endpointInfo(ep),
       num_requests: ep.numRequests,
@@ -298,7 +291,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       last_error: ep.lastError,
       processing_time: ep.processingNs,
       average_processing_time: ep.numRequests ? Math.round(ep.processingNs / ep.numRequests) : 0,
-      data: { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), ...shared },
+      data: { ...ep.latency.percentiles(), ...shared },
     };
   };
 
@@ -338,7 +331,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       if (stopping) throw new Error("service is stopped");
       const ep: EndpointState = {
         name, subject: eo.subject, metadata: eo.metadata ?? {}, numRequests: 0, numErrors: 0, lastError: "", processingNs: 0,
-        recentMs: new Float64Array(RECENT_SAMPLES), recentCount: 0,
+        latency: createLatencyWindow(),
         okDuration: metrics.serverDuration.labels(opts.name, name, "OK"),
         sub: undefined as unknown as Subscription,
       };
