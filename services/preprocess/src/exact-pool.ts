@@ -114,12 +114,20 @@ export function createExactPool(size: number): ExactPool {
         slot.job = job;
         worker.ref();
         // The buffer goes in the transfer list: a plain ArrayBuffer is moved. sharp's output Buffers are
-        // external memory that V8 cannot detach, and for those Node copies (one memcpy of the frame)
-        // instead. A view into a larger buffer is cut out first so only the frame travels.
+        // external memory that V8 cannot detach: Node 20 copies those (one memcpy of the frame), Node 22 and later
+        // refuse them (DataCloneError), so they are copied here first. A view into a larger buffer is cut out
+        // first so only the frame travels.
+        // (A copy is Uint8Array's slice: a Buffer's own slice() is a view of the same memory.)
+        const copy = (): Uint8Array => Uint8Array.prototype.slice.call(job.rgb);
         const standalone = job.rgb.byteOffset === 0 && job.rgb.byteLength === job.rgb.buffer.byteLength;
-        const rgb = standalone ? job.rgb : job.rgb.slice();
-        const msg: ExactJobMessage = { id: job.id, rgb, width: job.width, height: job.height };
-        worker.postMessage(msg, [rgb.buffer as ArrayBuffer]);
+        let rgb = standalone ? job.rgb : copy();
+        try {
+          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [rgb.buffer as ArrayBuffer]);
+        } catch (err) {
+          if (!(err instanceof Error && err.name === "DataCloneError")) throw err;
+          rgb = copy();
+          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [rgb.buffer as ArrayBuffer]);
+        }
       }
     }
   };
