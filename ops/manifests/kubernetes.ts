@@ -25,7 +25,7 @@ export const DRAIN_MARGIN_S = 15;
 export const HTTP_PRESTOP_S = 5;
 /** The label NVIDIA's GPU feature discovery (GPU operator) puts on nodes with a GPU: a GPU node's nodeSelector. */
 export const GPU_NODE_SELECTOR = { "nvidia.com/gpu.present": "true" } as const;
-/** UID of the `node` user of the node:20 images, the user every node image runs as. */
+/** UID of the `node` user of the node:24 images, the user every node image runs as. */
 export const NODE_UID = 1000;
 
 export interface K8sMetadata {

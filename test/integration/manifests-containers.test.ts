@@ -65,9 +65,9 @@ test("manifests-containers - every COPY source of the Containerfile exists for e
   // docker reads .dockerignore, podman .containerignore: the same patterns
   const patterns = (f: string) => readFileSync(join(REPO_ROOT, f), "utf8").split("\n").filter((l) => l.trim() && !l.startsWith("#"));
   assert.deepEqual(patterns(".dockerignore"), patterns(".containerignore"));
-  // non-root, numeric (runAsNonRoot can check it), on the Node 20 slim base
+  // non-root, numeric (runAsNonRoot can check it), on the Node 24 (LTS) slim base
   assert.match(containerfile, /^USER 1000:1000$/m);
-  assert.match(containerfile, /^ARG BASE=node:20-bookworm-slim$/m);
+  assert.match(containerfile, /^ARG BASE=node:24-bookworm-slim$/m);
 });
 
 /** The deps stage's `npm ci` command, without what follows it (`&& npm cache clean` must not run here). */
