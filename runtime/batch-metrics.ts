@@ -4,6 +4,7 @@
  * time. Autoscaling (queueDepth, batchFill) and the alert rules read these names.
  */
 import client from "prom-client";
+import type { BatchStatsData } from "../subjects/stats.ts";
 import { registry, SECONDS_BUCKETS } from "./metrics.ts";
 
 /** What the batch gauges read at scrape time, once the node's batcher exists. */
@@ -66,5 +67,39 @@ export function recentBatchSizes(limit = 512): { push(size: number): void; mean(
     },
     mean: () => (sizes.length ? sizes.reduce((a, c) => a + c, 0) / sizes.length : 0),
     count: () => sizes.length,
+  };
+}
+
+/** What a batching node counts of its batches: the metrics, and its figures for $SRV.STATS and the gauges. */
+export interface BatchTally {
+  /** One dispatched batch (the batcher's onBatch). */
+  record(info: { size: number; queueWaitMs: readonly number[] }): void;
+  /** Mean recent batch size over the max batch size, 0..1. */
+  fill(): number;
+  /** The batch figures of $SRV.STATS (subjects/stats.ts), with the queue's depth now. */
+  stats(queueDepth: number, knobs: { maxBatchSize: number; maxQueueDelayMs: number; maxConcurrentBatches: number }): BatchStatsData;
+}
+
+export function createBatchTally(node: string, maxBatchSize: number): BatchTally {
+  const m = batchMetrics();
+  const sizeOf = m.size.labels(node);
+  const waitOf = m.queueWait.labels(node);
+  const recent = recentBatchSizes();
+  let batches = 0;
+  let batched = 0;
+  const fill = (): number => recent.mean() / maxBatchSize;
+  return {
+    record(info) {
+      batches++;
+      batched += info.size;
+      recent.push(info.size);
+      sizeOf.observe(info.size);
+      for (const w of info.queueWaitMs) waitOf.observe(w / 1000);
+    },
+    fill,
+    stats: (queueDepth, k) => ({
+      batches, batched_requests: batched, recent_batches: recent.count(), queue_depth: queueDepth, avg_batch_size: recent.mean(), batch_fill: fill(),
+      max_batch_size: k.maxBatchSize, max_queue_delay_ms: k.maxQueueDelayMs, max_concurrent_batches: k.maxConcurrentBatches,
+    }),
   };
 }

@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { BATCHING_DEFAULTS, loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 import { createBatcher } from "./batcher.ts";
-import { batchMetrics, recentBatchSizes } from "./batch-metrics.ts";
+import { batchMetrics, createBatchTally } from "./batch-metrics.ts";
 import { readSecret, subjectFor } from "./graph-queries.ts";
 import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -182,29 +182,14 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
       if (batchServed) throw new NodeConfigError(`a replica serves one batched endpoint; ${batchServed} is served already`);
       batchServed = def.name;
       const knobs = node.batching ?? BATCHING_DEFAULTS;
-      const recent = recentBatchSizes();
-      const m = batchMetrics();
-      const sizeOf = m.size.labels(name);
-      const waitOf = m.queueWait.labels(name);
-      let batches = 0;
-      let batched = 0;
+      const tally = createBatchTally(name, knobs.maxBatchSize);
       const batcher = createBatcher<{ input: unknown; req: IncomingRequest }, unknown>({
         ...knobs,
         run: (items) => handler(items.map((i) => i.input) as never, items.map((i) => i.req)) as Promise<unknown[]>,
-        onBatch: (info) => {
-          batches++;
-          batched += info.size;
-          recent.push(info.size);
-          sizeOf.observe(info.size);
-          for (const w of info.queueWaitMs) waitOf.observe(w / 1000);
-        },
+        onBatch: (info) => tally.record(info),
       });
-      const fill = (): number => recent.mean() / knobs.maxBatchSize;
-      m.report({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill });
-      batchStats = (): BatchStatsData => ({
-        batches, batched_requests: batched, recent_batches: recent.count(), queue_depth: batcher.queueDepth(), avg_batch_size: recent.mean(), batch_fill: fill(),
-        max_batch_size: knobs.maxBatchSize, max_queue_delay_ms: knobs.maxQueueDelayMs, max_concurrent_batches: knobs.maxConcurrentBatches,
-      });
+      batchMetrics().report({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill: tally.fill });
+      batchStats = (): BatchStatsData => tally.stats(batcher.queueDepth(), knobs);
       // After the service has stopped taking requests and the ones in flight were answered (they need the batcher).
       after.unshift(() => batcher.stop());
       service.serve(def, subjectFor(graph, name, def.name), (input, req) => batcher.enqueue({ input, req }, { deadlineEpochMs: req.deadlineEpochMs }) as never);

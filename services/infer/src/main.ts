@@ -28,7 +28,7 @@ import {
   ATTR_MESSAGING_DESTINATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS, SECONDS_BUCKETS,
   NodeConfigError, createBatcher, recordSpanError, registry, runNode, startBatchSpan,
 } from "../../../runtime/index.ts";
-import { batchMetrics, recentBatchSizes } from "../../../runtime/batch-metrics.ts";
+import { batchMetrics, createBatchTally } from "../../../runtime/batch-metrics.ts";
 import { writeBatchRow } from "./batch-input.ts";
 import { batchingFor } from "./batching.ts";
 import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
@@ -75,13 +75,8 @@ function loadLabels(file: string, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `class_${i}`);
 }
 
-let batchesRun = 0;
-let itemsRun = 0;
 /** Requests by the dtype they arrived in (preprocess sends uint8; float32 is for direct callers). */
 const inputsByDtype: Record<TensorDtype, number> = { uint8: 0, float32: 0 };
-/** The recent batches' sizes: their mean is the batch fill reported in $SRV.STATS and sg_batch_fill_ratio. */
-const recentSizes = recentBatchSizes();
-const avgBatchSize = (): number => recentSizes.mean();
 
 let statsExtra: () => StatsData = () => ({});
 
@@ -144,9 +139,8 @@ await runNode(async (ctx) => {
 
 
   // prom-client children resolved once: a labels() lookup per observation is measurable per request.
-  const batchMetricsOf = batchMetrics();
-  const batchSizeOf = batchMetricsOf.size.labels(ctx.node.name);
-  const queueWaitOf = batchMetricsOf.queueWait.labels(ctx.node.name);
+  // Batch sizes, queue waits and the batch figures of $SRV.STATS, counted as every batching node counts them.
+  const tally = createBatchTally(ctx.node.name, b.maxBatchSize);
   const computeTimeOf = computeTime.labels(ctx.node.name, host.executionProvider);
   const batcher = createBatcher<Item, RowResult>({
     ...b,
@@ -183,16 +177,11 @@ await runNode(async (ctx) => {
       }
     },
     onBatch: (info) => {
-      batchesRun++;
-      itemsRun += info.size;
-      recentSizes.push(info.size);
-      batchSizeOf.observe(info.size);
-      for (const w of info.queueWaitMs) queueWaitOf.observe(w / 1000);
+      tally.record(info);
       computeTimeOf.observe(info.computeMs / 1000);
     },
   });
-  const batchFill = (): number => avgBatchSize() / b.maxBatchSize;
-  batchMetricsOf.report({ node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: batchFill });
+  batchMetrics().report({ node: ctx.node.name, queueDepth: () => batcher.queueDepth(), maxQueueSize: b.maxQueueSize, fill: tally.fill });
 
   ctx.serve(InferRun, async ({ data, dtype }, req) => {
     inputsByDtype[dtype]++;
@@ -225,9 +214,7 @@ await runNode(async (ctx) => {
   });
   statsExtra = () => ({
     execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
-    batches: batchesRun, batched_requests: itemsRun, recent_batches: recentSizes.count(), queue_depth: batcher.queueDepth(), inputs_by_dtype: { ...inputsByDtype },
-    max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches, batch_slots: host.slotCount(),
-    avg_batch_size: avgBatchSize(), batch_fill: batchFill(),
+    ...tally.stats(batcher.queueDepth(), b), inputs_by_dtype: { ...inputsByDtype }, batch_slots: host.slotCount(),
   });
 }, { params: Params, statsData: () => statsExtra() });
 
