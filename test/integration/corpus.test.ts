@@ -2,15 +2,15 @@
  * The bad-input corpus (test/fixtures/corpus/cases.jsonl, from scripts/gen-corpus.ts) against the chain, classify
  * and ab graphs started once: real nats-server, real replicas, HTTP through the ingress and direct NATS requests.
  *
- * A warm-up sends every case twice, recording the RSS of every replica and of nats-server (/proc/<pid>/status
- * VmRSS) during the second time; then every case is sent once more and checked:
+ * A warm-up sends every case WARMUP_PASSES times, recording the RSS of every replica and of nats-server
+ * (/proc/<pid>/status VmRSS) during the last RSS_BASELINE_PASSES of them; then every case is sent once more and checked:
  *  - HTTP: a 4xx whose JSON body is `{code, message}`, `code` in the error table with that status (the exact code,
  *    or one of a set, where the case decides it);
  *  - NATS: error headers `Nats-Service-Error-Code` / `Graph-Error` with a table code and its status (same rule);
  *  - every case answers within its timeout (no hang);
- * and afterwards no replica has exited or been replaced, and no process is more than 10% larger after the run than
+ * and afterwards no replica has exited or been replaced, and no process is more than 15% larger after the run than
  * after the warm-up. RSS swings with uncollected garbage, so "after the warm-up" is each process's peak RSS over the
- * last warm-up pass, and a process over the limit after the run gets up to 30 s of idleness to come back under it
+ * last RSS_BASELINE_PASSES warm-up passes, and a process over the limit after the run gets up to 30 s of idleness to come back under it
  * (V8 collects garbage when a process goes idle); a size that stays above it is a leak.
  * The warm-up answers are checked the same way (failures are reported with the others, once per case).
  */
@@ -28,12 +28,23 @@ import { startGraph, type RunningGraph } from "../helpers/graph.ts";
 const HTTP_TIMEOUT_MS = 20_000;
 const NATS_TIMEOUT_MS = 10_000;
 const CONCURRENCY = 6;
-const RSS_TOLERANCE = 0.1;
 /**
- * Warm-up passes over the whole corpus before the RSS baseline (the model's arena and V8's heaps grow for a while:
- * on Node 24 the small nodes still grew ~17 MiB once during a third pass, then held; on Node 20 two passes did).
+ * How much larger than after the warm-up a process may be after one more pass. A leak of what the corpus sends
+ * (~90 MiB a pass) or of per-request state at that scale is far above it. Below it is malloc's retention: after the
+ * ingress frees a burst of multi-megabyte bodies, glibc's main arena ([heap] in /proc/<pid>/smaps) keeps much of
+ * it (48 -> 87 MiB over seven passes here, while V8's used heap stayed at 23-28 MiB and its external memory
+ * between 8 and 55 MiB), so the ingress's RSS swings by about 10% from pass to pass at steady state.
  */
-const WARMUP_PASSES = 3;
+const RSS_TOLERANCE = 0.15;
+/**
+ * Warm-up passes over the whole corpus before the RSS baseline. The model's arena, V8's heaps and malloc's arenas
+ * grow for a while: on Node 24 the small nodes grew ~17 MiB once during the third pass, and the ingress (which
+ * parses the corpus's bodies of up to 16 MB) rises over four passes (230 -> 236 -> 290 -> 325 MiB here) and then
+ * swings between ~295 and ~325 MiB with its V8 heap's committed size while its used heap and external memory stay
+ * flat. So the baseline is each process's peak over the last two of five passes: the top of its swing.
+ */
+const WARMUP_PASSES = 5;
+const RSS_BASELINE_PASSES = 2;
 const RSS_IDLE_WAIT_MS = 30_000;
 
 let g: RunningGraph;
@@ -278,14 +289,15 @@ test("corpus - the committed corpus is what scripts/gen-corpus.ts generates from
   assert.equal(serialize(generateCorpus()), readFileSync(CASES_FILE, "utf8"), "run: node --import tsx scripts/gen-corpus.ts");
 });
 
-test("corpus - warm-up: every case, twice", async (t) => {
+test(`corpus - warm-up: every case, ${WARMUP_PASSES} times`, async (t) => {
+  let sampler: ReturnType<typeof sampleRss> | undefined;
   for (let i = 1; i <= WARMUP_PASSES; i++) {
-    // The size after the warm-up is each process's peak over the last warm-up pass (and a second after it): RSS
+    // The size after the warm-up is each process's peak over the last warm-up passes (and a second after them): RSS
     // swings with garbage between collections, and a peak under the same requests is what a leak would raise.
-    const sampler = i === WARMUP_PASSES ? sampleRss(pidsAtStart) : undefined;
+    if (i === WARMUP_PASSES - RSS_BASELINE_PASSES + 1) sampler = sampleRss(pidsAtStart);
     const warm = await runPass(`warm-up ${i}`);
     t.diagnostic(`warm-up ${i}: ${cases.length} cases in ${(warm.ms / 1000).toFixed(1)} s, ${warm.failed} not as expected`);
-    if (sampler) {
+    if (sampler && i === WARMUP_PASSES) {
       await new Promise((r) => setTimeout(r, 1000));
       rssBefore = sampler.stop();
       const urls = await metricsUrls();
@@ -316,7 +328,7 @@ test("corpus - no replica or nats-server exited or was replaced", () => {
   }
 });
 
-test("corpus - the RSS of every process after the run stays within 10% of its size after the warm-up", async (t) => {
+test(`corpus - the RSS of every process after the run stays within ${RSS_TOLERANCE * 100}% of its size after the warm-up`, async (t) => {
   assert.ok(rssBefore, "the warm-up did not record RSS");
   // After the run, garbage is not a leak: a process over the limit gets up to RSS_IDLE_WAIT_MS of idleness for
   // V8's memory reducer to collect what the run left behind; only a size that stays above the limit fails.
@@ -340,7 +352,7 @@ test("corpus - the RSS of every process after the run stays within 10% of its si
     const b = sizeBefore(p);
     const a = lowest.get(p.pid)!;
     const change = (a - b) / b;
-    const line = `${p.name}: ${mib(b)} MiB after the warm-up (peak of its last pass, young generation excluded) -> ${mib(a)} MiB after the run (${change >= 0 ? "+" : ""}${(change * 100).toFixed(1)}%); peak during the checked pass ${mib(rssPeakChecked?.get(p.pid))} MiB`;
+    const line = `${p.name}: ${mib(b)} MiB after the warm-up (peak of its last warm-up passes, young generation excluded) -> ${mib(a)} MiB after the run (${change >= 0 ? "+" : ""}${(change * 100).toFixed(1)}%); peak during the checked pass ${mib(rssPeakChecked?.get(p.pid))} MiB`;
     t.diagnostic(`rss ${line}`);
     if (a > limit(p)) grew.push(line);
   }
