@@ -4,7 +4,7 @@
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "./log.ts";
-import { coalesceWrites, presizeReads } from "./nats-io.ts";
+import { accountExternalMemoryInHeapLimit, coalesceWrites, presizeReads } from "./nats-io.ts";
 
 const disconnected = new WeakSet<NatsConnection>();
 const onChange = new WeakMap<NatsConnection, ((connected: boolean) => void)[]>();
@@ -51,6 +51,7 @@ export async function connectNats(opts: {
     ...(process.env.NATS_INBOX_PREFIX ? { inboxPrefix: process.env.NATS_INBOX_PREFIX } : {}),
   });
   const log = opts.log;
+  accountExternalMemoryInHeapLimit();
   if (!coalesceWrites(nc)) log?.warn("nats: this nats.js has no sendCommand/flushPending to coalesce writes with; one socket write per microtask turn");
   if (!presizeReads(nc)) log?.warn("nats: this nats.js parser cannot be given presized read buffers; large messages are gathered by doubling");
   void (async () => {

@@ -7,7 +7,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../../runtime/index.ts";
-import { readsPresizedFor, writesCoalesced } from "../../runtime/nats-io.ts";
+import { spawnSync } from "node:child_process";
+import { EXTERNAL_MEMORY_FLAG, readsPresizedFor, writesCoalesced } from "../../runtime/nats-io.ts";
 import { startNats } from "../helpers/graph.ts";
 
 /** Counts the socket writes of `nc` (the transport's send). */
@@ -132,5 +133,17 @@ test("nats-io - a message larger than a socket read arrives whole, gathered in o
     await rx.close();
     await rx2.close();
     await tx.close();
+  }
+});
+
+test("nats-io - the V8 flag that counts received buffers in the heap's limit exists in this Node's V8", () => {
+  // V8 does not throw on a flag it does not know: it prints "Error: unrecognized flag" to stderr and goes on. So
+  // a V8 that renamed or dropped the flag would silently bring back a full GC per 64 MB of received bytes.
+  const r = spawnSync(process.execPath, ["--import", "tsx", "-e", `import { accountExternalMemoryInHeapLimit } from ${JSON.stringify(new URL("../../runtime/nats-io.ts", import.meta.url).href)}; accountExternalMemoryInHeapLimit();`], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /unrecognized flag/, `V8 ${process.versions.v8} does not know ${EXTERNAL_MEMORY_FLAG}`);
+  if (Number(process.versions.v8.split(".")[0]) >= 13) {
+    const check = spawnSync(process.execPath, [EXTERNAL_MEMORY_FLAG, "-e", "0"], { encoding: "utf8" });
+    assert.equal(check.status, 0, `V8 ${process.versions.v8} refuses ${EXTERNAL_MEMORY_FLAG}: ${check.stderr}`);
   }
 });
