@@ -45,7 +45,8 @@ import { gather, type AutoscalePolicy, type Logger, type ResolvedGraph, type Sta
 import { GraphError } from "../subjects/errors.ts";
 import { Discovery } from "../subjects/names.ts";
 import { readStatsData } from "../subjects/stats.ts";
-import type { Activator, ActivatorState } from "./activator.ts";
+import type { Activator } from "./activator.ts";
+import type { AutoscaleDecision, AutoscaleNodeSnapshot, AutoscalerSnapshot } from "../subjects/ops.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 export const DEFAULT_TICK_MS = 1000;
@@ -57,48 +58,8 @@ const MAX_MISSED_TICKS = 3;
 const BATCH_FILL_DOWN_SHARE = 0.5;
 
 /** One change of a node's count, by the autoscaler, a `servegraph scale`, or an activator's wake-up. */
-export interface AutoscaleDecision {
-  /** ISO time the change was decided. */
-  at: string;
-  from: number;
-  to: number;
-  /** "autoscaler" | "manual" | "activator" */
-  by: "autoscaler" | "manual" | "activator";
-  reason: string;
-}
-
-/** One node in the `{op: "autoscaler"}` answer (a stable shape: the dashboard reads it too). */
-export interface AutoscaleNodeSnapshot {
-  node: string;
-  metric: AutoscalePolicy["metric"];
-  /** The metric's value per replica the autoscaler aims at. */
-  target: number;
-  min: number;
-  max: number;
-  scale_up_after_ms: number;
-  scale_down_after_ms: number;
-  /** Replicas this `up` runs of the node now. */
-  replicas: number;
-  /** What the last tick wanted (clamped to [min, max]); null before the first tick. */
-  desired: number | null;
-  /** The metric's last value: a total over this up's replicas (batchFill: the fill 0..1); null before the first tick. */
-  value: number | null;
-  /** The count `servegraph scale` pinned the node at; null while the autoscaler moves it. */
-  pinned: number | null;
-  /** min is 0 and this `up` holds an activator for it. */
-  scale_to_zero: boolean;
-  /** "off" (replicas serve), "armed" (no replica: requests are held), "waking" (a replica is starting for them). */
-  activator: ActivatorState | null;
-  /** Requests the activator holds now. */
-  held: number;
-  last_decision: AutoscaleDecision | null;
-}
-
-export interface AutoscalerSnapshot {
-  host: string;
-  tick_ms: number;
-  nodes: AutoscaleNodeSnapshot[];
-}
+// The snapshot's shape is the control service's contract, defined once with its reader (subjects/ops.ts).
+export type { AutoscaleDecision, AutoscaleNodeSnapshot, AutoscalerSnapshot };
 
 export interface AutoscalerOptions {
   graph: ResolvedGraph;

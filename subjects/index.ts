@@ -9,3 +9,4 @@ export * from "./server-timing.ts";
 export * from "./registry.ts";
 export * from "./stats.ts";
 export * from "./limits.ts";
+export * from "./ops.ts";

@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
+import { ScaleReply, type OpsControlRequest } from "../../subjects/ops.ts";
 import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
@@ -24,9 +25,9 @@ export async function run(argv: string[]): Promise<number> {
   const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl });
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
-    const body = auto ? { op: "scale", node, auto: true } : { op: "scale", node, replicas: count };
-    const res = (await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, body)) as { node: string; replicas: number; host?: string };
-    const where = res.host ? ` on ${res.host}` : "";
+    const body: OpsControlRequest = auto ? { op: "scale", node, auto: true } : { op: "scale", node, replicas: count };
+    const res = await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, body, { schema: ScaleReply });
+    const where = ` on ${res.host}`;
     process.stdout.write(values.json ? JSON.stringify(res) + "\n"
       : auto ? `${res.node}: autoscaled again (${res.replicas} replica(s)${where} now)\n` : `${res.node}: ${res.replicas} replica(s)${where}, pinned (\`servegraph scale ${res.node} --auto\` unpins)\n`);
     return 0;

@@ -18,7 +18,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { collectStatus, connectNats, CONTROL_SERVICE, type GraphStatus as NodesStatus } from "../../runtime/index.ts";
 import { Headers } from "../../subjects/headers.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
-import type { AutoscalerSnapshot } from "../autoscaler.ts";
+import { AutoscalerSnapshot, type OpsControlRequest } from "../../subjects/ops.ts";
 import { readState, resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export type { NodeStatus } from "../../runtime/index.ts";
@@ -90,13 +90,13 @@ export function formatStatus(s: GraphStatus): string {
 async function askAutoscalers(nc: NatsConnection, s: NodesStatus): Promise<AutoscalerSnapshot[]> {
   const hosts = new Set(s.nodes.flatMap((n) => n.replica_list.map((r) => r.host)).filter((h) => h !== "?"));
   const subjects = [OPS_CONTROL_SUBJECT, ...[...hosts].map(opsControlSubjectOf)];
-  const body = new TextEncoder().encode(JSON.stringify({ op: "autoscaler" }));
+  const body = new TextEncoder().encode(JSON.stringify({ op: "autoscaler" } satisfies OpsControlRequest));
   const answers = await Promise.all(subjects.map(async (subject) => {
     try {
       const m = await nc.request(subject, body, { timeout: AUTOSCALER_ASK_MS });
       if (m.headers?.get(Headers.ServiceErrorCode)) return undefined;
-      const a = m.json() as AutoscalerSnapshot;
-      return a && typeof a.host === "string" && Array.isArray(a.nodes) ? a : undefined;
+      const a = AutoscalerSnapshot.safeParse(m.json());
+      return a.success ? a.data : undefined;
     } catch {
       return undefined; // no `up` there, or one that does not know the op
     }

@@ -41,6 +41,7 @@ import {
 } from "../../runtime/index.ts";
 import { hostname } from "node:os";
 import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
+import { OpsControlRequest, type ScaleReply } from "../../subjects/ops.ts";
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { reportConfigError } from "../output.ts";
@@ -50,15 +51,6 @@ import { createAutoscaler, DEFAULT_TICK_MS, type Autoscaler } from "../autoscale
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
 import { watchGraph, type Watcher } from "../watch.ts";
 
-/**
- * What the control subjects answer: `scale` to a count (pins the node), `scale` with `auto: true` (unpins it), and
- * `autoscaler` (the autoscaler's snapshot, ops/autoscaler.ts AutoscalerSnapshot).
- */
-const ControlRequest = z.union([
-  z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() }),
-  z.strictObject({ op: z.literal("scale"), node: z.string(), auto: z.literal(true) }),
-  z.strictObject({ op: z.literal("autoscaler") }),
-]);
 
 /**
  * A signal ends `up` and every process it started within about this time (the promise is 10 s): the replicas get
@@ -310,12 +302,12 @@ export async function run(argv: string[]): Promise<number> {
     // A scale waits for its replicas to be ready; `{op: "autoscaler"}` (status, the dashboard) must not queue behind it.
     control = createService(nc, { name: "servegraph-ops", maxInFlight: 64, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
     const handler = async (req: { json: <T>(schema: z.ZodType<T>) => T }): Promise<unknown> => {
-      const r = req.json(ControlRequest);
+      const r = req.json(OpsControlRequest);
       if (r.op === "autoscaler") return scaler.snapshot();
-      if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true };
+      if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true } satisfies ScaleReply;
       const n = await scaler.scale(r.node, r.replicas);
       log.info(`scaled ${r.node}`, { replicas: n, host });
-      return { node: r.node, replicas: n, host };
+      return { node: r.node, replicas: n, host } satisfies ScaleReply;
     };
     // A worker host answers only its own subject: `scale` without --host reaches the full `up`.
     if (!only) {

@@ -13,7 +13,7 @@ import { autoscalerOf, frameOf, ratesOf, withHttpFigures, type Reading } from ".
 import { createStatusPoller } from "../../services/ingress/src/dashboard/poller.ts";
 import type { LiveFrame } from "../../services/ingress/src/dashboard/live.ts";
 import { serverTimingOf } from "../../services/ingress/src/server-timing.ts";
-import { formatServerTiming, nestedTiming, parseServerTiming } from "../../subjects/index.ts";
+import { AutoscalerSnapshot, formatServerTiming, nestedTiming, parseServerTiming } from "../../subjects/index.ts";
 
 const graph = resolveGraph(base, "graph.config.ts");
 
@@ -127,14 +127,15 @@ test("dashboard frame - figures per node, the last error of any endpoint, batch 
 });
 
 test("dashboard autoscaler - target, value, desired, mode and last decision of up's snapshot; anything else ignored", () => {
-  const snapshot = {
+  const node = { metric: "inFlight", min: 0, max: 4, scale_up_after_ms: 5000, scale_down_after_ms: 60000, replicas: 1, scale_to_zero: false, held: 0 } as const;
+  const snapshot: AutoscalerSnapshot = {
     host: "vm", tick_ms: 1000,
     nodes: [
-      { node: "greeter", metric: "inFlight", target: 8, min: 1, max: 4, replicas: 2, desired: 2, value: 11, pinned: null, scale_to_zero: false, activator: null, held: 0,
+      { ...node, node: "greeter", target: 8, min: 1, replicas: 2, desired: 2, value: 11, pinned: null, activator: null,
         last_decision: { at: "2026-11-30T05:00:00.000Z", from: 1, to: 2, by: "autoscaler", reason: "inFlight 11 > 8/replica for 5s" } },
-      { node: "preprocess", metric: "inFlight", target: 4, desired: null, value: null, pinned: 3, activator: null, last_decision: null },
-      { node: "variant-b", metric: "inFlight", target: 8, desired: 0, value: 0, pinned: null, activator: "armed", last_decision: "scaled to zero" },
-      { node: 7 }, "junk",
+      { ...node, node: "preprocess", target: 4, desired: null, value: null, pinned: 3, activator: null, last_decision: null },
+      { ...node, node: "variant-b", target: 8, desired: 0, value: 0, pinned: null, activator: "armed", scale_to_zero: true, replicas: 0,
+        last_decision: { at: "2026-11-30T05:01:00.000Z", from: 1, to: 0, by: "autoscaler", reason: "idle for 60s" } },
     ],
   };
   const a = autoscalerOf(snapshot);
@@ -142,8 +143,11 @@ test("dashboard autoscaler - target, value, desired, mode and last decision of u
   assert.deepEqual(a.get("greeter"), { target: 8, value: 11, desired: 2, mode: "auto", decision: "1 -> 2 (autoscaler): inFlight 11 > 8/replica for 5s", decided_at: "2026-11-30T05:00:00.000Z" });
   assert.deepEqual(a.get("preprocess"), { target: 4, value: null, desired: null, mode: "pinned at 3", decision: null, decided_at: null });
   assert.equal(a.get("variant-b")!.mode, "at zero");
-  assert.equal(a.get("variant-b")!.decision, "scaled to zero");
-  assert.deepEqual(autoscalerOf({ nodes: { infer: { target: "x", desired: 2 } } }).get("infer"), { target: null, value: null, desired: 2, mode: "auto", decision: null, decided_at: null });
+  assert.equal(a.get("variant-b")!.decision, "1 -> 0 (autoscaler): idle for 60s");
+  // What `up` sends passes its own definition; anything else is not read at all (no half-read figures).
+  assert.ok(AutoscalerSnapshot.safeParse(JSON.parse(JSON.stringify(snapshot))).success);
+  assert.equal(autoscalerOf({ ...snapshot, nodes: [...snapshot.nodes, { node: 7 }] }).size, 0);
+  assert.equal(autoscalerOf({ nodes: { infer: { target: 8, desired: 2 } } }).size, 0, "the keyed-object form nobody sends");
   for (const junk of [null, undefined, 42, "x", [1, 2], { nodes: 7 }, { infer: { target: 1 } }]) assert.equal(autoscalerOf(junk).size, 0);
 });
 

@@ -8,11 +8,10 @@
  * Never negative, 0 for the first reading.
  *
  * The autoscaler of `servegraph up` answers on `sg.ops.autoscaler` (subjects/names.ts OPS_AUTOSCALER_SUBJECT) with
- * ops/autoscaler.ts AutoscalerSnapshot: `{host, tick_ms, nodes: [{node, metric, target, desired, value, pinned,
- * activator, last_decision: {at, from, to, by, reason}}]}`; {@link autoscalerOf} reads what it can of it, checking
- * every field, and ignores the rest.
+ * an AutoscalerSnapshot (subjects/ops.ts); {@link autoscalerOf} checks it against that definition.
  */
 import type { GraphStatus, NodeStatus } from "../../../../runtime/index.ts";
+import { AutoscalerSnapshot, type AutoscaleDecision, type AutoscaleNodeSnapshot } from "../../../../subjects/ops.ts";
 
 /** One discovery reading and when it was taken (ms, any monotonic clock). */
 export interface Reading {
@@ -110,45 +109,30 @@ export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, auto
   };
 }
 
-const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
-const numOrNull = (x: unknown): number | null => (typeof x === "number" && Number.isFinite(x) ? x : null);
 const MAX_TEXT = 200;
 
-function decisionOf(d: unknown): { decision: string | null; decided_at: string | null } {
-  if (typeof d === "string") return { decision: d.slice(0, MAX_TEXT), decided_at: null };
-  if (!isObj(d)) return { decision: null, decided_at: null };
-  const from = numOrNull(d.from);
-  const to = numOrNull(d.to);
-  const by = typeof d.by === "string" ? ` (${d.by})` : "";
-  const reason = typeof d.reason === "string" ? `: ${d.reason}` : "";
-  const text = `${from ?? "?"} -> ${to ?? "?"}${by}${reason}`;
-  return { decision: text.slice(0, MAX_TEXT), decided_at: typeof d.at === "string" ? d.at.slice(0, 40) : null };
+function decisionOf(d: AutoscaleDecision | null): { decision: string | null; decided_at: string | null } {
+  if (!d) return { decision: null, decided_at: null };
+  return { decision: `${d.from} -> ${d.to} (${d.by}): ${d.reason}`.slice(0, MAX_TEXT), decided_at: d.at.slice(0, 40) };
 }
 
-function modeOf(e: Record<string, unknown>): string | null {
-  const pinned = numOrNull(e.pinned);
-  if (pinned !== null) return `pinned at ${pinned}`;
+function modeOf(e: AutoscaleNodeSnapshot): string {
+  if (e.pinned !== null) return `pinned at ${e.pinned}`;
   if (e.activator === "armed") return "at zero";
   if (e.activator === "waking") return "waking";
-  return e.desired !== undefined || e.pinned !== undefined ? "auto" : null;
+  return "auto";
 }
 
 /**
- * Per node, from an autoscaler answer `{nodes: [{node, ...}]}` (also accepted: `{nodes: {<node>: {...}}}`). Anything
- * unreadable gives an empty map, a field of the wrong type null.
+ * Per node, from an autoscaler answer (subjects/ops.ts AutoscalerSnapshot, the one definition `up` answers with).
+ * An answer that is not one gives an empty map: the page shows no autoscaler figures rather than wrong ones.
  */
 export function autoscalerOf(reply: unknown): Map<string, AutoscaleView> {
   const out = new Map<string, AutoscaleView>();
-  const body = isObj(reply) ? reply.nodes : undefined;
-  const entries: [unknown, unknown][] = Array.isArray(body)
-    ? body.filter(isObj).map((e) => [e.node, e])
-    : isObj(body) ? Object.entries(body) : [];
-  for (const [node, e] of entries) {
-    if (typeof node !== "string" || !node || !isObj(e)) continue;
-    out.set(node, {
-      target: numOrNull(e.target), value: numOrNull(e.value), desired: numOrNull(e.desired), mode: modeOf(e),
-      ...decisionOf(e.last_decision),
-    });
+  const snapshot = AutoscalerSnapshot.safeParse(reply);
+  if (!snapshot.success) return out;
+  for (const e of snapshot.data.nodes) {
+    out.set(e.node, { target: e.target, value: e.value, desired: e.desired, mode: modeOf(e), ...decisionOf(e.last_decision) });
   }
   return out;
 }
