@@ -8,8 +8,13 @@
  *   `servegraph scale` and `status`, read by `up`.
  * - `sg.ops.autoscaler` (OPS_AUTOSCALER_SUBJECT): the {@link AutoscalerSnapshot} of every `up` that holds the full
  *   graph, read by `status` and the dashboard.
+ *
+ * {@link OpsControl} and {@link OpsAutoscaler} are their endpoint definitions: `up` serves them with `serve` and the
+ * CLI and the dashboard call them with `call`, so both sides check the same schemas. They are not in the graph's
+ * registry (subjects/registry.ts): no node serves them; the subjects are fixed, not `sg.v1.<node>.<endpoint>`.
  */
 import { z } from "zod";
+import { endpoint, json } from "./endpoints.ts";
 
 export const OpsControlRequest = z.union([
   z.strictObject({ op: z.literal("scale"), node: z.string(), replicas: z.number().int() }),
@@ -67,3 +72,30 @@ export type AutoscaleNodeSnapshot = z.infer<typeof AutoscaleNodeSnapshot>;
 /** What the autoscaler of one `up` says: its host, its tick, and each node it scales. */
 export const AutoscalerSnapshot = z.object({ host: z.string(), tick_ms: z.number(), nodes: z.array(AutoscaleNodeSnapshot) });
 export type AutoscalerSnapshot = z.infer<typeof AutoscalerSnapshot>;
+
+/** `up`'s control endpoint: `scale` answers a {@link ScaleReply}, `autoscaler` an {@link AutoscalerSnapshot}. */
+export const OpsControl = endpoint({
+  service: "ops",
+  name: "control",
+  description: "servegraph up's control: set a node's replica count (pinning it), unpin it, or read the autoscaler.",
+  request: json(OpsControlRequest),
+  reply: json(z.union([ScaleReply, AutoscalerSnapshot])),
+  errors: ["BAD_REQUEST", "NOT_FOUND"],
+  idempotent: false,
+  example: { request: { op: "scale", node: "preprocess", replicas: 2 }, reply: { node: "preprocess", replicas: 2, host: "vm-1" } },
+});
+
+/** The autoscaler's snapshot of the full `up`. */
+export const OpsAutoscaler = endpoint({
+  service: "ops",
+  name: "autoscaler",
+  description: "The autoscaler of the full servegraph up: each node's metric, target, desired count, pin and last decision.",
+  request: json(z.strictObject({})),
+  reply: json(AutoscalerSnapshot),
+  errors: [],
+  idempotent: true,
+  example: { request: {}, reply: { host: "vm-1", tick_ms: 1000, nodes: [] } },
+});
+
+/** The control service's endpoints (the contract test round-trips their examples with the graph's own). */
+export const OPS_ENDPOINTS = [OpsControl, OpsAutoscaler] as const;

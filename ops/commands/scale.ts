@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
-import { ScaleReply, type OpsControlRequest } from "../../subjects/ops.ts";
+import { OpsControl, ScaleReply, type OpsControlRequest } from "../../subjects/ops.ts";
 import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
@@ -26,7 +26,8 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
     const body: OpsControlRequest = auto ? { op: "scale", node, auto: true } : { op: "scale", node, replicas: count };
-    const res = await client.requestJson(values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, body, { schema: ScaleReply });
+    const answer = await client.call(OpsControl, values.host ? opsControlSubjectOf(values.host) : OPS_CONTROL_SUBJECT, body);
+    const res = ScaleReply.parse(answer); // a `scale` is answered with a ScaleReply, never a snapshot
     const where = ` on ${res.host}`;
     process.stdout.write(values.json ? JSON.stringify(res) + "\n"
       : auto ? `${res.node}: autoscaled again (${res.replicas} replica(s)${where} now)\n` : `${res.node}: ${res.replicas} replica(s)${where}, pinned (\`servegraph scale ${res.node} --auto\` unpins)\n`);

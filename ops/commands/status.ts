@@ -15,10 +15,9 @@
  */
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { collectStatus, connectNats, CONTROL_SERVICE, type GraphStatus as NodesStatus } from "../../runtime/index.ts";
-import { Headers } from "../../subjects/headers.ts";
+import { collectStatus, connectNats, createClient, CONTROL_SERVICE, type GraphStatus as NodesStatus } from "../../runtime/index.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
-import { AutoscalerSnapshot, type OpsControlRequest } from "../../subjects/ops.ts";
+import { AutoscalerSnapshot, OpsControl } from "../../subjects/ops.ts";
 import { readState, resolveNatsUrl, useOpsCredentials } from "../state.ts";
 
 export type { NodeStatus } from "../../runtime/index.ts";
@@ -90,12 +89,10 @@ export function formatStatus(s: GraphStatus): string {
 async function askAutoscalers(nc: NatsConnection, s: NodesStatus): Promise<AutoscalerSnapshot[]> {
   const hosts = new Set(s.nodes.flatMap((n) => n.replica_list.map((r) => r.host)).filter((h) => h !== "?"));
   const subjects = [OPS_CONTROL_SUBJECT, ...[...hosts].map(opsControlSubjectOf)];
-  const body = new TextEncoder().encode(JSON.stringify({ op: "autoscaler" } satisfies OpsControlRequest));
+  const client = createClient(nc, { caller: "servegraph-status", defaultTimeoutMs: AUTOSCALER_ASK_MS });
   const answers = await Promise.all(subjects.map(async (subject) => {
     try {
-      const m = await nc.request(subject, body, { timeout: AUTOSCALER_ASK_MS });
-      if (m.headers?.get(Headers.ServiceErrorCode)) return undefined;
-      const a = AutoscalerSnapshot.safeParse(m.json());
+      const a = AutoscalerSnapshot.safeParse(await client.call(OpsControl, subject, { op: "autoscaler" }));
       return a.success ? a.data : undefined;
     } catch {
       return undefined; // no `up` there, or one that does not know the op

@@ -35,13 +35,12 @@
  */
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { z } from "zod";
 import {
   checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, withParameterOverrides, type ResolvedGraph, type Service,
 } from "../../runtime/index.ts";
 import { hostname } from "node:os";
 import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
-import { OpsControlRequest, type ScaleReply } from "../../subjects/ops.ts";
+import { OpsAutoscaler, OpsControl, type AutoscalerSnapshot, type OpsControlRequest, type ScaleReply } from "../../subjects/ops.ts";
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { reportConfigError } from "../output.ts";
@@ -301,20 +300,20 @@ export async function run(argv: string[]): Promise<number> {
     const running = sup;
     // A scale waits for its replicas to be ready; `{op: "autoscaler"}` (status, the dashboard) must not queue behind it.
     control = createService(nc, { name: "servegraph-ops", maxInFlight: 64, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
-    const handler = async (req: { json: <T>(schema: z.ZodType<T>) => T }): Promise<unknown> => {
-      const r = req.json(OpsControlRequest);
+    const handler = async (r: OpsControlRequest): Promise<ScaleReply | AutoscalerSnapshot> => {
       if (r.op === "autoscaler") return scaler.snapshot();
-      if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true } satisfies ScaleReply;
+      if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true };
       const n = await scaler.scale(r.node, r.replicas);
       log.info(`scaled ${r.node}`, { replicas: n, host });
-      return { node: r.node, replicas: n, host } satisfies ScaleReply;
+      return { node: r.node, replicas: n, host };
     };
     // A worker host answers only its own subject: `scale` without --host reaches the full `up`.
     if (!only) {
-      control.addEndpoint("control", { subject: OPS_CONTROL_SUBJECT, handler });
-      control.addEndpoint("autoscaler", { subject: OPS_AUTOSCALER_SUBJECT, handler: () => scaler.snapshot() });
+      control.serve(OpsControl, OPS_CONTROL_SUBJECT, handler);
+      control.serve(OpsAutoscaler, OPS_AUTOSCALER_SUBJECT, () => scaler.snapshot());
     }
-    control.addEndpoint("control-host", { subject: opsControlSubjectOf(host), handler });
+    // Its name is the endpoint's with the host: one service may not have two endpoints of one name.
+    control.serve({ ...OpsControl, name: "control-host" }, opsControlSubjectOf(host), handler);
     control.announce();
     state = {
       pid: process.pid, natsUrl,

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import {
-  ENDPOINTS, ErrorCodes, GraphError, Headers, IMAGE_TENSOR_SHAPE, InferRun, decodePayload, describePayload, elementCount, encodeFloat32, encodePayload,
+  ENDPOINTS, OPS_ENDPOINTS, ErrorCodes, GraphError, Headers, IMAGE_TENSOR_SHAPE, InferRun, decodePayload, describePayload, elementCount, encodeFloat32, encodePayload,
   type EndpointDef, type ErrorCode,
 } from "../../subjects/index.ts";
 import { connectNats, createClient, createLogger, createService } from "../../runtime/index.ts";
@@ -107,6 +107,8 @@ const SAMPLES: Record<string, Sample> = {
   },
 };
 
+/** The graph's endpoints and those of `up`'s control service: every contract carried over NATS. */
+const CONTRACTS: readonly EndpointDef[] = [...ENDPOINTS, ...OPS_ENDPOINTS];
 const key = (d: EndpointDef) => `${d.service}.${d.name}`;
 
 /**
@@ -128,9 +130,9 @@ function sampleOf(d: EndpointDef): Sample | undefined {
 }
 
 test("endpoints - every endpoint has a definition with a known service, a token name and codes from the table", () => {
-  for (const d of ENDPOINTS) assert.ok(sampleOf(d), `${key(d)}: give its definition an \`example\` (request and reply) or add samples here`);
-  for (const k of Object.keys(SAMPLES)) assert.ok(ENDPOINTS.some((d) => key(d) === k), `samples of ${k}, which is not defined`);
-  for (const d of ENDPOINTS) {
+  for (const d of CONTRACTS) assert.ok(sampleOf(d), `${key(d)}: give its definition an \`example\` (request and reply) or add samples here`);
+  for (const k of Object.keys(SAMPLES)) assert.ok(CONTRACTS.some((d) => key(d) === k), `samples of ${k}, which is not defined`);
+  for (const d of CONTRACTS) {
     assert.match(d.name, /^[A-Za-z0-9_-]+$/);
     for (const c of d.errors) assert.ok(c in ErrorCodes, `${key(d)}: ${c}`);
     assert.equal(typeof d.idempotent, "boolean");
@@ -138,7 +140,7 @@ test("endpoints - every endpoint has a definition with a known service, a token 
 });
 
 test("endpoints - a reply that breaks the contract is CONTRACT_VIOLATION on the caller's side", () => {
-  for (const d of ENDPOINTS) {
+  for (const d of CONTRACTS) {
     const s = sampleOf(d)!;
     const e = encodePayload(d.reply, s.reply as never, "CONTRACT_VIOLATION");
     s.got(decodePayload(d.reply, e.data, (h) => e.headers[h], "CONTRACT_VIOLATION"));
@@ -153,7 +155,7 @@ test("endpoints - valid and invalid payloads round-trip through serve() and call
   const svc = createService(nc, { name: "contract", maxInFlight: 16, defaultTimeoutMs: 3000, log });
   const client = createClient(nc, { caller: "contract", defaultTimeoutMs: 3000 });
   try {
-    for (const d of ENDPOINTS) {
+    for (const d of CONTRACTS) {
       const s = sampleOf(d)!;
       const subject = `t.${d.service}.${d.name}`;
       let received: unknown = "not called";

@@ -6,7 +6,7 @@
  * NATS connection drains.
  */
 import { NodeConfigError, collectStatus, countReplicas, isConnected, runNode } from "../../../runtime/index.ts";
-import { Headers, OPS_AUTOSCALER_SUBJECT } from "../../../subjects/index.ts";
+import { OPS_AUTOSCALER_SUBJECT, OpsAutoscaler } from "../../../subjects/index.ts";
 import { buildApp, ingressRoutesOf } from "./app.ts";
 import { topologyOf } from "./dashboard/index.ts";
 import Params from "./params.ts";
@@ -38,8 +38,7 @@ await runNode(async (ctx) => {
   const readAutoscaler = async (): Promise<unknown> => {
     if (Date.now() < autoscalerRetryAt) return undefined;
     try {
-      const m = await ctx.nc.request(OPS_AUTOSCALER_SUBJECT, new Uint8Array(0), { timeout: AUTOSCALER_TIMEOUT_MS });
-      if (!m.headers?.get(Headers.ServiceErrorCode) && m.data.length > 0) return m.json();
+      return await ctx.client.call(OpsAutoscaler, OPS_AUTOSCALER_SUBJECT, {}, { timeoutMs: AUTOSCALER_TIMEOUT_MS });
     } catch {
       // none
     }
