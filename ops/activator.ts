@@ -27,14 +27,14 @@
  * min is 0 and publish to their callers' reply inboxes (ops/manifests/nats-permissions.ts). Where it may not (a
  * broker of another configuration), arm() resolves false and `up` keeps one replica of the node instead.
  */
-import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { toHeaders, type Logger, type ResolvedNode } from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
-import { Headers, heartbeatAskOf, type HeartbeatAsk } from "../subjects/headers.ts";
+import { createHeartbeatPump, deadlineOf, type Heartbeat } from "../runtime/heartbeats.ts";
 
 /** Requests held at once; more are refused with OVERLOADED. */
 export const MAX_HELD = 10_000;
-/** How often held requests are checked for heartbeats due and deadlines passed. */
+/** How often held requests are checked for deadlines passed. */
 const TICK_MS = 50;
 
 export const ActivatorState = { OFF: "off", ARMED: "armed", WAKING: "waking" } as const;
@@ -64,8 +64,7 @@ export interface Activator {
 interface Held {
   msg: Msg;
   deadlineEpochMs: number;
-  heartbeat: HeartbeatAsk | undefined;
-  lastBeat: number;
+  heartbeat: Heartbeat | undefined;
 }
 
 const enc = new TextEncoder();
@@ -78,10 +77,16 @@ export function createActivator(opts: ActivatorOptions): Activator {
   let waking: Promise<void> | undefined;
   let held: Held[] = [];
   let timer: NodeJS.Timeout | undefined;
-  const beat = natsHeaders();
-  beat.set(Headers.Heartbeat, "1");
+  // Beats while a request is held, as the node's own service would send them (runtime/heartbeats.ts).
+  const heartbeats = createHeartbeatPump(nc);
 
   const expired = (): GraphError => new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`);
+
+  /** A held request leaves the activator: no more beats for it from here. */
+  const letGo = (h: Held): Msg => {
+    heartbeats.stop(h.heartbeat);
+    return h.msg;
+  };
 
   const answer = (m: Msg, err: GraphError): void => {
     try {
@@ -93,21 +98,10 @@ export function createActivator(opts: ActivatorOptions): Activator {
 
   const tick = (): void => {
     const now = Date.now();
-    const t = performance.now();
     held = held.filter((h) => {
-      if (h.deadlineEpochMs <= now) {
-        answer(h.msg, expired());
-        return false;
-      }
-      if (h.heartbeat !== undefined && t - h.lastBeat >= h.heartbeat.everyMs) {
-        h.lastBeat = t;
-        try {
-          nc.publish(h.heartbeat.to, undefined, { headers: beat });
-        } catch {
-          // connection closing: the caller sees the attempt as lost
-        }
-      }
-      return true;
+      if (h.deadlineEpochMs > now) return true;
+      answer(letGo(h), expired());
+      return false;
     });
     if (held.length === 0 && timer) {
       clearInterval(timer);
@@ -127,7 +121,7 @@ export function createActivator(opts: ActivatorOptions): Activator {
         log.error(`activator: ${node.name} could not start: ${ge.message}`, { node: node.name });
         const failed = held;
         held = [];
-        for (const h of failed) answer(h.msg, new GraphError("UNAVAILABLE", `${node.name} has no replica and could not start one: ${ge.message}`));
+        for (const h of failed) answer(letGo(h), new GraphError("UNAVAILABLE", `${node.name} has no replica and could not start one: ${ge.message}`));
       },
     ).finally(() => { waking = undefined; });
   };
@@ -138,16 +132,8 @@ export function createActivator(opts: ActivatorOptions): Activator {
       answer(m, new GraphError("OVERLOADED", `${node.name} is starting from zero replicas and already holds ${MAX_HELD} requests`, { details: { held: MAX_HELD } }));
       return;
     }
-    const now = Date.now();
-    const dlRaw = m.headers?.get(Headers.Deadline) || "";
-    const dl = /^[0-9]{1,15}$/.test(dlRaw) ? Number(dlRaw) : NaN;
-    held.push({
-      msg: m,
-      // As the node's own service would clamp it (runtime/service.ts).
-      deadlineEpochMs: Math.min(Number.isFinite(dl) ? dl : Infinity, now + node.timeoutMs),
-      heartbeat: heartbeatAskOf(m.headers),
-      lastBeat: performance.now(),
-    });
+    // The deadline as the node's own service would read and clamp it.
+    held.push({ msg: m, deadlineEpochMs: deadlineOf(m.headers, Date.now(), node.timeoutMs), heartbeat: heartbeats.start(m.headers) });
     if (!timer) (timer = setInterval(tick, TICK_MS)).unref();
     if (!draining) startWake();
   };
@@ -159,6 +145,7 @@ export function createActivator(opts: ActivatorOptions): Activator {
     const now = Date.now();
     let forwarded = 0;
     for (const h of out) {
+      letGo(h);
       if (h.deadlineEpochMs <= now) {
         answer(h.msg, expired());
         continue;
@@ -227,7 +214,8 @@ export function createActivator(opts: ActivatorOptions): Activator {
       timer = undefined;
       const left = held;
       held = [];
-      for (const h of left) answer(h.msg, new GraphError("UNAVAILABLE", `servegraph up is stopping; ${node.name} has no replica`));
+      for (const h of left) answer(letGo(h), new GraphError("UNAVAILABLE", `servegraph up is stopping; ${node.name} has no replica`));
+      heartbeats.clear();
     },
   };
 }

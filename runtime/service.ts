@@ -20,7 +20,7 @@ import { describePayload, decodePayload, encodePayload, type EndpointDef, type I
 import { GraphError } from "../subjects/errors.ts";
 import type { StatsData } from "../subjects/stats.ts";
 import { createLatencyWindow, RECENT_SAMPLES, type LatencyWindow } from "./latency-window.ts";
-import { Headers, heartbeatAskOf, MIN_HEARTBEAT_MS } from "../subjects/headers.ts";
+import { createHeartbeatPump, deadlineOf } from "./heartbeats.ts";
 import { Discovery } from "../subjects/names.ts";
 import { toBody, toHeaders } from "./errors-wire.ts";
 import type { Logger } from "./log.ts";
@@ -173,37 +173,8 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     }
   };
 
-  // Heartbeats to callers that asked for them (Graph-Heartbeat-Ms), so that they can tell a slow request from a
-  // dead replica: one timer for every request in flight, running only while some caller asked.
-  const beating = new Set<{ to: string; everyMs: number; lastMs: number }>();
-  let beatTimer: ReturnType<typeof setInterval> | undefined;
-  const beatHeaders = natsHeaders();
-  beatHeaders.set(Headers.Heartbeat, "1");
-  const sendBeats = (): void => {
-    if (beating.size === 0) {
-      clearInterval(beatTimer);
-      beatTimer = undefined;
-      return;
-    }
-    const t = performance.now();
-    for (const b of beating) {
-      if (t - b.lastMs < b.everyMs) continue;
-      b.lastMs = t;
-      try {
-        nc.publish(b.to, undefined, { headers: beatHeaders });
-      } catch {
-        // connection closing: the caller will see the attempt as lost
-      }
-    }
-  };
-  const heartbeatFor = (h: MsgHdrs | undefined) => {
-    const ask = heartbeatAskOf(h);
-    if (!ask) return undefined;
-    const b = { to: ask.to, everyMs: ask.everyMs, lastMs: performance.now() };
-    beating.add(b);
-    if (!beatTimer) (beatTimer = setInterval(sendBeats, MIN_HEARTBEAT_MS)).unref();
-    return b;
-  };
+  // Heartbeats to callers that asked for them, one timer for every request in flight (runtime/heartbeats.ts).
+  const heartbeats = createHeartbeatPump(nc);
 
   const done = (): void => {
     inflight--;
@@ -227,14 +198,12 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     const now = Date.now();
     // The caller's deadline, clamped to this node's timeout: a far-future (or malformed) one cannot hold a
     // request forever or overflow a timer.
-    const dlRaw = h?.get(Headers.Deadline) || "";
-    const dl = /^[0-9]{1,15}$/.test(dlRaw) ? Number(dlRaw) : NaN;
-    const deadlineEpochMs = Math.min(Number.isFinite(dl) ? dl : Infinity, now + opts.defaultTimeoutMs);
+    const deadlineEpochMs = deadlineOf(h, now, opts.defaultTimeoutMs);
     if (deadlineEpochMs - now <= 0) return respondError(msg, new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"), ep, 0);
 
     inflight++;
     inflightGauge.set(inflight);
-    const beat = heartbeatFor(h);
+    const beat = heartbeats.start(h);
     // The signal and its deadline timer are made on first use: most handlers finish without looking.
     let ac: AbortController | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -271,7 +240,7 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         (err) => respondError(msg, err, ep, performance.now() - t0),
       )
       .finally(() => {
-        if (beat) beating.delete(beat);
+        heartbeats.stop(beat);
         if (timer) clearTimeout(timer);
         const ms = performance.now() - t0;
         ep.processingNs += Math.round(ms * 1e6);
