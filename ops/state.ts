@@ -6,7 +6,7 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { projectRoot } from "../runtime/project.ts";
-import { DEFAULT_NATS_URL } from "../runtime/index.ts";
+import { DEFAULT_NATS_URL, readNatsEnv, type NatsCredentials } from "../runtime/index.ts";
 
 export interface UpState {
   pid: number;
@@ -54,26 +54,16 @@ export function clearState(pid: number): void {
 
 /** NATS_URL wins; else the graph that `servegraph up` started; else the default local server. */
 export function resolveNatsUrl(flag?: string): string {
-  return flag || process.env.NATS_URL || readState()?.natsUrl || DEFAULT_NATS_URL;
+  return flag || readNatsEnv().servers || readState()?.natsUrl || DEFAULT_NATS_URL;
 }
 
 /**
- * Logs this process in as a NATS user: runtime/nats.ts connectNats reads NATS_USER / NATS_PASSWORD /
- * NATS_INBOX_PREFIX (undefined prefix: the default `_INBOX`, which the ops user's permissions name).
+ * The credentials to connect with (connectNats's `credentials`): NATS_USER's when this process was given one, else,
+ * when `natsUrl` is the broker of the running `servegraph up` and it has credentials, its ops user's; else none.
  */
-export function useNatsCredentials(c: { user: string; password: string; inboxPrefix?: string | undefined }): void {
-  process.env.NATS_USER = c.user;
-  process.env.NATS_PASSWORD = c.password;
-  if (c.inboxPrefix) process.env.NATS_INBOX_PREFIX = c.inboxPrefix;
-  else delete process.env.NATS_INBOX_PREFIX;
-}
-
-/**
- * When `natsUrl` is the broker of the running `servegraph up` and it has credentials, connect as its ops user,
- * unless this process was given a NATS_USER of its own. Returns whether it did.
- */
-export function useOpsCredentials(natsUrl: string, state: UpState | undefined = readState()): boolean {
-  if (!state?.natsUser || state.natsPassword === undefined || state.natsUrl !== natsUrl || process.env.NATS_USER) return false;
-  useNatsCredentials({ user: state.natsUser, password: state.natsPassword });
-  return true;
+export function opsCredentials(natsUrl: string, state: UpState | undefined = readState()): NatsCredentials | undefined {
+  const own = readNatsEnv().credentials;
+  if (own) return own;
+  if (!state?.natsUser || state.natsPassword === undefined || state.natsUrl !== natsUrl) return undefined;
+  return { user: state.natsUser, password: state.natsPassword };
 }

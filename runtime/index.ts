@@ -11,7 +11,8 @@ export {
 export { closure, nodesOfGraphs, readSecret, subjectFor, withParameterOverrides } from "./graph-queries.ts";
 export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "./nats.ts";
 export { createLogger, type Logger } from "./log.ts";
-export { EXIT_CONFIG, NodeConfigError, runNode, type LaunchEnv, type NodeContext, type RunNodeOptions } from "./node.ts";
+export { EXIT_CONFIG, NodeConfigError, runNode, type NodeContext, type RunNodeOptions } from "./node.ts";
+export { readNatsEnv, type LaunchEnv, type NatsCredentials } from "./env.ts";
 export { checkParams, defineParams, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
 export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";

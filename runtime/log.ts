@@ -1,5 +1,7 @@
 /** A small structured logger: one line per event, `time LEVEL who message key=value...`, to stderr. */
-export type LogLevel = "debug" | "info" | "warn" | "error";
+import { readLogLevel, type LogLevel } from "./env.ts";
+
+export type { LogLevel };
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 export interface Logger {
@@ -16,7 +18,7 @@ function fmt(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
 }
 
-export function createLogger(who: string, level: LogLevel = (process.env.SG_LOG_LEVEL as LogLevel) || "info"): Logger {
+export function createLogger(who: string, level: LogLevel = readLogLevel()): Logger {
   const min = ORDER[level] ?? ORDER.info;
   const write = (l: LogLevel, msg: string, attrs?: Record<string, unknown>): void => {
     if (ORDER[l] < min) return;

@@ -3,6 +3,7 @@
  * is unreachable, callers fail at once (UNAVAILABLE) instead of waiting out their deadlines on a dead socket.
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { readNatsEnv, type NatsCredentials } from "./env.ts";
 import type { Logger } from "./log.ts";
 import { accountExternalMemoryInHeapLimit, coalesceWrites, presizeReads } from "./nats-io.ts";
 
@@ -27,6 +28,8 @@ export async function connectNats(opts: {
   name: string;
   /** Comma-separated server URLs; default NATS_URL, else DEFAULT_NATS_URL. */
   servers?: string;
+  /** The NATS user to connect as; default NATS_USER / NATS_PASSWORD / NATS_INBOX_PREFIX (runtime/env.ts), else none. */
+  credentials?: NatsCredentials;
   log?: Logger;
   /** Timeout of one connection attempt (default 10 s). */
   timeoutMs?: number;
@@ -37,7 +40,9 @@ export async function connectNats(opts: {
    */
   waitOnFirstConnect?: boolean;
 }): Promise<NatsConnection> {
-  const servers = opts.servers || process.env.NATS_URL || DEFAULT_NATS_URL;
+  const env = readNatsEnv();
+  const servers = opts.servers || env.servers || DEFAULT_NATS_URL;
+  const creds = opts.credentials ?? env.credentials;
   const nc = await connect({
     servers: servers.split(","),
     name: opts.name,
@@ -45,10 +50,9 @@ export async function connectNats(opts: {
     reconnectTimeWait: 250,
     timeout: opts.timeoutMs ?? 10_000,
     waitOnFirstConnect: opts.waitOnFirstConnect ?? true,
-    // nats.js ignores credentials in the URL: a deployment passes them as NATS_USER / NATS_PASSWORD.
-    ...(process.env.NATS_USER ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD ?? "" } : {}),
+    ...(creds ? { user: creds.user, pass: creds.password } : {}),
     // With per-node permissions each user may only read its own reply inbox (servegraph manifests).
-    ...(process.env.NATS_INBOX_PREFIX ? { inboxPrefix: process.env.NATS_INBOX_PREFIX } : {}),
+    ...(creds?.inboxPrefix ? { inboxPrefix: creds.inboxPrefix } : {}),
   });
   const log = opts.log;
   accountExternalMemoryInHeapLimit();

@@ -5,11 +5,11 @@
  * finish in-flight handlers -> node hooks -> drain the connection. (`nc.drain()` alone does not wait for async
  * handlers: their replies would be dropped.)
  *
- * This is the one place a replica reads its environment: the launcher's SG_* variables and the node's parameters.
+ * The environment is read in runtime/env.ts (the launcher's SG_* variables, NATS settings, the log level) and here
+ * (the node's parameters and secrets, by their declared names).
  * A replica that can no longer serve (e.g. its model worker died) calls `ctx.fail()`: it leaves its queue group
  * and exits non-zero, so the supervisor (or Kubernetes) replaces it.
  */
-import { hostname } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { BATCHING_DEFAULTS, loadGraph, type ResolvedGraph, type ResolvedNode } from "./config.ts";
 import { createBatcher } from "./batcher.ts";
@@ -19,54 +19,13 @@ import { createClient, type Client } from "./client.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { enableDefaultMetrics, metrics, startMetricsServer } from "./metrics.ts";
 import { connectNats } from "./nats.ts";
+import { readLaunchEnv, type LaunchEnv } from "./env.ts";
 import { parseParams, type ParamsSchema } from "./params.ts";
 import { createService, type EndpointHandler, type IncomingRequest, type Service } from "./service.ts";
 import type { EndpointDef, InputOf, ValueOf } from "../subjects/endpoints.ts";
 import type { BatchStatsData, StatsData } from "../subjects/stats.ts";
 import type { z } from "zod";
 import { startTelemetry, stopTelemetry } from "./telemetry.ts";
-
-/** What the launcher (`servegraph up`, a manifest) tells a replica besides its parameters. */
-export interface LaunchEnv {
-  readonly node: string;
-  readonly replicaId: string | undefined;
-  /** Under `servegraph up`: ignore Ctrl-C (the supervisor stops replicas in order) and exit with it. */
-  readonly supervised: boolean;
-  /** Nodes of the running graph (SG_ACTIVE_NODES): the ingress serves only routes to these; undefined: all. */
-  readonly activeNodes: ReadonlySet<string> | undefined;
-  readonly metricsPort: number | undefined;
-  readonly metricsHost: string;
-  /** HTTP nodes: PORT / HOST override graph.config.ts `http`. */
-  readonly httpPort: number | undefined;
-  readonly httpHost: string | undefined;
-  /** Where generated artifacts (e.g. a generated model) are cached. */
-  readonly cacheDir: string | undefined;
-  /** The host this replica reports in discovery (SG_HOST: e.g. `servegraph up --host`), else the machine's hostname. */
-  readonly host: string;
-}
-
-function readLaunchEnv(env: NodeJS.ProcessEnv): LaunchEnv {
-  const node = env.SG_NODE;
-  if (!node) throw new Error("SG_NODE is not set: start nodes with `servegraph up`, or set SG_NODE=<node name>");
-  const int = (k: string): number | undefined => {
-    const v = env[k];
-    if (v === undefined || v === "") return undefined;
-    if (!/^[0-9]{1,5}$/.test(v)) throw new Error(`${k} must be a port number, got ${JSON.stringify(v)}`);
-    return Number(v);
-  };
-  return {
-    node,
-    replicaId: env.SG_REPLICA_ID || undefined,
-    supervised: env.SG_SUPERVISED === "1",
-    activeNodes: env.SG_ACTIVE_NODES ? new Set(env.SG_ACTIVE_NODES.split(",")) : undefined,
-    metricsPort: int("SG_METRICS_PORT"),
-    metricsHost: env.SG_METRICS_HOST ?? "127.0.0.1",
-    httpPort: int("PORT"),
-    httpHost: env.HOST || undefined,
-    cacheDir: env.SG_MODEL_CACHE_DIR || undefined,
-    host: env.SG_HOST || hostname(),
-  };
-}
 
 /**
  * Exit status of a replica that cannot start because of how it is configured (sysexits' EX_CONFIG): a forced

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { connectNats, createClient, startTelemetry, stopTelemetry } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
-import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
+import { resolveNatsUrl, opsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -25,8 +25,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   startTelemetry("servegraph-cli", { replica: `cli-${process.pid}`, graph: "cli" });
   const natsUrl = resolveNatsUrl(values.nats);
-  useOpsCredentials(natsUrl);
-  const nc = await connectNats({ name: "servegraph-cli", servers: natsUrl });
+  const nc = await connectNats({ name: "servegraph-cli", servers: natsUrl, credentials: opsCredentials(natsUrl) });
   const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: Number(values.timeout) });
   try {
     const reply = await client.request(subject, data, { headers });

@@ -9,7 +9,7 @@ import { connectNats, createClient } from "../../runtime/index.ts";
 import { GraphError } from "../../subjects/errors.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
 import { OpsControl, ScaleReply, type OpsControlRequest } from "../../subjects/ops.ts";
-import { resolveNatsUrl, useOpsCredentials } from "../state.ts";
+import { resolveNatsUrl, opsCredentials } from "../state.ts";
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, options: { json: { type: "boolean" }, nats: { type: "string" }, host: { type: "string" }, auto: { type: "boolean" } }, allowPositionals: true });
@@ -21,8 +21,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const natsUrl = resolveNatsUrl(values.nats);
-  useOpsCredentials(natsUrl);
-  const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl });
+  const nc = await connectNats({ name: "servegraph-scale", servers: natsUrl, credentials: opsCredentials(natsUrl) });
   try {
     const client = createClient(nc, { caller: "servegraph-cli", defaultTimeoutMs: 130_000 });
     const body: OpsControlRequest = auto ? { op: "scale", node, auto: true } : { op: "scale", node, replicas: count };

@@ -18,7 +18,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { collectStatus, connectNats, createClient, CONTROL_SERVICE, type GraphStatus as NodesStatus } from "../../runtime/index.ts";
 import { OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
 import { AutoscalerSnapshot, OpsControl } from "../../subjects/ops.ts";
-import { readState, resolveNatsUrl, useOpsCredentials } from "../state.ts";
+import { readState, resolveNatsUrl, opsCredentials } from "../state.ts";
 
 export type { NodeStatus } from "../../runtime/index.ts";
 
@@ -140,7 +140,6 @@ export async function run(argv: string[]): Promise<number> {
   // The nodes `servegraph up` started, so a node with no replica left still shows (as DOWN).
   const state = readState();
   const ours = state && state.natsUrl === natsUrl ? state : undefined;
-  useOpsCredentials(natsUrl, state);
   const expected = ours?.nodes ?? [];
   const collect = async (): Promise<GraphStatus> => {
     const s: GraphStatus = await collectStatus(nc, natsUrl, expected);
@@ -153,7 +152,7 @@ export async function run(argv: string[]): Promise<number> {
   let nc: NatsConnection;
   try {
     // Fails at once when nothing listens; under --watch it then reconnects for as long as it runs.
-    nc = await connectNats({ servers: natsUrl, name: "servegraph-status", timeoutMs: 3000, waitOnFirstConnect: false });
+    nc = await connectNats({ servers: natsUrl, credentials: opsCredentials(natsUrl, state), name: "servegraph-status", timeoutMs: 3000, waitOnFirstConnect: false });
   } catch (err) {
     const msg = `cannot reach NATS at ${natsUrl} (${err instanceof Error ? err.message : String(err)}): start the graph with \`servegraph up\`, or set NATS_URL`;
     if (values.json) process.stdout.write(JSON.stringify({ ok: false, error: { code: "UNAVAILABLE", message: msg } }) + "\n");

@@ -44,7 +44,7 @@ import { OpsAutoscaler, OpsControl, type AutoscalerSnapshot, type OpsControlRequ
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { reportConfigError } from "../output.ts";
-import { clearState, useNatsCredentials, writeState, type UpState } from "../state.ts";
+import { clearState, writeState, type UpState } from "../state.ts";
 import { createActivator, type Activator } from "../activator.ts";
 import { createAutoscaler, DEFAULT_TICK_MS, type Autoscaler } from "../autoscaler.ts";
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
@@ -249,14 +249,13 @@ export async function run(argv: string[]): Promise<number> {
       });
       natsUrl = nats.url;
       log.info("started nats-server", { url: natsUrl, pid: nats.process.pid });
-      // `up` itself is the ops user; each replica gets its node's user (nodeEnv overrides these).
+      // `up` itself is the ops user; each replica gets its node's user (nodeEnv).
       ops = auth.ops;
-      useNatsCredentials(ops);
       Object.assign(nodeEnv, auth.nodeEnv);
     }
     for (const [name, n] of Object.entries(graph.nodes)) if (n.http && values.port !== undefined) nodeEnv[name] = { ...nodeEnv[name], PORT: values.port };
 
-    nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl }), signal, (late) => void late.close().catch(() => {}));
+    nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl, ...(ops ? { credentials: ops } : {}) }), signal, (late) => void late.close().catch(() => {}));
     // Nodes with min 0 (full `up` only): an activator each, subscribed before anything can call the node when it
     // starts with no replica. A request that comes before the autoscaler exists waits for it.
     let autoscalerReady!: (a: Autoscaler) => void;

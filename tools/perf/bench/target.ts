@@ -16,7 +16,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { connectNats, gather, type ResolvedGraph } from "../../../runtime/index.ts";
 import { Discovery } from "../../../subjects/names.ts";
 import { startNats, type LocalNats } from "../../../ops/nats-server.ts";
-import { readState, useOpsCredentials } from "../../../ops/state.ts";
+import { readState, opsCredentials } from "../../../ops/state.ts";
 import { ingressUrlOf, startSupervisor, type Supervisor } from "../../../ops/supervisor.ts";
 import { descendants } from "./cpu.ts";
 import { Target } from "./load.ts";
@@ -114,8 +114,7 @@ export async function openTarget(o: TargetOptions): Promise<BenchTarget> {
     if (!LOOPBACK.has(new URL(ingressUrl).hostname)) throw new BenchUsageError(`${ingressUrl} is not a loopback address: bench loads this machine only`);
     if (!nc && natsUrl) {
       // The broker of `servegraph up` admits its ops user only (credentials in its state file).
-      useOpsCredentials(natsUrl, state);
-      nc = await connectNats({ servers: natsUrl, name: NAME, timeoutMs: 2000, waitOnFirstConnect: false }).catch(() => undefined);
+      nc = await connectNats({ servers: natsUrl, credentials: opsCredentials(natsUrl, state), name: NAME, timeoutMs: 2000, waitOnFirstConnect: false }).catch(() => undefined);
       if (!nc) o.warnings.push(`NATS at ${natsUrl} is unreachable: no batch sizes, no stage measurements`);
     }
   } catch (err) {
