@@ -60,6 +60,8 @@ export interface BatchStatus {
   batch_fill: number;
   queue_depth: number;
   execution_provider: string;
+  /** What a GPU provider runs on ("software: lavapipe (...)", "hardware: /dev/nvidia0"), per distinct answer; "" on the CPU. */
+  adapter: string;
   /** Providers tried before the one in use, and why each did not start (`auto`), per distinct answer. */
   provider_fallbacks: { provider: string; reason: string }[];
 }
@@ -190,6 +192,7 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
         batch_fill: weighted(batchRows.map((r) => [num(r.data.batch_fill), w(r.data)])) ?? 0,
         queue_depth: batchRows.reduce((a, r) => a + num(r.data.queue_depth), 0),
         execution_provider: [...new Set(batchRows.map((r) => r.data.execution_provider ?? "-"))].join(","),
+        adapter: [...new Set(batchRows.map((r) => r.data.adapter).filter((a): a is string => !!a))].join("; "),
         provider_fallbacks: fallbacksOf(batchRows.map((r) => r.data.provider_fallbacks)),
       };
     }

@@ -42,6 +42,10 @@ export const InferInfo = z.strictObject({
     .array(z.strictObject({ provider: z.enum(["cpu", "cuda", "webgpu"]), reason: z.string() }))
     .default([])
     .describe("Providers tried before execution_provider (EXECUTION_PROVIDER auto), in order, with why each did not start."),
+  adapter: z
+    .strictObject({ kind: z.enum(["hardware", "software"]), name: z.string() })
+    .optional()
+    .describe("What a GPU provider runs on: a hardware GPU, or a software (CPU) Vulkan driver such as lavapipe; absent on cpu."),
   input_shape: z.array(z.number().int()),
   output_size: z.number().int(),
   max_batch_size: z.number().int(),

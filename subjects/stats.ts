@@ -37,6 +37,8 @@ export const StatsData = z.object({
   ...BatchStatsData.shape,
   // infer
   execution_provider: z.string(),
+  /** What a GPU provider runs on, "software: lavapipe (...)" or "hardware: /dev/nvidia0"; absent on the CPU. */
+  adapter: z.string(),
   provider_fallbacks: z.array(ProviderFallback),
   inputs_by_dtype: z.record(z.string(), count),
   batch_slots: count,

@@ -1,7 +1,7 @@
 /**
  * The infer node as a process on a real nats-server, with the generated trivial model (same shapes as ResNet18,
  * almost no compute) and real onnxruntime: on this machine CUDA's provider library is missing and WebGPU finds no
- * adapter, so `auto` runs on the CPU and reports both reasons everywhere an operator looks; a forced provider that
+ * adapter (no Vulkan driver: NO_VULKAN below), so `auto` runs on the CPU and reports both reasons everywhere an operator looks; a forced provider that
  * cannot start stops the replica with the reason as the supervisor's "cannot start" line. uint8 pixels and float32
  * values travel on the same subject, and give the same logits for the same image.
  */
@@ -20,13 +20,18 @@ const GRAPH_FILE = path.resolve(REPO_ROOT, "test/fixtures/infer-graph.config.ts"
 const ortBinDir = path.join(path.dirname(createRequire(import.meta.url).resolve("onnxruntime-node")), "..", "bin/napi-v6/linux/x64");
 const noGpu = existsSync(path.join(ortBinDir, "libonnxruntime_providers_cuda.so")) ? "a CUDA provider library is installed" : false;
 const ROW = elementCount(IMAGE_TENSOR_SHAPE);
+/**
+ * A machine with no Vulkan driver, made explicit: CI installs lavapipe (for test/integration/webgpu.test.ts), and with
+ * a driver named by VK_ICD_FILENAMES that does not exist the Vulkan loader finds none, as on a machine without one.
+ */
+const NO_VULKAN = { VK_ICD_FILENAMES: "/nonexistent/no-vulkan-driver.json" };
 
 function pixelsOf(seed: number): Uint8Array {
   return Uint8Array.from({ length: ROW }, (_, i) => (Math.imul(i + seed, 2654435761) >>> 24) & 255);
 }
 
 test("infer node - auto reports cpu and why cuda and webgpu did not start: $SRV.INFO, $SRV.STATS, info, /metrics", { skip: noGpu, timeout: 120_000 }, async () => {
-  await using g = await startGraph({ graphs: ["infer"], graphFile: GRAPH_FILE, nodeEnv: { infer: { MODEL: "trivial", EXECUTION_PROVIDER: "auto" } } });
+  await using g = await startGraph({ graphs: ["infer"], graphFile: GRAPH_FILE, nodeEnv: { infer: { MODEL: "trivial", EXECUTION_PROVIDER: "auto", ...NO_VULKAN } } });
   const fallbacks = /^cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library; webgpu: Failed to get a WebGPU adapter: No supported adapters$/;
 
   const info = (await g.nc.request("$SRV.INFO.infer", new Uint8Array(0), { timeout: 5000 })).json() as {
@@ -94,7 +99,7 @@ test("infer node - uint8 pixels and their float32 normalisation give the same lo
 for (const ep of ["webgpu", "cuda"] as const) {
   test(`infer node - a forced ${ep} that cannot start stops the replica; the reason is its last stderr line`, { skip: noGpu, timeout: 120_000 }, async () => {
     await assert.rejects(
-      startGraph({ graphs: ["infer"], graphFile: GRAPH_FILE, nodeEnv: { infer: { MODEL: "trivial", EXECUTION_PROVIDER: ep } } }),
+      startGraph({ graphs: ["infer"], graphFile: GRAPH_FILE, nodeEnv: { infer: { MODEL: "trivial", EXECUTION_PROVIDER: ep, ...NO_VULKAN } } }),
       (err: unknown) => {
         assert.ok(err instanceof Error);
         const reason = ep === "webgpu" ? /Failed to get a WebGPU adapter: No supported adapters$/ : /OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library$/;
@@ -108,7 +113,7 @@ for (const ep of ["webgpu", "cuda"] as const) {
 
 test("infer provider probe - tries each provider on its own and says which loads and why not, as one JSON line", { skip: noGpu, timeout: 120_000 }, () => {
   const probe = path.resolve(REPO_ROOT, "services/infer/src/provider-probe.ts");
-  const r = spawnSync(process.execPath, ["--import", "tsx", probe, JSON.stringify({ providers: ["webgpu", "cuda", "cpu"] })], { cwd: REPO_ROOT, encoding: "utf8", timeout: 90_000 });
+  const r = spawnSync(process.execPath, ["--import", "tsx", probe, JSON.stringify({ providers: ["webgpu", "cuda", "cpu"] })], { cwd: REPO_ROOT, encoding: "utf8", timeout: 90_000, env: { ...process.env, ...NO_VULKAN } });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { providers: { provider: string; loaded: boolean; reason?: string; ms: number }[] };
   assert.deepEqual(out.providers.map((p) => [p.provider, p.loaded]), [["webgpu", false], ["cuda", false], ["cpu", true]]);

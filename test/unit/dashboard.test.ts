@@ -107,7 +107,7 @@ test("dashboard frame - figures per node, the last error of any endpoint, batch 
   const status: GraphStatus = {
     nats: "nats://x", graph: "g", at: "2026-11-30T00:00:00.000Z", control: { replicas: 1, graph: "g" },
     nodes: [
-      nodeStatus("infer", { batch: { batches: 3, avg_batch_size: 4, max_batch_size: 32, batch_fill: 0.125, queue_depth: 2, execution_provider: "cpu", provider_fallbacks: [] } }),
+      nodeStatus("infer", { batch: { batches: 3, avg_batch_size: 4, max_batch_size: 32, batch_fill: 0.125, queue_depth: 2, execution_provider: "cpu", adapter: "", provider_fallbacks: [] } }),
       nodeStatus("greeter", { replicas: 0, replica_list: [], hosts: {}, endpoints: [] }),
     ],
   };
@@ -115,7 +115,7 @@ test("dashboard frame - figures per node, the last error of any endpoint, batch 
   const f = frameOf(status, new Map([["infer", { requests_per_s: 5, errors_per_s: 0.5 }]]), new Map([["infer", view]]));
   const infer = f.nodes[0]!;
   assert.equal(infer.last_error, "503:no replica");
-  assert.deepEqual(infer.batch, { execution_provider: "cpu", batch_fill: 0.125, avg_batch_size: 4, max_batch_size: 32, queue_depth: 2 });
+  assert.deepEqual(infer.batch, { execution_provider: "cpu", adapter: "", batch_fill: 0.125, avg_batch_size: 4, max_batch_size: 32, queue_depth: 2 });
   assert.equal(infer.requests_per_s, 5);
   assert.deepEqual(infer.autoscaler, view);
   assert.deepEqual(infer.replica_list, [{ id: "infer-1", host: "h1", in_flight: 2 }]);

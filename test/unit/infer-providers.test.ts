@@ -5,10 +5,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { BATCHING_DEFAULTS } from "../../runtime/index.ts";
 import { normalizeChw } from "../../subjects/index.ts";
 import { writeBatchRow } from "../../services/infer/src/batch-input.ts";
 import { GPU_BATCHING, batchingFor } from "../../services/infer/src/batching.ts";
+import { formatAdapter, probeGpu, webgpuAdapterOf, webgpuSkipReason } from "../../services/infer/src/gpu-devices.ts";
 import {
   ProviderSelectionError, formatFallbacks, plainReason, providerCandidates, selectProvider, type ExecutionProvider,
 } from "../../services/infer/src/providers.ts";
@@ -146,4 +150,58 @@ test("infer batch rows - uint8 pixels are normalised into their row, float32 row
   assert.deepEqual(batch.subarray(2 * row), floats);
   assert.throws(() => writeBatchRow(batch, 3, row, pixels, "uint8"), RangeError);
   assert.throws(() => writeBatchRow(batch, 0, row, pixels, "float32"), RangeError);
+});
+
+test("infer providers - auto passes over a provider the machine rules out, with that reason; a forced one is tried anyway", async () => {
+  const tried: ExecutionProvider[] = [];
+  const create = async (p: ExecutionProvider) => {
+    tried.push(p);
+    if (p === "cuda") throw new Error("libcudart.so.12: cannot open shared object file");
+    return `session on ${p}`;
+  };
+  const skip = (p: ExecutionProvider) => (p === "webgpu" ? "only a software adapter (lavapipe) could run it" : undefined);
+  const auto = await selectProvider("auto", create, { skip });
+  assert.equal(auto.provider, "cpu");
+  assert.deepEqual(tried, ["cuda", "cpu"], "webgpu was not tried");
+  assert.deepEqual(auto.fallbacks.map((f) => [f.provider, f.reason]), [["cuda", "libcudart.so.12: cannot open shared object file"], ["webgpu", "only a software adapter (lavapipe) could run it"]]);
+  tried.length = 0;
+  const forced = await selectProvider("webgpu", create, { skip });
+  assert.equal(forced.provider, "webgpu");
+  assert.deepEqual(tried, ["webgpu"]);
+});
+
+test("gpu devices - no GPU device node and a software Vulkan driver: WebGPU is a software adapter, and auto skips it", () => {
+  const root = mkdtempSync(join(tmpdir(), "sg-gpu-"));
+  try {
+    const dev = join(root, "dev");
+    const icd = join(root, "icd.d");
+    mkdirSync(join(dev, "dri"), { recursive: true });
+    mkdirSync(icd);
+    writeFileSync(join(dev, "dri", "card0"), ""); // a display node, not a render node
+    writeFileSync(join(icd, "lvp_icd.x86_64.json"), JSON.stringify({ file_format_version: "1.0.1", ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so", api_version: "1.4.305" } }));
+    writeFileSync(join(icd, "radeon_icd.x86_64.json"), JSON.stringify({ ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_radeon.so" } }));
+    writeFileSync(join(icd, "broken.json"), "{not json");
+    const soft = probeGpu({ env: {}, devDir: dev, icdDirs: [icd] });
+    assert.deepEqual(soft.devices, []);
+    assert.equal(soft.vulkanDrivers.length, 2, "the broken manifest is left out");
+    assert.deepEqual(webgpuAdapterOf(soft), { kind: "software", name: "lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)" });
+    assert.match(webgpuSkipReason(soft) ?? "", /^only a software adapter \(lavapipe/);
+    assert.equal(formatAdapter(webgpuAdapterOf(soft)), "software: lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)");
+
+    // VK_ICD_FILENAMES names the drivers the loader uses: only those count.
+    const named = probeGpu({ env: { VK_ICD_FILENAMES: join(icd, "radeon_icd.x86_64.json") }, devDir: dev, icdDirs: [icd] });
+    assert.deepEqual(named.softwareDrivers, []);
+    assert.equal(webgpuSkipReason(named), undefined, "no software driver either: WebGPU is tried and fails with Dawn's own reason");
+
+    // A render node (any DRM GPU) or an NVIDIA device: a hardware adapter may exist, WebGPU is tried.
+    writeFileSync(join(dev, "dri", "renderD128"), "");
+    writeFileSync(join(dev, "nvidia0"), "");
+    writeFileSync(join(dev, "nvidiactl"), "");
+    const hard = probeGpu({ env: {}, devDir: dev, icdDirs: [icd] });
+    assert.deepEqual(hard.devices, [join(dev, "dri", "renderD128"), join(dev, "nvidia0")]);
+    assert.equal(webgpuSkipReason(hard), undefined);
+    assert.equal(webgpuAdapterOf(hard).kind, "hardware");
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -35,6 +35,7 @@ import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
 import Params, { TRIVIAL_MODEL } from "./params.ts";
 import { formatFallbacks } from "./providers.ts";
+import { formatAdapter } from "./gpu-devices.ts";
 
 interface Item {
   /** The request's tensor bytes, checked but not copied (msg.data views are never reused by nats.js). */
@@ -57,8 +58,8 @@ const computeTime = new client.Histogram({ name: "sg_model_compute_seconds", hel
 // before it and their reasons (one line, cut short), so cardinality stays one per process.
 const modelInfo = new client.Gauge({
   name: "sg_model_info",
-  help: "1, labelled with the model this replica loaded, its execution provider, and the providers tried before it (fallbacks) with why they did not start (fallback_reasons).",
-  labelNames: ["node", "provider", "model", "fallbacks", "fallback_reasons"] as const,
+  help: "1, labelled with the model this replica loaded, its execution provider, what a GPU provider runs on (adapter: software: ... or hardware: ...; empty on cpu), and the providers tried before it (fallbacks) with why they did not start (fallback_reasons).",
+  labelNames: ["node", "provider", "adapter", "model", "fallbacks", "fallback_reasons"] as const,
   registers: [registry],
 });
 const MAX_REASONS_LABEL_CHARS = 200;
@@ -114,23 +115,29 @@ await runNode(async (ctx) => {
   const rowElems = host.inputShape.reduce((a, b) => a * b, 1);
   // Every batch slot is allocated now; a batch never allocates its input.
   host.reserveSlots(b.maxBatchSize, b.maxConcurrentBatches);
+  const software = host.adapter?.kind === "software";
   if (host.executionProvider !== "cpu") {
     // A GPU provider prepares its kernels per input shape on first use: do it for a full batch now, not for a
-    // request. (On the CPU a full batch of ResNet18 is ~0.2 s of work for nothing.)
-    await host.runBatch(b.maxBatchSize, (x) => x.fill(0));
+    // request. (On the CPU a full batch of ResNet18 is ~0.2 s of work for nothing; on a software adapter, a minute:
+    // one image compiles its shaders there.)
+    await host.runBatch(software ? 1 : b.maxBatchSize, (x) => x.fill(0));
   }
+  const adapter = formatAdapter(host.adapter);
   const fallbacks = formatFallbacks(host.fallbacks);
   ctx.log.info("model loaded", {
     model: modelPath, execution_provider: host.executionProvider, requested: ep, ...(fallbacks ? { provider_fallbacks: fallbacks } : {}),
+    ...(adapter ? { adapter } : {}),
     input: formatShape(host.inputShape), outputs: host.outputSize,
     max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_concurrent_batches: b.maxConcurrentBatches,
     ms: Math.round(performance.now() - t0),
   });
   ctx.metadata.execution_provider = host.executionProvider;
   ctx.metadata.provider_fallbacks = fallbacks;
+  if (adapter) ctx.metadata.adapter = adapter;
+  if (software) ctx.log.warn(`${host.executionProvider} runs on a software adapter (${host.adapter!.name}): the model computes on the CPU through Vulkan, slower than EXECUTION_PROVIDER=cpu; its speed figures say nothing of a GPU`);
   ctx.metadata.model = modelPath;
   modelInfo.labels({
-    node: ctx.node.name, provider: host.executionProvider, model: modelParam === TRIVIAL_MODEL ? TRIVIAL_MODEL : basename(modelPath),
+    node: ctx.node.name, provider: host.executionProvider, adapter, model: modelParam === TRIVIAL_MODEL ? TRIVIAL_MODEL : basename(modelPath),
     fallbacks: host.fallbacks.map((f) => f.provider).join(","),
     fallback_reasons: fallbacks.length > MAX_REASONS_LABEL_CHARS ? `${fallbacks.slice(0, MAX_REASONS_LABEL_CHARS)}...` : fallbacks,
   }).set(1);
@@ -205,6 +212,7 @@ await runNode(async (ctx) => {
   const providerFallbacks = host.fallbacks.map(({ provider, reason }) => ({ provider, reason }));
   ctx.serve(InferInfoEndpoint, () => ({
     model: modelPath, execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
+    ...(host.adapter ? { adapter: { ...host.adapter } } : {}),
     input_shape: [...host.inputShape], output_size: host.outputSize,
     max_batch_size: b.maxBatchSize, max_queue_delay_ms: b.maxQueueDelayMs, max_queue_size: b.maxQueueSize, max_concurrent_batches: b.maxConcurrentBatches,
   }));
@@ -213,7 +221,7 @@ await runNode(async (ctx) => {
     await host.close();
   });
   statsExtra = () => ({
-    execution_provider: host.executionProvider, provider_fallbacks: providerFallbacks,
+    execution_provider: host.executionProvider, ...(adapter ? { adapter } : {}), provider_fallbacks: providerFallbacks,
     ...tally.stats(batcher.queueDepth(), b), inputs_by_dtype: { ...inputsByDtype }, batch_slots: host.slotCount(),
   });
 }, { params: Params, statsData: () => statsExtra() });

@@ -33,6 +33,7 @@ import { Worker } from "node:worker_threads";
 import { startTsWorker } from "../../../runtime/index.ts";
 import { GraphError } from "../../../subjects/errors.ts";
 import type { HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
+import { formatAdapter, type AdapterInfo } from "./gpu-devices.ts";
 import {
   EXECUTION_PROVIDER_CHOICES, formatFallbacks, isExecutionProviderChoice, providerCandidates, type ExecutionProvider, type ExecutionProviderChoice, type ProviderAttempt,
 } from "./providers.ts";
@@ -61,6 +62,8 @@ export interface ModelRunResult {
 
 export interface ModelHost {
   readonly executionProvider: ExecutionProvider;
+  /** What a GPU provider runs on, hardware or software (./gpu-devices.ts); undefined on the CPU provider. */
+  readonly adapter: AdapterInfo | undefined;
   /** Providers tried before `executionProvider`, in order, with why each did not start. */
   readonly fallbacks: readonly ProviderAttempt[];
   /** Shape of one input row, e.g. [3, 224, 224]. */
@@ -369,6 +372,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     executionProvider: readyMsg.executionProvider,
     requested: cfg.executionProvider,
     ...(readyMsg.fallbacks.length ? { fallbacks: formatFallbacks(readyMsg.fallbacks) } : {}),
+    ...(readyMsg.adapter ? { adapter: formatAdapter(readyMsg.adapter) } : {}),
     inputName: readyMsg.inputName,
     outputName: readyMsg.outputName,
     inputShape,
@@ -399,6 +403,7 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
 
   const host: ModelHost & { [kTestInternals]: ModelHostTestInternals } = {
     executionProvider: readyMsg.executionProvider,
+    adapter: readyMsg.adapter ? Object.freeze({ ...readyMsg.adapter }) : undefined,
     fallbacks: Object.freeze(readyMsg.fallbacks.map((f) => Object.freeze({ ...f }))),
     inputShape,
     outputSize,

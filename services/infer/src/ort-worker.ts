@@ -9,9 +9,10 @@
  *   host -> worker  { type: "run-slot", id, slot, dims, pixelRows }  run the first dims[0] rows of that slot;
  *                   the rows listed in pixelRows hold uint8 CHW pixels at the start of their row, normalised here
  *   host -> worker  { type: "run", id, dims, input }  run `input` (its buffer is transferred)
- *                   dims = [batch, ...row shape]. The host may send the next run before this one answers: runs
- *                   queue on this thread's message port and execute one at a time, in order, so the host fills
- *                   batch n+1 while n computes.
+ *                   dims = [batch, ...row shape]. The host may send the next run before this one answers: it is
+ *                   staged at once into its slot's own staging buffer, and runs execute one at a time, in order
+ *                   (a promise chain: session.run is asynchronous), so batch n+1 is filled and staged while n
+ *                   computes.
  *   worker -> host  { type: "result", id, output, outputDims, computeMs }  output's buffer is transferred
  *                   { type: "run-error", id, message }
  *   host -> worker  { type: "close" }  releases the session; the thread then exits on its own
@@ -19,7 +20,7 @@
  *
  * Why a slot is copied here before the run: onnxruntime-node 1.30 refuses a tensor whose Float32Array views a
  * SharedArrayBuffer (`session.run` throws "Invalid argument"), so a run copies its rows from the shared slot into
- * this thread's own staging buffer (allocated once, at the largest batch) and runs on that. The alternative,
+ * that slot's staging buffer on this thread (allocated once per slot, at the largest batch) and runs on that. The alternative,
  * transferring a plain ArrayBuffer slot back and forth, copies nothing but makes V8 count each arriving 19 MB
  * buffer as a new external allocation: a full GC every few hundred ms at a few hundred images/s (measured).
  *
@@ -30,6 +31,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
 import { normalizeChw } from "../../../subjects/image-normalization.ts";
+import { AdapterKind, probeGpu, webgpuAdapterOf, webgpuSkipReason, type AdapterInfo } from "./gpu-devices.ts";
 import {
   ExecutionProvider, ProviderSelectionError, providerCandidates, selectProvider, type ExecutionProviderChoice, type ProviderAttempt,
 } from "./providers.ts";
@@ -58,6 +60,8 @@ export type WorkerToHost =
     executionProvider: ExecutionProvider;
     /** Providers tried before the one in use, with why each did not start (empty: the first choice worked). */
     fallbacks: ProviderAttempt[];
+    /** What a GPU provider runs on (./gpu-devices.ts); absent on the CPU provider. */
+    adapter?: AdapterInfo;
     inputName: string;
     outputName: string;
     /** Model-declared dims; symbolic dims are strings, unknown metadata gives []. */
@@ -121,7 +125,12 @@ try {
   // A provider that fails to load makes ORT's process-wide logger print the same error to stderr; the host logs
   // each reason once, in plain words, instead.
   if (providerCandidates(data.executionProvider).some((p) => p !== ExecutionProvider.cpu)) ort.env.logLevel = "fatal";
-  const selected = await selectProvider(data.executionProvider, (p) => ort.InferenceSession.create(data.modelPath, sessionOptions(p)));
+  const gpu = probeGpu();
+  const selected = await selectProvider(data.executionProvider, (p) => ort.InferenceSession.create(data.modelPath, sessionOptions(p)), {
+    skip: (p) => (p === ExecutionProvider.webgpu ? webgpuSkipReason(gpu) : undefined),
+  });
+  const adapter: AdapterInfo | undefined = selected.provider === ExecutionProvider.webgpu ? webgpuAdapterOf(gpu)
+    : selected.provider === ExecutionProvider.cuda ? { kind: AdapterKind.hardware, name: gpu.devices.join(", ") || "CUDA device 0" } : undefined;
   session = selected.session;
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
@@ -130,6 +139,7 @@ try {
     type: "ready",
     executionProvider: selected.provider,
     fallbacks: [...selected.fallbacks],
+    ...(adapter ? { adapter } : {}),
     inputName,
     outputName,
     inputDims: dimsOf(session.inputMetadata, inputName),
@@ -146,11 +156,11 @@ if (session) {
   const inputName = sess.inputNames[0]!;
   const outputName = sess.outputNames[0]!;
   const slots = new Map<number, Float32Array>();
-  let staging = new Float32Array(0);
+  /** Each slot's own staging buffer (grown, never shrunk): a run staged while another computes never shares one. */
+  const staging = new Map<number, Float32Array>();
 
   /**
-   * The first dims[0] rows of a shared slot in the staging buffer (grown, never shrunk): values copied, pixel rows
-   * normalised into it.
+   * The first dims[0] rows of a shared slot in that slot's staging buffer: values copied, pixel rows normalised into it.
    */
   const stage = (slot: number, dims: readonly number[], pixelRows: readonly number[]): Float32Array => {
     const shared = slots.get(slot);
@@ -159,8 +169,9 @@ if (session) {
     const n = dims.reduce((a, b) => a * b, 1);
     const row = n / rows;
     if (n > shared.length) throw new Error(`batch of ${n} values does not fit slot ${slot} (${shared.length})`);
-    if (staging.length < n) staging = new Float32Array(Math.max(n, shared.length));
-    const x = staging.subarray(0, n);
+    let own = staging.get(slot);
+    if (!own || own.length < n) staging.set(slot, (own = new Float32Array(Math.max(n, shared.length))));
+    const x = own.subarray(0, n);
     if (pixelRows.length === 0) {
       x.set(shared.subarray(0, n));
       return x;
@@ -174,8 +185,42 @@ if (session) {
     return x;
   };
 
+  /**
+   * Runs one at a time, in arrival order. `session.run` is asynchronous (onnxruntime computes off this thread), so
+   * the next message is handled while a run is in flight: it is staged at once (its own buffer: the overlap of
+   * filling batch n+1 while n computes) and its run starts when the one before it has finished. Without the chain
+   * two runs would be inside onnxruntime at once, and with one staging buffer the second overwrote the first's
+   * input while the WebGPU provider was still reading it (seen on lavapipe: wrong scores for some images of
+   * concurrent batches).
+   */
+  let previous: Promise<void> = Promise.resolve();
+  const execute = (id: number, dims: number[], input: Float32Array, stageMs: number): void => {
+    previous = previous.then(async () => {
+      try {
+        const t0 = performance.now();
+        const results = await sess.run({ [inputName]: new ort.Tensor("float32", input, dims) });
+        const computeMs = stageMs + performance.now() - t0;
+        const out = results[outputName];
+        if (!out || out.type !== "float32") throw new Error(`output ${outputName} is missing or not float32`);
+        // ORT output data may be a view at a byteOffset into a larger buffer (or an external, non-transferable
+        // one): transfer only a buffer the array owns exactly, otherwise copy first.
+        let output = ownedCopy(out.data as Float32Array);
+        const reply = (o: Float32Array): WorkerToHost => ({ type: "result", id, output: o, outputDims: [...out.dims], computeMs });
+        try {
+          post(reply(output), [output.buffer as ArrayBuffer]);
+        } catch {
+          output = (out.data as Float32Array).slice();
+          post(reply(output), [output.buffer as ArrayBuffer]);
+        }
+      } catch (err) {
+        post({ type: "run-error", id, message: errorMessage(err) });
+      }
+    });
+  };
+
   port.on("message", async (msg: HostToWorker) => {
     if (msg.type === "close") {
+      await previous; // runs accepted before the close finish first
       await sess.release().catch(() => {});
       port.close();
       return;
@@ -194,20 +239,7 @@ if (session) {
     try {
       const t0 = performance.now();
       const input = msg.type === "run" ? msg.input : stage(msg.slot, dims, msg.pixelRows);
-      const results = await sess.run({ [inputName]: new ort.Tensor("float32", input, dims) });
-      const computeMs = performance.now() - t0;
-      const out = results[outputName];
-      if (!out || out.type !== "float32") throw new Error(`output ${outputName} is missing or not float32`);
-      // ORT output data may be a view at a byteOffset into a larger buffer (or an external, non-transferable
-      // one): transfer only a buffer the array owns exactly, otherwise copy first.
-      let output = ownedCopy(out.data as Float32Array);
-      const reply = (o: Float32Array): WorkerToHost => ({ type: "result", id, output: o, outputDims: [...out.dims], computeMs });
-      try {
-        post(reply(output), [output.buffer as ArrayBuffer]);
-      } catch {
-        output = (out.data as Float32Array).slice();
-        post(reply(output), [output.buffer as ArrayBuffer]);
-      }
+      execute(id, dims, input, performance.now() - t0);
     } catch (err) {
       post({ type: "run-error", id, message: errorMessage(err) });
     }

@@ -6,7 +6,8 @@
  * device at once), and keeps the first session that is created; every failed attempt is recorded with its reason
  * in plain words (the error's first line without onnxruntime's source location) and how long it took. A forced
  * provider (`cuda`, `webgpu`, `cpu`) is tried alone: if it cannot start, selection fails with its reason, never a
- * quiet run on another provider.
+ * quiet run on another provider. `auto` may also pass over a provider without trying it, for a reason the caller
+ * gives (`skip`: WebGPU where only a software adapter exists, ./gpu-devices.ts); that reason is its attempt's.
  */
 
 /** The providers a session can run on. */
@@ -82,6 +83,11 @@ export function plainReason(err: unknown): string {
 export interface SelectOptions {
   /** Monotonic milliseconds; default `performance.now`. */
   now?: () => number;
+  /**
+   * `auto` only: a reason not to try `provider` on this machine (e.g. WebGPU with only a software adapter), recorded
+   * as its attempt; undefined tries it. A forced provider is always tried.
+   */
+  skip?: (provider: ExecutionProvider) => string | undefined;
   /** Called after each failed attempt (e.g. to log it). */
   onFallback?: (attempt: ProviderAttempt) => void;
 }
@@ -99,6 +105,13 @@ export async function selectProvider<S>(
   const now = opts.now ?? (() => performance.now());
   const failed: ProviderAttempt[] = [];
   for (const provider of providerCandidates(choice)) {
+    const skipped = choice === "auto" ? opts.skip?.(provider) : undefined;
+    if (skipped !== undefined) {
+      const attempt: ProviderAttempt = { provider, reason: skipped, ms: 0 };
+      failed.push(attempt);
+      opts.onFallback?.(attempt);
+      continue;
+    }
     const t0 = now();
     try {
       const session = await create(provider);

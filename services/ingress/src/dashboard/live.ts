@@ -75,7 +75,7 @@ export interface LiveNode {
   p50_ms: number | null;
   p99_ms: number | null;
   last_error: string | null;
-  batch: { execution_provider: string; batch_fill: number; avg_batch_size: number; max_batch_size: number; queue_depth: number } | null;
+  batch: { execution_provider: string; adapter: string; batch_fill: number; avg_batch_size: number; max_batch_size: number; queue_depth: number } | null;
   /** A router's decisions by variant (ab-router), counted where they are made: the A/B split. */
   ab_decisions: Record<string, number> | null;
   autoscaler: AutoscaleView | null;
@@ -101,7 +101,7 @@ export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, auto
         in_flight: n.in_flight, requests: n.requests, errors: n.errors, ...r,
         p50_ms: n.p50_ms, p99_ms: n.p99_ms,
         last_error: n.endpoints.map((e) => e.last_error).find((e) => e) ?? null,
-        batch: b ? { execution_provider: b.execution_provider, batch_fill: b.batch_fill, avg_batch_size: b.avg_batch_size, max_batch_size: b.max_batch_size, queue_depth: b.queue_depth } : null,
+        batch: b ? { execution_provider: b.execution_provider, adapter: b.adapter, batch_fill: b.batch_fill, avg_batch_size: b.avg_batch_size, max_batch_size: b.max_batch_size, queue_depth: b.queue_depth } : null,
         ab_decisions: n.ab_decisions,
         autoscaler: autoscaler?.get(n.node) ?? null,
       };

@@ -159,7 +159,7 @@
       if (n.last_error) svg("title", {}, c.el.lasterr).textContent = n.last_error;
       if (c.el.ep) {
         const b = n.batch;
-        c.el.ep.textContent = b ? `EP ${b.execution_provider} · queue ${b.queue_depth} · avg batch ${b.avg_batch_size.toFixed(1)}/${b.max_batch_size}` : "execution provider –";
+        c.el.ep.textContent = b ? `EP ${b.execution_provider}${b.adapter ? ` (${b.adapter})` : ""} · queue ${b.queue_depth} · avg batch ${b.avg_batch_size.toFixed(1)}/${b.max_batch_size}` : "execution provider –";
         c.el.fill.textContent = b ? `batch fill ${Math.round(b.batch_fill * 100)}%` : "batch fill –";
         c.el.fillBar.setAttribute("width", String(b ? Math.min(1, b.batch_fill) * c.el.fillMax : 0));
       }
