@@ -101,7 +101,8 @@ test("cli - a node that cannot start because of its configuration stops up at on
 });
 
 test("cli - up --param overrides a parameter for one run: a forced GPU provider that cannot load stops up at once, naming infer", () => {
-  const env = { ...process.env, SG_LOG_LEVEL: "warn", NATS_URL: "", SG_STATE_FILE: join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json") };
+  // No Vulkan driver, made explicit (CI installs lavapipe for test/integration/webgpu.test.ts): forced webgpu cannot load.
+  const env = { ...process.env, SG_LOG_LEVEL: "warn", NATS_URL: "", VK_ICD_FILENAMES: "/nonexistent/no-vulkan-driver.json", SG_STATE_FILE: join(mkdtempSync(join(tmpdir(), "sg-state-")), "state.json") };
   const bad = spawnSync(process.execPath, ["--import", "tsx", CLI, "up", "classify", "--graph", TEST_GRAPH_FILE, "--param", "infer.EXECUTION_PROVIDER=fpga"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 60_000, env });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /nodes\.infer\.parameters\.EXECUTION_PROVIDER: must be one of auto, cuda, webgpu, cpu \(got "fpga"\)/);

@@ -9,6 +9,9 @@ import { GraphError } from "../../subjects/errors.ts";
 import { normalizeChw } from "../../subjects/image-normalization.ts";
 import { randomInput } from "../helpers/random.ts";
 
+// A machine with no Vulkan driver, made explicit: CI installs lavapipe (for test/integration/webgpu.test.ts), and the
+// Vulkan loader of the model's worker thread (same process, same environment) then finds none.
+process.env.VK_ICD_FILENAMES = "/nonexistent/no-vulkan-driver.json";
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const modelPath = path.resolve(repoRoot, "../shared/models/resnet18-seed0.onnx");
 const skip = existsSync(modelPath) ? false : `model not found at ${modelPath}`;
