@@ -43,9 +43,10 @@ export function formatStatus(s: GraphStatus): string {
   // A node at zero that its activator holds is idle, not down.
   const atZero = new Set((s.autoscalers ?? []).flatMap((a) => a.nodes.filter((n) => n.scale_to_zero && n.replicas === 0).map((n) => n.node)));
   const rows: string[][] = [["NODE", "REPLICAS", "HOSTS", "IN-FLIGHT", "REQUESTS", "ERRORS", "P50 ms", "P99 ms", "BATCH FILL", "METRICS"]];
+  const onSoftware = (b: { adapter: string }): boolean => b.adapter.startsWith("software");
   for (const n of s.nodes) {
     const batch = n.batch
-      ? `${(n.batch.batch_fill * 100).toFixed(0)}% (avg ${n.batch.avg_batch_size.toFixed(1)}/${n.batch.max_batch_size}, ${n.batch.execution_provider}${n.batch.adapter.startsWith("software") ? " on a software adapter" : ""}${n.batch.queue_depth ? `, queued ${n.batch.queue_depth}` : ""})`
+      ? `${(n.batch.batch_fill * 100).toFixed(0)}% (avg ${n.batch.avg_batch_size.toFixed(1)}/${n.batch.max_batch_size}, ${n.batch.execution_provider}${onSoftware(n.batch) ? " on a software adapter" : ""}${n.batch.queue_depth ? `, queued ${n.batch.queue_depth}` : ""})`
       : "-";
     const served = n.endpoints.length > 0;
     rows.push([
@@ -58,7 +59,7 @@ export function formatStatus(s: GraphStatus): string {
   const http = s.nodes.filter((n) => n.http_url);
   if (http.length) lines.push("", ...http.map((n) => `${n.node} serves HTTP at ${n.http_url} (its request metrics: ${n.metrics_urls[0] ?? "-"})`));
   for (const n of s.nodes) {
-    if (n.batch?.adapter) lines.push("", `${n.node} runs on ${n.batch.execution_provider}, adapter ${n.batch.adapter}${n.batch.adapter.startsWith("software") ? " (the model runs on the CPU through Vulkan: slower than the cpu provider)" : ""}`);
+    if (n.batch?.adapter) lines.push("", `${n.node} runs on ${n.batch.execution_provider}, adapter ${n.batch.adapter}${onSoftware(n.batch) ? " (the model runs on the CPU through Vulkan: slower than the cpu provider)" : ""}`);
   }
   for (const n of s.nodes) {
     if (!n.batch?.provider_fallbacks.length) continue;

@@ -38,14 +38,21 @@ async function inferInfo(g: RunningGraph): Promise<InferInfo> {
   return m.json() as InferInfo;
 }
 
-describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
-  let g: RunningGraph;
+/** The classify graph with the reference model and infer on `provider`, started before the suite's tests. */
+function classifyOn(provider: "webgpu" | "auto"): () => RunningGraph {
+  let g: RunningGraph | undefined;
   before(async () => {
-    g = await startGraph({ graphs: ["classify"], nodeEnv: { infer: { EXECUTION_PROVIDER: "webgpu", MODEL: REFERENCE_MODEL } } });
+    g = await startGraph({ graphs: ["classify"], nodeEnv: { infer: { EXECUTION_PROVIDER: provider, MODEL: REFERENCE_MODEL } } });
   });
   after(async () => g?.stop());
+  return () => g!;
+}
+
+describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
+  const graph = classifyOn("webgpu");
 
   test("webgpu - every image gets the reference top-5 from the forced WebGPU provider, batched, on the software adapter", async () => {
+    const g = graph();
     const info = await inferInfo(g);
     assert.equal(info.execution_provider, "webgpu");
     assert.equal(info.adapter?.kind, "software", `adapter ${JSON.stringify(info.adapter)}`);
@@ -83,14 +90,10 @@ describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
 });
 
 describe("auto where the only WebGPU adapter is software", { skip, timeout: 300_000 }, () => {
-  let g: RunningGraph;
-  before(async () => {
-    g = await startGraph({ graphs: ["classify"], nodeEnv: { infer: { EXECUTION_PROVIDER: "auto", MODEL: REFERENCE_MODEL } } });
-  });
-  after(async () => g?.stop());
+  const graph = classifyOn("auto");
 
   test("webgpu - auto runs on the CPU and gives the software adapter as WebGPU's reason", async () => {
-    const info = await inferInfo(g);
+    const info = await inferInfo(graph());
     assert.equal(info.execution_provider, "cpu");
     assert.equal(info.adapter, undefined);
     const webgpu = info.provider_fallbacks.find((f) => f.provider === "webgpu");
