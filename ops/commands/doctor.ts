@@ -3,9 +3,11 @@
  *
  *   servegraph doctor [--json] [--no-probe] [--install-cuda]
  *
- * Two views: what the host's files say (provider libraries beside onnxruntime-node's binding, CUDA 12 + cuDNN 9
- * libraries, the NVIDIA driver, the Vulkan loader and a GPU's Vulkan driver), and what really happens when a
+ * Two views: what the host's files say (provider libraries beside onnxruntime-node's binding, the libraries the CUDA
+ * provider needs by its NEEDED entries and the onnxruntime version it was built for, the NVIDIA driver, GPU device
+ * nodes, the Vulkan loader and drivers, and so the adapter WebGPU would get), and what really happens when a
  * session is created with each provider (infer's own provider probe, in a process of its own, on a tiny model).
+ * What CUDA needs exactly is written in ../doctor/host.ts.
  * `--install-cuda` runs onnxruntime-node's own installer for the CUDA 12 provider libraries
  * (ONNXRUNTIME_NODE_INSTALL=cuda12); it needs the network to reach NuGet.
  * Exit codes: 0 report printed (whatever it says), 1 the install failed, 2 bad usage.
@@ -22,7 +24,7 @@ const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const PROBE = join(REPO_ROOT, "services/infer/src/provider-probe.ts");
 
 const ProbeResult = z.object({
-  providers: z.array(z.object({ provider: z.string(), loaded: z.boolean(), reason: z.string().optional(), ms: z.number().optional() })),
+  providers: z.array(z.object({ provider: z.string(), loaded: z.boolean(), reason: z.string().optional(), adapter: z.string().optional(), ms: z.number().optional() })),
 });
 type ProbeResult = z.infer<typeof ProbeResult>;
 
@@ -52,7 +54,7 @@ function installCuda(bindingDir: string | null): number {
     process.stderr.write("the installer failed (it downloads from NuGet: is the network reachable?). Nothing was changed.\n");
     return 1;
   }
-  process.stderr.write("installed; the provider also needs CUDA 12 and cuDNN 9 libraries on the loader's path.\n");
+  process.stderr.write("installed; the provider also needs CUDA 12 (runtime, cuBLAS/cuBLASLt, cuFFT, cuRAND) and cuDNN 9 on the loader's path.\n");
   return 0;
 }
 
@@ -73,11 +75,16 @@ export async function run(argv: string[]): Promise<number> {
   const probed = values["no-probe"] ? undefined : probe(120_000);
   const providers = verdicts.map((v) => {
     const p = probed && "providers" in probed ? probed.providers.find((x) => x.provider === v.provider) : undefined;
-    return { ...v, ...(p ? { loads: p.loaded, ...(p.reason ? { reason: p.reason } : {}) } : {}) };
+    return { ...v, ...(p ? { loads: p.loaded, ...(p.reason ? { reason: p.reason } : {}), ...(p.adapter ? { adapter: p.adapter } : {}) } : {}) };
   });
-  const usable = providers.filter((p) => ("loads" in p ? p.loads : p.ready)).map((p) => p.provider);
+  // auto's order, passing over what it would not try (WebGPU with only a software adapter).
+  const usable = providers.filter((p) => ("loads" in p ? p.loads : p.ready) && !p.autoSkips).map((p) => p.provider);
   const report = {
-    host: { onnxruntime: host.ortVersion, binding: host.bindingDir, nvidiaDriver: host.nvidiaDriver, vulkanDrivers: host.vulkanIcds },
+    host: {
+      onnxruntime: host.ortVersion, onnxruntimeLibrary: host.ortLibraryVersion, binding: host.bindingDir, nvidiaDriver: host.nvidiaDriver,
+      gpuDevices: host.gpu.devices, vulkanDrivers: host.vulkanIcds,
+      cudaProvider: host.cudaProvider,
+    },
     providers,
     ...(probed && "error" in probed ? { probeError: probed.error } : {}),
     auto: usable[0] ?? null,
@@ -87,17 +94,20 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const out: string[] = [
-    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; Vulkan drivers: ${host.vulkanIcds.length ? host.vulkanIcds.join(", ") : "none"}`,
+    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}${host.ortLibraryVersion && host.ortLibraryVersion !== host.ortVersion ? ` (its libonnxruntime.so: ${host.ortLibraryVersion})` : ""}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; GPU devices: ${host.gpu.devices.join(", ") || "none"}; Vulkan drivers: ${host.vulkanIcds.length ? host.vulkanIcds.join(", ") : "none"}`,
     "",
   ];
   for (const p of providers as (ProviderVerdict & { loads?: boolean; reason?: string })[]) {
     const works = p.loads ?? p.ready;
     out.push(`${p.provider}: ${works ? "available" : "not available"}${p.loads === undefined ? " (from the host's files; not probed)" : ""}`);
+    if (p.adapter) out.push(`  adapter: ${p.adapter}`);
     if (!works) {
       for (const m of p.missing) out.push(`  - ${m}`);
       if (p.reason) out.push(`  - creating a session says: ${p.reason}`);
       if (p.fix) out.push(`  fix: ${p.fix}`);
     }
+    for (const n of p.notes ?? []) out.push(`  note: ${n}`);
+    if (p.autoSkips) out.push(`  auto passes over it: ${p.autoSkips}`);
   }
   if (report.probeError) out.push("", `probe: ${report.probeError}`);
   out.push("", `EXECUTION_PROVIDER=auto would use: ${report.auto ?? "nothing (no provider loads)"}`);

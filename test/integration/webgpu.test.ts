@@ -13,6 +13,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { collectStatus } from "../../runtime/index.ts";
 import { Predictions, type InferInfo } from "../../subjects/schemas.ts";
@@ -99,4 +100,15 @@ describe("auto where the only WebGPU adapter is software", { skip, timeout: 300_
     const webgpu = info.provider_fallbacks.find((f) => f.provider === "webgpu");
     assert.match(webgpu?.reason ?? "", /^only a software adapter \((lavapipe|SwiftShader)/, JSON.stringify(info.provider_fallbacks));
   });
+});
+
+test("webgpu - servegraph doctor names the software adapter, a session really loads on it, and auto would use cpu", { skip, timeout: 180_000 }, () => {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "doctor", "--json"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 150_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { providers: { provider: string; loads?: boolean; adapter?: string; autoSkips?: string }[]; auto: string | null };
+  const webgpu = report.providers.find((p) => p.provider === "webgpu");
+  assert.equal(webgpu?.loads, true, JSON.stringify(webgpu));
+  assert.match(webgpu?.adapter ?? "", /^software: (lavapipe|SwiftShader)/);
+  assert.match(webgpu?.autoSkips ?? "", /^only a software adapter/);
+  assert.equal(report.auto, "cpu");
 });

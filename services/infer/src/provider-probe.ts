@@ -8,8 +8,9 @@
  * model (default: the generated trivial model, same shapes as ResNet18, almost no compute). Each is tried exactly as
  * a replica forced to it would be (model-host.ts: the same session options, a batch-1 warm-up run), one at a time.
  *
- * Output: one line of JSON on stdout, `{ providers: [{ provider, loaded, reason?, ms }] }`: `reason` is the error's
- * first line in plain words (providers.ts), `ms` how long creating the session (and the warm-up) took.
+ * Output: one line of JSON on stdout, `{ providers: [{ provider, loaded, reason?, adapter?, ms }] }`: `reason` is the
+ * error's first line in plain words (providers.ts), `adapter` what a GPU provider that loaded runs on ("software:
+ * lavapipe (...)", ./gpu-devices.ts), `ms` how long creating the session (and the warm-up) took.
  * Exit code 0 whatever loaded, 1 when the probe itself failed, 2 for bad input.
  */
 import { resolve } from "node:path";
@@ -18,6 +19,7 @@ import { runJsonScript } from "../../../runtime/index.ts";
 import { GraphError } from "../../../subjects/index.ts";
 import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
 import { createModelHost } from "./model-host.ts";
+import { formatAdapter } from "./gpu-devices.ts";
 import { ExecutionProvider, plainReason, type ProviderAttempt } from "./providers.ts";
 
 const Input = z.strictObject({
@@ -29,6 +31,7 @@ export interface ProviderProbe {
   provider: ExecutionProvider;
   loaded: boolean;
   reason?: string;
+  adapter?: string;
   ms: number;
 }
 
@@ -42,7 +45,7 @@ await runJsonScript("infer provider-probe", Input, async (input) => {
     try {
       const host = await createModelHost({ modelPath, executionProvider: provider, intraOpNumThreads: 1 });
       await host.close();
-      providers.push({ provider, loaded: true, ms: Math.round(performance.now() - t0) });
+      providers.push({ provider, loaded: true, ...(host.adapter ? { adapter: formatAdapter(host.adapter) } : {}), ms: Math.round(performance.now() - t0) });
     } catch (err) {
       const attempts = err instanceof GraphError ? (err.details as { attempts?: ProviderAttempt[] } | undefined)?.attempts : undefined;
       providers.push({ provider, loaded: false, reason: attempts?.[0]?.reason ?? plainReason(err), ms: Math.round(performance.now() - t0) });
