@@ -3,6 +3,10 @@
  * secrets. Data only: runtime/config.ts validates and compiles it once at load (`servegraph check` prints
  * the result). `servegraph up [graph...]` starts the named graphs (default: all three) with each node's
  * dependency closure.
+ *
+ * A node's parameters, their meaning and their defaults live in its service's src/params.ts, once; this file sets
+ * only what a node needs (the subjects it calls) or what differs from the default. `servegraph check` prints every
+ * parameter of every node with its value, marking the defaults.
  */
 import { defineGraph, subjectOf } from "./runtime/config.ts";
 
@@ -31,17 +35,10 @@ export default defineGraph({
         "GET /process/:message": { call: subjectOf("ab-router", "process") },
         // servegraph new node: routes of new nodes above this line.
       },
-      parameters: {
-        MAX_BODY_BYTES: 8 * 1024 * 1024,
-        IMAGE_FETCH_TIMEOUT_MS: 10_000,
-        // Refuse image URLs that resolve to private, loopback or link-local addresses (SSRF). `true` only for local testing.
-        ALLOW_PRIVATE_IMAGE_URLS: false,
-        // How long the ingress waits on a client (408 REQUEST_TIMEOUT, connection closed); a route's own time is its deadline.
-        HEADERS_TIMEOUT_MS: 10_000, // first byte to end of headers: slow-header (slowloris) guard
-        REQUEST_TIMEOUT_MS: 30_000, // whole request: an 8 MiB body at 300 KB/s fits
-        CONNECTION_TIMEOUT_MS: 10_000, // longest silence while a request is received or its answer written
-        KEEP_ALIVE_TIMEOUT_MS: 72_000, // idle between requests; above the 60 s of common load balancers
-      },
+      // Parameters (services/ingress/src/params.ts): MAX_BODY_BYTES (8 MiB), IMAGE_FETCH_TIMEOUT_MS,
+      // ALLOW_PRIVATE_IMAGE_URLS (false: image URLs resolving to private addresses are refused), and how long it
+      // waits on a client: HEADERS_TIMEOUT_MS (slowloris guard), REQUEST_TIMEOUT_MS, CONNECTION_TIMEOUT_MS,
+      // KEEP_ALIVE_TIMEOUT_MS. The defaults suit a public endpoint.
     },
 
     // --- two-node chain ----------------------------------------------------------------------------------------
@@ -51,7 +48,7 @@ export default defineGraph({
       replicas: [1, 4],
       resources: { cpu: "250m", memory: "128Mi" },
       timeout: "5s",
-      parameters: { GREETING: "Hello", DELAY_MS: 0 },
+      // Parameters: GREETING ("Hello"), DELAY_MS (0: a simulated slow dependency when set).
     },
     "greeter-proxy": {
       service: "services/greeter-proxy",
@@ -77,10 +74,8 @@ export default defineGraph({
       parameters: {
         INFER_SUBJECT: subjectOf("infer", "run"),
         LABELS_SUBJECT: subjectOf("infer", "labels"),
-        // fast: sharp (libvips). exact: bit-exact port of Pillow's GaussianBlur + BILINEAR, for PIL-trained models.
-        PREPROCESS_MODE: "fast",
-        MAX_INPUT_PIXELS: 50_000_000,
-        MAX_INPUT_BYTES: 8 * 1024 * 1024,
+        // Also PREPROCESS_MODE (fast: sharp; exact: a bit-exact port of Pillow's GaussianBlur + BILINEAR, for
+        // PIL-trained models), MAX_INPUT_PIXELS, MAX_INPUT_BYTES: services/preprocess/src/params.ts.
       },
     },
     infer: {
@@ -96,17 +91,11 @@ export default defineGraph({
       // CPU maxBatchSize 32, maxQueueDelayMs 0 (a batch leaves as soon as the model is free), one batch at a time;
       // a GPU maxBatchSize 64, maxQueueDelayMs 2, two batches in flight (one filled while the other computes).
       batching: { maxQueueSize: 256 },
-      parameters: {
-        // Empty: generate a deterministic ResNet18-shaped model once and cache it (no download).
-        // Point it at any ResNet18-style ONNX file (input [batch,3,224,224], output [batch,1000]);
-        // "trivial": a generated model of the same shapes with almost no compute (the node's own ceiling).
-        MODEL: "",
-        // auto: CUDA, then WebGPU, then CPU (each failure reported with its reason); cuda, webgpu or cpu force one.
-        EXECUTION_PROVIDER: "auto",
-        INTRA_OP_THREADS: 0,
-        // ORT's spin-waiting threads would take CPU from preprocess on a shared machine.
-        ALLOW_SPINNING: false,
-      },
+      // Parameters (services/infer/src/params.ts), all at their defaults here: MODEL (empty: a deterministic
+      // ResNet18-shaped model generated once, no download; a path: any ResNet18-style ONNX file; "trivial": the same
+      // shapes with almost no compute), EXECUTION_PROVIDER (auto: CUDA, then WebGPU on a hardware adapter, then CPU,
+      // each skipped one with its reason; cuda, webgpu or cpu force one), INTRA_OP_THREADS (0: every core),
+      // ALLOW_SPINNING (false: ORT's spinning threads would take CPU from preprocess on a shared machine).
     },
 
     // --- A/B routing -------------------------------------------------------------------------------------------
@@ -121,12 +110,8 @@ export default defineGraph({
       parameters: {
         VARIANT_A_SUBJECT: subjectOf("variant-a", "process"),
         VARIANT_B_SUBJECT: subjectOf("variant-b", "process"),
-        // "gate:<name>" or "experiment:<name>:<parameter>:<value meaning B>"
-        ROUTING_RULE: "gate:variant_b",
-        // Empty: the committed offline spec (services/ab-router/gates/default-spec.json).
-        GATE_SPEC_FILE: "",
-        // Percentage of requests mirrored to the other variant (answer discarded, difference recorded).
-        SHADOW_PERCENT: 0,
+        // Also ROUTING_RULE ("gate:variant_b"; or "experiment:<name>:<parameter>:<value meaning B>"), GATE_SPEC_FILE
+        // (empty: the committed offline spec) and SHADOW_PERCENT (0: requests mirrored to the other variant).
       },
       secrets: {
         // With a server key Statsig is used for real; without, the offline spec decides. Never logged.

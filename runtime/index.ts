@@ -13,7 +13,7 @@ export { connectNats, DEFAULT_NATS_URL, isConnected, onConnectionChange } from "
 export { createLogger, type Logger } from "./log.ts";
 export { EXIT_CONFIG, NodeConfigError, runNode, type NodeContext, type RunNodeOptions } from "./node.ts";
 export { readNatsEnv, type LaunchEnv, type NatsCredentials } from "./env.ts";
-export { checkParams, defineParams, param, parseParams, type ParamIssue, type ParamsSchema } from "./params.ts";
+export { checkParams, defineParams, effectiveParams, param, parseParams, type EffectiveParam, type ParamIssue, type ParamsSchema } from "./params.ts";
 export { createBatcher, type Batcher, type BatcherOptions } from "./batcher.ts";
 export { fromMsg, toHeaders } from "./errors-wire.ts";
 export { SECONDS_BUCKETS, metrics, metricsText, observeReplicas, registry, startMetricsServer } from "./metrics.ts";

@@ -82,6 +82,32 @@ async function loadParamsSchema(graph: ResolvedGraph, node: ResolvedNode): Promi
   return mod.default as ParamsSchema;
 }
 
+export interface EffectiveParam {
+  name: string;
+  /** The value a replica runs with when no env var overrides it (parsed: numbers, booleans, objects). */
+  value: unknown;
+  /** graph: graph.config.ts sets it; default: the service's params.ts does (the one place a default lives). */
+  from: "graph" | "default";
+}
+
+/**
+ * Every parameter of a node's service and the value a replica gets: graph.config.ts's where it sets one, else the
+ * default in the service's params.ts. graph.config.ts restates no default: what it sets is what differs.
+ * Undefined when the schema cannot be loaded or the graph's values do not parse (checkParams says why).
+ */
+export async function effectiveParams(graph: ResolvedGraph, node: ResolvedNode): Promise<EffectiveParam[] | undefined> {
+  let schema: ParamsSchema;
+  try {
+    schema = await loadParamsSchema(graph, node);
+  } catch {
+    return undefined;
+  }
+  const r = parseParams(schema, node);
+  if (!r.ok) return undefined;
+  const parsed = r.params as Record<string, unknown>;
+  return Object.keys(schema.shape).map((name) => ({ name, value: parsed[name], from: name in node.parameters ? "graph" : "default" }));
+}
+
 /**
  * Checks every node's service folder (its entry src/main.ts exists) and parameters (graph.config.ts values) against
  * its service's schema; all issues at once.

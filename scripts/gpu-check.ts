@@ -12,7 +12,9 @@
  *     stage limits.
  *
  * `--provider cpu` (or any provider) skips the probe and runs the whole check with that provider: a dry run of the
- * check itself on a host without a GPU.
+ * check itself on a host without a GPU. `--provider webgpu` on a host with only a software Vulkan driver (lavapipe)
+ * runs the GPU code path for real on that adapter, says the adapter is software (so its speed figures mean nothing),
+ * and keeps the bench short (C=1 and 4, no stage benches: lavapipe takes about a second per image).
  *
  * Exit codes: 0 done (or no GPU provider), 1 the GPU graph disagreed with CPU or failed.
  */
@@ -89,7 +91,7 @@ async function main(): Promise<number> {
     say("(servegraph doctor says what each one needs.)");
     return 0;
   }
-  say(`gpu-check: ${gpu.provider} loads (session + warm-up in ${Math.round(gpu.ms ?? 0)} ms)`);
+  say(forced > 0 ? `gpu-check: --provider ${gpu.provider} (no probe: the graph starts with it or fails saying why)` : `gpu-check: ${gpu.provider} loads (session + warm-up in ${Math.round(gpu.ms ?? 0)} ms)`);
   const model = process.env.SG_REFERENCE_MODEL ? [`infer.MODEL=${resolve(process.env.SG_REFERENCE_MODEL)}`] : [];
 
   const cpuGraph = await up(["infer.EXECUTION_PROVIDER=cpu", ...model], []);
@@ -104,13 +106,18 @@ async function main(): Promise<number> {
     say(`top-5 on ${gpu.provider} vs cpu: ${Object.keys(cpuTop).length - differ.length}/${Object.keys(cpuTop).length} images identical`);
     for (const k of differ) say(`  ${k}: cpu ${cpuTop[k]!.join(", ")} | ${gpu.provider} ${gpuTop[k]!.join(", ")}`);
 
-    const info = JSON.parse(cli(["request", "$SRV.INFO.infer", ""])) as { metadata: { pid: string; execution_provider: string } };
+    const info = JSON.parse(cli(["request", "$SRV.INFO.infer", ""])) as { metadata: { pid: string; execution_provider: string; adapter?: string } };
     const inferPid = Number(info.metadata.pid);
+    const software = info.metadata.adapter?.startsWith("software") ?? false;
+    if (software) say(`adapter ${info.metadata.adapter}: the model computes on the CPU through Vulkan, so the speed figures below say nothing of a GPU`);
+    const benchArgs = software
+      ? ["--concurrency", "1,4", "--duration", "5", "--warmup", "1", "--no-stages"]
+      : ["--concurrency", "1,16,64,128", "--duration", "6", "--warmup", "3"];
     const served = (): number => (JSON.parse(cli(["request", "$SRV.STATS.infer", ""])) as { endpoints: { data?: { batched_requests?: number } }[] })
       .endpoints.reduce((a, e) => Math.max(a, e.data?.batched_requests ?? 0), 0);
     const served0 = served();
     const cpu0 = cpuSeconds(inferPid);
-    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", "--concurrency", "1,16,64,128", "--duration", "6", "--warmup", "3", "--json", "--out", work])) as BenchJson;
+    const bench = JSON.parse(cli(["bench", "--url", g.ingress, "--target", "classify", ...benchArgs, "--json", "--out", work])) as BenchJson;
     const cpuUsed = cpuSeconds(inferPid) - cpu0;
     const images = served() - served0;
     const levels = bench.classify?.levels ?? [];
@@ -120,11 +127,12 @@ async function main(): Promise<number> {
     const modelBest = Math.max(0, ...model1.map((b) => b.imagesPerS));
     say("");
     say(`provider        ${info.metadata.execution_provider} (asked: ${gpu.provider})`);
+    if (info.metadata.adapter) say(`adapter         ${info.metadata.adapter}${software ? " (speed figures mean nothing)" : ""}`);
     say(`model alone     ${model1.map((b) => `batch ${b.batchSize}: ${b.imagesPerS.toFixed(0)}/s`).join(", ") || "-"}`);
     say(`preprocess      ${pre === null ? "-" : `${pre.toFixed(0)} images/s`} (${preprocessReplicas} replicas in the graph)`);
-    say(`end to end      ${levels.map((l) => `C=${l.concurrency}: ${l.rps.toFixed(0)}/s p50 ${l.latencyMs?.p50 == null ? "-" : `${l.latencyMs.p50.toFixed(1)} ms`}`).join("; ")}`);
+    say(`end to end      ${levels.map((l) => `C=${l.concurrency}: ${l.rps.toFixed(l.rps < 10 ? 1 : 0)}/s p50 ${l.latencyMs?.p50 == null ? "-" : `${l.latencyMs.p50.toFixed(1)} ms`}`).join("; ")}`);
     say(`infer CPU       ${images > 0 ? ((cpuUsed * 1000) / images).toFixed(2) : "-"} ms per image`);
-    say(`limiting stage  ${best && pre !== null && modelBest > 0 ? (pre < modelBest ? "preprocess (CPU)" : "the model (GPU)") : "-"}`);
+    say(`limiting stage  ${software ? "- (software adapter)" : best && pre !== null && modelBest > 0 ? (pre < modelBest ? "preprocess (CPU)" : "the model (GPU)") : "-"}`);
     return differ.length === 0 ? 0 : 1;
   } finally {
     await g.stop();

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { GraphConfigError, checkParams, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
+import { GraphConfigError, checkParams, effectiveParams, loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
 import { reportConfigError } from "../output.ts";
 
 export async function run(argv: string[]): Promise<number> {
@@ -36,7 +36,10 @@ export async function run(argv: string[]): Promise<number> {
     for (const r of n.routes) out.push(`  route ${r.method} ${r.path} -> ${r.subject}${r.body === "none" ? "" : ` (${r.body} body)`}`);
     const declared = n.calls.filter((c) => "call" in c.via);
     if (declared.length) out.push(`  calls: ${declared.map((c) => c.subject).join(", ")}`);
-    for (const [k, v] of Object.entries(n.parameters)) out.push(`  param ${k}=${v}`);
+    // Every parameter, with the default of the service's params.ts where graph.config.ts sets none.
+    const params = await effectiveParams(graph, n);
+    if (params) for (const p of params) out.push(`  param ${p.name}=${typeof p.value === "object" ? JSON.stringify(p.value) : String(p.value)}${p.from === "default" ? "  (default)" : ""}`);
+    else for (const [k, v] of Object.entries(n.parameters)) out.push(`  param ${k}=${v}`);
     for (const [k, s] of Object.entries(n.secrets)) out.push(`  secret ${k} <- ${[s.env && `env ${s.env}`, s.file && `file ${s.file}`].filter(Boolean).join(" or ")}`);
     if (n.batching) out.push(`  batching: maxBatchSize ${n.batching.maxBatchSize}, maxQueueDelayMs ${n.batching.maxQueueDelayMs}, maxQueueSize ${n.batching.maxQueueSize}`);
   }

@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { z } from "zod";
 import type { ResolvedGraph } from "../../../../runtime/index.ts";
+import ingressParams from "../../../../services/ingress/src/params.ts";
 import { startHelper, type HelperProcess } from "../child.ts";
 
 const Ready = z.object({ url: z.string(), executionProvider: z.string(), model: z.string(), mode: z.string(), intraOpNumThreads: z.number() });
@@ -33,7 +34,8 @@ export async function startOneProcess(p: OneProcessPlan): Promise<OneProcess> {
   const pre = p.graph.nodes.preprocess;
   if (!infer || !pre) throw new Error(`${p.graph.file} has no ${infer ? "preprocess" : "infer"} node to compose`);
   const ep = p.executionProvider && PROVIDERS.has(p.executionProvider) ? p.executionProvider : "cpu";
-  const maxBodyBytes = Number(p.graph.nodes.ingress?.parameters.MAX_BODY_BYTES ?? pre.parameters.MAX_INPUT_BYTES ?? 8 * 1024 * 1024);
+  // The ingress's body limit as its replica has it: graph.config.ts's value, else its params.ts default.
+  const maxBodyBytes = ingressParams.parse({ ...p.graph.nodes.ingress?.parameters }).MAX_BODY_BYTES;
   return startHelper(join(import.meta.dirname, "server.ts"), {
     modelPath: p.modelPath,
     inferParameters: { ...infer.parameters, EXECUTION_PROVIDER: ep },
