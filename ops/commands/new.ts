@@ -206,8 +206,9 @@ export const ENDPOINTS = [${P}Run] as const;
 
 function paramsFile(name: string): string {
   return `/**
- * Parameters of the ${name} node: graph.config.ts sets them (\`nodes.${name}.parameters\`), \`servegraph check\` checks
- * them against this schema, and the handler reads them typed as \`ctx.params\`. For example:
+ * Parameters of the ${name} node, each with its default here (the one place it lives): graph.config.ts sets what
+ * differs (\`nodes.${name}.parameters\`), \`servegraph check\` checks the values against this schema and prints them,
+ * and the handler reads them typed as \`ctx.params\`. For example:
  *   PREFIX: param.string("Put before every answer.").default(""),
  *   GREETER_SUBJECT: param.subject("The greeter's greet endpoint."),   // set to subjectOf("greeter", "greet")
  */
