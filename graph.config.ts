@@ -52,7 +52,8 @@ export default defineGraph({
     },
     "greeter-proxy": {
       service: "services/greeter-proxy",
-      description: "Calls greeter over NATS; finds it both in-module (pattern A) and by an injected env var (pattern B).",
+      description:
+        "Calls greeter over NATS; finds it both in-module (pattern A) and by an injected env var (pattern B).",
       dependsOn: ["greeter"],
       replicas: [1, 4],
       resources: { cpu: "250m", memory: "128Mi" },

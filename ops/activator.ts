@@ -80,7 +80,8 @@ export function createActivator(opts: ActivatorOptions): Activator {
   // Beats while a request is held, as the node's own service would send them (runtime/heartbeats.ts).
   const heartbeats = createHeartbeatPump(nc);
 
-  const expired = (): GraphError => new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`);
+  const expired = (): GraphError =>
+    new GraphError("DEADLINE_EXCEEDED", `deadline passed while ${node.name} was starting from zero replicas`);
 
   /** A held request leaves the activator: no more beats for it from here. */
   const letGo = (h: Held): Msg => {
@@ -114,26 +115,46 @@ export function createActivator(opts: ActivatorOptions): Activator {
     log.info(`activator: a request for ${node.name}, which has no replica: starting one`, { node: node.name });
     // On success the one who started the replica has released this activator (the autoscaler does, in the same
     // change of the node's count), so that a release cannot race a new arm() of a later scale to zero.
-    waking = opts.wake().then(
-      () => {},
-      (err: unknown) => {
-        const ge = GraphError.from(err);
-        log.error(`activator: ${node.name} could not start: ${ge.message}`, { node: node.name });
-        const failed = held;
-        held = [];
-        for (const h of failed) answer(letGo(h), new GraphError("UNAVAILABLE", `${node.name} has no replica and could not start one: ${ge.message}`));
-      },
-    ).finally(() => { waking = undefined; });
+    waking = opts
+      .wake()
+      .then(
+        () => {},
+        (err: unknown) => {
+          const ge = GraphError.from(err);
+          log.error(`activator: ${node.name} could not start: ${ge.message}`, { node: node.name });
+          const failed = held;
+          held = [];
+          for (const h of failed)
+            answer(
+              letGo(h),
+              new GraphError("UNAVAILABLE", `${node.name} has no replica and could not start one: ${ge.message}`),
+            );
+        },
+      )
+      .finally(() => {
+        waking = undefined;
+      });
   };
 
   const onMessage = (m: Msg): void => {
     if (!m.reply) return; // a publish, not a request: a replica would ignore it too
     if (held.length >= MAX_HELD) {
-      answer(m, new GraphError("OVERLOADED", `${node.name} is starting from zero replicas and already holds ${MAX_HELD} requests`, { details: { held: MAX_HELD } }));
+      answer(
+        m,
+        new GraphError(
+          "OVERLOADED",
+          `${node.name} is starting from zero replicas and already holds ${MAX_HELD} requests`,
+          { details: { held: MAX_HELD } },
+        ),
+      );
       return;
     }
     // The deadline as the node's own service would read and clamp it.
-    held.push({ msg: m, deadlineEpochMs: deadlineOf(m.headers, Date.now(), node.timeoutMs), heartbeat: heartbeats.start(m.headers) });
+    held.push({
+      msg: m,
+      deadlineEpochMs: deadlineOf(m.headers, Date.now(), node.timeoutMs),
+      heartbeat: heartbeats.start(m.headers),
+    });
     if (!timer) (timer = setInterval(tick, TICK_MS)).unref();
     if (!draining) startWake();
   };
@@ -152,10 +173,19 @@ export function createActivator(opts: ActivatorOptions): Activator {
       }
       try {
         // Headers (deadline, trace context, heartbeat request...), payload and reply subject as the caller sent them.
-        nc.publish(h.msg.subject, h.msg.data, { reply: h.msg.reply!, ...(h.msg.headers ? { headers: h.msg.headers } : {}) });
+        nc.publish(h.msg.subject, h.msg.data, {
+          reply: h.msg.reply!,
+          ...(h.msg.headers ? { headers: h.msg.headers } : {}),
+        });
         forwarded++;
       } catch (e) {
-        answer(h.msg, new GraphError("UNAVAILABLE", `could not forward the request to ${node.name}: ${e instanceof Error ? e.message : String(e)}`));
+        answer(
+          h.msg,
+          new GraphError(
+            "UNAVAILABLE",
+            `could not forward the request to ${node.name}: ${e instanceof Error ? e.message : String(e)}`,
+          ),
+        );
       }
     }
     return forwarded;
@@ -214,7 +244,8 @@ export function createActivator(opts: ActivatorOptions): Activator {
       timer = undefined;
       const left = held;
       held = [];
-      for (const h of left) answer(letGo(h), new GraphError("UNAVAILABLE", `servegraph up is stopping; ${node.name} has no replica`));
+      for (const h of left)
+        answer(letGo(h), new GraphError("UNAVAILABLE", `servegraph up is stopping; ${node.name} has no replica`));
       heartbeats.clear();
     },
   };

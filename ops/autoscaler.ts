@@ -120,9 +120,14 @@ export function desiredCount(
   r: { value: number; current: number; floor: number; max: number; active: boolean },
 ): number {
   const { metric, target } = policy;
-  let want = metric === "batchFill"
-    ? r.value > target ? r.current + 1 : r.value < target * BATCH_FILL_DOWN_SHARE ? r.current - 1 : r.current
-    : Math.ceil(r.value / target);
+  let want =
+    metric === "batchFill"
+      ? r.value > target
+        ? r.current + 1
+        : r.value < target * BATCH_FILL_DOWN_SHARE
+          ? r.current - 1
+          : r.current
+      : Math.ceil(r.value / target);
   if (r.active) want = Math.max(want, 1);
   return Math.min(r.max, Math.max(r.floor, want));
 }
@@ -136,7 +141,18 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     const policy = graph.nodes[name]!.autoscale;
     if (!policy) continue;
     const min = graph.nodes[name]!.replicas.min;
-    states.set(name, { policy, floor: min === 0 && !activators.has(name) ? 1 : min, pinned: null, desired: null, value: null, up: null, down: null, seen: new Map(), missed: 0, last: null });
+    states.set(name, {
+      policy,
+      floor: min === 0 && !activators.has(name) ? 1 : min,
+      pinned: null,
+      desired: null,
+      value: null,
+      up: null,
+      down: null,
+      seen: new Map(),
+      missed: 0,
+      last: null,
+    });
   }
   /** The change in progress per node: changes of one node run in order; a node with one in progress is not read. */
   const queues = new Map<string, Promise<unknown>>();
@@ -145,7 +161,11 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   const enqueue = <T>(name: string, job: () => Promise<T>): Promise<T> => {
     const prev = queues.get(name) ?? Promise.resolve();
     const p = prev.catch(() => {}).then(job);
-    const settled = p.catch(() => {}).finally(() => { if (queues.get(name) === settled) queues.delete(name); });
+    const settled = p
+      .catch(() => {})
+      .finally(() => {
+        if (queues.get(name) === settled) queues.delete(name);
+      });
     queues.set(name, settled);
     return p;
   };
@@ -157,15 +177,29 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
       s.last = decision;
       s.up = s.down = null;
     }
-    log.info(`autoscale ${name}: ${d.from} -> ${d.to} (${d.by}): ${d.reason}`, { node: name, host, from: d.from, to: d.to, by: d.by });
+    log.info(`autoscale ${name}: ${d.from} -> ${d.to} (${d.by}): ${d.reason}`, {
+      node: name,
+      host,
+      from: d.from,
+      to: d.to,
+      by: d.by,
+    });
   };
 
   /** Sets the count; to 0 the activator subscribes first, from 0 it forwards what it held once the replicas answer. */
   const setReplicas = async (name: string, n: number): Promise<number> => {
     const act = activators.get(name);
     if (n === 0) {
-      if (!act) throw new GraphError("BAD_REQUEST", `${name} cannot scale to zero on host ${host}: no activator holds its requests here (min 0 scales to zero on the full \`servegraph up\` only)`);
-      if (!(await act.arm())) throw new GraphError("UNAVAILABLE", `${name} cannot scale to zero: the broker refused the activator's subscription to its subjects`);
+      if (!act)
+        throw new GraphError(
+          "BAD_REQUEST",
+          `${name} cannot scale to zero on host ${host}: no activator holds its requests here (min 0 scales to zero on the full \`servegraph up\` only)`,
+        );
+      if (!(await act.arm()))
+        throw new GraphError(
+          "UNAVAILABLE",
+          `${name} cannot scale to zero: the broker refused the activator's subscription to its subjects`,
+        );
       return sup.scale(name, 0);
     }
     const r = await sup.scale(name, n);
@@ -174,7 +208,8 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   };
 
   const checkNode = (name: string): NodeState | undefined => {
-    if (!sup.nodes.includes(name)) throw new GraphError("NOT_FOUND", `node ${name} does not run on host ${host} (it runs: ${sup.nodes.join(", ")})`);
+    if (!sup.nodes.includes(name))
+      throw new GraphError("NOT_FOUND", `node ${name} does not run on host ${host} (it runs: ${sup.nodes.join(", ")})`);
     return states.get(name);
   };
 
@@ -182,8 +217,9 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   const tickNode = async (name: string, s: NodeState): Promise<void> => {
     const ours = new Set(sup.replicas(name).map((r) => r.id));
     const current = ours.size;
-    const stats = (await gather<StatsReply>(nc, Discovery.stats(name), STATS_WINDOW_MS).catch(() => [] as StatsReply[]))
-      .filter((st) => ours.has(st.metadata?.replica ?? ""));
+    const stats = (
+      await gather<StatsReply>(nc, Discovery.stats(name), STATS_WINDOW_MS).catch(() => [] as StatsReply[])
+    ).filter((st) => ours.has(st.metadata?.replica ?? ""));
     if (stopped || queues.has(name)) return;
     // A replica that answered the last reading and not this one (busy on its CPU, its answer late) would read as an
     // idle one: no reading this tick, the windows wait. A replica that is starting has not answered yet and may be
@@ -216,7 +252,8 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     s.seen = seen;
     const value = metric === "batchFill" ? (fills.length ? fills.reduce((a, f) => a + f, 0) / fills.length : 0) : total;
     const { max } = graph.nodes[name]!.replicas;
-    const desiredFor = (v: number, wasActive: boolean): number => desiredCount(s.policy, { value: v, current, floor: s.floor, max, active: wasActive });
+    const desiredFor = (v: number, wasActive: boolean): number =>
+      desiredCount(s.policy, { value: v, current, floor: s.floor, max, active: wasActive });
     const desired = desiredFor(value, active);
     s.desired = desired;
     s.value = value;
@@ -242,17 +279,24 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
     w.ticks = w.ticks.filter((x) => x.t > now - windowMs - tickMs / 2);
     if (heldMs < windowMs) return;
     const mean = w.ticks.reduce((a, x) => a + x.value, 0) / w.ticks.length;
-    const to = desiredFor(mean, w.ticks.some((x) => x.active));
+    const to = desiredFor(
+      mean,
+      w.ticks.some((x) => x.active),
+    );
     if (s.up ? to <= current : to >= current) return;
-    const measured = metric === "batchFill"
-      ? `batch fill ${(mean * 100).toFixed(0)}% (mean of the window; target ${(target * 100).toFixed(0)}%, down below ${(target * BATCH_FILL_DOWN_SHARE * 100).toFixed(0)}%)`
-      : `${metric} ${round(mean)} (mean of the window; now ${value}) over ${current} replica(s)${held ? ` (${held} held by the activator)` : ""}, target ${target} per replica`;
-    const reason = to === 0
-      ? `idle (no request in flight or started) for ${secs(heldMs)} (scale-down window ${secs(windowMs)})`
-      : `${measured}: wanted ${s.up ? "more" : "fewer"} for ${secs(heldMs)} (scale-${s.up ? "up" : "down"} window ${secs(windowMs)})`;
+    const measured =
+      metric === "batchFill"
+        ? `batch fill ${(mean * 100).toFixed(0)}% (mean of the window; target ${(target * 100).toFixed(0)}%, down below ${(target * BATCH_FILL_DOWN_SHARE * 100).toFixed(0)}%)`
+        : `${metric} ${round(mean)} (mean of the window; now ${value}) over ${current} replica(s)${held ? ` (${held} held by the activator)` : ""}, target ${target} per replica`;
+    const reason =
+      to === 0
+        ? `idle (no request in flight or started) for ${secs(heldMs)} (scale-down window ${secs(windowMs)})`
+        : `${measured}: wanted ${s.up ? "more" : "fewer"} for ${secs(heldMs)} (scale-${s.up ? "up" : "down"} window ${secs(windowMs)})`;
     record(name, { from: current, to, by: "autoscaler", reason });
     void enqueue(name, () => setReplicas(name, to)).catch((err: unknown) => {
-      log.error(`autoscale ${name}: ${current} -> ${to} failed: ${err instanceof Error ? err.message : String(err)}`, { node: name });
+      log.error(`autoscale ${name}: ${current} -> ${to} failed: ${err instanceof Error ? err.message : String(err)}`, {
+        node: name,
+      });
     });
   };
 
@@ -260,16 +304,25 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
   const loop = async (): Promise<void> => {
     while (!stopped) {
       const t0 = performance.now();
-      await Promise.all([...states].filter(([n]) => !queues.has(n)).map(([n, s]) => tickNode(n, s).catch((err: unknown) => {
-        log.warn(`autoscale ${n}: tick failed: ${err instanceof Error ? err.message : String(err)}`);
-      })));
+      await Promise.all(
+        [...states]
+          .filter(([n]) => !queues.has(n))
+          .map(([n, s]) =>
+            tickNode(n, s).catch((err: unknown) => {
+              log.warn(`autoscale ${n}: tick failed: ${err instanceof Error ? err.message : String(err)}`);
+            }),
+          ),
+      );
       if (stopped) return;
       await sleep(Math.max(0, tickMs - (performance.now() - t0)));
     }
   };
   if (states.size) {
     running = loop();
-    const list = [...states].map(([n, s]) => `${n} (${s.policy.metric} target ${s.policy.target}, [${graph.nodes[n]!.replicas.min}, ${graph.nodes[n]!.replicas.max}]${activators.has(n) ? ", to zero" : ""})`);
+    const list = [...states].map(
+      ([n, s]) =>
+        `${n} (${s.policy.metric} target ${s.policy.target}, [${graph.nodes[n]!.replicas.min}, ${graph.nodes[n]!.replicas.max}]${activators.has(n) ? ", to zero" : ""})`,
+    );
     log.info(`autoscaler: every ${tickMs} ms on host ${host}: ${list.join(", ")}`);
   }
 
@@ -278,22 +331,35 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
       const s = checkNode(name);
       const node = graph.nodes[name]!;
       if (!Number.isInteger(n) || n < node.replicas.min || n > node.replicas.max) {
-        throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${n}`);
+        throw new GraphError(
+          "BAD_REQUEST",
+          `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${n}`,
+        );
       }
       return enqueue(name, async () => {
         const from = sup.replicas(name).length;
         const r = await setReplicas(name, n);
         if (s) {
           s.pinned = n;
-          record(name, { from, to: n, by: "manual", reason: `servegraph scale ${name} ${n}: pinned until \`servegraph scale ${name} --auto\`` });
+          record(name, {
+            from,
+            to: n,
+            by: "manual",
+            reason: `servegraph scale ${name} ${n}: pinned until \`servegraph scale ${name} --auto\``,
+          });
         }
         return r;
       });
     },
     unpin(name) {
       const s = checkNode(name);
-      if (!s) throw new GraphError("BAD_REQUEST", `${name} has no autoscale policy (its replicas are fixed in graph.config.ts)`);
-      if (s.pinned !== null) log.info(`autoscale ${name}: unpinned (was ${s.pinned}); the autoscaler moves it again`, { node: name });
+      if (!s)
+        throw new GraphError(
+          "BAD_REQUEST",
+          `${name} has no autoscale policy (its replicas are fixed in graph.config.ts)`,
+        );
+      if (s.pinned !== null)
+        log.info(`autoscale ${name}: unpinned (was ${s.pinned}); the autoscaler moves it again`, { node: name });
       s.pinned = null;
       s.up = s.down = null;
       return sup.replicas(name).length;
@@ -304,7 +370,12 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
         if (from === 0) {
           const s = states.get(name);
           if (s && s.pinned === 0) s.pinned = 1;
-          record(name, { from: 0, to: 1, by: "activator", reason: `a request arrived while ${name} had no replica (held by the activator)` });
+          record(name, {
+            from: 0,
+            to: 1,
+            by: "activator",
+            reason: `a request arrived while ${name} had no replica (held by the activator)`,
+          });
           await setReplicas(name, 1);
         } else {
           await activators.get(name)?.release();
@@ -319,10 +390,21 @@ export function createAutoscaler(opts: AutoscalerOptions): Autoscaler {
           const node = graph.nodes[name]!;
           const act = activators.get(name);
           return {
-            node: name, metric: s.policy.metric, target: s.policy.target, min: node.replicas.min, max: node.replicas.max,
-            scale_up_after_ms: s.policy.scaleUpAfterMs, scale_down_after_ms: s.policy.scaleDownAfterMs,
-            replicas: sup.replicas(name).length, desired: s.desired, value: s.value, pinned: s.pinned,
-            scale_to_zero: act !== undefined, activator: act ? act.state() : null, held: act?.held() ?? 0, last_decision: s.last,
+            node: name,
+            metric: s.policy.metric,
+            target: s.policy.target,
+            min: node.replicas.min,
+            max: node.replicas.max,
+            scale_up_after_ms: s.policy.scaleUpAfterMs,
+            scale_down_after_ms: s.policy.scaleDownAfterMs,
+            replicas: sup.replicas(name).length,
+            desired: s.desired,
+            value: s.value,
+            pinned: s.pinned,
+            scale_to_zero: act !== undefined,
+            activator: act ? act.state() : null,
+            held: act?.held() ?? 0,
+            last_decision: s.last,
           };
         }),
       };

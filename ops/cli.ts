@@ -67,7 +67,9 @@ export async function main(argv: string[]): Promise<number> {
     return verb ? 0 : 2;
   }
   if ((PERF_VERBS as readonly string[]).includes(verb)) {
-    process.stderr.write(`${verb} is one of the performance tools, not of servegraph itself: npm run ${verb} -- ${rest.join(" ")}\n(tools/perf/cli.ts; a production install, npm ci --omit=dev, has none of them)\n`);
+    process.stderr.write(
+      `${verb} is one of the performance tools, not of servegraph itself: npm run ${verb} -- ${rest.join(" ")}\n(tools/perf/cli.ts; a production install, npm ci --omit=dev, has none of them)\n`,
+    );
     return 2;
   }
   if (!COMMANDS.includes(verb as Command)) {
@@ -86,7 +88,9 @@ export async function main(argv: string[]): Promise<number> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   main(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
+    (code) => {
+      process.exitCode = code;
+    },
     (err: unknown) => {
       process.stderr.write(`servegraph: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exitCode = 1;

@@ -76,12 +76,14 @@ const RESTART_BACKOFF_MAX_MS = 5000;
 
 export function findNatsServer(): string | undefined {
   if (process.env.NATS_SERVER_BIN && existsSync(process.env.NATS_SERVER_BIN)) return process.env.NATS_SERVER_BIN;
-  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]) if (existsSync(p)) return p;
+  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"])
+    if (existsSync(p)) return p;
   const r = spawnSync("sh", ["-c", "command -v nats-server"], { encoding: "utf8" });
   return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : undefined;
 }
 
-export const NATS_INSTALL_HINT = "nats-server is not installed. On Debian/Ubuntu: `sudo apt-get install -y nats-server`; elsewhere see https://docs.nats.io/running-a-nats-service/introduction/installation (or set NATS_URL to an existing server).";
+export const NATS_INSTALL_HINT =
+  "nats-server is not installed. On Debian/Ubuntu: `sudo apt-get install -y nats-server`; elsewhere see https://docs.nats.io/running-a-nats-service/introduction/installation (or set NATS_URL to an existing server).";
 
 /**
  * Users and permissions of `servegraph manifests` for the nodes a local graph runs (every node has an edge-derived
@@ -92,7 +94,9 @@ export function localNatsAuth(graph: ResolvedGraph, nodes: readonly string[]): L
   return {
     config: natsAuthorization(graph, nodes, { opsControl: true }).join("\n") + "\n",
     serverEnv: Object.fromEntries([...password].map(([u, p]) => [passwordEnvName(u), p])),
-    nodeEnv: Object.fromEntries(nodes.map((n) => [n, { NATS_USER: n, NATS_PASSWORD: password.get(n)!, NATS_INBOX_PREFIX: inboxPrefix(n) }])),
+    nodeEnv: Object.fromEntries(
+      nodes.map((n) => [n, { NATS_USER: n, NATS_PASSWORD: password.get(n)!, NATS_INBOX_PREFIX: inboxPrefix(n) }]),
+    ),
     ops: { user: OPS_USER, password: password.get(OPS_USER)! },
   };
 }
@@ -112,7 +116,11 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
   const dir = mkdtempSync(join(tmpdir(), "servegraph-nats-"));
   const conf = join(dir, "nats.conf");
   const maxPayload = opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
-  writeFileSync(conf, `max_payload: ${maxPayload}\nmax_pending: ${Math.max(64 * 1024 * 1024, maxPayload * 4)}\n${opts.config ?? ""}`, { mode: 0o600 });
+  writeFileSync(
+    conf,
+    `max_payload: ${maxPayload}\nmax_pending: ${Math.max(64 * 1024 * 1024, maxPayload * 4)}\n${opts.config ?? ""}`,
+    { mode: 0o600 },
+  );
 
   let stopping = false;
   let restarts = 0;
@@ -124,7 +132,9 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
       env: { ...process.env, ...opts.env },
       detached: true,
     });
-    c.stderr!.on("data", (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
+    c.stderr!.on("data", (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
     c.on("error", () => {}); // a failed spawn also exits; start-up reports it
     return c;
   };
@@ -133,7 +143,10 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
     const portsFile = join(dir, `nats-server_${c.pid}.ports`);
     const t0 = Date.now();
     for (;;) {
-      if (!alive(c)) throw new Error(`nats-server exited with ${c.exitCode ?? c.signalCode}: ${stderr.trim().split("\n").pop() ?? ""}`);
+      if (!alive(c))
+        throw new Error(
+          `nats-server exited with ${c.exitCode ?? c.signalCode}: ${stderr.trim().split("\n").pop() ?? ""}`,
+        );
       if (signal?.aborted) {
         c.kill("SIGKILL");
         throw signal.reason;
@@ -180,8 +193,13 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
       } catch (err) {
         if (stopping) return;
         const waitMs = Math.min(RESTART_BACKOFF_MAX_MS, 250 * 2 ** attempt);
-        log(`nats-server did not restart on port ${port} (${err instanceof Error ? err.message : String(err)}); retrying in ${waitMs} ms`);
-        await new Promise<void>((r) => { wakeUp = r; backoff = setTimeout(r, waitMs); });
+        log(
+          `nats-server did not restart on port ${port} (${err instanceof Error ? err.message : String(err)}); retrying in ${waitMs} ms`,
+        );
+        await new Promise<void>((r) => {
+          wakeUp = r;
+          backoff = setTimeout(r, waitMs);
+        });
         continue;
       }
       if (stopping) return;
@@ -195,7 +213,9 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
   const supervise = (c: ChildProcess): void => {
     c.once("exit", (code, signal) => {
       if (stopping || !opts.restart) return;
-      log(`nats-server (pid ${c.pid}, port ${port}) died (${signal ?? `code ${code}`}): restarting it on the same port`);
+      log(
+        `nats-server (pid ${c.pid}, port ${port}) died (${signal ?? `code ${code}`}): restarting it on the same port`,
+      );
       void restartLoop();
     });
   };
@@ -218,9 +238,14 @@ export async function startNats(opts: NatsServerOptions = {}): Promise<LocalNats
     rmSync(dir, { recursive: true, force: true });
   };
   return {
-    url, port,
-    get process() { return current; },
-    get restarts() { return restarts; },
+    url,
+    port,
+    get process() {
+      return current;
+    },
+    get restarts() {
+      return restarts;
+    },
     stop,
     [Symbol.asyncDispose]: () => stop(),
   };

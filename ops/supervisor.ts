@@ -21,7 +21,14 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { EXIT_CONFIG, gather, nodesOfGraphs, readSecret, type ResolvedGraph, type ResolvedNode } from "../runtime/index.ts";
+import {
+  EXIT_CONFIG,
+  gather,
+  nodesOfGraphs,
+  readSecret,
+  type ResolvedGraph,
+  type ResolvedNode,
+} from "../runtime/index.ts";
 import { GraphError } from "../subjects/errors.ts";
 import { Discovery } from "../subjects/names.ts";
 
@@ -42,7 +49,10 @@ export interface Replica {
 /** A node whose replica keeps exiting right after it starts (local: never sent over the wire). */
 export class NodeStartError extends Error {
   override readonly name = "NodeStartError";
-  constructor(readonly node: string, readonly lastLine: string) {
+  constructor(
+    readonly node: string,
+    readonly lastLine: string,
+  ) {
     super(`node ${node} cannot start: ${lastLine}`);
   }
 }
@@ -132,7 +142,9 @@ function meaningful(line: string): boolean {
 /** A log line may carry a stack, JSON-escaped in one value (runtime/log.ts): keep its message, drop the frames. */
 function withoutFrames(line: string): string {
   // Stack frames, and our own log prefix ("<time> ERROR <replica> "): the node is named by the caller.
-  return line.replace(/\\n\s*at (?:[^"\\]|\\.)*/g, "").replace(/^\d{4}-\d\d-\d\dT[\d:.]+Z\s+(?:ERROR|WARN|INFO|DEBUG)\s+\S+\s+/, "");
+  return line
+    .replace(/\\n\s*at (?:[^"\\]|\\.)*/g, "")
+    .replace(/^\d{4}-\d\d-\d\dT[\d:.]+Z\s+(?:ERROR|WARN|INFO|DEBUG)\s+\S+\s+/, "");
 }
 
 function startOrder(graph: ResolvedGraph, graphs: readonly string[]): string[] {
@@ -196,7 +208,12 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       partial = lines.pop()!;
       lines.forEach(take);
     });
-    return new Promise((resolve) => child.stderr!.once("close", () => { take(partial); resolve(); }));
+    return new Promise((resolve) =>
+      child.stderr!.once("close", () => {
+        take(partial);
+        resolve();
+      }),
+    );
   };
 
   const onExit = (node: ResolvedNode, rep: Replica, code: number | null, signal: NodeJS.Signals | null): void => {
@@ -216,9 +233,11 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     if (uptimeMs >= healthyMs) rep.backoffStep = 0;
     if (rep.earlyExits >= maxEarlyExits) {
       list.splice(list.indexOf(rep), 1);
-      log(code === EXIT_CONFIG
-        ? `replica ${rep.id} cannot start with this configuration (exit ${EXIT_CONFIG}): not restarting it`
-        : `replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`);
+      log(
+        code === EXIT_CONFIG
+          ? `replica ${rep.id} cannot start with this configuration (exit ${EXIT_CONFIG}): not restarting it`
+          : `replica ${rep.id} exited ${rep.earlyExits} times in a row within ${earlyExitMs / 1000} s of starting: not restarting it`,
+      );
       if (failures.has(node.name)) return; // reported once per node
       const err = new NodeStartError(node.name, lastLine.get(node.name) ?? `its replica exited (${how})`);
       failures.set(node.name, err);
@@ -227,7 +246,9 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     }
     const backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** rep.backoffStep++);
     log(`replica ${rep.id} exited (${how}) after ${(uptimeMs / 1000).toFixed(1)} s; restarting in ${backoffMs} ms`);
-    setTimeout(() => { if (!stopping && !rep.stopping) spawnReplica(node, rep); }, backoffMs).unref();
+    setTimeout(() => {
+      if (!stopping && !rep.stopping) spawnReplica(node, rep);
+    }, backoffMs).unref();
   };
 
   const spawnReplica = (node: ResolvedNode, r?: Replica): Replica => {
@@ -239,7 +260,16 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     });
     children.add(child);
     const stderrDone = readStderr(node.name, child);
-    const rep: Replica = r ?? { id, node: node.name, child, restarts: 0, stopping: false, startedAt: 0, earlyExits: 0, backoffStep: 0 };
+    const rep: Replica = r ?? {
+      id,
+      node: node.name,
+      child,
+      restarts: 0,
+      stopping: false,
+      startedAt: 0,
+      earlyExits: 0,
+      backoffStep: 0,
+    };
     rep.child = child;
     rep.startedAt = Date.now();
     child.once("exit", (code, signal) => {
@@ -264,7 +294,11 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     await Promise.race([Promise.all(exits), sleep(2000)]);
   };
 
-  const waitReady = async (node: string, expected: number, timeoutMs = opts.readyTimeoutMs ?? 120_000): Promise<void> => {
+  const waitReady = async (
+    node: string,
+    expected: number,
+    timeoutMs = opts.readyTimeoutMs ?? 120_000,
+  ): Promise<void> => {
     const t0 = Date.now();
     for (;;) {
       opts.signal?.throwIfAborted();
@@ -274,12 +308,15 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       // While NATS is away (restarting), nothing answers: keep waiting. Only our own replicas count: on a
       // worker host, other hosts' replicas of the node answer too.
       const ours = new Set((byNode.get(node) ?? []).map((r) => r.id));
-      const n = (await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(node), 100).catch(() => []))
-        .filter((p) => ours.has(p.metadata?.replica ?? "")).length;
+      const n = (
+        await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(node), 100).catch(() => [])
+      ).filter((p) => ours.has(p.metadata?.replica ?? "")).length;
       if (n >= expected) return;
       const reps = byNode.get(node) ?? [];
-      if (opts.restart === false && reps.length < expected) throw new NodeStartError(node, lastLine.get(node) ?? "a replica exited during start-up");
-      if (Date.now() - t0 > timeoutMs) throw new Error(`node ${node}: ${n} of ${expected} replicas answered $SRV.PING after ${timeoutMs} ms`);
+      if (opts.restart === false && reps.length < expected)
+        throw new NodeStartError(node, lastLine.get(node) ?? "a replica exited during start-up");
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(`node ${node}: ${n} of ${expected} replicas answered $SRV.PING after ${timeoutMs} ms`);
       await sleep(100);
     }
   };
@@ -290,13 +327,23 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
     const graceful = (async () => {
       for (const name of [...order].reverse()) {
         if (Date.now() >= deadline) return;
-        await Promise.all((byNode.get(name) ?? []).map((rep) => { rep.stopping = true; return terminate(rep.child); }));
+        await Promise.all(
+          (byNode.get(name) ?? []).map((rep) => {
+            rep.stopping = true;
+            return terminate(rep.child);
+          }),
+        );
       }
       // Replicas scale() was stopping are not in any list any more.
       await Promise.all([...children].map(terminate));
     })();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([graceful, new Promise((r) => { timer = setTimeout(r, Math.max(0, deadline - Date.now())); })]);
+    await Promise.race([
+      graceful,
+      new Promise((r) => {
+        timer = setTimeout(r, Math.max(0, deadline - Date.now()));
+      }),
+    ]);
     clearTimeout(timer);
     if ([...children].some(alive)) {
       log(`replicas still running after the grace period: SIGKILL`);
@@ -311,13 +358,21 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       const node = graph.nodes[name];
       if (!node || !byNode.has(name)) throw new GraphError("NOT_FOUND", `node ${name} is not running in this graph`);
       if (!Number.isInteger(count) || count < node.replicas.min || count > node.replicas.max) {
-        throw new GraphError("BAD_REQUEST", `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${count}`);
+        throw new GraphError(
+          "BAD_REQUEST",
+          `replicas of ${name} must be within [${node.replicas.min}, ${node.replicas.max}] (graph.config.ts), got ${count}`,
+        );
       }
       failures.delete(name); // an explicit scale tries again
       const list = byNode.get(name)!;
       while (list.length < count) list.push(spawnReplica(node));
       const extra = list.splice(count);
-      await Promise.all(extra.map((rep) => { rep.stopping = true; return terminate(rep.child); }));
+      await Promise.all(
+        extra.map((rep) => {
+          rep.stopping = true;
+          return terminate(rep.child);
+        }),
+      );
       await waitReady(name, count);
       return list.length;
     },
@@ -332,16 +387,25 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
         // Not in the node's list until it answers: if it exits, onExit leaves it be and the old replica stays.
         const fresh = spawnReplica(node);
         let exitedHow: string | undefined;
-        fresh.child.once("exit", (code, signal) => { exitedHow = signal ?? `code ${code}`; });
+        fresh.child.once("exit", (code, signal) => {
+          exitedHow = signal ?? `code ${code}`;
+        });
         const t0 = Date.now();
         for (;;) {
-          if (exitedHow !== undefined) throw new Error(`node ${name}: the new replica exited (${exitedHow}) before it answered: ${lastLine.get(name) ?? "no output"}; the others keep running as they were`);
-          const pings = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(name), 100).catch(() => []);
+          if (exitedHow !== undefined)
+            throw new Error(
+              `node ${name}: the new replica exited (${exitedHow}) before it answered: ${lastLine.get(name) ?? "no output"}; the others keep running as they were`,
+            );
+          const pings = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.ping(name), 100).catch(
+            () => [],
+          );
           if (pings.some((p) => p.metadata?.replica === fresh.id)) break;
           if (stopping || Date.now() - t0 > timeoutMs) {
             fresh.stopping = true;
             await terminate(fresh.child);
-            throw new Error(`node ${name}: the new replica did not answer $SRV.PING within ${timeoutMs} ms; the others keep running as they were`);
+            throw new Error(
+              `node ${name}: the new replica did not answer $SRV.PING within ${timeoutMs} ms; the others keep running as they were`,
+            );
           }
           await sleep(100);
         }
@@ -373,18 +437,20 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
       const httpLast = wave.filter((n) => !graph.nodes[n]!.http);
       const now = httpLast.length ? httpLast : wave;
       if (now.length === 0) throw new Error(`cannot order nodes: ${pending.join(", ")}`);
-      await Promise.all(now.map(async (name) => {
-        const node = graph.nodes[name]!;
-        const n = opts.replicas?.[name] ?? Math.max(node.replicas.min, 1);
-        for (let i = 0; i < n; i++) byNode.get(name)!.push(spawnReplica(node));
-        try {
-          await waitReady(name, n);
-          log(`node ${name}: ${n} replica(s) ready`);
-        } catch (err) {
-          if (!(err instanceof NodeStartError && opts.keepGoing)) throw err;
-          log(`node ${name}: cannot start; starting the rest without it`);
-        }
-      }));
+      await Promise.all(
+        now.map(async (name) => {
+          const node = graph.nodes[name]!;
+          const n = opts.replicas?.[name] ?? Math.max(node.replicas.min, 1);
+          for (let i = 0; i < n; i++) byNode.get(name)!.push(spawnReplica(node));
+          try {
+            await waitReady(name, n);
+            log(`node ${name}: ${n} replica(s) ready`);
+          } catch (err) {
+            if (!(err instanceof NodeStartError && opts.keepGoing)) throw err;
+            log(`node ${name}: cannot start; starting the rest without it`);
+          }
+        }),
+      );
       for (const n of now) {
         started.add(n);
         pending.splice(pending.indexOf(n), 1);
@@ -398,9 +464,16 @@ export async function startSupervisor(opts: SupervisorOptions): Promise<Supervis
 }
 
 /** Where the running graph's HTTP node listens: the first `http_url` its replicas advertise in $SRV.INFO metadata. */
-export async function ingressUrlOf(nc: NatsConnection, graph: ResolvedGraph, sup: Supervisor, timeoutMs = 3000): Promise<string | undefined> {
+export async function ingressUrlOf(
+  nc: NatsConnection,
+  graph: ResolvedGraph,
+  sup: Supervisor,
+  timeoutMs = 3000,
+): Promise<string | undefined> {
   for (const name of sup.nodes.filter((n) => graph.nodes[n]!.http)) {
-    const info = await nc.request(Discovery.info(name), new Uint8Array(0), { timeout: timeoutMs }).catch(() => undefined);
+    const info = await nc
+      .request(Discovery.info(name), new Uint8Array(0), { timeout: timeoutMs })
+      .catch(() => undefined);
     const url = info ? (info.json() as { metadata?: Record<string, string> }).metadata?.http_url : undefined;
     if (url) return url;
   }

@@ -37,7 +37,12 @@ export function nodesOfChange(graph: ResolvedGraph, running: readonly string[], 
 
 export function watchGraph(graph: ResolvedGraph, sup: Supervisor, log: WatchLog): Watcher {
   const running = sup.nodes;
-  const dirs = [...new Set([...running.map((n) => resolve(graph.root, graph.nodes[n]!.service)), ...SHARED.map((d) => join(graph.root, d))])];
+  const dirs = [
+    ...new Set([
+      ...running.map((n) => resolve(graph.root, graph.nodes[n]!.service)),
+      ...SHARED.map((d) => join(graph.root, d)),
+    ]),
+  ];
   const pending = new Set<string>();
   let timer: NodeJS.Timeout | undefined;
   let busy = false;
@@ -80,11 +85,17 @@ export function watchGraph(graph: ResolvedGraph, sup: Supervisor, log: WatchLog)
     try {
       watchers.push(watch(dir, { recursive: true }, (_event, name) => onChange(dir, name)));
     } catch (err) {
-      log.warn(`watch: cannot watch ${relative(graph.root, dir) || dir}`, { error: err instanceof Error ? err.message : String(err) });
+      log.warn(`watch: cannot watch ${relative(graph.root, dir) || dir}`, {
+        error: err instanceof Error ? err.message : String(err),
+      });
     }
   }
   try {
-    watchers.push(watch(graph.file, () => log.warn(`watch: ${relative(graph.root, graph.file)} changed: stop up and start it again to apply it`)));
+    watchers.push(
+      watch(graph.file, () =>
+        log.warn(`watch: ${relative(graph.root, graph.file)} changed: stop up and start it again to apply it`),
+      ),
+    );
   } catch {
     // not watchable: nothing to say
   }

@@ -33,27 +33,53 @@ export function batchMetrics(): BatchMetrics {
   if (metrics) return metrics;
   let source: BatchGaugeSource | undefined;
   const size = new client.Histogram({
-    name: "sg_batch_size", help: "Requests per forward pass.", labelNames: ["node"] as const,
-    buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128], registers: [registry],
+    name: "sg_batch_size",
+    help: "Requests per forward pass.",
+    labelNames: ["node"] as const,
+    buckets: [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128],
+    registers: [registry],
   });
   const queueWait = new client.Histogram({
-    name: "sg_batch_queue_wait_seconds", help: "Time a request waited in the batch queue before its forward pass.", labelNames: ["node"] as const,
-    buckets: SECONDS_BUCKETS, registers: [registry],
+    name: "sg_batch_queue_wait_seconds",
+    help: "Time a request waited in the batch queue before its forward pass.",
+    labelNames: ["node"] as const,
+    buckets: SECONDS_BUCKETS,
+    registers: [registry],
   });
   new client.Gauge({
-    name: "sg_batch_queue_depth", help: "Requests waiting in the batch queue now.", labelNames: ["node"] as const, registers: [registry],
-    collect() { if (source) this.labels(source.node).set(source.queueDepth()); },
+    name: "sg_batch_queue_depth",
+    help: "Requests waiting in the batch queue now.",
+    labelNames: ["node"] as const,
+    registers: [registry],
+    collect() {
+      if (source) this.labels(source.node).set(source.queueDepth());
+    },
   });
   new client.Gauge({
-    name: "sg_batch_queue_limit", help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.", labelNames: ["node"] as const, registers: [registry],
-    collect() { if (source) this.labels(source.node).set(source.maxQueueSize); },
+    name: "sg_batch_queue_limit",
+    help: "Requests the batch queue holds (maxQueueSize); one more is answered QUEUE_FULL.",
+    labelNames: ["node"] as const,
+    registers: [registry],
+    collect() {
+      if (source) this.labels(source.node).set(source.maxQueueSize);
+    },
   });
   new client.Gauge({
-    name: "sg_batch_fill_ratio", help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
-    labelNames: ["node"] as const, registers: [registry],
-    collect() { if (source) this.labels(source.node).set(source.fill()); },
+    name: "sg_batch_fill_ratio",
+    help: "Mean batch size of the recent forward passes over the max batch size, 0..1 (0 before the first): the batch fill of `servegraph status`.",
+    labelNames: ["node"] as const,
+    registers: [registry],
+    collect() {
+      if (source) this.labels(source.node).set(source.fill());
+    },
   });
-  metrics = { size, queueWait, report: (s) => { source = s; } };
+  metrics = {
+    size,
+    queueWait,
+    report: (s) => {
+      source = s;
+    },
+  };
   return metrics;
 }
 
@@ -77,7 +103,10 @@ export interface BatchTally {
   /** Mean recent batch size over the max batch size, 0..1. */
   fill(): number;
   /** The batch figures of $SRV.STATS (subjects/stats.ts), with the queue's depth now. */
-  stats(queueDepth: number, knobs: { maxBatchSize: number; maxQueueDelayMs: number; maxConcurrentBatches: number }): BatchStatsData;
+  stats(
+    queueDepth: number,
+    knobs: { maxBatchSize: number; maxQueueDelayMs: number; maxConcurrentBatches: number },
+  ): BatchStatsData;
 }
 
 export function createBatchTally(node: string, maxBatchSize: number): BatchTally {
@@ -98,8 +127,15 @@ export function createBatchTally(node: string, maxBatchSize: number): BatchTally
     },
     fill,
     stats: (queueDepth, k) => ({
-      batches, batched_requests: batched, recent_batches: recent.count(), queue_depth: queueDepth, avg_batch_size: recent.mean(), batch_fill: fill(),
-      max_batch_size: k.maxBatchSize, max_queue_delay_ms: k.maxQueueDelayMs, max_concurrent_batches: k.maxConcurrentBatches,
+      batches,
+      batched_requests: batched,
+      recent_batches: recent.count(),
+      queue_depth: queueDepth,
+      avg_batch_size: recent.mean(),
+      batch_fill: fill(),
+      max_batch_size: k.maxBatchSize,
+      max_queue_delay_ms: k.maxQueueDelayMs,
+      max_concurrent_batches: k.maxConcurrentBatches,
     }),
   };
 }

@@ -80,12 +80,17 @@ interface Entry<T, R> {
 }
 
 function deadlineError(reason?: unknown): GraphError {
-  return new GraphError("DEADLINE_EXCEEDED", "deadline exceeded before the batch ran", reason === undefined ? {} : { cause: reason });
+  return new GraphError(
+    "DEADLINE_EXCEEDED",
+    "deadline exceeded before the batch ran",
+    reason === undefined ? {} : { cause: reason },
+  );
 }
 
 function checkOptions<T, R>(opts: BatcherOptions<T, R>): void {
   const positiveInt = (name: string, v: unknown): void => {
-    if (!Number.isInteger(v) || (v as number) < 1) throw new RangeError(`${name} must be an integer >= 1, got ${String(v)}`);
+    if (!Number.isInteger(v) || (v as number) < 1)
+      throw new RangeError(`${name} must be an integer >= 1, got ${String(v)}`);
   };
   positiveInt("maxBatchSize", opts.maxBatchSize);
   positiveInt("maxQueueSize", opts.maxQueueSize);
@@ -128,7 +133,9 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
 
   const recomputeEarliest = (): void => {
     earliestDeadlineMs = Infinity;
-    for (const e of queue) if (e.deadlineEpochMs !== undefined && e.deadlineEpochMs < earliestDeadlineMs) earliestDeadlineMs = e.deadlineEpochMs;
+    for (const e of queue)
+      if (e.deadlineEpochMs !== undefined && e.deadlineEpochMs < earliestDeadlineMs)
+        earliestDeadlineMs = e.deadlineEpochMs;
   };
 
   /**
@@ -169,7 +176,8 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
     }
     // Wake up when the oldest item's delay runs out (if a slot is free) or the earliest deadline passes,
     // so that an expired caller hears DEADLINE_EXCEEDED on time even while every slot is busy.
-    let dueMs = queue.length > 0 && runningBatches < maxConcurrentBatches ? queue[0]!.enqueuedAtMs + maxQueueDelayMs : Infinity;
+    let dueMs =
+      queue.length > 0 && runningBatches < maxConcurrentBatches ? queue[0]!.enqueuedAtMs + maxQueueDelayMs : Infinity;
     if (queue.length > 0 && earliestDeadlineMs < dueMs) dueMs = earliestDeadlineMs;
     if (dueMs === Infinity) {
       clearTimer();
@@ -178,10 +186,13 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
       timerDueMs = dueMs;
       // At least 1 ms: timers and Date.now can disagree by a fraction of a millisecond; if it fires
       // early, pump() simply re-arms for the remainder.
-      timer = setTimeout(() => {
-        timer = undefined;
-        pump();
-      }, Math.max(1, dueMs - t));
+      timer = setTimeout(
+        () => {
+          timer = undefined;
+          pump();
+        },
+        Math.max(1, dueMs - t),
+      );
     }
     maybeStopped();
   };
@@ -208,7 +219,12 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
       }
       if (onBatch) {
         try {
-          onBatch({ size: entries.length, queueWaitMs, computeMs: now() - t, ...(error === undefined ? {} : { error }) });
+          onBatch({
+            size: entries.length,
+            queueWaitMs,
+            computeMs: now() - t,
+            ...(error === undefined ? {} : { error }),
+          });
         } catch {
           // metrics must not break batching
         }
@@ -222,7 +238,10 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
     } catch (err) {
       pending = Promise.reject(err);
     }
-    pending.then((r) => settle(r, undefined), (err: unknown) => settle(undefined, err ?? new Error("batch run rejected")));
+    pending.then(
+      (r) => settle(r, undefined),
+      (err: unknown) => settle(undefined, err ?? new Error("batch run rejected")),
+    );
   };
 
   const enqueue = (item: T, eopts: EnqueueOptions = {}): Promise<R> => {
@@ -233,12 +252,22 @@ export function createBatcher<T, R>(opts: BatcherOptions<T, R>): Batcher<T, R> {
     if (deadlineEpochMs !== undefined && deadlineEpochMs <= t) return Promise.reject(deadlineError());
     if (queue.length >= maxQueueSize) purge(t); // expired items must not hold places
     if (queue.length >= maxQueueSize) {
-      return Promise.reject(new GraphError("QUEUE_FULL", "inference queue is full", {
-        details: { queueDepth: queue.length, maxQueueSize },
-      }));
+      return Promise.reject(
+        new GraphError("QUEUE_FULL", "inference queue is full", {
+          details: { queueDepth: queue.length, maxQueueSize },
+        }),
+      );
     }
     return new Promise<R>((resolve, reject) => {
-      const entry: Entry<T, R> = { item, enqueuedAtMs: t, deadlineEpochMs, signal, onAbort: undefined, resolve, reject };
+      const entry: Entry<T, R> = {
+        item,
+        enqueuedAtMs: t,
+        deadlineEpochMs,
+        signal,
+        onAbort: undefined,
+        resolve,
+        reject,
+      };
       if (signal) {
         entry.onAbort = () => {
           const i = queue.indexOf(entry);

@@ -27,7 +27,8 @@ import { injectContext, withClientSpan } from "./tracing.ts";
  */
 export const LIVENESS_MS = 2000;
 const MIN_LIVENESS_MS = 250;
-const livenessFor = (leftMs: number): number => Math.max(MIN_LIVENESS_MS, Math.min(LIVENESS_MS, Math.floor(leftMs / 3)));
+const livenessFor = (leftMs: number): number =>
+  Math.max(MIN_LIVENESS_MS, Math.min(LIVENESS_MS, Math.floor(leftMs / 3)));
 /** A retry is sent only if at least this much of the deadline is left. */
 const MIN_RETRY_MS = 50;
 
@@ -47,20 +48,32 @@ export interface Client {
   /** Raw request: returns the reply message (binary payloads), throws GraphError on any failure. */
   request(subject: string, data: Uint8Array | string, opts?: RequestOptions): Promise<Msg>;
   /** JSON (or raw bytes) in, JSON out, reply validated by `schema` when given. */
-  requestJson<S extends z.ZodType>(subject: string, body: unknown, opts: RequestOptions & { schema: S }): Promise<z.output<S>>;
+  requestJson<S extends z.ZodType>(
+    subject: string,
+    body: unknown,
+    opts: RequestOptions & { schema: S },
+  ): Promise<z.output<S>>;
   requestJson(subject: string, body: unknown, opts?: RequestOptions): Promise<unknown>;
   /**
    * Calls a defined endpoint at `subject`: `input` is checked against `def.request` before it is sent (a bad
    * input is BAD_REQUEST here, and never leaves the process), the reply is decoded and checked against
    * `def.reply` (CONTRACT_VIOLATION, logged, when the callee breaks the contract).
    */
-  call<D extends EndpointDef>(def: D, subject: string, input: InputOf<D["request"]>, opts?: RequestOptions): Promise<ValueOf<D["reply"]>>;
+  call<D extends EndpointDef>(
+    def: D,
+    subject: string,
+    input: InputOf<D["request"]>,
+    opts?: RequestOptions,
+  ): Promise<ValueOf<D["reply"]>>;
 }
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-export function createClient(nc: NatsConnection, opts: { caller: string; defaultTimeoutMs: number; log?: Logger }): Client {
+export function createClient(
+  nc: NatsConnection,
+  opts: { caller: string; defaultTimeoutMs: number; log?: Logger },
+): Client {
   const send = createRequester(nc, opts.caller);
   // prom-client children resolved once per subject for the common outcome. The histogram is in seconds.
   const okDuration = new Map<string, { observe(v: number): void }>();
@@ -87,7 +100,10 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
           injectContext(h, ctx);
           try {
             const left = Math.floor(deadline - Date.now());
-            const reply = await send(subject, payload, h, { timeoutMs: left, livenessMs: ro.idempotent === undefined ? undefined : livenessFor(left) });
+            const reply = await send(subject, payload, h, {
+              timeoutMs: left,
+              livenessMs: ro.idempotent === undefined ? undefined : livenessFor(left),
+            });
             const ge = fromMsg(reply);
             if (ge) throw ge;
             if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", "OK").inc();
@@ -96,10 +112,18 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
           } catch (err) {
             const lost = err instanceof AttemptLostError;
             const left = deadline - Date.now();
-            if (attempt > 1) metrics.retries.labels(opts.caller, subject, "lost", natsErrorToGraphError(err, subject).code).inc();
+            if (attempt > 1)
+              metrics.retries.labels(opts.caller, subject, "lost", natsErrorToGraphError(err, subject).code).inc();
             if (!lost || !ro.idempotent || attempt > 1 || left < MIN_RETRY_MS) throw err;
-            span.addEvent("retry", { "sg.retry.reason": "lost", "sg.retry.attempt": attempt + 1, "sg.retry.deadline_left_ms": Math.round(left) });
-            opts.log?.warn("replica stopped answering; retrying on another replica", { subject, deadline_left_ms: Math.round(left) });
+            span.addEvent("retry", {
+              "sg.retry.reason": "lost",
+              "sg.retry.attempt": attempt + 1,
+              "sg.retry.deadline_left_ms": Math.round(left),
+            });
+            opts.log?.warn("replica stopped answering; retrying on another replica", {
+              subject,
+              deadline_left_ms: Math.round(left),
+            });
           }
         }
       });
@@ -112,7 +136,11 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
     }
   };
 
-  const requestJson = async (subject: string, body: unknown, ro: RequestOptions & { schema?: z.ZodType } = {}): Promise<unknown> => {
+  const requestJson = async (
+    subject: string,
+    body: unknown,
+    ro: RequestOptions & { schema?: z.ZodType } = {},
+  ): Promise<unknown> => {
     // Bytes go as they are (e.g. an image); anything else is sent as JSON.
     const reply = await request(subject, body instanceof Uint8Array ? body : JSON.stringify(body ?? null), ro);
     let value: unknown;
@@ -131,13 +159,30 @@ export function createClient(nc: NatsConnection, opts: { caller: string; default
     return r.data;
   };
 
-  const call = async <D extends EndpointDef>(def: D, subject: string, input: InputOf<D["request"]>, ro: RequestOptions = {}): Promise<ValueOf<D["reply"]>> => {
+  const call = async <D extends EndpointDef>(
+    def: D,
+    subject: string,
+    input: InputOf<D["request"]>,
+    ro: RequestOptions = {},
+  ): Promise<ValueOf<D["reply"]>> => {
     const e = encodePayload(def.request, input, "BAD_REQUEST");
-    const reply = await request(subject, e.data, { ...ro, idempotent: def.idempotent, headers: ro.headers ? { ...ro.headers, ...e.headers } : e.headers });
+    const reply = await request(subject, e.data, {
+      ...ro,
+      idempotent: def.idempotent,
+      headers: ro.headers ? { ...ro.headers, ...e.headers } : e.headers,
+    });
     try {
-      return decodePayload(def.reply, reply.data, (k) => reply.headers?.get(k) || undefined, "CONTRACT_VIOLATION") as ValueOf<D["reply"]>;
+      return decodePayload(
+        def.reply,
+        reply.data,
+        (k) => reply.headers?.get(k) || undefined,
+        "CONTRACT_VIOLATION",
+      ) as ValueOf<D["reply"]>;
     } catch (err) {
-      opts.log?.error("reply violates the endpoint's contract", { subject, error: err instanceof Error ? err.message : String(err) });
+      opts.log?.error("reply violates the endpoint's contract", {
+        subject,
+        error: err instanceof Error ? err.message : String(err),
+      });
       throw err;
     }
   };

@@ -23,7 +23,10 @@ export function subjectOf(node: string, endpoint: string): SubjectRef {
 }
 
 const duration = z
-  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, "expected a duration like 500ms, 30s or 2m")])
+  .union([
+    z.number().nonnegative(),
+    z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, "expected a duration like 500ms, 30s or 2m"),
+  ])
   .describe("A duration: milliseconds as a number, or a string with ms|s|m.");
 
 export function durationToMs(d: number | string): number {
@@ -34,8 +37,13 @@ export function durationToMs(d: number | string): number {
   return m[2] === "ms" ? v : m[2] === "s" ? v * 1000 : v * 60_000;
 }
 
-const memory = z.string().regex(/^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/, "expected a Kubernetes quantity like 512Mi or 2Gi");
-const cpu = z.union([z.number().positive(), z.string().regex(/^\d+m$|^\d+(\.\d+)?$/, "expected cores (1, 0.5) or millicores (500m)")]);
+const memory = z
+  .string()
+  .regex(/^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$/, "expected a Kubernetes quantity like 512Mi or 2Gi");
+const cpu = z.union([
+  z.number().positive(),
+  z.string().regex(/^\d+m$|^\d+(\.\d+)?$/, "expected cores (1, 0.5) or millicores (500m)"),
+]);
 
 const SubjectRefSchema = z.strictObject({ $subject: z.strictObject({ node: z.string(), endpoint: z.string() }) });
 
@@ -57,20 +65,31 @@ export type RouteBody = (typeof ROUTE_BODIES)[number];
 const Route = z.strictObject({
   call: SubjectRefSchema.describe("The endpoint the route calls: subjectOf(node, endpoint)."),
   body: z.enum(ROUTE_BODIES).optional(),
-  description: z.string().optional().describe("The route's line in the OpenAPI document (default: the endpoint's description)."),
+  description: z
+    .string()
+    .optional()
+    .describe("The route's line in the OpenAPI document (default: the endpoint's description)."),
 });
 
 /** Reserved paths of an HTTP node (health, metrics, the OpenAPI document, the dashboard). */
 const RESERVED_PATHS = /^\/(healthz|readyz|metrics|docs|dashboard)(\/|$)/;
 /** A route key: `METHOD /path/:param` (a parameter is a whole segment). */
-const ROUTE_KEY = /^([A-Z]+) (\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*))*)$/;
+const ROUTE_KEY =
+  /^([A-Z]+) (\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*)?(?:\/(?:[A-Za-z0-9._~-]+|:[A-Za-z_][A-Za-z0-9_]*))*)$/;
 
 /** `"GET /greeting/:name"` -> method, path and its parameters; undefined when it is not a route key. */
 export function parseRouteKey(key: string): { method: string; path: string; params: string[] } | undefined {
   const m = ROUTE_KEY.exec(key);
   if (!m) return undefined;
   const path = m[2]!;
-  return { method: m[1]!, path, params: path.split("/").filter((s) => s.startsWith(":")).map((s) => s.slice(1)) };
+  return {
+    method: m[1]!,
+    path,
+    params: path
+      .split("/")
+      .filter((s) => s.startsWith(":"))
+      .map((s) => s.slice(1)),
+  };
 }
 
 const Secret = z
@@ -87,9 +106,20 @@ const Secret = z
  */
 const Batching = z.strictObject({
   maxBatchSize: z.number().int().min(1).max(1024).optional().describe("Most requests per batch."),
-  maxQueueDelayMs: z.number().min(0).max(10_000).optional().describe("A partial batch leaves when its oldest request has waited this long."),
+  maxQueueDelayMs: z
+    .number()
+    .min(0)
+    .max(10_000)
+    .optional()
+    .describe("A partial batch leaves when its oldest request has waited this long."),
   maxQueueSize: z.number().int().min(1).optional().describe("Requests allowed to wait; more get QUEUE_FULL at once."),
-  maxConcurrentBatches: z.number().int().min(1).max(16).optional().describe("Batches in flight at once (2 overlaps filling one with computing another)."),
+  maxConcurrentBatches: z
+    .number()
+    .int()
+    .min(1)
+    .max(16)
+    .optional()
+    .describe("Batches in flight at once (2 overlaps filling one with computing another)."),
 });
 
 export interface BatchingKnobs {
@@ -104,7 +134,12 @@ export interface BatchingKnobs {
  * assumes). maxQueueDelayMs 0: on a CPU a batch leaves as soon as the model is free, and requests arriving
  * during a forward pass form the next one.
  */
-export const BATCHING_DEFAULTS: BatchingKnobs = Object.freeze({ maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 });
+export const BATCHING_DEFAULTS: BatchingKnobs = Object.freeze({
+  maxBatchSize: 32,
+  maxQueueDelayMs: 0,
+  maxQueueSize: 256,
+  maxConcurrentBatches: 1,
+});
 
 const Replicas = z.union([
   z.number().int().min(0).max(256),
@@ -119,10 +154,21 @@ export type AutoscaleMetric = (typeof AUTOSCALE_METRICS)[number];
  * optional; AUTOSCALE_DEFAULTS fills the rest by node kind (a batching node scales on its batch queue).
  */
 const Autoscale = z.strictObject({
-  metric: z.enum(AUTOSCALE_METRICS).optional().describe("inFlight: requests being handled; queueDepth: requests waiting in the batch queue; batchFill: recent batch fill 0..1."),
-  target: z.number().positive().optional().describe("The metric's value per replica the autoscaler aims at: replicas = ceil(total / target)."),
+  metric: z
+    .enum(AUTOSCALE_METRICS)
+    .optional()
+    .describe(
+      "inFlight: requests being handled; queueDepth: requests waiting in the batch queue; batchFill: recent batch fill 0..1.",
+    ),
+  target: z
+    .number()
+    .positive()
+    .optional()
+    .describe("The metric's value per replica the autoscaler aims at: replicas = ceil(total / target)."),
   scaleUpAfter: duration.optional().describe("Scale up only after the metric has asked for more replicas this long."),
-  scaleDownAfter: duration.optional().describe("Scale down only after it has asked for fewer this long (to 0 after this long idle)."),
+  scaleDownAfter: duration
+    .optional()
+    .describe("Scale down only after it has asked for fewer this long (to 0 after this long idle)."),
 });
 
 export interface AutoscalePolicy {
@@ -134,44 +180,91 @@ export interface AutoscalePolicy {
 }
 
 /** The policy of a node whose graph.config.ts entry leaves `autoscale` (or part of it) out. */
-export const AUTOSCALE_DEFAULTS: { readonly batching: AutoscalePolicy; readonly other: AutoscalePolicy } = Object.freeze({
-  /** A batching node: one CPU batch waiting per replica. */
-  batching: Object.freeze({ metric: "queueDepth", target: 32, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
-  /** Any other node: a few requests in flight per replica (they mostly wait on I/O or a downstream node). */
-  other: Object.freeze({ metric: "inFlight", target: 8, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
-} as const);
+export const AUTOSCALE_DEFAULTS: { readonly batching: AutoscalePolicy; readonly other: AutoscalePolicy } =
+  Object.freeze({
+    /** A batching node: one CPU batch waiting per replica. */
+    batching: Object.freeze({ metric: "queueDepth", target: 32, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
+    /** Any other node: a few requests in flight per replica (they mostly wait on I/O or a downstream node). */
+    other: Object.freeze({ metric: "inFlight", target: 8, scaleUpAfterMs: 5_000, scaleDownAfterMs: 60_000 }),
+  } as const);
 
 const NodeSchema = z.strictObject({
-  service: z.string().min(1).describe("Folder of the node's service module, relative to the graph file (its entry is src/main.ts)."),
+  service: z
+    .string()
+    .min(1)
+    .describe("Folder of the node's service module, relative to the graph file (its entry is src/main.ts)."),
   description: z.string().default(""),
-  dependsOn: z.array(z.string()).default([]).describe("Nodes deployed with this one (co-scheduling, not request ordering)."),
-  replicas: Replicas.default(1).describe("A fixed count, or [min, max]: the autoscaler keeps the count within; min 0 scales to zero when idle."),
-  autoscale: Autoscale.optional().describe("Autoscaling policy of a node with replicas [min, max] (defaults by node kind)."),
+  dependsOn: z
+    .array(z.string())
+    .default([])
+    .describe("Nodes deployed with this one (co-scheduling, not request ordering)."),
+  replicas: Replicas.default(1).describe(
+    "A fixed count, or [min, max]: the autoscaler keeps the count within; min 0 scales to zero when idle.",
+  ),
+  autoscale: Autoscale.optional().describe(
+    "Autoscaling policy of a node with replicas [min, max] (defaults by node kind).",
+  ),
   resources: z
     .strictObject({ cpu: cpu.default(1), memory: memory.default("512Mi"), gpu: z.number().int().min(0).default(0) })
     .prefault({}),
-  parameters: z.record(z.string(), ParameterValue).default({}).describe("Injected into the node's processes as env vars."),
-  secrets: z.record(z.string(), Secret).default({}).describe("Env vars whose values come from the launcher's env or a file; never logged."),
-  requiresAuth: z.boolean().default(false).describe("HTTP nodes only: every route but health, metrics and docs needs `Authorization: Bearer <API_KEY secret>`."),
+  parameters: z
+    .record(z.string(), ParameterValue)
+    .default({})
+    .describe("Injected into the node's processes as env vars."),
+  secrets: z
+    .record(z.string(), Secret)
+    .default({})
+    .describe("Env vars whose values come from the launcher's env or a file; never logged."),
+  requiresAuth: z
+    .boolean()
+    .default(false)
+    .describe(
+      "HTTP nodes only: every route but health, metrics and docs needs `Authorization: Bearer <API_KEY secret>`.",
+    ),
   timeout: duration.default("30s").describe("Deadline for one request through this node (callers' default)."),
-  maxInFlight: z.number().int().min(1).max(100_000).default(256).describe("Per-replica cap on concurrent requests; more get OVERLOADED."),
+  maxInFlight: z
+    .number()
+    .int()
+    .min(1)
+    .max(100_000)
+    .default(256)
+    .describe("Per-replica cap on concurrent requests; more get OVERLOADED."),
   http: z.strictObject({ port: z.number().int().min(0).max(65535), host: z.string().default("127.0.0.1") }).optional(),
-  metricsPort: z.number().int().min(0).max(65535).default(0).describe("Prometheus /metrics port of each replica; 0 picks a free one."),
+  metricsPort: z
+    .number()
+    .int()
+    .min(0)
+    .max(65535)
+    .default(0)
+    .describe("Prometheus /metrics port of each replica; 0 picks a free one."),
   batching: Batching.optional(),
-  calls: z.array(SubjectRefSchema).default([]).describe(
-    "Endpoints the node calls without a parameter naming them (ctx.subjectOf(node, endpoint) in its code): subjectOf(node, endpoint). Calls through subject parameters are declared by those.",
-  ),
-  routes: z.record(z.string(), Route).default({}).describe('HTTP nodes only: "METHOD /path/:param" -> the endpoint it calls, and how the body maps onto its request.'),
+  calls: z
+    .array(SubjectRefSchema)
+    .default([])
+    .describe(
+      "Endpoints the node calls without a parameter naming them (ctx.subjectOf(node, endpoint) in its code): subjectOf(node, endpoint). Calls through subject parameters are declared by those.",
+    ),
+  routes: z
+    .record(z.string(), Route)
+    .default({})
+    .describe(
+      'HTTP nodes only: "METHOD /path/:param" -> the endpoint it calls, and how the body maps onto its request.',
+    ),
 });
 
 const GraphSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9-]+$/, "lowercase letters, digits and dashes"),
-  subjectPrefix: z.string().regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/).default(SUBJECT_PREFIX),
+  subjectPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/)
+    .default(SUBJECT_PREFIX),
   root: z.string().optional().describe("Folder that service paths are relative to (default: the graph file's folder)."),
   nodes: z.record(z.string(), NodeSchema),
   graphs: z
     .record(z.string(), z.strictObject({ description: z.string().default(""), nodes: z.array(z.string()).min(1) }))
-    .describe("Named sub-graphs: their nodes plus dependsOn closures. `servegraph up <graph...>` starts one or several."),
+    .describe(
+      "Named sub-graphs: their nodes plus dependsOn closures. `servegraph up <graph...>` starts one or several.",
+    ),
   defaultGraphs: z.array(z.string()).min(1),
 });
 
@@ -224,7 +317,12 @@ export interface ResolvedNode {
   readonly description: string;
   readonly dependsOn: readonly string[];
   readonly replicas: { readonly min: number; readonly max: number };
-  readonly resources: { readonly cpu: number; readonly memoryBytes: number; readonly memory: string; readonly gpu: number };
+  readonly resources: {
+    readonly cpu: number;
+    readonly memoryBytes: number;
+    readonly memory: string;
+    readonly gpu: number;
+  };
   /** Parameters as env var values, subjects resolved. */
   readonly parameters: Readonly<Record<string, string>>;
   readonly secrets: Readonly<Record<string, ResolvedSecret>>;
@@ -275,7 +373,16 @@ function cpuToCores(c: number | string): number {
 
 function memoryToBytes(m: string): number {
   const r = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$/.exec(m)!;
-  const mult: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, K: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+  const mult: Record<string, number> = {
+    Ki: 2 ** 10,
+    Mi: 2 ** 20,
+    Gi: 2 ** 30,
+    Ti: 2 ** 40,
+    K: 1e3,
+    M: 1e6,
+    G: 1e9,
+    T: 1e12,
+  };
   return Math.round(Number(r[1]) * (r[2] ? mult[r[2]]! : 1));
 }
 
@@ -318,10 +425,16 @@ export function resolveGraph(input: unknown, file: string): ResolvedGraph {
 function withPartial(err: GraphConfigError, input: unknown, file: string): GraphConfigError {
   try {
     const nodes: Record<string, unknown> = {};
-    for (const { name, raw } of nodesThatParse(input)) if (isToken(name)) nodes[name] = { ...(raw as object), dependsOn: [] };
+    for (const { name, raw } of nodesThatParse(input))
+      if (isToken(name)) nodes[name] = { ...(raw as object), dependsOn: [] };
     const names = Object.keys(nodes);
     if (names.length === 0) return err;
-    const r = GraphSchema.safeParse({ ...(input as object), nodes, graphs: { all: { nodes: names } }, defaultGraphs: ["all"] });
+    const r = GraphSchema.safeParse({
+      ...(input as object),
+      nodes,
+      graphs: { all: { nodes: names } },
+      defaultGraphs: ["all"],
+    });
     if (r.success && crossCheck(r.data, names).length === 0) err.partial = compile(r.data, file);
   } catch {
     // no partial graph: the issues above are all there is
@@ -360,7 +473,10 @@ function partialParse(input: unknown): { graph: CheckedGraph; names: string[] } 
     const r = LooseSubGraph.safeParse(sg);
     if (r.success) graphs[name] = r.data;
   }
-  return { graph: { nodes, graphs, defaultGraphs: loose.data.defaultGraphs ?? [] }, names: Object.keys(loose.data.nodes) };
+  return {
+    graph: { nodes, graphs, defaultGraphs: loose.data.defaultGraphs ?? [] },
+    names: Object.keys(loose.data.nodes),
+  };
 }
 
 /**
@@ -389,29 +505,64 @@ function refProblem(g: CheckedGraph, names: string[], ref: z.output<typeof Subje
 }
 
 /** The problems of one declared route: its key, its target, and how its path and body fit the endpoint. */
-function routeProblems(g: CheckedGraph, names: string[], at: string, key: string, r: z.output<typeof Route>): { path: string; message: string }[] {
+function routeProblems(
+  g: CheckedGraph,
+  names: string[],
+  at: string,
+  key: string,
+  r: z.output<typeof Route>,
+): { path: string; message: string }[] {
   const parsed = parseRouteKey(key);
-  if (!parsed) return [{ path: at, message: 'a route is "METHOD /path", e.g. "POST /upper" or "GET /greeting/:name" (segments of letters, digits, ._~- or :param)' }];
+  if (!parsed)
+    return [
+      {
+        path: at,
+        message:
+          'a route is "METHOD /path", e.g. "POST /upper" or "GET /greeting/:name" (segments of letters, digits, ._~- or :param)',
+      },
+    ];
   const out: { path: string; message: string }[] = [];
-  if (!(ROUTE_METHODS as readonly string[]).includes(parsed.method)) out.push({ path: at, message: `method ${parsed.method} is not one of ${ROUTE_METHODS.join(", ")}` });
-  if (RESERVED_PATHS.test(parsed.path)) out.push({ path: at, message: `${parsed.path} is the HTTP node's own (health, metrics, docs, dashboard)` });
-  if (new Set(parsed.params).size !== parsed.params.length) out.push({ path: at, message: "a path parameter is named twice" });
+  if (!(ROUTE_METHODS as readonly string[]).includes(parsed.method))
+    out.push({ path: at, message: `method ${parsed.method} is not one of ${ROUTE_METHODS.join(", ")}` });
+  if (RESERVED_PATHS.test(parsed.path))
+    out.push({ path: at, message: `${parsed.path} is the HTTP node's own (health, metrics, docs, dashboard)` });
+  if (new Set(parsed.params).size !== parsed.params.length)
+    out.push({ path: at, message: "a path parameter is named twice" });
   const why = refProblem(g, names, r.call);
   if (why) return [...out, { path: `${at}.call`, message: why }];
   const target = g.nodes[r.call.$subject.node]!;
   const def = endpointDef(basename(target.service), r.call.$subject.endpoint);
   if (!def) {
-    out.push({ path: `${at}.call`, message: `no definition of ${basename(target.service)}.${r.call.$subject.endpoint} in subjects/ (subjects/registry.ts): the ingress serves a route through its endpoint's definition` });
+    out.push({
+      path: `${at}.call`,
+      message: `no definition of ${basename(target.service)}.${r.call.$subject.endpoint} in subjects/ (subjects/registry.ts): the ingress serves a route through its endpoint's definition`,
+    });
     return out;
   }
   const kind = def.request.kind;
-  if (kind === "tensor") out.push({ path: `${at}.call`, message: `${def.service}.${def.name} takes a tensor: an HTTP route cannot build one (call it over NATS)` });
-  if (r.body === "json" && kind !== "json") out.push({ path: `${at}.body`, message: `json bodies are for JSON endpoints; ${def.service}.${def.name} takes ${kind}` });
-  if ((r.body === "raw" || r.body === "image") && kind !== "bytes") out.push({ path: `${at}.body`, message: `${r.body} bodies are for bytes endpoints; ${def.service}.${def.name} takes ${kind}` });
+  if (kind === "tensor")
+    out.push({
+      path: `${at}.call`,
+      message: `${def.service}.${def.name} takes a tensor: an HTTP route cannot build one (call it over NATS)`,
+    });
+  if (r.body === "json" && kind !== "json")
+    out.push({
+      path: `${at}.body`,
+      message: `json bodies are for JSON endpoints; ${def.service}.${def.name} takes ${kind}`,
+    });
+  if ((r.body === "raw" || r.body === "image") && kind !== "bytes")
+    out.push({
+      path: `${at}.body`,
+      message: `${r.body} bodies are for bytes endpoints; ${def.service}.${def.name} takes ${kind}`,
+    });
   if (parsed.params.length > 0) {
     const fields = def.request.kind === "json" ? objectFields(def.request.schema) : undefined;
     for (const p of parsed.params) {
-      if (!fields?.includes(p)) out.push({ path: at, message: `path parameter :${p} is not a field of ${def.service}.${def.name}'s request${fields?.length ? ` (${fields.join(", ")})` : ""}` });
+      if (!fields?.includes(p))
+        out.push({
+          path: at,
+          message: `path parameter :${p} is not a field of ${def.service}.${def.name}'s request${fields?.length ? ` (${fields.join(", ")})` : ""}`,
+        });
     }
   }
   return out;
@@ -449,17 +600,28 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
       issues.push({ path: `${at}.replicas`, message: `min ${n.replicas[0]} is greater than max ${n.replicas[1]}` });
     }
     for (const [k, v] of Object.entries(n.parameters)) {
-      if (!ENV_NAME.test(k)) issues.push({ path: `${at}.parameters.${k}`, message: "parameter names are env var names (A-Z, 0-9, _)" });
+      if (!ENV_NAME.test(k))
+        issues.push({ path: `${at}.parameters.${k}`, message: "parameter names are env var names (A-Z, 0-9, _)" });
       if (typeof v === "object") {
         const why = refProblem(g, names, v);
         if (why) issues.push({ path: `${at}.parameters.${k}`, message: why });
-      } else if (typeof v === "number" && (BODY_LIMIT_PARAMETERS as readonly string[]).includes(k) && v > MAX_PAYLOAD_BYTES - HEADER_ROOM_BYTES) {
-        issues.push({ path: `${at}.parameters.${k}`, message: `${v} bytes do not fit one NATS message: the brokers take ${MAX_PAYLOAD_BYTES} (subjects/limits.ts), less ${HEADER_ROOM_BYTES} for headers` });
+      } else if (
+        typeof v === "number" &&
+        (BODY_LIMIT_PARAMETERS as readonly string[]).includes(k) &&
+        v > MAX_PAYLOAD_BYTES - HEADER_ROOM_BYTES
+      ) {
+        issues.push({
+          path: `${at}.parameters.${k}`,
+          message: `${v} bytes do not fit one NATS message: the brokers take ${MAX_PAYLOAD_BYTES} (subjects/limits.ts), less ${HEADER_ROOM_BYTES} for headers`,
+        });
       } else if (typeof v === "string") {
         // A subject written out is a call nothing declares: the broker would refuse it (FORBIDDEN) at run time.
         const m = /^(?:sg\.v1|[A-Za-z0-9_-]+\.v\d+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(v);
         if (m && names.includes(m[1]!)) {
-          issues.push({ path: `${at}.parameters.${k}`, message: `write subjectOf("${m[1]}", "${m[2]}") instead of the subject itself: that declares the call (the broker permits declared calls only)` });
+          issues.push({
+            path: `${at}.parameters.${k}`,
+            message: `write subjectOf("${m[1]}", "${m[2]}") instead of the subject itself: that declares the call (the broker permits declared calls only)`,
+          });
         }
       }
     }
@@ -468,21 +630,34 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
       if (why) issues.push({ path: `${at}.calls.${i}`, message: why });
     }
     if (Object.keys(n.routes).length > 0 && !n.http) {
-      issues.push({ path: `${at}.routes`, message: "routes are served by an HTTP node: give the node `http: { port }`" });
+      issues.push({
+        path: `${at}.routes`,
+        message: "routes are served by an HTTP node: give the node `http: { port }`",
+      });
     }
-    for (const [key, r] of Object.entries(n.routes)) issues.push(...routeProblems(g, names, `${at}.routes.${key}`, key, r));
+    for (const [key, r] of Object.entries(n.routes))
+      issues.push(...routeProblems(g, names, `${at}.routes.${key}`, key, r));
     for (const k of Object.keys(n.secrets)) {
-      if (!ENV_NAME.test(k)) issues.push({ path: `${at}.secrets.${k}`, message: "secret names are env var names (A-Z, 0-9, _)" });
+      if (!ENV_NAME.test(k))
+        issues.push({ path: `${at}.secrets.${k}`, message: "secret names are env var names (A-Z, 0-9, _)" });
       if (k in n.parameters) issues.push({ path: `${at}.secrets.${k}`, message: "also declared as a parameter" });
     }
     if (n.requiresAuth && !n.http) {
-      issues.push({ path: `${at}.requiresAuth`, message: "applies to HTTP nodes; nodes reached over NATS are guarded by their NATS user's permissions (servegraph manifests)" });
+      issues.push({
+        path: `${at}.requiresAuth`,
+        message:
+          "applies to HTTP nodes; nodes reached over NATS are guarded by their NATS user's permissions (servegraph manifests)",
+      });
     }
     if (n.autoscale) {
       const fixed = !Array.isArray(n.replicas) || n.replicas[0] === n.replicas[1];
-      if (fixed) issues.push({ path: `${at}.autoscale`, message: "applies to nodes with replicas: [min, max] (min < max)" });
+      if (fixed)
+        issues.push({ path: `${at}.autoscale`, message: "applies to nodes with replicas: [min, max] (min < max)" });
       if (n.autoscale.metric && n.autoscale.metric !== "inFlight" && !n.batching) {
-        issues.push({ path: `${at}.autoscale.metric`, message: `${n.autoscale.metric} is a batch-queue metric: the node needs \`batching\`` });
+        issues.push({
+          path: `${at}.autoscale.metric`,
+          message: `${n.autoscale.metric} is a batch-queue metric: the node needs \`batching\``,
+        });
       }
       if (n.autoscale.metric === "batchFill" && n.autoscale.target !== undefined && n.autoscale.target > 1) {
         issues.push({ path: `${at}.autoscale.target`, message: "batchFill is a fraction: the target is in (0, 1]" });
@@ -492,11 +667,21 @@ function crossCheck(g: CheckedGraph, names: string[]): { path: string; message: 
       // Knobs only a batched endpoint reads: on a node without one they would silently do nothing.
       const defs = ENDPOINTS.filter((d) => d.service === basename(n.service));
       if (defs.length > 0 && !defs.some((d) => d.batched)) {
-        issues.push({ path: `${at}.batching`, message: `${basename(n.service)} serves no batched endpoint (${defs.map((d) => d.name).join(", ")}): mark one \`batched: true\` in subjects/ and serve it with ctx.serveBatch, or remove \`batching\`` });
+        issues.push({
+          path: `${at}.batching`,
+          message: `${basename(n.service)} serves no batched endpoint (${defs.map((d) => d.name).join(", ")}): mark one \`batched: true\` in subjects/ and serve it with ctx.serveBatch, or remove \`batching\``,
+        });
       }
     }
-    if (n.batching?.maxQueueSize !== undefined && n.batching.maxBatchSize !== undefined && n.batching.maxQueueSize < n.batching.maxBatchSize) {
-      issues.push({ path: `${at}.batching.maxQueueSize`, message: `must be >= maxBatchSize (${n.batching.maxBatchSize})` });
+    if (
+      n.batching?.maxQueueSize !== undefined &&
+      n.batching.maxBatchSize !== undefined &&
+      n.batching.maxQueueSize < n.batching.maxBatchSize
+    ) {
+      issues.push({
+        path: `${at}.batching.maxQueueSize`,
+        message: `must be >= maxBatchSize (${n.batching.maxBatchSize})`,
+      });
     }
   }
   // dependsOn must be acyclic
@@ -554,14 +739,17 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
   for (const [name, n] of Object.entries(g.nodes)) {
     const parameters: Record<string, string> = {};
     for (const [k, v] of Object.entries(n.parameters)) {
-      parameters[k] = typeof v === "object" ? endpointSubject(v.$subject.node, v.$subject.endpoint, g.subjectPrefix) : String(v);
+      parameters[k] =
+        typeof v === "object" ? endpointSubject(v.$subject.node, v.$subject.endpoint, g.subjectPrefix) : String(v);
     }
     const [min, max] = Array.isArray(n.replicas) ? n.replicas : [n.replicas, n.replicas];
-    const subject = (ref: z.output<typeof SubjectRefSchema>): string => endpointSubject(ref.$subject.node, ref.$subject.endpoint, g.subjectPrefix);
+    const subject = (ref: z.output<typeof SubjectRefSchema>): string =>
+      endpointSubject(ref.$subject.node, ref.$subject.endpoint, g.subjectPrefix);
     const calls: ResolvedCall[] = [];
     const addCall = (ref: z.output<typeof SubjectRefSchema>, via: ResolvedCall["via"]): void => {
       const s = subject(ref);
-      if (!calls.some((c) => c.subject === s)) calls.push({ node: ref.$subject.node, endpoint: ref.$subject.endpoint, subject: s, via });
+      if (!calls.some((c) => c.subject === s))
+        calls.push({ node: ref.$subject.node, endpoint: ref.$subject.endpoint, subject: s, via });
     };
     for (const [k, v] of Object.entries(n.parameters)) if (typeof v === "object") addCall(v, { parameter: k });
     n.calls.forEach((c, i) => addCall(c, { call: i }));
@@ -570,9 +758,18 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       const { method, path, params } = parseRouteKey(key)!;
       const def = endpointDef(basename(g.nodes[r.call.$subject.node]!.service), r.call.$subject.endpoint);
       const kind = def?.request.kind;
-      const body: RouteBody | "none" = r.body ?? (kind === "bytes" ? "raw" : kind === "json" && method !== "GET" && method !== "DELETE" ? "json" : "none");
+      const body: RouteBody | "none" =
+        r.body ??
+        (kind === "bytes" ? "raw" : kind === "json" && method !== "GET" && method !== "DELETE" ? "json" : "none");
       return {
-        key, method: method as RouteMethod, path, params, node: r.call.$subject.node, endpoint: r.call.$subject.endpoint, subject: subject(r.call), body,
+        key,
+        method: method as RouteMethod,
+        path,
+        params,
+        node: r.call.$subject.node,
+        endpoint: r.call.$subject.endpoint,
+        subject: subject(r.call),
+        body,
         ...(r.description !== undefined ? { description: r.description } : {}),
       };
     });
@@ -583,7 +780,12 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       description: n.description,
       dependsOn: n.dependsOn,
       replicas: { min, max: Math.max(max, 1) },
-      resources: { cpu: cpuToCores(n.resources.cpu), memory: n.resources.memory, memoryBytes: memoryToBytes(n.resources.memory), gpu: n.resources.gpu },
+      resources: {
+        cpu: cpuToCores(n.resources.cpu),
+        memory: n.resources.memory,
+        memoryBytes: memoryToBytes(n.resources.memory),
+        gpu: n.resources.gpu,
+      },
       parameters,
       secrets: n.secrets,
       requiresAuth: n.requiresAuth,
@@ -591,23 +793,38 @@ function compile(g: GraphOutput, file: string): ResolvedGraph {
       maxInFlight: n.maxInFlight,
       ...(n.http ? { http: n.http } : {}),
       metricsPort: n.metricsPort,
-      ...(n.batching ? { batching: { ...BATCHING_DEFAULTS, ...definedOnly(n.batching) }, batchingDeclared: definedOnly(n.batching) } : {}),
+      ...(n.batching
+        ? { batching: { ...BATCHING_DEFAULTS, ...definedOnly(n.batching) }, batchingDeclared: definedOnly(n.batching) }
+        : {}),
       ...(min < max ? { autoscale: autoscalePolicy(n) } : {}),
       subjectPrefix: g.subjectPrefix,
       calls,
       routes,
     };
   }
-  return deepFreeze({ name: g.name, file, root, subjectPrefix: g.subjectPrefix, nodes, graphs: g.graphs, defaultGraphs: g.defaultGraphs });
+  return deepFreeze({
+    name: g.name,
+    file,
+    root,
+    subjectPrefix: g.subjectPrefix,
+    nodes,
+    graphs: g.graphs,
+    defaultGraphs: g.defaultGraphs,
+  });
 }
 
 /** graph.config.ts of the project of the working directory (runtime/project.ts), else this package's. */
 export const DEFAULT_GRAPH_FILE = join(projectRoot(), GRAPH_FILE_NAME);
 
 /** Imports a graph file (default: the repo's graph.config.ts, or SG_GRAPH_FILE) and resolves it. */
-export async function loadGraph(file: string = process.env.SG_GRAPH_FILE || DEFAULT_GRAPH_FILE): Promise<ResolvedGraph> {
+export async function loadGraph(
+  file: string = process.env.SG_GRAPH_FILE || DEFAULT_GRAPH_FILE,
+): Promise<ResolvedGraph> {
   const abs = resolve(file);
   const mod = (await import(pathToFileURL(abs).href)) as { default?: unknown };
-  if (mod.default === undefined) throw new GraphConfigError([{ path: "", message: `${abs} has no default export (export default defineGraph({...}))` }]);
+  if (mod.default === undefined)
+    throw new GraphConfigError([
+      { path: "", message: `${abs} has no default export (export default defineGraph({...}))` },
+    ]);
   return resolveGraph(mod.default, abs);
 }

@@ -65,7 +65,9 @@ export interface NatsEnv {
 export function readNatsEnv(env: NodeJS.ProcessEnv = process.env): NatsEnv {
   return {
     servers: env.NATS_URL || undefined,
-    credentials: env.NATS_USER ? { user: env.NATS_USER, password: env.NATS_PASSWORD ?? "", inboxPrefix: env.NATS_INBOX_PREFIX || undefined } : undefined,
+    credentials: env.NATS_USER
+      ? { user: env.NATS_USER, password: env.NATS_PASSWORD ?? "", inboxPrefix: env.NATS_INBOX_PREFIX || undefined }
+      : undefined,
   };
 }
 

@@ -26,7 +26,10 @@ export function fromMsg(msg: Msg): GraphError | undefined {
   const n = Number(status);
   const sent = h.get(Headers.GraphError);
   // A code that is not in our table, or that disagrees with the numeric status, falls back to the status.
-  const code = isErrorCode(sent) && (ErrorCodes[sent].status === n || !Number.isFinite(n)) ? sent : codeForStatus(Number.isFinite(n) ? n : 500);
+  const code =
+    isErrorCode(sent) && (ErrorCodes[sent].status === n || !Number.isFinite(n))
+      ? sent
+      : codeForStatus(Number.isFinite(n) ? n : 500);
   let details: unknown;
   if (msg.data.length) {
     try {

@@ -30,7 +30,13 @@ export function nodesOfGraphs(graph: ResolvedGraph, graphNames: readonly string[
   const roots: string[] = [];
   for (const gname of graphNames) {
     const sg = graph.graphs[gname];
-    if (!sg) throw new GraphConfigError([{ path: `graphs.${gname}`, message: `unknown graph "${gname}"; known: ${Object.keys(graph.graphs).join(", ")}` }]);
+    if (!sg)
+      throw new GraphConfigError([
+        {
+          path: `graphs.${gname}`,
+          message: `unknown graph "${gname}"; known: ${Object.keys(graph.graphs).join(", ")}`,
+        },
+      ]);
     roots.push(...sg.nodes);
   }
   return closure(graph, roots);
@@ -66,7 +72,10 @@ export function withParameterOverrides(graph: ResolvedGraph, overrides: readonly
     const [, node, key, value] = m as unknown as [string, string, string, string];
     const n = nodes[node];
     if (!n) {
-      issues.push({ path: `--param ${o}`, message: `unknown node "${node}"; known: ${Object.keys(graph.nodes).join(", ")}` });
+      issues.push({
+        path: `--param ${o}`,
+        message: `unknown node "${node}"; known: ${Object.keys(graph.nodes).join(", ")}`,
+      });
       continue;
     }
     nodes[node] = { ...n, parameters: { ...n.parameters, [key]: value } };

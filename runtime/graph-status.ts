@@ -111,12 +111,19 @@ const num = (x: unknown): number => (typeof x === "number" && Number.isFinite(x)
 function weighted(pairs: [number, number][]): number | null {
   let w = 0;
   let s = 0;
-  for (const [v, n] of pairs) { s += v * n; w += n; }
+  for (const [v, n] of pairs) {
+    s += v * n;
+    w += n;
+  }
   return w > 0 ? s / w : null;
 }
 
 /** Builds the status from the discovery answers of every replica (pure: exported for tests). */
-export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes: readonly string[] = []): Omit<GraphStatus, "nats" | "at"> {
+export function summarize(
+  infos: InfoReply[],
+  stats: StatsReply[],
+  expectedNodes: readonly string[] = [],
+): Omit<GraphStatus, "nats" | "at"> {
   const byNode = new Map<string, { info: Map<string, InfoReply>; stats: Map<string, StatsReply> }>();
   const entry = (name: string) => {
     let e = byNode.get(name);
@@ -144,14 +151,26 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       hosts[host] = (hosts[host] ?? 0) + 1;
       const eps = st.get(id)?.endpoints ?? [];
       replicaList.push({
-        id: md.replica ?? id, host, in_flight: num(readStatsData(eps[0]?.data).in_flight),
+        id: md.replica ?? id,
+        host,
+        in_flight: num(readStatsData(eps[0]?.data).in_flight),
         requests: eps.reduce((a, e) => a + num(e.num_requests), 0),
       });
       if (md.metrics_url) metricsUrls.push(md.metrics_url);
       if (md.http_url) httpUrl ??= md.http_url;
       if (md.graph) graphs.add(md.graph);
     }
-    const eps = new Map<string, { subject: string; requests: number; errors: number; p50: [number, number][]; p99: number | null; lastError: string | null }>();
+    const eps = new Map<
+      string,
+      {
+        subject: string;
+        requests: number;
+        errors: number;
+        p50: [number, number][];
+        p99: number | null;
+        lastError: string | null;
+      }
+    >();
     const batchRows: { data: StatsData }[] = [];
     let abDecisions: Record<string, number> | null = null;
     for (const s of st.values()) {
@@ -165,7 +184,8 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       }
       for (const ep of list) {
         let e = eps.get(ep.name);
-        if (!e) eps.set(ep.name, (e = { subject: ep.subject, requests: 0, errors: 0, p50: [], p99: null, lastError: null }));
+        if (!e)
+          eps.set(ep.name, (e = { subject: ep.subject, requests: 0, errors: 0, p50: [], p99: null, lastError: null }));
         e.requests += num(ep.num_requests);
         e.errors += num(ep.num_errors);
         if (ep.last_error) e.lastError = ep.last_error;
@@ -178,7 +198,13 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       }
     }
     const endpoints: EndpointStatus[] = [...eps].map(([name, e]) => ({
-      name, subject: e.subject, requests: e.requests, errors: e.errors, p50_ms: weighted(e.p50), p99_ms: e.p99, last_error: e.lastError,
+      name,
+      subject: e.subject,
+      requests: e.requests,
+      errors: e.errors,
+      p50_ms: weighted(e.p50),
+      p99_ms: e.p99,
+      last_error: e.lastError,
     }));
     const p99s = [...eps.values()].map((e) => e.p99).filter((x): x is number => x !== null);
     let batch: BatchStatus | null = null;
@@ -197,28 +223,47 @@ export function summarize(infos: InfoReply[], stats: StatsReply[], expectedNodes
       };
     }
     nodes.push({
-      node, replicas: ids.length, in_flight: replicaList.reduce((a, r) => a + r.in_flight, 0),
+      node,
+      replicas: ids.length,
+      in_flight: replicaList.reduce((a, r) => a + r.in_flight, 0),
       replica_list: replicaList.sort((a, b) => a.host.localeCompare(b.host) || a.id.localeCompare(b.id)),
       hosts: Object.fromEntries(Object.entries(hosts).sort(([a], [b]) => a.localeCompare(b))),
       requests: endpoints.reduce((a, e) => a + e.requests, 0),
       errors: endpoints.reduce((a, e) => a + e.errors, 0),
       p50_ms: weighted([...eps.values()].flatMap((e) => e.p50)),
       p99_ms: p99s.length ? Math.max(...p99s) : null,
-      endpoints, batch, ab_decisions: abDecisions, metrics_urls: metricsUrls, http_url: httpUrl,
+      endpoints,
+      batch,
+      ab_decisions: abDecisions,
+      metrics_urls: metricsUrls,
+      http_url: httpUrl,
     });
   }
   // HTTP nodes first (the way in), then by name
   nodes.sort((a, b) => Number(b.http_url !== null) - Number(a.http_url !== null) || a.node.localeCompare(b.node));
-  const controlGraph = control ? [...control.info.values()].map((i) => i.metadata?.graph).find(Boolean) ?? null : null;
+  const controlGraph = control
+    ? ([...control.info.values()].map((i) => i.metadata?.graph).find(Boolean) ?? null)
+    : null;
   return {
     graph: graphs.size ? [...graphs].join(",") : controlGraph,
     nodes,
-    control: { replicas: control ? new Set([...control.info.keys(), ...control.stats.keys()]).size : 0, graph: controlGraph },
+    control: {
+      replicas: control ? new Set([...control.info.keys(), ...control.stats.keys()]).size : 0,
+      graph: controlGraph,
+    },
   };
 }
 
-export async function collectStatus(nc: NatsConnection, natsUrl: string, expectedNodes: readonly string[] = [], windowMs = 250): Promise<GraphStatus> {
-  const [infos, stats] = await Promise.all([gather<InfoReply>(nc, Discovery.info(), windowMs), gather<StatsReply>(nc, Discovery.stats(), windowMs)]);
+export async function collectStatus(
+  nc: NatsConnection,
+  natsUrl: string,
+  expectedNodes: readonly string[] = [],
+  windowMs = 250,
+): Promise<GraphStatus> {
+  const [infos, stats] = await Promise.all([
+    gather<InfoReply>(nc, Discovery.info(), windowMs),
+    gather<StatsReply>(nc, Discovery.stats(), windowMs),
+  ]);
   return { nats: natsUrl, at: new Date().toISOString(), ...summarize(infos, stats, expectedNodes) };
 }
 
@@ -229,7 +274,8 @@ function fallbacksOf(values: unknown[]): { provider: string; reason: string }[] 
     if (!Array.isArray(v)) continue;
     for (const f of v as unknown[]) {
       const { provider, reason } = (f ?? {}) as { provider?: unknown; reason?: unknown };
-      if (typeof provider === "string" && typeof reason === "string") out.set(`${provider}\0${reason}`, { provider, reason });
+      if (typeof provider === "string" && typeof reason === "string")
+        out.set(`${provider}\0${reason}`, { provider, reason });
     }
   }
   return [...out.values()];

@@ -12,9 +12,14 @@ async function readInput(): Promise<unknown> {
   return JSON.parse(Buffer.concat(chunks).toString("utf8"));
 }
 
-const explain = (err: unknown): string => (err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err));
+const explain = (err: unknown): string =>
+  err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err);
 
-export async function runJsonScript<S extends z.ZodType>(name: string, input: S, work: (input: z.output<S>) => Promise<unknown>): Promise<void> {
+export async function runJsonScript<S extends z.ZodType>(
+  name: string,
+  input: S,
+  work: (input: z.output<S>) => Promise<unknown>,
+): Promise<void> {
   let parsed: z.output<S>;
   try {
     parsed = input.parse(await readInput());

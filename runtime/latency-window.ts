@@ -18,7 +18,8 @@ export interface LatencyWindow {
 export function createLatencyWindow(size = RECENT_SAMPLES): LatencyWindow {
   const ring = new Float64Array(size);
   let n = 0;
-  const at = (sorted: Float64Array, q: number): number | null => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : null);
+  const at = (sorted: Float64Array, q: number): number | null =>
+    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : null;
   return {
     record(ms) {
       ring[n++ % size] = ms;

@@ -18,7 +18,8 @@ export const registry = new client.Registry();
  * `ms / 1000`.
  */
 export const SECONDS_BUCKETS = [
-  0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30,
+  0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
+  1, 2, 5, 10, 30,
 ];
 
 export const metrics = {
@@ -95,7 +96,10 @@ const PREFIX = "sg_";
  * gauge (lib/metrics/process{Handles,Requests,Resources}.js): a `_total` gauge fails promtool, and the names cannot
  * be changed, so both are removed after collectDefaultMetrics (which registers every collector in one call).
  */
-const DROPPED_DEFAULTS = ["handles", "requests", "resources"].flatMap((x) => [`${PREFIX}nodejs_active_${x}`, `${PREFIX}nodejs_active_${x}_total`]);
+const DROPPED_DEFAULTS = ["handles", "requests", "resources"].flatMap((x) => [
+  `${PREFIX}nodejs_active_${x}`,
+  `${PREFIX}nodejs_active_${x}_total`,
+]);
 
 /** Node's undocumented counters, as prom-client reads them; each may be missing from a Node version. */
 const nodeProcess = process as unknown as { _getActiveHandles?: () => unknown[]; _getActiveRequests?: () => unknown[] };
@@ -103,13 +107,32 @@ const nodeProcess = process as unknown as { _getActiveHandles?: () => unknown[];
 /** The counts of the dropped `_total` gauges, under names without `_total`, read at scrape time. */
 function registerActiveGauges(): void {
   const gauges: [string, string, (() => number) | undefined][] = [
-    ["handles", "Active libuv handles (sockets, timers, servers...) in this process.", nodeProcess._getActiveHandles && (() => nodeProcess._getActiveHandles!().length)],
-    ["requests", "Active libuv requests (file system, DNS...) in this process.", nodeProcess._getActiveRequests && (() => nodeProcess._getActiveRequests!().length)],
-    ["resources", "Active resources keeping the event loop alive in this process.", typeof process.getActiveResourcesInfo === "function" ? () => process.getActiveResourcesInfo().length : undefined],
+    [
+      "handles",
+      "Active libuv handles (sockets, timers, servers...) in this process.",
+      nodeProcess._getActiveHandles && (() => nodeProcess._getActiveHandles!().length),
+    ],
+    [
+      "requests",
+      "Active libuv requests (file system, DNS...) in this process.",
+      nodeProcess._getActiveRequests && (() => nodeProcess._getActiveRequests!().length),
+    ],
+    [
+      "resources",
+      "Active resources keeping the event loop alive in this process.",
+      typeof process.getActiveResourcesInfo === "function" ? () => process.getActiveResourcesInfo().length : undefined,
+    ],
   ];
   for (const [what, help, count] of gauges) {
     if (!count) continue;
-    new client.Gauge({ name: `${PREFIX}nodejs_active_${what}`, help, registers: [registry], collect() { this.set(count()); } });
+    new client.Gauge({
+      name: `${PREFIX}nodejs_active_${what}`,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(count());
+      },
+    });
   }
 }
 
@@ -132,15 +155,24 @@ export async function startMetricsServer(port: number, host = "127.0.0.1"): Prom
   const server = createServer((req, res) => {
     if (req.method === "GET" && (req.url === "/metrics" || req.url?.startsWith("/metrics?"))) {
       metricsText().then(
-        ({ contentType, body }) => { res.writeHead(200, { "content-type": contentType }); res.end(body); },
-        () => { res.writeHead(500); res.end(); },
+        ({ contentType, body }) => {
+          res.writeHead(200, { "content-type": contentType });
+          res.end(body);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
       );
     } else {
       res.writeHead(404, { "content-type": "application/json" });
       res.end(JSON.stringify({ code: "NOT_FOUND", message: "only GET /metrics here" }));
     }
   });
-  await new Promise<void>((resolve, reject) => { server.once("error", reject); server.listen(port, host, resolve); });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, resolve);
+  });
   const addr = server.address();
   const p = typeof addr === "object" && addr ? addr.port : port;
   server.unref();

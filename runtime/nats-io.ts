@@ -61,7 +61,13 @@ const patched = new WeakSet<object>();
 
 function protocolOf(nc: NatsConnection): ProtocolHandler | undefined {
   const p = (nc as unknown as { protocol?: Partial<ProtocolHandler> }).protocol;
-  if (!p || typeof p.sendCommand !== "function" || typeof p.flushPending !== "function" || typeof p.pendingLimit !== "number") return undefined;
+  if (
+    !p ||
+    typeof p.sendCommand !== "function" ||
+    typeof p.flushPending !== "function" ||
+    typeof p.pendingLimit !== "number"
+  )
+    return undefined;
   if (!p.outbound || typeof p.outbound.fill !== "function" || typeof p.outbound.size !== "function") return undefined;
   return p as ProtocolHandler;
 }
@@ -86,7 +92,8 @@ export function coalesceWrites(nc: NatsConnection): boolean {
   };
   p.sendCommand = (cmd, ...payloads) => {
     p.outbound.fill(typeof cmd === "string" ? enc.encode(cmd) : cmd, ...payloads);
-    if (p.outbound.size() >= p.pendingLimit) p.flushPending(); // a large backlog goes out at once, as before
+    if (p.outbound.size() >= p.pendingLimit)
+      p.flushPending(); // a large backlog goes out at once, as before
     else if (!scheduled) {
       scheduled = true;
       setImmediate(flush);

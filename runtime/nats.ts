@@ -56,8 +56,14 @@ export async function connectNats(opts: {
   });
   const log = opts.log;
   accountExternalMemoryInHeapLimit();
-  if (!coalesceWrites(nc)) log?.warn("nats: this nats.js has no sendCommand/flushPending to coalesce writes with; one socket write per microtask turn");
-  if (!presizeReads(nc)) log?.warn("nats: this nats.js parser cannot be given presized read buffers; large messages are gathered by doubling");
+  if (!coalesceWrites(nc))
+    log?.warn(
+      "nats: this nats.js has no sendCommand/flushPending to coalesce writes with; one socket write per microtask turn",
+    );
+  if (!presizeReads(nc))
+    log?.warn(
+      "nats: this nats.js parser cannot be given presized read buffers; large messages are gathered by doubling",
+    );
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === "disconnect" || s.type === "reconnect") {
@@ -65,10 +71,17 @@ export async function connectNats(opts: {
         if (connected) disconnected.delete(nc);
         else disconnected.add(nc);
         for (const fn of onChange.get(nc) ?? []) {
-          try { fn(connected); } catch { /* a listener's failure is its own */ }
+          try {
+            fn(connected);
+          } catch {
+            /* a listener's failure is its own */
+          }
         }
       }
-      if (log && (s.type === "disconnect" || s.type === "reconnect" || s.type === "error" || s.type === "slowConsumer")) {
+      if (
+        log &&
+        (s.type === "disconnect" || s.type === "reconnect" || s.type === "error" || s.type === "slowConsumer")
+      ) {
         log.warn(`nats ${s.type}`, { server: "server" in s ? s.server : undefined });
       }
     }

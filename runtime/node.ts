@@ -75,7 +75,10 @@ export interface NodeContext<P = unknown> {
 }
 
 /** The handler of a batched endpoint: a batch's inputs (and their requests) in, one reply per input out, in order. */
-export type BatchHandler<D extends EndpointDef> = (inputs: ValueOf<D["request"]>[], requests: IncomingRequest[]) => Promise<InputOf<D["reply"]>[]>;
+export type BatchHandler<D extends EndpointDef> = (
+  inputs: ValueOf<D["request"]>[],
+  requests: IncomingRequest[],
+) => Promise<InputOf<D["reply"]>[]>;
 
 export interface RunNodeOptions<S extends ParamsSchema = ParamsSchema> {
   /** The service's parameter schema (its src/params.ts default export). */
@@ -87,7 +90,10 @@ export interface RunNodeOptions<S extends ParamsSchema = ParamsSchema> {
   statsData?: () => StatsData;
 }
 
-export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z.output<S>>) => Promise<void>, options: RunNodeOptions<S>): Promise<NodeContext<z.output<S>>> {
+export async function runNode<S extends ParamsSchema>(
+  setup: (ctx: NodeContext<z.output<S>>) => Promise<void>,
+  options: RunNodeOptions<S>,
+): Promise<NodeContext<z.output<S>>> {
   const launch = readLaunchEnv(process.env);
   const name = launch.node;
   const graph = await loadGraph();
@@ -105,7 +111,13 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   metrics.replicas.labels(name).set(1);
 
   const nc = await connectNats({ name: replicaId, log });
-  const metadata: Record<string, string> = { graph: graph.name, replica: replicaId, pid: String(process.pid), host: launch.host, ...options.metadata };
+  const metadata: Record<string, string> = {
+    graph: graph.name,
+    replica: replicaId,
+    pid: String(process.pid),
+    host: launch.host,
+    ...options.metadata,
+  };
   if (options.metricsServer !== false) {
     // In a cluster the port is fixed and bound on all interfaces for scraping (`servegraph manifests` sets both).
     const { url } = await startMetricsServer(launch.metricsPort ?? node.metricsPort, launch.metricsHost);
@@ -114,7 +126,12 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   // A batched endpoint's figures (serveBatch) join the node's own in $SRV.STATS.
   let batchStats: () => Partial<BatchStatsData> = () => ({});
   const service = createService(nc, {
-    name, description: node.description, maxInFlight: node.maxInFlight, defaultTimeoutMs: node.timeoutMs, metadata, log,
+    name,
+    description: node.description,
+    maxInFlight: node.maxInFlight,
+    defaultTimeoutMs: node.timeoutMs,
+    metadata,
+    log,
     statsData: () => ({ ...options.statsData?.(), ...batchStats() }),
   });
   const client = createClient(nc, { caller: name, defaultTimeoutMs: node.timeoutMs, log });
@@ -123,7 +140,15 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   const after: (() => Promise<void> | void)[] = [];
   let shutdown: (signal: string, code?: number) => Promise<void> = async () => {};
   const ctx: NodeContext<z.output<S>> = {
-    graph, node, replicaId, nc, client, service, log, metadata, launch,
+    graph,
+    node,
+    replicaId,
+    nc,
+    client,
+    service,
+    log,
+    metadata,
+    launch,
     params: parsed.params,
     serve: (def, handler) => service.serve(def, subjectFor(graph, name, def.name), handler),
     fail: (reason) => {
@@ -137,21 +162,38 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     },
     subjectOf: (n, e) => subjectFor(graph, n, e),
     serveBatch: (def, handler) => {
-      if (!def.batched) throw new NodeConfigError(`${def.service}.${def.name} is not a batched endpoint: mark its definition \`batched: true\` (subjects/), or serve it with ctx.serve`);
-      if (batchServed) throw new NodeConfigError(`a replica serves one batched endpoint; ${batchServed} is served already`);
+      if (!def.batched)
+        throw new NodeConfigError(
+          `${def.service}.${def.name} is not a batched endpoint: mark its definition \`batched: true\` (subjects/), or serve it with ctx.serve`,
+        );
+      if (batchServed)
+        throw new NodeConfigError(`a replica serves one batched endpoint; ${batchServed} is served already`);
       batchServed = def.name;
       const knobs = node.batching ?? BATCHING_DEFAULTS;
       const tally = createBatchTally(name, knobs.maxBatchSize);
       const batcher = createBatcher<{ input: unknown; req: IncomingRequest }, unknown>({
         ...knobs,
-        run: (items) => handler(items.map((i) => i.input) as never, items.map((i) => i.req)) as Promise<unknown[]>,
+        run: (items) =>
+          handler(
+            items.map((i) => i.input) as never,
+            items.map((i) => i.req),
+          ) as Promise<unknown[]>,
         onBatch: (info) => tally.record(info),
       });
-      batchMetrics().report({ node: name, queueDepth: () => batcher.queueDepth(), maxQueueSize: knobs.maxQueueSize, fill: tally.fill });
+      batchMetrics().report({
+        node: name,
+        queueDepth: () => batcher.queueDepth(),
+        maxQueueSize: knobs.maxQueueSize,
+        fill: tally.fill,
+      });
       batchStats = (): BatchStatsData => tally.stats(batcher.queueDepth(), knobs);
       // After the service has stopped taking requests and the ones in flight were answered (they need the batcher).
       after.unshift(() => batcher.stop());
-      service.serve(def, subjectFor(graph, name, def.name), (input, req) => batcher.enqueue({ input, req }, { deadlineEpochMs: req.deadlineEpochMs }) as never);
+      service.serve(
+        def,
+        subjectFor(graph, name, def.name),
+        (input, req) => batcher.enqueue({ input, req }, { deadlineEpochMs: req.deadlineEpochMs }) as never,
+      );
     },
     beforeStop: (fn) => void before.push(fn),
     afterStop: (fn) => void after.push(fn),
@@ -168,7 +210,11 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
     }, 45_000);
     hard.unref();
     const step = async (what: string, fn: () => Promise<void> | void): Promise<void> => {
-      try { await fn(); } catch (err) { log.warn(`${what} failed`, { error: err }); }
+      try {
+        await fn();
+      } catch (err) {
+        log.warn(`${what} failed`, { error: err });
+      }
     };
     for (const fn of before) await step("beforeStop hook", fn);
     await step("service stop", () => service.stop());
@@ -185,13 +231,17 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   } else {
     process.once("SIGINT", () => void shutdown("SIGINT"));
   }
-  process.on("unhandledRejection", (err) => log.error("unhandled rejection", { error: err instanceof Error ? err.stack : String(err) }));
+  process.on("unhandledRejection", (err) =>
+    log.error("unhandled rejection", { error: err instanceof Error ? err.stack : String(err) }),
+  );
 
   try {
     await setup(ctx);
   } catch (err) {
     const config = err instanceof NodeConfigError;
-    log.error(config ? err.message : "start-up failed", { error: config ? undefined : err instanceof Error ? err.stack ?? err.message : String(err) });
+    log.error(config ? err.message : "start-up failed", {
+      error: config ? undefined : err instanceof Error ? (err.stack ?? err.message) : String(err),
+    });
     await nc.close().catch(() => {});
     process.exit(config ? EXIT_CONFIG : 1);
   }
@@ -201,7 +251,9 @@ export async function runNode<S extends ParamsSchema>(setup: (ctx: NodeContext<z
   if (launch.supervised) {
     // A replica must not outlive its supervisor (e.g. `servegraph up` killed with SIGKILL).
     const parent = process.ppid;
-    setInterval(() => { if (process.ppid !== parent) void shutdown("supervisor exited"); }, 1000).unref();
+    setInterval(() => {
+      if (process.ppid !== parent) void shutdown("supervisor exited");
+    }, 1000).unref();
   }
   return ctx;
 }

@@ -27,7 +27,11 @@ const DECIMAL = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?$/;
 export const param = {
   string: (description: string) => z.string().describe(description),
   /** A NATS subject (graph.config.ts `subjectOf(...)`, resolved). */
-  subject: (description: string) => z.string().regex(/^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)+$/, "must be a NATS subject like sg.v1.node.endpoint").describe(description),
+  subject: (description: string) =>
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)+$/, "must be a NATS subject like sg.v1.node.endpoint")
+      .describe(description),
   number: (description: string, o: { min?: number; max?: number; int?: boolean } = {}) => {
     let n = z.number();
     if (o.int) n = n.int();
@@ -36,7 +40,10 @@ export const param = {
     return z.string().regex(DECIMAL, "must be a decimal number").transform(Number).pipe(n).describe(description);
   },
   bool: (description: string) =>
-    z.enum(["true", "false", "1", "0"], "must be true or false").transform((v) => v === "true" || v === "1").describe(description),
+    z
+      .enum(["true", "false", "1", "0"], "must be true or false")
+      .transform((v) => v === "true" || v === "1")
+      .describe(description),
   oneOf: <const T extends readonly [string, ...string[]]>(values: T, description: string) =>
     z.enum(values, `must be one of ${values.join(", ")}`).describe(description),
 };
@@ -50,7 +57,11 @@ export interface ParamIssue {
  * The parameters a replica of `node` runs with: graph.config.ts values, each overridden by the env var of the
  * same name when set (a deployment controls those), parsed by the service's schema.
  */
-export function parseParams<S extends ParamsSchema>(schema: S, node: ResolvedNode, env: NodeJS.ProcessEnv = {}): { ok: true; params: z.output<S> } | { ok: false; issues: ParamIssue[] } {
+export function parseParams<S extends ParamsSchema>(
+  schema: S,
+  node: ResolvedNode,
+  env: NodeJS.ProcessEnv = {},
+): { ok: true; params: z.output<S> } | { ok: false; issues: ParamIssue[] } {
   const raw: Record<string, string> = { ...node.parameters };
   for (const k of Object.keys(schema.shape)) {
     const v = env[k];
@@ -62,9 +73,13 @@ export function parseParams<S extends ParamsSchema>(schema: S, node: ResolvedNod
     ok: false,
     issues: r.error.issues.map((i) => {
       const at = `nodes.${node.name}.parameters${i.path.length ? "." + i.path.join(".") : ""}`;
-      if (i.code === "unrecognized_keys") return { path: at, message: `not a parameter of ${node.service}: ${i.keys.join(", ")}` };
+      if (i.code === "unrecognized_keys")
+        return { path: at, message: `not a parameter of ${node.service}: ${i.keys.join(", ")}` };
       const shown = i.path.length === 1 ? raw[String(i.path[0])] : undefined;
-      return { path: at, message: shown === undefined ? i.message : `${i.message} (got ${JSON.stringify(shown.slice(0, 64))})` };
+      return {
+        path: at,
+        message: shown === undefined ? i.message : `${i.message} (got ${JSON.stringify(shown.slice(0, 64))})`,
+      };
     }),
   };
 }
@@ -76,9 +91,12 @@ async function loadParamsSchema(graph: ResolvedGraph, node: ResolvedNode): Promi
   try {
     mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
   } catch (err) {
-    throw new Error(`cannot load the parameters of ${node.name} from ${file}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(
+      `cannot load the parameters of ${node.name} from ${file}: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
-  if (!(mod.default instanceof z.ZodObject)) throw new Error(`${file} must export default a parameter schema (defineParams({...}))`);
+  if (!(mod.default instanceof z.ZodObject))
+    throw new Error(`${file} must export default a parameter schema (defineParams({...}))`);
   return mod.default as ParamsSchema;
 }
 
@@ -105,19 +123,30 @@ export async function effectiveParams(graph: ResolvedGraph, node: ResolvedNode):
   const r = parseParams(schema, node);
   if (!r.ok) return undefined;
   const parsed = r.params as Record<string, unknown>;
-  return Object.keys(schema.shape).map((name) => ({ name, value: parsed[name], from: name in node.parameters ? "graph" : "default" }));
+  return Object.keys(schema.shape).map((name) => ({
+    name,
+    value: parsed[name],
+    from: name in node.parameters ? "graph" : "default",
+  }));
 }
 
 /**
  * Checks every node's service folder (its entry src/main.ts exists) and parameters (graph.config.ts values) against
  * its service's schema; all issues at once.
  */
-export async function checkParams(graph: ResolvedGraph, nodes: readonly string[] = Object.keys(graph.nodes)): Promise<ParamIssue[]> {
+export async function checkParams(
+  graph: ResolvedGraph,
+  nodes: readonly string[] = Object.keys(graph.nodes),
+): Promise<ParamIssue[]> {
   const issues: ParamIssue[] = [];
   for (const name of nodes) {
     const node = graph.nodes[name]!;
     // The replica runs src/main.ts: a service folder without one cannot start, whatever its parameters.
-    if (!existsSync(node.entry)) issues.push({ path: `nodes.${name}.service`, message: `${node.service} has no src/main.ts, the node's entry (${node.entry})` });
+    if (!existsSync(node.entry))
+      issues.push({
+        path: `nodes.${name}.service`,
+        message: `${node.service} has no src/main.ts, the node's entry (${node.entry})`,
+      });
     let schema: ParamsSchema;
     try {
       schema = await loadParamsSchema(graph, node);

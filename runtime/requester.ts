@@ -15,7 +15,14 @@
  * down, attempts fail at once and pending ones are failed when it drops (UNAVAILABLE): the broker lost them, and
  * waiting out the deadline helps nobody.
  */
-import { createInbox, errors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import {
+  createInbox,
+  errors,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import { Headers } from "../subjects/headers.ts";
 import { closestName, Discovery, heartbeatSubjectOf, isToken } from "../subjects/names.ts";
@@ -26,7 +33,8 @@ export function natsErrorToGraphError(err: unknown, subject: string): GraphError
   if (err instanceof errors.RequestError && err.isNoResponders()) {
     return new GraphError("UNAVAILABLE", `no replica of ${subject} is running`, { cause: err });
   }
-  if (err instanceof errors.TimeoutError) return new GraphError("DEADLINE_EXCEEDED", `${subject} did not answer before the deadline`, { cause: err });
+  if (err instanceof errors.TimeoutError)
+    return new GraphError("DEADLINE_EXCEEDED", `${subject} did not answer before the deadline`, { cause: err });
   if (err instanceof errors.InvalidArgumentError && /max_payload/.test(err.message)) {
     return new GraphError("PAYLOAD_TOO_LARGE", "message exceeds the NATS max_payload", { cause: err });
   }
@@ -39,7 +47,11 @@ export function natsErrorToGraphError(err: unknown, subject: string): GraphError
 /** Raised (as UNAVAILABLE) when an attempt's replica stopped sending heartbeats: the request may be sent again. */
 export class AttemptLostError extends GraphError {
   constructor(subject: string, silentMs: number) {
-    super("UNAVAILABLE", `the replica of ${subject} handling the request stopped answering (no heartbeat for ${silentMs} ms)`, { details: { lost: true } });
+    super(
+      "UNAVAILABLE",
+      `the replica of ${subject} handling the request stopped answering (no heartbeat for ${silentMs} ms)`,
+      { details: { lost: true } },
+    );
   }
 }
 
@@ -72,20 +84,35 @@ const UNKNOWN_ENDPOINT_LOOKUP_MS = 250;
  * NOT_FOUND listing the endpoints of the node that `subject` (`<prefix>.<node>.<endpoint>`) names, when a replica of
  * that node answers $SRV.INFO within `ms` and serves no such subject; undefined otherwise (the node is down).
  */
-export async function unknownEndpoint(nc: NatsConnection, subject: string, ms: number): Promise<GraphError | undefined> {
+export async function unknownEndpoint(
+  nc: NatsConnection,
+  subject: string,
+  ms: number,
+): Promise<GraphError | undefined> {
   const tokens = subject.split(".");
   const node = tokens[tokens.length - 2];
   const name = tokens[tokens.length - 1]!;
   if (tokens.length < 3 || !node || !isToken(node) || ms < 1 || nc.isClosed()) return undefined;
   try {
-    const info = (await nc.request(Discovery.info(node), undefined, { timeout: Math.floor(ms) })).json() as { endpoints?: { name?: unknown; subject?: unknown }[] };
-    const eps = (info.endpoints ?? []).filter((e): e is { name: string; subject: string } => typeof e.name === "string" && typeof e.subject === "string");
+    const info = (await nc.request(Discovery.info(node), undefined, { timeout: Math.floor(ms) })).json() as {
+      endpoints?: { name?: unknown; subject?: unknown }[];
+    };
+    const eps = (info.endpoints ?? []).filter(
+      (e): e is { name: string; subject: string } => typeof e.name === "string" && typeof e.subject === "string",
+    );
     if (eps.length === 0 || eps.some((e) => e.subject === subject)) return undefined;
-    const near = closestName(name, eps.map((e) => e.name));
+    const near = closestName(
+      name,
+      eps.map((e) => e.name),
+    );
     const hint = near === undefined ? "" : ` Did you mean ${eps.find((e) => e.name === near)!.subject}?`;
-    return new GraphError("NOT_FOUND", `${node} has no endpoint "${name}"; it serves ${eps.map((e) => `${e.name} (${e.subject})`).join(", ")}.${hint}`, {
-      details: { node, endpoint: name, endpoints: eps.map((e) => ({ name: e.name, subject: e.subject })) },
-    });
+    return new GraphError(
+      "NOT_FOUND",
+      `${node} has no endpoint "${name}"; it serves ${eps.map((e) => `${e.name} (${e.subject})`).join(", ")}.${hint}`,
+      {
+        details: { node, endpoint: name, endpoints: eps.map((e) => ({ name: e.name, subject: e.subject })) },
+      },
+    );
   } catch {
     return undefined; // no replica answered (or discovery is not ours to ask): the node is down
   }
@@ -93,7 +120,11 @@ export async function unknownEndpoint(nc: NatsConnection, subject: string, ms: n
 
 /** The error of a call the broker refused to deliver: not one of the caller's declared edges. */
 export function forbiddenCall(caller: string, subject: string): GraphError {
-  return new GraphError("FORBIDDEN", `${caller} may not call ${subject}: add the call to graph.config.ts (the broker's permissions come from the graph's declared edges)`, { details: { caller, subject } });
+  return new GraphError(
+    "FORBIDDEN",
+    `${caller} may not call ${subject}: add the call to graph.config.ts (the broker's permissions come from the graph's declared edges)`,
+    { details: { caller, subject } },
+  );
 }
 
 /** `caller`: who calls, for the FORBIDDEN message (the node's name). */
@@ -163,7 +194,9 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
           const nr = new errors.NoRespondersError(p.subject);
           const unavailable = natsErrorToGraphError(new errors.RequestError(nr.message, { cause: nr }), p.subject);
           // Nobody listens on the subject: the node is down, or it runs and has no such endpoint (a typo).
-          void unknownEndpoint(nc, p.subject, Math.min(UNKNOWN_ENDPOINT_LOOKUP_MS, p.endsAt - performance.now())).then((nf) => p.reject(nf ?? unavailable));
+          void unknownEndpoint(nc, p.subject, Math.min(UNKNOWN_ENDPOINT_LOOKUP_MS, p.endsAt - performance.now())).then(
+            (nf) => p.reject(nf ?? unavailable),
+          );
         } else {
           p.resolve(msg);
         }
@@ -183,7 +216,12 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
   // The server answers a refused publish with -ERR and delivers nothing: fail the attempts sent to that subject now.
   void (async () => {
     for await (const s of nc.status()) {
-      if (s.type !== "error" || !(s.error instanceof errors.PermissionViolationError) || s.error.operation !== "publish") continue;
+      if (
+        s.type !== "error" ||
+        !(s.error instanceof errors.PermissionViolationError) ||
+        s.error.operation !== "publish"
+      )
+        continue;
       const denied = s.error.subject;
       for (const [token, p] of [...pending]) {
         if (p.subject !== denied) continue;
@@ -196,35 +234,44 @@ export function createRequester(nc: NatsConnection, caller = "this node"): Send 
     if (!connected) failAll(new GraphError("UNAVAILABLE", "lost the connection to the NATS broker"));
   });
 
-  return (subject, payload, h, o) => new Promise<Msg>((resolve, reject) => {
-    try {
-      if (nc.isClosed()) throw new errors.ClosedConnectionError();
-      if (nc.isDraining()) throw new errors.DrainingConnectionError();
-      if (!isConnected(nc)) throw new GraphError("UNAVAILABLE", "the NATS broker is unreachable");
-      if (!sub) open();
-    } catch (err) {
-      reject(natsErrorToGraphError(err, subject));
-      return;
-    }
-    const token = (++seq).toString(36);
-    const timer = setTimeout(() => {
-      const p = settle(token);
-      p?.reject(natsErrorToGraphError(new errors.TimeoutError(), subject));
-    }, o.timeoutMs);
-    const livenessMs = o.livenessMs !== undefined && o.livenessMs < o.timeoutMs ? o.livenessMs : undefined;
-    if (livenessMs !== undefined) {
-      h.set(Headers.HeartbeatMs, String(Math.max(1, Math.floor(livenessMs / 4))));
-      h.set(Headers.HeartbeatTo, heartbeatSubjectOf(inbox, token));
-      live++;
-      ticker ??= setInterval(checkLiveness, LIVENESS_TICK_MS);
-      ticker.unref();
-    }
-    pending.set(token, { subject, endsAt: performance.now() + o.timeoutMs, resolve, reject, timer, livenessMs, heardAt: performance.now() });
-    try {
-      nc.publish(subject, payload, { reply: base + token, headers: h });
-    } catch (err) {
-      settle(token);
-      reject(natsErrorToGraphError(err, subject));
-    }
-  });
+  return (subject, payload, h, o) =>
+    new Promise<Msg>((resolve, reject) => {
+      try {
+        if (nc.isClosed()) throw new errors.ClosedConnectionError();
+        if (nc.isDraining()) throw new errors.DrainingConnectionError();
+        if (!isConnected(nc)) throw new GraphError("UNAVAILABLE", "the NATS broker is unreachable");
+        if (!sub) open();
+      } catch (err) {
+        reject(natsErrorToGraphError(err, subject));
+        return;
+      }
+      const token = (++seq).toString(36);
+      const timer = setTimeout(() => {
+        const p = settle(token);
+        p?.reject(natsErrorToGraphError(new errors.TimeoutError(), subject));
+      }, o.timeoutMs);
+      const livenessMs = o.livenessMs !== undefined && o.livenessMs < o.timeoutMs ? o.livenessMs : undefined;
+      if (livenessMs !== undefined) {
+        h.set(Headers.HeartbeatMs, String(Math.max(1, Math.floor(livenessMs / 4))));
+        h.set(Headers.HeartbeatTo, heartbeatSubjectOf(inbox, token));
+        live++;
+        ticker ??= setInterval(checkLiveness, LIVENESS_TICK_MS);
+        ticker.unref();
+      }
+      pending.set(token, {
+        subject,
+        endsAt: performance.now() + o.timeoutMs,
+        resolve,
+        reject,
+        timer,
+        livenessMs,
+        heardAt: performance.now(),
+      });
+      try {
+        nc.publish(subject, payload, { reply: base + token, headers: h });
+      } catch (err) {
+        settle(token);
+        reject(natsErrorToGraphError(err, subject));
+      }
+    });
 }

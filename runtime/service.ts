@@ -13,10 +13,23 @@
  * The request muxer in client.ts is kept for a similar reason (see its header).
  */
 import { randomUUID } from "node:crypto";
-import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import {
+  headers as natsHeaders,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/transport-node";
 import type { Span } from "@opentelemetry/api";
 import type { z } from "zod";
-import { describePayload, decodePayload, encodePayload, type EndpointDef, type InputOf, type ValueOf } from "../subjects/endpoints.ts";
+import {
+  describePayload,
+  decodePayload,
+  encodePayload,
+  type EndpointDef,
+  type InputOf,
+  type ValueOf,
+} from "../subjects/endpoints.ts";
 import { GraphError } from "../subjects/errors.ts";
 import type { StatsData } from "../subjects/stats.ts";
 import { createLatencyWindow, RECENT_SAMPLES, type LatencyWindow } from "./latency-window.ts";
@@ -70,7 +83,10 @@ export interface EndpointOptions {
 }
 
 /** A handler of a defined endpoint: parsed, checked input in; the reply as its definition types it. */
-export type EndpointHandler<D extends EndpointDef> = (input: ValueOf<D["request"]>, req: IncomingRequest) => InputOf<D["reply"]> | Promise<InputOf<D["reply"]>>;
+export type EndpointHandler<D extends EndpointDef> = (
+  input: ValueOf<D["request"]>,
+  req: IncomingRequest,
+) => InputOf<D["reply"]> | Promise<InputOf<D["reply"]>>;
 
 export interface ServiceOptions {
   /** Node name: NATS micro service name and queue group. */
@@ -126,7 +142,10 @@ const enc = new TextEncoder();
 const noHeaders = (): undefined => undefined;
 
 /** A success reply's headers: those of `setReplyHeader`, then a binary reply's own (which win); none when neither. */
-function successHeaders(set: Record<string, string> | undefined, own: Record<string, string> | undefined): MsgHdrs | undefined {
+function successHeaders(
+  set: Record<string, string> | undefined,
+  own: Record<string, string> | undefined,
+): MsgHdrs | undefined {
   if (!set && !own) return undefined;
   const h = natsHeaders();
   for (const from of [set, own]) if (from) for (const k in from) h.set(k, from[k]!);
@@ -148,7 +167,12 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
   const respondError = (msg: Msg, err: unknown, ep: EndpointState, elapsedMs: number): void => {
     const ge = GraphError.from(err);
     if (ge.code === "INTERNAL" || ge.code === "CONTRACT_VIOLATION") {
-      log.error("handler failed", { subject: msg.subject, code: ge.code, error: err instanceof Error ? err.stack ?? err.message : String(err), trace_id: currentTraceId() });
+      log.error("handler failed", {
+        subject: msg.subject,
+        code: ge.code,
+        error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+        trace_id: currentTraceId(),
+      });
     }
     ep.numErrors++;
     ep.lastError = `${ge.status}:${ge.message}`;
@@ -161,15 +185,29 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     }
   };
 
-  const respond = (msg: Msg, value: unknown, ep: EndpointState, elapsedMs: number, extra: Record<string, string> | undefined): void => {
+  const respond = (
+    msg: Msg,
+    value: unknown,
+    ep: EndpointState,
+    elapsedMs: number,
+    extra: Record<string, string> | undefined,
+  ): void => {
     try {
       const binary = isBinaryReply(value);
       const headers = successHeaders(extra, binary ? value.headers : undefined);
-      msg.respond(binary ? value.data : value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)), headers && { headers });
+      msg.respond(
+        binary ? value.data : value === undefined ? new Uint8Array(0) : enc.encode(JSON.stringify(value)),
+        headers && { headers },
+      );
       ep.okDuration.observe(elapsedMs / 1000);
     } catch (e) {
       // e.g. the reply exceeds max_payload: tell the caller instead of leaving it to time out
-      respondError(msg, new GraphError("PAYLOAD_TOO_LARGE", "reply exceeds the NATS max_payload", { cause: e }), ep, elapsedMs);
+      respondError(
+        msg,
+        new GraphError("PAYLOAD_TOO_LARGE", "reply exceeds the NATS max_payload", { cause: e }),
+        ep,
+        elapsedMs,
+      );
     }
   };
 
@@ -192,14 +230,27 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     ep.numRequests++;
     // While draining, messages already delivered to this replica are still handled: they were accepted.
     if (inflight >= opts.maxInFlight) {
-      return respondError(msg, new GraphError("OVERLOADED", `${opts.name} replica is at its cap of ${opts.maxInFlight} requests in flight`, { details: { maxInFlight: opts.maxInFlight } }), ep, 0);
+      return respondError(
+        msg,
+        new GraphError("OVERLOADED", `${opts.name} replica is at its cap of ${opts.maxInFlight} requests in flight`, {
+          details: { maxInFlight: opts.maxInFlight },
+        }),
+        ep,
+        0,
+      );
     }
     const h = msg.headers;
     const now = Date.now();
     // The caller's deadline, clamped to this node's timeout: a far-future (or malformed) one cannot hold a
     // request forever or overflow a timer.
     const deadlineEpochMs = deadlineOf(h, now, opts.defaultTimeoutMs);
-    if (deadlineEpochMs - now <= 0) return respondError(msg, new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"), ep, 0);
+    if (deadlineEpochMs - now <= 0)
+      return respondError(
+        msg,
+        new GraphError("DEADLINE_EXCEEDED", "deadline passed before the request was handled"),
+        ep,
+        0,
+      );
 
     inflight++;
     inflightGauge.set(inflight);
@@ -249,7 +300,12 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
       });
   };
 
-  const endpointInfo = (ep: EndpointState) => ({ name: ep.name, subject: ep.subject, queue_group: opts.name, metadata: ep.metadata });
+  const endpointInfo = (ep: EndpointState) => ({
+    name: ep.name,
+    subject: ep.subject,
+    queue_group: opts.name,
+    metadata: ep.metadata,
+  });
 
   /** `shared`: the per-replica figures (in-flight, statsData), read once per $SRV.STATS answer and repeated in every endpoint. */
   const statsOf = (ep: EndpointState, shared: Record<string, unknown>) => {
@@ -267,29 +323,39 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
   const base = () => ({ name: opts.name, id, version, metadata: opts.metadata ?? {} });
   const discovery: Record<"ping" | "info" | "stats", () => unknown> = {
     ping: () => ({ type: "io.nats.micro.v1.ping_response", ...base() }),
-    info: () => ({ type: "io.nats.micro.v1.info_response", ...base(), description: opts.description ?? "", endpoints: endpoints.map(endpointInfo) }),
+    info: () => ({
+      type: "io.nats.micro.v1.info_response",
+      ...base(),
+      description: opts.description ?? "",
+      endpoints: endpoints.map(endpointInfo),
+    }),
     stats: () => {
       const shared = { in_flight: inflight, max_in_flight: opts.maxInFlight, ...opts.statsData?.() };
-      return { type: "io.nats.micro.v1.stats_response", ...base(), started, endpoints: endpoints.map((ep) => statsOf(ep, shared)) };
+      return {
+        type: "io.nats.micro.v1.stats_response",
+        ...base(),
+        started,
+        endpoints: endpoints.map((ep) => statsOf(ep, shared)),
+      };
     },
   };
   const announce = (): void => {
     if (discoverySubs.length) return;
     for (const verb of ["ping", "info", "stats"] as const) {
-    for (const subj of [Discovery[verb](), Discovery[verb](opts.name), Discovery[verb](opts.name, id)]) {
-      discoverySubs.push(
-        nc.subscribe(subj, {
-          callback: (err, msg) => {
-            if (err || !msg.reply) return;
-            try {
-              msg.respond(enc.encode(JSON.stringify(discovery[verb]())));
-            } catch {
-              // connection closing: nothing to answer on
-            }
-          },
-        }),
-      );
-    }
+      for (const subj of [Discovery[verb](), Discovery[verb](opts.name), Discovery[verb](opts.name, id)]) {
+        discoverySubs.push(
+          nc.subscribe(subj, {
+            callback: (err, msg) => {
+              if (err || !msg.reply) return;
+              try {
+                msg.respond(enc.encode(JSON.stringify(discovery[verb]())));
+              } catch {
+                // connection closing: nothing to answer on
+              }
+            },
+          }),
+        );
+      }
     }
   };
 
@@ -299,18 +365,31 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
     addEndpoint(name, eo) {
       if (stopping) throw new Error("service is stopped");
       const ep: EndpointState = {
-        name, subject: eo.subject, metadata: eo.metadata ?? {}, numRequests: 0, numErrors: 0, lastError: "", processingNs: 0,
+        name,
+        subject: eo.subject,
+        metadata: eo.metadata ?? {},
+        numRequests: 0,
+        numErrors: 0,
+        lastError: "",
+        processingNs: 0,
         latency: createLatencyWindow(),
         okDuration: metrics.serverDuration.labels(opts.name, name, "OK"),
         sub: undefined as unknown as Subscription,
       };
-      ep.sub = nc.subscribe(eo.subject, { queue: opts.name, callback: (err, msg) => (err ? log.warn("subscription error", { error: err }) : handle(ep, eo.handler, msg)) });
+      ep.sub = nc.subscribe(eo.subject, {
+        queue: opts.name,
+        callback: (err, msg) => (err ? log.warn("subscription error", { error: err }) : handle(ep, eo.handler, msg)),
+      });
       endpoints.push(ep);
     },
     serve(def, subject, handler) {
       this.addEndpoint(def.name, {
         subject,
-        metadata: { request: describePayload(def.request), reply: describePayload(def.reply), idempotent: String(def.idempotent) },
+        metadata: {
+          request: describePayload(def.request),
+          reply: describePayload(def.reply),
+          idempotent: String(def.idempotent),
+        },
         handler: async (req) => {
           const input = decodePayload(def.request, req.data, req.header, "BAD_REQUEST");
           const out = await handler(input as Parameters<typeof handler>[0], req);
@@ -329,7 +408,10 @@ export function createService(nc: NatsConnection, opts: ServiceOptions): Service
         log.info("waiting for requests in flight", { in_flight: inflight });
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, maxWaitMs);
-          idleWaiters.push(() => { clearTimeout(t); resolve(); });
+          idleWaiters.push(() => {
+            clearTimeout(t);
+            resolve();
+          });
         });
       }
       for (const s of discoverySubs) s.unsubscribe();

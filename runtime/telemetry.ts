@@ -17,12 +17,21 @@
  *  - stopTelemetry() flushes the batch span processor; runNode calls it last on shutdown.
  */
 import { NodeSDK } from "@opentelemetry/sdk-node";
-import { envDetector, hostDetector, osDetector, processDetector, resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  envDetector,
+  hostDetector,
+  osDetector,
+  processDetector,
+  resourceFromAttributes,
+} from "@opentelemetry/resources";
 
 let sdk: NodeSDK | undefined;
 
 function list(v: string | undefined): string[] {
-  return (v ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "" && s !== "null");
+  return (v ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "" && s !== "null");
 }
 
 export function telemetryWanted(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -39,14 +48,18 @@ export function startTelemetry(serviceName: string, attrs: Record<string, string
   for (const k of ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] as const) {
     if (process.env[k]?.trim() === "grpc") process.env[k] = "http/protobuf";
   }
-  const attributes: Record<string, string> = { "service.instance.id": attrs["replica"] ?? `${serviceName}-${process.pid}` };
+  const attributes: Record<string, string> = {
+    "service.instance.id": attrs["replica"] ?? `${serviceName}-${process.pid}`,
+  };
   for (const [k, v] of Object.entries(attrs)) attributes[`sg.${k}`] = v;
   sdk = new NodeSDK({
     serviceName: process.env.OTEL_SERVICE_NAME || serviceName,
     resource: resourceFromAttributes(attributes),
     // Detected attributes override ours, and the default list includes a random service.instance.id:
     // leave that one out unless OTEL_NODE_RESOURCE_DETECTORS asks for it.
-    ...(process.env.OTEL_NODE_RESOURCE_DETECTORS ? {} : { resourceDetectors: [envDetector, hostDetector, osDetector, processDetector] }),
+    ...(process.env.OTEL_NODE_RESOURCE_DETECTORS
+      ? {}
+      : { resourceDetectors: [envDetector, hostDetector, osDetector, processDetector] }),
     instrumentations: [],
     metricReaders: [],
     logRecordProcessors: [],

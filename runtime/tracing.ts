@@ -14,15 +14,33 @@
  * Failures: 5xx / unknown -> status ERROR + exception event; 4xx -> status UNSET; both set error.type to the code.
  */
 import {
-  context, propagation, trace, SpanKind, SpanStatusCode, ROOT_CONTEXT,
-  type Attributes, type Context, type Link, type Span, type SpanContext, type TextMapGetter, type TextMapSetter,
+  context,
+  propagation,
+  trace,
+  SpanKind,
+  SpanStatusCode,
+  ROOT_CONTEXT,
+  type Attributes,
+  type Context,
+  type Link,
+  type Span,
+  type SpanContext,
+  type TextMapGetter,
+  type TextMapSetter,
 } from "@opentelemetry/api";
 import { Match, type MsgHdrs } from "@nats-io/transport-node";
 import { GraphError } from "../subjects/errors.ts";
 import {
-  ATTR_ERROR_TYPE, ATTR_MESSAGING_BATCH_MESSAGE_COUNT, ATTR_MESSAGING_CONSUMER_GROUP_NAME, ATTR_MESSAGING_DESTINATION_NAME,
-  ATTR_MESSAGING_MESSAGE_BODY_SIZE, ATTR_MESSAGING_OPERATION_NAME, ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM,
-  ATTR_MESSAGING_SYSTEM_NAME, MESSAGING_SYSTEM_NATS,
+  ATTR_ERROR_TYPE,
+  ATTR_MESSAGING_BATCH_MESSAGE_COUNT,
+  ATTR_MESSAGING_CONSUMER_GROUP_NAME,
+  ATTR_MESSAGING_DESTINATION_NAME,
+  ATTR_MESSAGING_MESSAGE_BODY_SIZE,
+  ATTR_MESSAGING_OPERATION_NAME,
+  ATTR_MESSAGING_OPERATION_TYPE,
+  ATTR_MESSAGING_SYSTEM,
+  ATTR_MESSAGING_SYSTEM_NAME,
+  MESSAGING_SYSTEM_NATS,
 } from "./semconv.ts";
 
 export const tracer = trace.getTracer("servegraph", "0.1.0");
@@ -68,7 +86,11 @@ export function recordSpanError(span: Span, err: unknown): void {
 }
 
 /** A CLIENT span around a NATS request; `fn` gets the context to inject into the outgoing headers. */
-export async function withClientSpan<T>(subject: string, bytes: number, fn: (ctx: Context, span: Span) => Promise<T>): Promise<T> {
+export async function withClientSpan<T>(
+  subject: string,
+  bytes: number,
+  fn: (ctx: Context, span: Span) => Promise<T>,
+): Promise<T> {
   const active = context.active();
   const span = tracer.startSpan(`send ${subject}`, { kind: SpanKind.CLIENT }, active);
   if (span.isRecording()) span.setAttributes(messagingAttrs("send", subject, bytes));
@@ -85,7 +107,12 @@ export async function withClientSpan<T>(subject: string, bytes: number, fn: (ctx
 
 /** A SERVER span for a handled request, child of the caller's context from the headers. */
 export async function withServerSpan<T>(
-  subject: string, queue: string, headers: MsgHdrs | undefined, bytes: number, fn: (span: Span) => Promise<T>, links?: Link[],
+  subject: string,
+  queue: string,
+  headers: MsgHdrs | undefined,
+  bytes: number,
+  fn: (span: Span) => Promise<T>,
+  links?: Link[],
 ): Promise<T> {
   const parent = extractContext(headers);
   const span = tracer.startSpan(`process ${subject}`, { kind: SpanKind.SERVER, ...(links ? { links } : {}) }, parent);
@@ -142,7 +169,11 @@ export interface HttpServerSpanInfo {
 /** Starts the SERVER span of an HTTP request; returns it with the context handlers must run in. */
 export function startHttpServerSpan(info: HttpServerSpanInfo): { span: Span; ctx: Context } {
   const parent = propagation.extract(ROOT_CONTEXT, info.headers);
-  const span = tracer.startSpan(info.route ? `${info.method} ${info.route}` : info.method, { kind: SpanKind.SERVER }, parent);
+  const span = tracer.startSpan(
+    info.route ? `${info.method} ${info.route}` : info.method,
+    { kind: SpanKind.SERVER },
+    parent,
+  );
   if (span.isRecording()) {
     span.setAttributes({
       "http.request.method": info.method,
@@ -162,7 +193,8 @@ export function startHttpServerSpan(info: HttpServerSpanInfo): { span: Span; ctx
 export function endHttpServerSpan(span: Span, statusCode: number | undefined, errorCode?: string): void {
   if (span.isRecording()) {
     if (statusCode !== undefined) span.setAttribute("http.response.status_code", statusCode);
-    if (statusCode === undefined || statusCode >= 400) span.setAttribute(ATTR_ERROR_TYPE, errorCode ?? String(statusCode));
+    if (statusCode === undefined || statusCode >= 400)
+      span.setAttribute(ATTR_ERROR_TYPE, errorCode ?? String(statusCode));
     if (statusCode !== undefined && statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
   }
   span.end();

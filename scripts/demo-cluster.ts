@@ -14,15 +14,23 @@ import { cleanupLeftovers, netnsUnavailableReason, runClusterScenario } from "..
 
 const { values } = parseArgs({
   options: {
-    clients: { type: "string" }, "warm-s": { type: "string" }, "after-nats-kill-s": { type: "string" }, "after-host-loss-s": { type: "string" },
-    cleanup: { type: "boolean" }, help: { type: "boolean", short: "h" },
+    clients: { type: "string" },
+    "warm-s": { type: "string" },
+    "after-nats-kill-s": { type: "string" },
+    "after-host-loss-s": { type: "string" },
+    cleanup: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
   },
 });
 const t0 = Date.now();
-const log = (line: string): void => { process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${line}\n`); };
+const log = (line: string): void => {
+  process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${line}\n`);
+};
 
 if (values.help) {
-  process.stdout.write("npm run demo:cluster [-- --clients N --warm-s S --after-nats-kill-s S --after-host-loss-s S | --cleanup]\n");
+  process.stdout.write(
+    "npm run demo:cluster [-- --clients N --warm-s S --after-nats-kill-s S --after-host-loss-s S | --cleanup]\n",
+  );
   process.exit(0);
 }
 const why = netnsUnavailableReason();
@@ -32,7 +40,9 @@ if (why) {
 }
 if (values.cleanup) {
   const r = cleanupLeftovers();
-  log(`removed ${r.namespaces.length} namespace(s), ${r.links.length} link(s), ${r.pids.length} process(es), ${r.dirs.length} dir(s)`);
+  log(
+    `removed ${r.namespaces.length} namespace(s), ${r.links.length} link(s), ${r.pids.length} process(es), ${r.dirs.length} dir(s)`,
+  );
   process.stdout.write(JSON.stringify({ cleanup: r }) + "\n");
   process.exit(0);
 }
@@ -54,16 +64,27 @@ try {
     afterHostLossMs: num(values["after-host-loss-s"], "after-host-loss-s", 6) * 1000,
     log,
   });
-  for (const p of s.phases) log(`  ${p.name.padEnd(14)} ${String(p.requests).padStart(5)} sent, ${String(p.ok).padStart(5)} ok, ${String(p.failed).padStart(3)} failed, slowest ${p.max_ms} ms`);
-  log(`served by host (preprocess): ${Object.entries(s.per_host_served).map(([h, n]) => `${h} ${n}`).join(", ")}`);
-  log(s.met_bound
-    ? `met the bound: ${s.failed} failed of ${s.requests} (at most ${s.bound.max_failed}: ${s.bound.rule})`
-    : `did NOT meet the bound:\n  - ${s.violations.join("\n  - ")}`);
+  for (const p of s.phases)
+    log(
+      `  ${p.name.padEnd(14)} ${String(p.requests).padStart(5)} sent, ${String(p.ok).padStart(5)} ok, ${String(p.failed).padStart(3)} failed, slowest ${p.max_ms} ms`,
+    );
+  log(
+    `served by host (preprocess): ${Object.entries(s.per_host_served)
+      .map(([h, n]) => `${h} ${n}`)
+      .join(", ")}`,
+  );
+  log(
+    s.met_bound
+      ? `met the bound: ${s.failed} failed of ${s.requests} (at most ${s.bound.max_failed}: ${s.bound.rule})`
+      : `did NOT meet the bound:\n  - ${s.violations.join("\n  - ")}`,
+  );
   process.stdout.write(JSON.stringify(s) + "\n");
   process.exitCode = s.met_bound ? 0 : 1;
 } catch (err) {
-  log(`failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-  process.stdout.write(JSON.stringify({ met_bound: false, error: err instanceof Error ? err.message : String(err) }) + "\n");
+  log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.stdout.write(
+    JSON.stringify({ met_bound: false, error: err instanceof Error ? err.message : String(err) }) + "\n",
+  );
   process.exitCode = 1;
 }
 // nats.js may keep a timer for a server that is gone; everything has stopped.

@@ -27,7 +27,14 @@ import { CASES_FILE } from "../test/fixtures/corpus/format.ts";
 import { MIB } from "./corpus/graph.ts";
 import { DEFAULT_SEED, generateCorpus, serialize, summarize } from "./corpus/index.ts";
 
-export { DEFAULT_SEED, generateCorpus, refusedWithoutConnection, serialize, summarize, topKValid } from "./corpus/index.ts";
+export {
+  DEFAULT_SEED,
+  generateCorpus,
+  refusedWithoutConnection,
+  serialize,
+  summarize,
+  topKValid,
+} from "./corpus/index.ts";
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({ options: { seed: { type: "string" }, check: { type: "boolean", default: false } } });
@@ -43,13 +50,17 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       // missing: differs
     }
     if (committed !== out) {
-      process.stderr.write(`${CASES_FILE} is not what seed ${seed} generates: run node --import tsx scripts/gen-corpus.ts\n`);
+      process.stderr.write(
+        `${CASES_FILE} is not what seed ${seed} generates: run node --import tsx scripts/gen-corpus.ts\n`,
+      );
       process.exitCode = 1;
     }
   } else {
     writeFileSync(CASES_FILE, out);
     const { byCategory, bytes } = summarize(cases);
-    process.stdout.write(`${cases.length} cases (seed ${seed}), ${(bytes / MIB).toFixed(1)} MiB of bodies, ${(out.length / 1024).toFixed(0)} KiB on disk -> ${CASES_FILE}\n`);
+    process.stdout.write(
+      `${cases.length} cases (seed ${seed}), ${(bytes / MIB).toFixed(1)} MiB of bodies, ${(out.length / 1024).toFixed(0)} KiB on disk -> ${CASES_FILE}\n`,
+    );
     for (const [k, n] of Object.entries(byCategory)) process.stdout.write(`  ${k.padEnd(44)} ${n}\n`);
   }
 }

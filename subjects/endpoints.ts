@@ -20,8 +20,17 @@ import { GraphError, isErrorCode, type ErrorCode } from "./errors.ts";
 import { Headers } from "./headers.ts";
 import { isToken } from "./names.ts";
 import {
-  GreetReply, GreetRequest, GreeterEndpoints, InferInfo, Labels, MAX_TOP_K, Predictions, ProcessReply, ProcessRequest,
-  VariantReply, VariantRequest,
+  GreetReply,
+  GreetRequest,
+  GreeterEndpoints,
+  InferInfo,
+  Labels,
+  MAX_TOP_K,
+  Predictions,
+  ProcessReply,
+  ProcessRequest,
+  VariantReply,
+  VariantRequest,
 } from "./schemas.ts";
 import { TensorDtype, checkTensor, formatShape, parseShape } from "./tensor-codec.ts";
 
@@ -72,13 +81,16 @@ export interface Bytes<H> {
 
 /** A zod schema's type on the sending side ("in": defaults not applied yet) or the receiving side ("out"). */
 type SchemaSide<S extends z.ZodType, Side> = Side extends "in" ? z.input<S> : z.output<S>;
-type PayloadValue<P, Side extends "in" | "out"> = P extends JsonPayload<infer S>
-  ? SchemaSide<S, Side>
-  : P extends TensorPayload
-    ? (Side extends "in" ? TensorInput : Tensor)
-    : P extends BytesPayload<infer H>
-      ? Bytes<SchemaSide<H, Side>>
-      : never;
+type PayloadValue<P, Side extends "in" | "out"> =
+  P extends JsonPayload<infer S>
+    ? SchemaSide<S, Side>
+    : P extends TensorPayload
+      ? Side extends "in"
+        ? TensorInput
+        : Tensor
+      : P extends BytesPayload<infer H>
+        ? Bytes<SchemaSide<H, Side>>
+        : never;
 
 /** The value a handler receives (decoded) or a caller gets back for a payload. */
 export type ValueOf<P> = PayloadValue<P, "out">;
@@ -116,18 +128,34 @@ export interface EndpointDef<Req extends Payload = Payload, Rep extends Payload 
  * twice. Checked here, so that a bad definition fails where it is written, not at the first request.
  */
 export function endpoint<Req extends Payload, Rep extends Payload>(def: EndpointDef<Req, Rep>): EndpointDef<Req, Rep> {
-  if (!isToken(def.service)) throw new TypeError(`endpoint ${def.name}: service must be a service folder's name (a subject token), got ${JSON.stringify(def.service)}`);
-  if (!isToken(def.name)) throw new TypeError(`endpoint of ${def.service}: name must be a subject token [A-Za-z0-9_-], got ${JSON.stringify(def.name)}`);
-  for (const c of def.errors) if (!isErrorCode(c)) throw new TypeError(`endpoint ${def.service}.${def.name}: ${JSON.stringify(c)} is not a code of the error table (subjects/errors.ts)`);
+  if (!isToken(def.service))
+    throw new TypeError(
+      `endpoint ${def.name}: service must be a service folder's name (a subject token), got ${JSON.stringify(def.service)}`,
+    );
+  if (!isToken(def.name))
+    throw new TypeError(
+      `endpoint of ${def.service}: name must be a subject token [A-Za-z0-9_-], got ${JSON.stringify(def.name)}`,
+    );
+  for (const c of def.errors)
+    if (!isErrorCode(c))
+      throw new TypeError(
+        `endpoint ${def.service}.${def.name}: ${JSON.stringify(c)} is not a code of the error table (subjects/errors.ts)`,
+      );
   for (const p of [def.request, def.reply]) {
-    if (p.kind === "tensor" && p.dtypes.length === 0) throw new TypeError(`endpoint ${def.service}.${def.name}: a tensor payload accepts at least one dtype`);
+    if (p.kind === "tensor" && p.dtypes.length === 0)
+      throw new TypeError(`endpoint ${def.service}.${def.name}: a tensor payload accepts at least one dtype`);
   }
   if (def.example) {
-    for (const [side, p, v] of [["request", def.request, def.example.request], ["reply", def.reply, def.example.reply]] as const) {
+    for (const [side, p, v] of [
+      ["request", def.request, def.example.request],
+      ["reply", def.reply, def.example.reply],
+    ] as const) {
       try {
         encodePayload(p, v as never, "BAD_REQUEST");
       } catch (err) {
-        throw new TypeError(`endpoint ${def.service}.${def.name}: its example ${side} does not fit its own ${side} payload: ${err instanceof Error ? err.message : String(err)}`);
+        throw new TypeError(
+          `endpoint ${def.service}.${def.name}: its example ${side} does not fit its own ${side} payload: ${err instanceof Error ? err.message : String(err)}`,
+        );
       }
     }
   }
@@ -137,9 +165,16 @@ export function endpoint<Req extends Payload, Rep extends Payload>(def: Endpoint
 /** A JSON payload checked by a zod schema. */
 export const json = <S extends z.ZodType>(schema: S): JsonPayload<S> => ({ kind: "json", schema });
 /** A raw tensor payload: the dtypes accepted (the first is the default) and its shape (`null`: any size). */
-export const tensor = (dtypes: readonly TensorDtype[], shape: readonly (number | null)[]): TensorPayload => ({ kind: "tensor", dtypes, shape });
+export const tensor = (dtypes: readonly TensorDtype[], shape: readonly (number | null)[]): TensorPayload => ({
+  kind: "tensor",
+  dtypes,
+  shape,
+});
 /** Raw bytes (an image, a document) with the headers the endpoint reads, and how an empty body is refused. */
-export const bytes = <H extends z.ZodType>(headers: H, empty: { code: ErrorCode; message: string }): BytesPayload<H> => ({ kind: "bytes", headers, empty });
+export const bytes = <H extends z.ZodType>(
+  headers: H,
+  empty: { code: ErrorCode; message: string },
+): BytesPayload<H> => ({ kind: "bytes", headers, empty });
 /** Endpoints that take no input accept an empty body or `{}`. */
 export const NoInput = json(z.strictObject({}).optional());
 
@@ -147,7 +182,13 @@ export const NoInput = json(z.strictObject({}).optional());
 
 /** `top_k`: a plain decimal integer within 1..MAX_TOP_K (no `0x10`, `1e3`, `+5`), as a query value or header. */
 export const TopK = z
-  .union([z.number(), z.string().regex(/^[0-9]{1,4}$/, "must be a decimal integer").transform(Number)])
+  .union([
+    z.number(),
+    z
+      .string()
+      .regex(/^[0-9]{1,4}$/, "must be a decimal integer")
+      .transform(Number),
+  ])
   .pipe(z.number().int().min(1).max(MAX_TOP_K));
 export const DEFAULT_TOP_K = 5;
 
@@ -180,7 +221,8 @@ export const Classify = endpoint({
 export const InferRun = endpoint({
   service: "infer",
   name: "run",
-  description: "One image tensor in, 1x3x224x224 CHW: uint8 RGB pixels (infer normalises them with the ImageNet mean/std) or float32 already normalised; its row of logits out (float32).",
+  description:
+    "One image tensor in, 1x3x224x224 CHW: uint8 RGB pixels (infer normalises them with the ImageNet mean/std) or float32 already normalised; its row of logits out (float32).",
   request: tensor([TensorDtype.float32, TensorDtype.uint8], IMAGE_TENSOR_SHAPE),
   reply: tensor([TensorDtype.float32], [null]),
   errors: ["BAD_REQUEST", "QUEUE_FULL", "MODEL_ERROR"],
@@ -263,7 +305,17 @@ export const VariantProcess = endpoint({
 });
 
 /** The reference graphs' endpoints; every endpoint of the project (these and the user's) is subjects/registry.ts. */
-export const REFERENCE_ENDPOINTS = [Classify, InferRun, InferLabels, InferInfoEndpoint, Greet, Greeting, GreeterEndpointsEndpoint, AbProcess, VariantProcess] as const;
+export const REFERENCE_ENDPOINTS = [
+  Classify,
+  InferRun,
+  InferLabels,
+  InferInfoEndpoint,
+  Greet,
+  Greeting,
+  GreeterEndpointsEndpoint,
+  AbProcess,
+  VariantProcess,
+] as const;
 
 // --- codec ------------------------------------------------------------------------------------------------------
 
@@ -296,7 +348,12 @@ function tensorShape(p: TensorPayload, shape: readonly number[]): boolean {
  * Decodes and checks a payload. `fail` is the code for a payload that does not match: BAD_REQUEST for a
  * request (the caller's fault), CONTRACT_VIOLATION for a reply (the callee's).
  */
-export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header: HeaderReader, fail: "BAD_REQUEST" | "CONTRACT_VIOLATION"): ValueOf<P> {
+export function decodePayload<P extends Payload>(
+  p: P,
+  data: Uint8Array,
+  header: HeaderReader,
+  fail: "BAD_REQUEST" | "CONTRACT_VIOLATION",
+): ValueOf<P> {
   switch (p.kind) {
     case "json": {
       let raw: unknown;
@@ -304,11 +361,17 @@ export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header:
         try {
           raw = JSON.parse(dec.decode(data));
         } catch {
-          throw new GraphError(fail, fail === "BAD_REQUEST" ? "request body is not valid JSON" : "reply body is not JSON");
+          throw new GraphError(
+            fail,
+            fail === "BAD_REQUEST" ? "request body is not valid JSON" : "reply body is not JSON",
+          );
         }
       }
       const r = p.schema.safeParse(raw);
-      if (!r.success) throw new GraphError(fail, issuesMessage(r.error, fail === "BAD_REQUEST" ? "" : "reply"), { details: r.error.issues });
+      if (!r.success)
+        throw new GraphError(fail, issuesMessage(r.error, fail === "BAD_REQUEST" ? "" : "reply"), {
+          details: r.error.issues,
+        });
       return r.data as ValueOf<P>;
     }
     case "tensor": {
@@ -328,7 +391,11 @@ export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header:
       const r = p.headers.safeParse(raw);
       if (!r.success) {
         const media = r.error.issues.find((i) => i.path[0] === Headers.ContentType);
-        if (media) throw new GraphError("UNSUPPORTED_MEDIA_TYPE", `${Headers.ContentType} ${JSON.stringify(raw[Headers.ContentType]?.slice(0, 64))} is not accepted`);
+        if (media)
+          throw new GraphError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            `${Headers.ContentType} ${JSON.stringify(raw[Headers.ContentType]?.slice(0, 64))} is not accepted`,
+          );
         throw new GraphError(fail, issuesMessage(r.error, ""), { details: r.error.issues });
       }
       if (data.length === 0) throw new GraphError(p.empty.code, p.empty.message);
@@ -338,7 +405,11 @@ export function decodePayload<P extends Payload>(p: P, data: Uint8Array, header:
 }
 
 /** Encodes a payload after checking it against the definition (a caller's bad input never leaves the process). */
-export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: "BAD_REQUEST" | "CONTRACT_VIOLATION"): Encoded {
+export function encodePayload<P extends Payload>(
+  p: P,
+  value: InputOf<P>,
+  fail: "BAD_REQUEST" | "CONTRACT_VIOLATION",
+): Encoded {
   switch (p.kind) {
     case "json": {
       const r = p.schema.safeParse(value);
@@ -348,7 +419,8 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
     }
     case "tensor": {
       const t = value as TensorInput;
-      if (!tensorShape(p, t.shape)) throw new GraphError(fail, `tensor shape ${formatShape(t.shape)} does not match ${shapePattern(p)}`);
+      if (!tensorShape(p, t.shape))
+        throw new GraphError(fail, `tensor shape ${formatShape(t.shape)} does not match ${shapePattern(p)}`);
       const dtype = checkTensor(t.data, t.dtype ?? p.dtypes[0], p.dtypes, t.shape, fail);
       return { data: t.data, headers: { [Headers.Dtype]: dtype, [Headers.Shape]: formatShape(t.shape) } };
     }
@@ -366,8 +438,11 @@ export function encodePayload<P extends Payload>(p: P, value: InputOf<P>, fail: 
 /** The payload's description for $SRV.INFO endpoint metadata. */
 export function describePayload(p: Payload): string {
   switch (p.kind) {
-    case "json": return "json";
-    case "tensor": return `tensor ${p.dtypes.join("|")} ${shapePattern(p)}`;
-    case "bytes": return `bytes; headers ${headerNames(p).join(", ")}`;
+    case "json":
+      return "json";
+    case "tensor":
+      return `tensor ${p.dtypes.join("|")} ${shapePattern(p)}`;
+    case "bytes":
+      return `bytes; headers ${headerNames(p).join(", ")}`;
   }
 }

@@ -31,7 +31,11 @@ function buildNormalizeLut(): readonly [Float32Array, Float32Array, Float32Array
 /** Module-private so that nothing can write into it. */
 const LUT = buildNormalizeLut();
 /** The same tables as float32 bit patterns: the hot loop moves 32-bit integers, no float conversion at all. */
-const LUT_BITS = LUT.map((l) => new Uint32Array(l.buffer, l.byteOffset, l.length)) as unknown as readonly [Uint32Array, Uint32Array, Uint32Array];
+const LUT_BITS = LUT.map((l) => new Uint32Array(l.buffer, l.byteOffset, l.length)) as unknown as readonly [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
 
 /** The normalised value of byte `v` (0..255) in channel `c` (0 R, 1 G, 2 B). */
 export function normalizedValue(c: 0 | 1 | 2, v: number): number {

@@ -34,7 +34,8 @@ export const OPS_CONTROL_SUBJECT = "sg.ops.control";
  */
 export const OPS_AUTOSCALER_SUBJECT = "sg.ops.autoscaler";
 /** Control subject of the `servegraph up` on one host (`servegraph scale --host`). */
-export const opsControlSubjectOf = (host: string): string => `${OPS_CONTROL_SUBJECT}.${host.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+export const opsControlSubjectOf = (host: string): string =>
+  `${OPS_CONTROL_SUBJECT}.${host.replace(/[^A-Za-z0-9_-]/g, "_")}`;
 
 /**
  * Heartbeats of a request (liveness, runtime/requester.ts) travel apart from its reply: a requester whose replies

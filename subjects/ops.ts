@@ -24,7 +24,12 @@ export const OpsControlRequest = z.union([
 export type OpsControlRequest = z.infer<typeof OpsControlRequest>;
 
 /** The answer to a `scale`: the node's count on that host now (with `auto`: the count when it was unpinned). */
-export const ScaleReply = z.object({ node: z.string(), replicas: z.number().int().nonnegative(), host: z.string(), auto: z.literal(true).optional() });
+export const ScaleReply = z.object({
+  node: z.string(),
+  replicas: z.number().int().nonnegative(),
+  host: z.string(),
+  auto: z.literal(true).optional(),
+});
 export type ScaleReply = z.infer<typeof ScaleReply>;
 
 /** The last change of a node's count. */
@@ -70,7 +75,11 @@ export const AutoscaleNodeSnapshot = z.object({
 export type AutoscaleNodeSnapshot = z.infer<typeof AutoscaleNodeSnapshot>;
 
 /** What the autoscaler of one `up` says: its host, its tick, and each node it scales. */
-export const AutoscalerSnapshot = z.object({ host: z.string(), tick_ms: z.number(), nodes: z.array(AutoscaleNodeSnapshot) });
+export const AutoscalerSnapshot = z.object({
+  host: z.string(),
+  tick_ms: z.number(),
+  nodes: z.array(AutoscaleNodeSnapshot),
+});
 export type AutoscalerSnapshot = z.infer<typeof AutoscalerSnapshot>;
 
 /** `up`'s control endpoint: `scale` answers a {@link ScaleReply}, `autoscaler` an {@link AutoscalerSnapshot}. */
@@ -82,14 +91,18 @@ export const OpsControl = endpoint({
   reply: json(z.union([ScaleReply, AutoscalerSnapshot])),
   errors: ["BAD_REQUEST", "NOT_FOUND"],
   idempotent: false,
-  example: { request: { op: "scale", node: "preprocess", replicas: 2 }, reply: { node: "preprocess", replicas: 2, host: "vm-1" } },
+  example: {
+    request: { op: "scale", node: "preprocess", replicas: 2 },
+    reply: { node: "preprocess", replicas: 2, host: "vm-1" },
+  },
 });
 
 /** The autoscaler's snapshot of the full `up`. */
 export const OpsAutoscaler = endpoint({
   service: "ops",
   name: "autoscaler",
-  description: "The autoscaler of the full servegraph up: each node's metric, target, desired count, pin and last decision.",
+  description:
+    "The autoscaler of the full servegraph up: each node's metric, target, desired count, pin and last decision.",
   request: json(z.strictObject({})),
   reply: json(AutoscalerSnapshot),
   errors: [],

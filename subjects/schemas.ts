@@ -37,15 +37,21 @@ export const Labels = z.array(z.string()).min(1);
 
 export const InferInfo = z.strictObject({
   model: z.string(),
-  execution_provider: z.enum(["cpu", "cuda", "webgpu"]).describe("The onnxruntime execution provider the model runs on."),
+  execution_provider: z
+    .enum(["cpu", "cuda", "webgpu"])
+    .describe("The onnxruntime execution provider the model runs on."),
   provider_fallbacks: z
     .array(z.strictObject({ provider: z.enum(["cpu", "cuda", "webgpu"]), reason: z.string() }))
     .default([])
-    .describe("Providers tried before execution_provider (EXECUTION_PROVIDER auto), in order, with why each did not start."),
+    .describe(
+      "Providers tried before execution_provider (EXECUTION_PROVIDER auto), in order, with why each did not start.",
+    ),
   adapter: z
     .strictObject({ kind: z.enum(["hardware", "software"]), name: z.string() })
     .optional()
-    .describe("What a GPU provider runs on: a hardware GPU, or a software (CPU) Vulkan driver such as lavapipe; absent on cpu."),
+    .describe(
+      "What a GPU provider runs on: a hardware GPU, or a software (CPU) Vulkan driver such as lavapipe; absent on cpu.",
+    ),
   input_shape: z.array(z.number().int()),
   output_size: z.number().int(),
   max_batch_size: z.number().int(),

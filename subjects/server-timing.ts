@@ -36,7 +36,9 @@ export function formatServerTiming(entries: readonly TimingEntry[]): string {
 
 /** A callee's entries as its caller passes them on: each name prefixed with the callee's node (`infer.queue`). */
 export function nestedTiming(node: string, value: string | undefined): TimingEntry[] {
-  return parseServerTiming(value).map((e) => ({ name: `${node}.${e.name}`, durMs: e.durMs })).filter((e) => NAME.test(e.name));
+  return parseServerTiming(value)
+    .map((e) => ({ name: `${node}.${e.name}`, durMs: e.durMs }))
+    .filter((e) => NAME.test(e.name));
 }
 
 /** Whether an entry is a detail of a hop (a dotted name) rather than a hop. */

@@ -48,7 +48,11 @@ export const StatsData = z.object({
 export type StatsData = Partial<z.infer<typeof StatsData>>;
 
 /** Every field optional, and one of the wrong type dropped alone. */
-const Lenient = z.object(Object.fromEntries(Object.entries(StatsData.shape).map(([k, v]) => [k, (v as z.ZodType).optional().catch(undefined)])));
+const Lenient = z.object(
+  Object.fromEntries(
+    Object.entries(StatsData.shape).map(([k, v]) => [k, (v as z.ZodType).optional().catch(undefined)]),
+  ),
+);
 
 /** A replica's stats `data` as the contract types it (unknown fields kept out, malformed ones absent). */
 export function readStatsData(data: unknown): StatsData {

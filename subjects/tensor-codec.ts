@@ -30,7 +30,10 @@ export function formatShape(shape: readonly number[]): string {
 }
 
 /** Parses a `Graph-Shape` header: comma-separated positive decimal integers, rank 1..8. */
-export function parseShape(s: string | undefined, fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST"): number[] {
+export function parseShape(
+  s: string | undefined,
+  fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST",
+): number[] {
   if (!s) throw new GraphError(fail, "missing tensor shape header");
   const parts = s.split(",");
   const dims = parts.map((d) => (DIM.test(d) ? Number(d) : NaN));
@@ -54,17 +57,26 @@ export function encodeFloat32(t: Float32Array): Uint8Array {
  * `declared`) without copying it, and returns that dtype. float32 data must be finite.
  */
 export function checkTensor(
-  data: Uint8Array, declared: string | undefined, accepted: TensorDtype | readonly TensorDtype[], shape: readonly number[],
+  data: Uint8Array,
+  declared: string | undefined,
+  accepted: TensorDtype | readonly TensorDtype[],
+  shape: readonly number[],
   fail: "BAD_REQUEST" | "CONTRACT_VIOLATION" = "BAD_REQUEST",
 ): TensorDtype {
   const dtypes: readonly TensorDtype[] = typeof accepted === "string" ? [accepted] : accepted;
   const dtype = dtypes.find((d) => d === declared);
   if (dtype === undefined) {
-    throw new GraphError(fail, `unsupported tensor dtype: ${JSON.stringify((declared ?? "").slice(0, 32))}, expected ${dtypes.join(" or ")}`);
+    throw new GraphError(
+      fail,
+      `unsupported tensor dtype: ${JSON.stringify((declared ?? "").slice(0, 32))}, expected ${dtypes.join(" or ")}`,
+    );
   }
   const n = elementCount(shape) * BYTES_PER_ELEMENT[dtype];
   if (data.byteLength !== n) {
-    throw new GraphError(fail, `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} of ${dtype} needs ${n}`);
+    throw new GraphError(
+      fail,
+      `tensor payload is ${data.byteLength} bytes, shape ${formatShape(shape)} of ${dtype} needs ${n}`,
+    );
   }
   if (dtype === TensorDtype.float32) {
     const bad = firstNonFinite(data);

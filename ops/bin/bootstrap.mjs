@@ -26,7 +26,9 @@ if (major < 20) {
   process.exit(1);
 }
 if (major < SUPPORTED_MAJOR) {
-  say(`warning: Node ${process.versions.node} is not a supported Node for servegraph (Node ${SUPPORTED_MAJOR} LTS is); it runs, but ${howToGet}.`);
+  say(
+    `warning: Node ${process.versions.node} is not a supported Node for servegraph (Node ${SUPPORTED_MAJOR} LTS is); it runs, but ${howToGet}.`,
+  );
 }
 
 const marker = join(root, "node_modules", ".package-lock.json");
@@ -47,7 +49,10 @@ if (!process.env.NATS_URL && !haveNats()) {
   if (isRoot && spawnSync("sh", ["-c", "command -v apt-get"]).status === 0) {
     say("installing nats-server (apt-get)...");
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    if (!run("apt-get", ["update", "-qq"], { env }) || !run("apt-get", ["install", "-y", "-qq", "nats-server"], { env })) {
+    if (
+      !run("apt-get", ["update", "-qq"], { env }) ||
+      !run("apt-get", ["install", "-y", "-qq", "nats-server"], { env })
+    ) {
       say("apt-get could not install nats-server.");
       process.exit(1);
     }

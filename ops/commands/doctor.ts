@@ -24,21 +24,38 @@ const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const PROBE = join(REPO_ROOT, "services/infer/src/provider-probe.ts");
 
 const ProbeResult = z.object({
-  providers: z.array(z.object({ provider: z.string(), loaded: z.boolean(), reason: z.string().optional(), adapter: z.string().optional(), ms: z.number().optional() })),
+  providers: z.array(
+    z.object({
+      provider: z.string(),
+      loaded: z.boolean(),
+      reason: z.string().optional(),
+      adapter: z.string().optional(),
+      ms: z.number().optional(),
+    }),
+  ),
 });
 type ProbeResult = z.infer<typeof ProbeResult>;
 
 function probe(timeoutMs: number): ProbeResult | { error: string } {
   if (!existsSync(PROBE)) return { error: `the provider probe ${PROBE} is missing` };
-  const r = spawnSync(process.execPath, ["--import", "tsx", PROBE, JSON.stringify({ providers: ["cuda", "webgpu", "cpu"] })], {
-    cwd: REPO_ROOT, encoding: "utf8", timeout: timeoutMs, env: { ...process.env, SG_LOG_LEVEL: "error" },
-  });
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", PROBE, JSON.stringify({ providers: ["cuda", "webgpu", "cpu"] })],
+    {
+      cwd: REPO_ROOT,
+      encoding: "utf8",
+      timeout: timeoutMs,
+      env: { ...process.env, SG_LOG_LEVEL: "error" },
+    },
+  );
   if (r.error) return { error: `the provider probe did not finish: ${r.error.message}` };
   const last = r.stdout.trim().split("\n").pop() ?? "";
   try {
     return ProbeResult.parse(JSON.parse(last));
   } catch {
-    return { error: `the provider probe failed (exit ${r.status}): ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ")}` };
+    return {
+      error: `the provider probe failed (exit ${r.status}): ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" | ")}`,
+    };
   }
 }
 
@@ -48,20 +65,39 @@ function installCuda(bindingDir: string | null): number {
     return 1;
   }
   const pkgDir = resolve(bindingDir, "../../../..");
-  process.stderr.write(`running onnxruntime-node's installer for the CUDA 12 provider (${pkgDir}/script/install.js)...\n`);
-  const r = spawnSync(process.execPath, [join(pkgDir, "script/install.js")], { cwd: pkgDir, stdio: "inherit", env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "cuda12" } });
+  process.stderr.write(
+    `running onnxruntime-node's installer for the CUDA 12 provider (${pkgDir}/script/install.js)...\n`,
+  );
+  const r = spawnSync(process.execPath, [join(pkgDir, "script/install.js")], {
+    cwd: pkgDir,
+    stdio: "inherit",
+    env: { ...process.env, ONNXRUNTIME_NODE_INSTALL: "cuda12" },
+  });
   if (r.status !== 0) {
-    process.stderr.write("the installer failed (it downloads from NuGet: is the network reachable?). Nothing was changed.\n");
+    process.stderr.write(
+      "the installer failed (it downloads from NuGet: is the network reachable?). Nothing was changed.\n",
+    );
     return 1;
   }
-  process.stderr.write("installed; the provider also needs CUDA 12 (runtime, cuBLAS/cuBLASLt, cuFFT, cuRAND) and cuDNN 9 on the loader's path.\n");
+  process.stderr.write(
+    "installed; the provider also needs CUDA 12 (runtime, cuBLAS/cuBLASLt, cuFFT, cuRAND) and cuDNN 9 on the loader's path.\n",
+  );
   return 0;
 }
 
 export async function run(argv: string[]): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ args: argv, options: { json: { type: "boolean" }, "no-probe": { type: "boolean" }, "install-cuda": { type: "boolean" }, graph: { type: "string" } }, allowPositionals: false }));
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        json: { type: "boolean" },
+        "no-probe": { type: "boolean" },
+        "install-cuda": { type: "boolean" },
+        graph: { type: "string" },
+      },
+      allowPositionals: false,
+    }));
   } catch (err) {
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
@@ -75,14 +111,23 @@ export async function run(argv: string[]): Promise<number> {
   const probed = values["no-probe"] ? undefined : probe(120_000);
   const providers = verdicts.map((v) => {
     const p = probed && "providers" in probed ? probed.providers.find((x) => x.provider === v.provider) : undefined;
-    return { ...v, ...(p ? { loads: p.loaded, ...(p.reason ? { reason: p.reason } : {}), ...(p.adapter ? { adapter: p.adapter } : {}) } : {}) };
+    return {
+      ...v,
+      ...(p
+        ? { loads: p.loaded, ...(p.reason ? { reason: p.reason } : {}), ...(p.adapter ? { adapter: p.adapter } : {}) }
+        : {}),
+    };
   });
   // auto's order, passing over what it would not try (WebGPU with only a software adapter).
   const usable = providers.filter((p) => ("loads" in p ? p.loads : p.ready) && !p.autoSkips).map((p) => p.provider);
   const report = {
     host: {
-      onnxruntime: host.ortVersion, onnxruntimeLibrary: host.ortLibraryVersion, binding: host.bindingDir, nvidiaDriver: host.nvidiaDriver,
-      gpuDevices: host.gpu.devices, vulkanDrivers: host.vulkanIcds,
+      onnxruntime: host.ortVersion,
+      onnxruntimeLibrary: host.ortLibraryVersion,
+      binding: host.bindingDir,
+      nvidiaDriver: host.nvidiaDriver,
+      gpuDevices: host.gpu.devices,
+      vulkanDrivers: host.vulkanIcds,
       cudaProvider: host.cudaProvider,
     },
     providers,
@@ -99,7 +144,9 @@ export async function run(argv: string[]): Promise<number> {
   ];
   for (const p of providers as (ProviderVerdict & { loads?: boolean; reason?: string })[]) {
     const works = p.loads ?? p.ready;
-    out.push(`${p.provider}: ${works ? "available" : "not available"}${p.loads === undefined ? " (from the host's files; not probed)" : ""}`);
+    out.push(
+      `${p.provider}: ${works ? "available" : "not available"}${p.loads === undefined ? " (from the host's files; not probed)" : ""}`,
+    );
     if (p.adapter) out.push(`  adapter: ${p.adapter}`);
     if (!works) {
       for (const m of p.missing) out.push(`  - ${m}`);

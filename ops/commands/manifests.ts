@@ -18,8 +18,15 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { loadGraph, nodesOfGraphs } from "../../runtime/index.ts";
 import {
-  buildManifests, grafanaDashboard, prometheusRules, renderYaml, yamlDocument, DEFAULT_PROMETHEUS_URL, DEFAULT_TAG,
-  type Autoscaler, type Manifest,
+  buildManifests,
+  grafanaDashboard,
+  prometheusRules,
+  renderYaml,
+  yamlDocument,
+  DEFAULT_PROMETHEUS_URL,
+  DEFAULT_TAG,
+  type Autoscaler,
+  type Manifest,
 } from "../manifests/index.ts";
 import { reportConfigError } from "../output.ts";
 
@@ -91,18 +98,33 @@ export async function run(argv: string[]): Promise<number> {
     return reportConfigError(err, values.json);
   }
   if (values.out === undefined) {
-    process.stdout.write(values.json ? JSON.stringify(manifests.map((m) => m.object), null, 2) + "\n" : renderYaml(manifests));
+    process.stdout.write(
+      values.json
+        ? JSON.stringify(
+            manifests.map((m) => m.object),
+            null,
+            2,
+          ) + "\n"
+        : renderYaml(manifests),
+    );
     return 0;
   }
   const dir = resolve(values.out);
   mkdirSync(dir, { recursive: true });
   const yamlFiles = [...new Set(manifests.map((m) => m.file))];
-  for (const f of yamlFiles) writeFileSync(join(dir, f), renderYaml(manifests.filter((m) => m.file === f)), { mode: f === "secrets.yaml" ? 0o600 : 0o644 });
+  for (const f of yamlFiles)
+    writeFileSync(join(dir, f), renderYaml(manifests.filter((m) => m.file === f)), {
+      mode: f === "secrets.yaml" ? 0o600 : 0o644,
+    });
   for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
   const all = [...yamlFiles, ...Object.keys(files)];
-  if (values.json) process.stdout.write(JSON.stringify({ ok: true, dir, files: all, objects: manifests.length }, null, 2) + "\n");
+  if (values.json)
+    process.stdout.write(JSON.stringify({ ok: true, dir, files: all, objects: manifests.length }, null, 2) + "\n");
   else {
-    const rest = yamlFiles.filter((f) => f !== "secrets.yaml" && f !== "monitoring.yaml").map((f) => `-f ${join(dir, f)}`).join(" ");
+    const rest = yamlFiles
+      .filter((f) => f !== "secrets.yaml" && f !== "monitoring.yaml")
+      .map((f) => `-f ${join(dir, f)}`)
+      .join(" ");
     process.stdout.write(
       `wrote ${manifests.length} objects to ${dir}: ${all.join(", ")}\n` +
         `apply the secrets once (new passwords on every run): kubectl apply -f ${join(dir, "secrets.yaml")}\n` +

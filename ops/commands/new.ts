@@ -15,7 +15,9 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { loadGraph } from "../../runtime/index.ts";
 import { projectRoot, GRAPH_FILE_NAME } from "../../runtime/project.ts";
@@ -31,11 +33,20 @@ export const MARK = {
   registryEntry: "// servegraph new node: the project's own nodes below this line.",
 } as const;
 
-const pascal = (name: string): string => name.split("-").map((p) => p[0]!.toUpperCase() + p.slice(1)).join("");
-const camel = (name: string): string => { const p = pascal(name); return p[0]!.toLowerCase() + p.slice(1); };
+const pascal = (name: string): string =>
+  name
+    .split("-")
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join("");
+const camel = (name: string): string => {
+  const p = pascal(name);
+  return p[0]!.toLowerCase() + p.slice(1);
+};
 
 function usage(msg: string): number {
-  process.stderr.write(`servegraph new: ${msg}\nusage: servegraph new node <name> [--description text] [--no-lock] [--json]\n`);
+  process.stderr.write(
+    `servegraph new: ${msg}\nusage: servegraph new node <name> [--description text] [--no-lock] [--json]\n`,
+  );
   return 2;
 }
 
@@ -60,7 +71,11 @@ export interface NewNodeResult {
 }
 
 /** Writes the node (see the top of this file) into the project at `root`. */
-export async function newNode(root: string, name: string, opts: { description?: string; lock?: boolean; log?: (line: string) => void } = {}): Promise<NewNodeResult> {
+export async function newNode(
+  root: string,
+  name: string,
+  opts: { description?: string; lock?: boolean; log?: (line: string) => void } = {},
+): Promise<NewNodeResult> {
   const log = opts.log ?? (() => {});
   const graphFile = join(root, GRAPH_FILE_NAME);
   const graph = await loadGraph(graphFile);
@@ -75,11 +90,14 @@ export async function newNode(root: string, name: string, opts: { description?: 
   };
   if (graph.nodes[name]) throw new Error(`graph.config.ts already has a node "${name}"`);
   if (graph.graphs[name]) throw new Error(`graph.config.ts already has a graph "${name}"`);
-  for (const f of [files.subjects, files.pkg, files.test]) if (existsSync(f)) throw new Error(`${relative(root, f)} already exists`);
-  if (!existsSync(files.registry)) throw new Error(`${relative(root, files.registry)} is missing: it lists the project's endpoint definitions`);
+  for (const f of [files.subjects, files.pkg, files.test])
+    if (existsSync(f)) throw new Error(`${relative(root, f)} already exists`);
+  if (!existsSync(files.registry))
+    throw new Error(`${relative(root, files.registry)} is missing: it lists the project's endpoint definitions`);
   const http = Object.values(graph.nodes).find((n) => n.http);
   const routeKey = http ? `POST /${name}` : undefined;
-  if (http && http.routes.some((r) => r.key === routeKey)) throw new Error(`${http.name} already has the route ${routeKey}`);
+  if (http && http.routes.some((r) => r.key === routeKey))
+    throw new Error(`${http.name} already has the route ${routeKey}`);
   const description = opts.description ?? `${P}: answers the text it is sent, and which replica answered.`;
 
   // graph.config.ts first: if it cannot be edited, nothing else is written.
@@ -98,14 +116,32 @@ export async function newNode(root: string, name: string, opts: { description?: 
     "",
   ].join("\n");
   g = insertAt(g, MARK.nodes, nodeEntry, undefined, "nodes");
-  g = insertAt(g, MARK.graphs, `    ${JSON.stringify(name)}: { description: ${JSON.stringify(`${http ? `${http.name} -> ` : ""}${name}`)}, nodes: [${[...(http ? [http.name] : []), name].map((n) => JSON.stringify(n)).join(", ")}] },\n`, undefined, "graphs");
-  if (http && routeKey) g = insertAt(g, MARK.routes, `        ${JSON.stringify(routeKey)}: { call: subjectOf(${JSON.stringify(name)}, "run") },\n`, undefined, "routes");
-  if (!/\bsubjectOf\b/.test(g.split("defineGraph(")[0] ?? "")) throw new Error("graph.config.ts does not import subjectOf");
+  g = insertAt(
+    g,
+    MARK.graphs,
+    `    ${JSON.stringify(name)}: { description: ${JSON.stringify(`${http ? `${http.name} -> ` : ""}${name}`)}, nodes: [${[...(http ? [http.name] : []), name].map((n) => JSON.stringify(n)).join(", ")}] },\n`,
+    undefined,
+    "graphs",
+  );
+  if (http && routeKey)
+    g = insertAt(
+      g,
+      MARK.routes,
+      `        ${JSON.stringify(routeKey)}: { call: subjectOf(${JSON.stringify(name)}, "run") },\n`,
+      undefined,
+      "routes",
+    );
+  if (!/\bsubjectOf\b/.test(g.split("defineGraph(")[0] ?? ""))
+    throw new Error("graph.config.ts does not import subjectOf");
 
   const registry = readFileSync(files.registry, "utf8");
-  let reg = registry.replace(MARK.registryImport, `${MARK.registryImport}\nimport { ENDPOINTS as ${camel(name)}Endpoints } from "./${name}.ts";`);
+  let reg = registry.replace(
+    MARK.registryImport,
+    `${MARK.registryImport}\nimport { ENDPOINTS as ${camel(name)}Endpoints } from "./${name}.ts";`,
+  );
   reg = reg.replace(MARK.registryEntry, `${MARK.registryEntry}\n  ...${camel(name)}Endpoints,`);
-  if (reg === registry || !reg.includes(`...${camel(name)}Endpoints`)) throw new Error(`subjects/registry.ts has no "${MARK.registryEntry}" line`);
+  if (reg === registry || !reg.includes(`...${camel(name)}Endpoints`))
+    throw new Error(`subjects/registry.ts has no "${MARK.registryEntry}" line`);
 
   const write = (f: string, text: string): void => {
     mkdirSync(dirname(f), { recursive: true });
@@ -113,7 +149,14 @@ export async function newNode(root: string, name: string, opts: { description?: 
     log(`wrote ${relative(root, f)}`);
   };
   write(files.subjects, subjectsFile(name, P));
-  write(files.pkg, JSON.stringify({ name: `@servegraph/${name}`, version: "0.1.0", private: true, type: "module", description, dependencies: {} }, null, 2) + "\n");
+  write(
+    files.pkg,
+    JSON.stringify(
+      { name: `@servegraph/${name}`, version: "0.1.0", private: true, type: "module", description, dependencies: {} },
+      null,
+      2,
+    ) + "\n",
+  );
   write(files.params, paramsFile(name));
   write(files.main, mainFile(name, P, description));
   write(files.test, testFile(name, P, routeKey));
@@ -121,15 +164,60 @@ export async function newNode(root: string, name: string, opts: { description?: 
   log(`added ${name} to subjects/registry.ts`);
   writeFileSync(graphFile, g);
   log(`added node ${name}, graph ${name}${routeKey ? ` and route ${routeKey}` : ""} to ${GRAPH_FILE_NAME}`);
+  await formatted(root, [files.subjects, files.params, files.main, files.test, files.registry, graphFile], log);
 
   let lockRefreshed = false;
   if (opts.lock !== false && existsSync(join(root, "package-lock.json"))) {
     // The new workspace must be in the lock file, or `npm ci` refuses it. It has no dependencies: nothing is fetched.
-    const npm = spawnSync(process.platform === "win32" ? "npm.cmd" : "npm", ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund", "--offline"], { cwd: root, encoding: "utf8" });
+    const npm = spawnSync(
+      process.platform === "win32" ? "npm.cmd" : "npm",
+      ["install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund", "--offline"],
+      { cwd: root, encoding: "utf8" },
+    );
     lockRefreshed = npm.status === 0;
-    log(lockRefreshed ? "refreshed package-lock.json" : `could not refresh package-lock.json (run: npm install --package-lock-only): ${(npm.stderr || npm.stdout || "").trim().split("\n").pop()}`);
+    log(
+      lockRefreshed
+        ? "refreshed package-lock.json"
+        : `could not refresh package-lock.json (run: npm install --package-lock-only): ${(npm.stderr || npm.stdout || "").trim().split("\n").pop()}`,
+    );
   }
-  return { name, files: Object.values(files).map((f) => relative(root, f)).concat(GRAPH_FILE_NAME), graphFile, route: routeKey, lockRefreshed };
+  return {
+    name,
+    files: Object.values(files)
+      .map((f) => relative(root, f))
+      .concat(GRAPH_FILE_NAME),
+    graphFile,
+    route: routeKey,
+    lockRefreshed,
+  };
+}
+
+/**
+ * What `new` wrote, in the project's format (`npm test` checks it with Prettier): formatted with the project's own
+ * Prettier and its config when it is installed (a development checkout); a production install has none, and
+ * nothing checks the format there.
+ */
+async function formatted(root: string, files: readonly string[], log: (line: string) => void): Promise<void> {
+  let prettier: typeof import("prettier");
+  try {
+    // Its CommonJS entry (what require resolves) puts the API on the default export.
+    const mod = (await import(pathToFileURL(createRequire(join(root, "package.json")).resolve("prettier")).href)) as {
+      default?: typeof import("prettier");
+    } & typeof import("prettier");
+    prettier = mod.default ?? mod;
+  } catch {
+    return;
+  }
+  for (const f of files) {
+    try {
+      const options = (await prettier.resolveConfig(f)) ?? {};
+      writeFileSync(f, await prettier.format(readFileSync(f, "utf8"), { ...options, filepath: f }));
+    } catch (err) {
+      log(
+        `could not format ${relative(root, f)} (npm run format): ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`,
+      );
+    }
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -137,8 +225,14 @@ export async function run(argv: string[]): Promise<number> {
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
-      args: argv, allowPositionals: true,
-      options: { description: { type: "string" }, "no-lock": { type: "boolean" }, json: { type: "boolean" }, graph: { type: "string" } },
+      args: argv,
+      allowPositionals: true,
+      options: {
+        description: { type: "string" },
+        "no-lock": { type: "boolean" },
+        json: { type: "boolean" },
+        graph: { type: "string" },
+      },
     }));
   } catch (err) {
     return usage(err instanceof Error ? err.message : String(err));
@@ -147,23 +241,32 @@ export async function run(argv: string[]): Promise<number> {
   if (kind !== "node") return usage(kind ? `cannot make a "${kind}" (only: node)` : "what to make: node");
   if (!name) return usage("the node needs a name");
   if (extra.length) return usage(`unexpected ${extra.join(" ")}`);
-  if (!NODE_NAME.test(name)) return usage(`"${name}" is not a node name: lower-case letters, digits and dashes, starting with a letter`);
+  if (!NODE_NAME.test(name))
+    return usage(`"${name}" is not a node name: lower-case letters, digits and dashes, starting with a letter`);
   const root = values.graph ? dirname(values.graph) : projectRoot();
   try {
-    const r = await newNode(root, name, { ...(values.description ? { description: values.description } : {}), lock: !values["no-lock"], log: values.json ? undefined : (l) => process.stdout.write(`${l}\n`) });
+    const r = await newNode(root, name, {
+      ...(values.description ? { description: values.description } : {}),
+      lock: !values["no-lock"],
+      log: values.json ? undefined : (l) => process.stdout.write(`${l}\n`),
+    });
     if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
     else {
-      process.stdout.write([
-        "",
-        `node ${name} is ready. Next:`,
-        "  npm run servegraph -- check                 the graph, your node's parameters and route, checked",
-        `  npm start -- ${name}${" ".repeat(Math.max(1, 29 - name.length))}serve it: ingress and ${name}`,
-        ...(r.route ? [`  curl -s localhost:${8080}/${name} -H 'content-type: application/json' -d '{"text":"hi"}'`] : []),
-        `  npm run servegraph -- request sg.v1.${name}.run '{"text":"hi"}'`,
-        `  npm test                                    includes test/nodes/${name}.test.ts`,
-        "  docs/writing-a-node.md                      calls, parameters, batching, routes, tests",
-        "",
-      ].join("\n"));
+      process.stdout.write(
+        [
+          "",
+          `node ${name} is ready. Next:`,
+          "  npm run servegraph -- check                 the graph, your node's parameters and route, checked",
+          `  npm start -- ${name}${" ".repeat(Math.max(1, 29 - name.length))}serve it: ingress and ${name}`,
+          ...(r.route
+            ? [`  curl -s localhost:${8080}/${name} -H 'content-type: application/json' -d '{"text":"hi"}'`]
+            : []),
+          `  npm run servegraph -- request sg.v1.${name}.run '{"text":"hi"}'`,
+          `  npm test                                    includes test/nodes/${name}.test.ts`,
+          "  docs/writing-a-node.md                      calls, parameters, batching, routes, tests",
+          "",
+        ].join("\n"),
+      );
     }
     return 0;
   } catch (err) {
@@ -249,13 +352,17 @@ test("${name} - answers the text and the replica, over NATS${routeKey ? " and HT
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
   const r = await client.call(${P}Run, "sg.v1.${name}.run", { text: "hello" });
   assert.equal(r.text, "hello");
-  assert.match(r.served_by, /^${name}-/);${routeKey ? `
+  assert.match(r.served_by, /^${name}-/);${
+    routeKey
+      ? `
   const res = await fetch(\`\${g.ingressUrl}/${name}\`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "over HTTP" }) });
   assert.equal(res.status, 200);
   assert.equal(((await res.json()) as { text: string }).text, "over HTTP");
   const bad = await fetch(\`\${g.ingressUrl}/${name}\`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "" }) });
   assert.equal(bad.status, 400);
-  assert.equal(((await bad.json()) as { code: string }).code, "BAD_REQUEST");` : ""}
+  assert.equal(((await bad.json()) as { code: string }).code, "BAD_REQUEST");`
+      : ""
+  }
 });
 `;
 }

@@ -36,11 +36,26 @@
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
-  checkParams, connectNats, createLogger, createService, GraphConfigError, loadGraph, nodesOfGraphs, withParameterOverrides, type ResolvedGraph, type Service,
+  checkParams,
+  connectNats,
+  createLogger,
+  createService,
+  GraphConfigError,
+  loadGraph,
+  nodesOfGraphs,
+  withParameterOverrides,
+  type ResolvedGraph,
+  type Service,
 } from "../../runtime/index.ts";
 import { hostname } from "node:os";
 import { OPS_AUTOSCALER_SUBJECT, OPS_CONTROL_SUBJECT, opsControlSubjectOf } from "../../subjects/names.ts";
-import { OpsAutoscaler, OpsControl, type AutoscalerSnapshot, type OpsControlRequest, type ScaleReply } from "../../subjects/ops.ts";
+import {
+  OpsAutoscaler,
+  OpsControl,
+  type AutoscalerSnapshot,
+  type OpsControlRequest,
+  type ScaleReply,
+} from "../../subjects/ops.ts";
 import { OPS_USER } from "../manifests/index.ts";
 import { localNatsAuth, startNats, type LocalNats } from "../nats-server.ts";
 import { reportConfigError } from "../output.ts";
@@ -49,7 +64,6 @@ import { createActivator, type Activator } from "../activator.ts";
 import { createAutoscaler, DEFAULT_TICK_MS, type Autoscaler } from "../autoscaler.ts";
 import { ingressUrlOf, NodeStartError, startSupervisor, type Supervisor } from "../supervisor.ts";
 import { watchGraph, type Watcher } from "../watch.ts";
-
 
 /**
  * A signal ends `up` and every process it started within about this time (the promise is 10 s): the replicas get
@@ -81,7 +95,14 @@ export function routesOf(graph: ResolvedGraph, running: readonly string[]): stri
   for (const n of running) {
     for (const r of graph.nodes[n]?.routes ?? []) {
       if (!running.includes(r.node)) continue;
-      const body = r.body === "image" ? "  (an image body, or JSON {image_url, ...})" : r.body === "json" ? "  (JSON body)" : r.body === "raw" ? "  (raw body)" : "";
+      const body =
+        r.body === "image"
+          ? "  (an image body, or JSON {image_url, ...})"
+          : r.body === "json"
+            ? "  (JSON body)"
+            : r.body === "raw"
+              ? "  (raw body)"
+              : "";
       out.push(`${r.method.padEnd(5)}${r.path.padEnd(24)}-> ${r.node}.${r.endpoint}${body}`);
     }
   }
@@ -92,13 +113,22 @@ export function routesOf(graph: ResolvedGraph, running: readonly string[]): stri
 /** `--only preprocess=4,infer=1` (a node alone: its minimum, at least 1) -> node -> replicas. */
 export function parseOnly(spec: string, graph: ResolvedGraph): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const part of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^([A-Za-z0-9_-]+)(?:=(\d{1,3}))?$/.exec(part);
     if (!m) throw new GraphConfigError([{ path: "--only", message: `expected node=N[,node=N...], got "${part}"` }]);
     const node = graph.nodes[m[1]!];
-    if (!node) throw new GraphConfigError([{ path: "--only", message: `unknown node "${m[1]}" (nodes: ${Object.keys(graph.nodes).join(", ")})` }]);
+    if (!node)
+      throw new GraphConfigError([
+        { path: "--only", message: `unknown node "${m[1]}" (nodes: ${Object.keys(graph.nodes).join(", ")})` },
+      ]);
     const n = m[2] === undefined ? Math.max(node.replicas.min, 1) : Number(m[2]);
-    if (n > node.replicas.max) throw new GraphConfigError([{ path: "--only", message: `${m[1]}=${n} is above its max replicas ${node.replicas.max}` }]);
+    if (n > node.replicas.max)
+      throw new GraphConfigError([
+        { path: "--only", message: `${m[1]}=${n} is above its max replicas ${node.replicas.max}` },
+      ]);
     out[m[1]!] = n;
   }
   if (Object.keys(out).length === 0) throw new GraphConfigError([{ path: "--only", message: "names no node" }]);
@@ -108,15 +138,28 @@ export function parseOnly(spec: string, graph: ResolvedGraph): Record<string, nu
 /** Waits for `p` at most `ms` (its failure ignored): a wait on NATS must not hold up a stop. */
 async function bounded(p: Promise<unknown>, ms: number): Promise<void> {
   let t: NodeJS.Timeout | undefined;
-  await Promise.race([p.catch(() => {}), new Promise((r) => { t = setTimeout(r, Math.max(0, ms)); })]);
+  await Promise.race([
+    p.catch(() => {}),
+    new Promise((r) => {
+      t = setTimeout(r, Math.max(0, ms));
+    }),
+  ]);
   clearTimeout(t);
 }
 
 /** Whether the server answers a PING within `ms`. */
 async function answersWithin(nc: NatsConnection, ms: number): Promise<boolean> {
   let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((r) => { t = setTimeout(() => r(false), ms); });
-  const ok = await Promise.race([nc.flush().then(() => true, () => false), timeout]);
+  const timeout = new Promise<boolean>((r) => {
+    t = setTimeout(() => r(false), ms);
+  });
+  const ok = await Promise.race([
+    nc.flush().then(
+      () => true,
+      () => false,
+    ),
+    timeout,
+  ]);
   clearTimeout(t);
   return ok;
 }
@@ -134,8 +177,15 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal, late: (v: T) => void):
     };
     signal.addEventListener("abort", onAbort, { once: true });
     p.then(
-      (v) => { signal.removeEventListener("abort", onAbort); if (signal.aborted) late(v); else resolve(v); },
-      (err: unknown) => { signal.removeEventListener("abort", onAbort); reject(err); },
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) late(v);
+        else resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
     );
   });
 }
@@ -144,9 +194,17 @@ export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
-      json: { type: "boolean" }, graph: { type: "string" }, nats: { type: "string" }, port: { type: "string" },
-      replicas: { type: "string", multiple: true }, "keep-going": { type: "boolean" }, param: { type: "string", multiple: true },
-      only: { type: "string" }, host: { type: "string" }, "autoscale-tick-ms": { type: "string" }, watch: { type: "boolean" },
+      json: { type: "boolean" },
+      graph: { type: "string" },
+      nats: { type: "string" },
+      port: { type: "string" },
+      replicas: { type: "string", multiple: true },
+      "keep-going": { type: "boolean" },
+      param: { type: "string", multiple: true },
+      only: { type: "string" },
+      host: { type: "string" },
+      "autoscale-tick-ms": { type: "string" },
+      watch: { type: "boolean" },
     },
     allowPositionals: true,
   });
@@ -157,18 +215,32 @@ export async function run(argv: string[]): Promise<number> {
   const host = values.host || process.env.SG_HOST || hostname();
   const tickMs = values["autoscale-tick-ms"] === undefined ? DEFAULT_TICK_MS : Number(values["autoscale-tick-ms"]);
   try {
-    if (!Number.isInteger(tickMs) || tickMs < 50 || tickMs > 60_000) throw new GraphConfigError([{ path: "--autoscale-tick-ms", message: "milliseconds within 50..60000" }]);
+    if (!Number.isInteger(tickMs) || tickMs < 50 || tickMs > 60_000)
+      throw new GraphConfigError([{ path: "--autoscale-tick-ms", message: "milliseconds within 50..60000" }]);
     // --param node.KEY=VALUE overrides a parameter for this run; checked below like the file's values.
     graph = withParameterOverrides(await loadGraph(values.graph), values.param ?? []);
     graphs = positionals.length ? positionals : [...graph.defaultGraphs];
     if (values.only !== undefined) {
-      if (!externalNats) throw new GraphConfigError([{ path: "--only", message: "a worker host joins a running graph: give its NATS with --nats nats://<seed>:4222 (or NATS_URL)" }]);
+      if (!externalNats)
+        throw new GraphConfigError([
+          {
+            path: "--only",
+            message: "a worker host joins a running graph: give its NATS with --nats nats://<seed>:4222 (or NATS_URL)",
+          },
+        ]);
       only = parseOnly(values.only, graph);
     }
-    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(host)) throw new GraphConfigError([{ path: "--host", message: `"${host}": a host name is 1-63 letters, digits, '.', '_' or '-'` }]);
+    if (!/^[A-Za-z0-9_.-]{1,63}$/.test(host))
+      throw new GraphConfigError([
+        { path: "--host", message: `"${host}": a host name is 1-63 letters, digits, '.', '_' or '-'` },
+      ]);
     // Every node's parameters are checked before anything starts: a typo fails here, not in a replica.
     const issues = await checkParams(graph, only ? Object.keys(only) : nodesOfGraphs(graph, graphs));
-    if (!externalNats && graph.nodes[OPS_USER]) issues.push({ path: `nodes.${OPS_USER}`, message: `"${OPS_USER}" is the NATS user of the ops commands: rename the node` });
+    if (!externalNats && graph.nodes[OPS_USER])
+      issues.push({
+        path: `nodes.${OPS_USER}`,
+        message: `"${OPS_USER}" is the NATS user of the ops commands: rename the node`,
+      });
     if (issues.length) throw new GraphConfigError(issues);
   } catch (err) {
     return reportConfigError(err, values.json);
@@ -221,7 +293,8 @@ export async function run(argv: string[]): Promise<number> {
     // Requests an activator still holds get UNAVAILABLE: nothing will start for them now.
     await bounded(Promise.all([...activators.values()].map((a) => a.stop())), answers ? 300 : 100);
     const replicaGraceMs = Math.max(500, left() - DRAIN_MS - BROKER_GRACE_MS - 500);
-    if (sup) await sup.stop({ graceMs: answers || !nc ? replicaGraceMs : Math.min(replicaGraceMs, NATS_DOWN_GRACE_MS) });
+    if (sup)
+      await sup.stop({ graceMs: answers || !nc ? replicaGraceMs : Math.min(replicaGraceMs, NATS_DOWN_GRACE_MS) });
     if (nc) {
       if (answers) await bounded(nc.drain(), Math.min(DRAIN_MS, left() - BROKER_GRACE_MS));
       await bounded(nc.close(), 200);
@@ -243,9 +316,14 @@ export async function run(argv: string[]): Promise<number> {
       const auth = localNatsAuth(graph, nodesOfGraphs(graph, graphs));
       log.info("starting nats-server");
       nats = await startNats({
-        config: auth.config, env: auth.serverEnv, restart: true, signal,
+        config: auth.config,
+        env: auth.serverEnv,
+        restart: true,
+        signal,
         log: (line) => log.warn(line),
-        onRestart: (pid) => { if (state) writeState((state = { ...state, natsPid: pid })); },
+        onRestart: (pid) => {
+          if (state) writeState((state = { ...state, natsPid: pid }));
+        },
       });
       natsUrl = nats.url;
       log.info("started nats-server", { url: natsUrl, pid: nats.process.pid });
@@ -253,13 +331,20 @@ export async function run(argv: string[]): Promise<number> {
       ops = auth.ops;
       Object.assign(nodeEnv, auth.nodeEnv);
     }
-    for (const [name, n] of Object.entries(graph.nodes)) if (n.http && values.port !== undefined) nodeEnv[name] = { ...nodeEnv[name], PORT: values.port };
+    for (const [name, n] of Object.entries(graph.nodes))
+      if (n.http && values.port !== undefined) nodeEnv[name] = { ...nodeEnv[name], PORT: values.port };
 
-    nc = await abortable(connectNats({ name: "servegraph-up", servers: natsUrl, ...(ops ? { credentials: ops } : {}) }), signal, (late) => void late.close().catch(() => {}));
+    nc = await abortable(
+      connectNats({ name: "servegraph-up", servers: natsUrl, ...(ops ? { credentials: ops } : {}) }),
+      signal,
+      (late) => void late.close().catch(() => {}),
+    );
     // Nodes with min 0 (full `up` only): an activator each, subscribed before anything can call the node when it
     // starts with no replica. A request that comes before the autoscaler exists waits for it.
     let autoscalerReady!: (a: Autoscaler) => void;
-    const autoscalerP = new Promise<Autoscaler>((r) => { autoscalerReady = r; });
+    const autoscalerP = new Promise<Autoscaler>((r) => {
+      autoscalerReady = r;
+    });
     if (!only) {
       for (const name of nodesOfGraphs(graph, graphs)) {
         const node = graph.nodes[name]!;
@@ -269,7 +354,9 @@ export async function run(argv: string[]): Promise<number> {
           if (await act.arm()) {
             replicas[name] = 0;
           } else {
-            log.warn(`node ${name}: the broker refused the activator's subscription to its subjects: it keeps one replica (no scale to zero)`);
+            log.warn(
+              `node ${name}: the broker refused the activator's subscription to its subjects: it keeps one replica (no scale to zero)`,
+            );
             continue;
           }
         }
@@ -277,7 +364,16 @@ export async function run(argv: string[]): Promise<number> {
       }
     }
     sup = await startSupervisor({
-      graph, graphs, natsUrl, nc, nodeEnv, replicas, keepGoing, signal, stopGraceMs: STARTUP_STOP_GRACE_MS, host,
+      graph,
+      graphs,
+      natsUrl,
+      nc,
+      nodeEnv,
+      replicas,
+      keepGoing,
+      signal,
+      stopGraceMs: STARTUP_STOP_GRACE_MS,
+      host,
       ...(only ? { only: Object.keys(only) } : {}),
       log: (l) => log.info(l),
       onGiveUp: (err) => {
@@ -298,7 +394,13 @@ export async function run(argv: string[]): Promise<number> {
     // Control endpoint: `servegraph scale` talks to this supervisor.
     const running = sup;
     // A scale waits for its replicas to be ready; `{op: "autoscaler"}` (status, the dashboard) must not queue behind it.
-    control = createService(nc, { name: "servegraph-ops", maxInFlight: 64, defaultTimeoutMs: 130_000, log, metadata: { graph: graph.name, host, nodes: running.nodes.join(",") } });
+    control = createService(nc, {
+      name: "servegraph-ops",
+      maxInFlight: 64,
+      defaultTimeoutMs: 130_000,
+      log,
+      metadata: { graph: graph.name, host, nodes: running.nodes.join(",") },
+    });
     const handler = async (r: OpsControlRequest): Promise<ScaleReply | AutoscalerSnapshot> => {
       if (r.op === "autoscaler") return scaler.snapshot();
       if ("auto" in r) return { node: r.node, replicas: scaler.unpin(r.node), host, auto: true };
@@ -315,18 +417,31 @@ export async function run(argv: string[]): Promise<number> {
     control.serve({ ...OpsControl, name: "control-host" }, opsControlSubjectOf(host), handler);
     control.announce();
     state = {
-      pid: process.pid, natsUrl,
+      pid: process.pid,
+      natsUrl,
       ...(nats && ops ? { natsPid: nats.process.pid!, natsUser: ops.user, natsPassword: ops.password } : {}),
       ...(ingressUrl ? { ingressUrl } : {}),
-      graphs, nodes: [...sup.nodes], startedAt: new Date().toISOString(),
+      graphs,
+      nodes: [...sup.nodes],
+      startedAt: new Date().toISOString(),
     };
     // The state file is this machine's full `up` (status and scale find its broker and credentials there); a worker
     // host leaves it alone: it was given --nats, and hosts simulated on one machine share the file system.
     if (!only) writeState(state);
-    printSummary(values.json ?? false, { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero: new Set(activators.keys()) });
+    printSummary(values.json ?? false, {
+      graph,
+      graphs,
+      natsUrl,
+      nats,
+      ingressUrl,
+      sup,
+      atZero: new Set(activators.keys()),
+    });
     if (values.watch) {
       watcher = watchGraph(graph, sup, log);
-      log.info("watching the nodes' service folders, subjects/ and runtime/: a change replaces the node's replicas one at a time");
+      log.info(
+        "watching the nodes' service folders, subjects/ and runtime/: a change replaces the node's replicas one at a time",
+      );
     }
 
     await new Promise<void>((resolve) => {
@@ -368,12 +483,31 @@ export interface UpSummary {
   nodes: { node: string; replicas: number; subjects: string }[];
 }
 
-function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]; natsUrl: string; nats: LocalNats | undefined; ingressUrl: string | undefined; sup: Supervisor; atZero: ReadonlySet<string> }): void {
+function printSummary(
+  json: boolean,
+  s: {
+    graph: ResolvedGraph;
+    graphs: string[];
+    natsUrl: string;
+    nats: LocalNats | undefined;
+    ingressUrl: string | undefined;
+    sup: Supervisor;
+    atZero: ReadonlySet<string>;
+  },
+): void {
   const { graph, graphs, natsUrl, nats, ingressUrl, sup, atZero } = s;
   if (json) {
     const summary: UpSummary = {
-      graph: graph.name, graphs, nats: natsUrl, nats_pid: nats?.process.pid ?? null, ingress: ingressUrl ?? null,
-      nodes: sup.nodes.map((n) => ({ node: n, replicas: sup.replicas(n).length, subjects: `${graph.subjectPrefix}.${n}.*` })),
+      graph: graph.name,
+      graphs,
+      nats: natsUrl,
+      nats_pid: nats?.process.pid ?? null,
+      ingress: ingressUrl ?? null,
+      nodes: sup.nodes.map((n) => ({
+        node: n,
+        replicas: sup.replicas(n).length,
+        subjects: `${graph.subjectPrefix}.${n}.*`,
+      })),
     };
     process.stdout.write(JSON.stringify(summary) + "\n");
     return;
@@ -387,8 +521,14 @@ function printSummary(json: boolean, s: { graph: ResolvedGraph; graphs: string[]
     "  node            replicas  subject",
     ...sup.nodes.map((n) => {
       const count = sup.replicas(n).length;
-      const where = count === 0 && atZero.has(n) ? `${graph.subjectPrefix}.${n}.* (scaled to zero: the first request starts a replica)`
-        : count === 0 ? "cannot start (see above)" : graph.nodes[n]!.http ? ingressUrl ?? "" : `${graph.subjectPrefix}.${n}.*`;
+      const where =
+        count === 0 && atZero.has(n)
+          ? `${graph.subjectPrefix}.${n}.* (scaled to zero: the first request starts a replica)`
+          : count === 0
+            ? "cannot start (see above)"
+            : graph.nodes[n]!.http
+              ? (ingressUrl ?? "")
+              : `${graph.subjectPrefix}.${n}.*`;
       return `  ${n.padEnd(16)}${String(count).padEnd(10)}${where}`;
     }),
     "",

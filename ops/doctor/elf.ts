@@ -26,7 +26,8 @@ class Reader {
     this.size = statSync(path).size;
   }
   bytes(offset: number, length: number): Buffer {
-    if (offset < 0 || length < 0 || offset + length > this.size) throw new Error(`${this.path}: not a valid ELF file (a table lies outside the file)`);
+    if (offset < 0 || length < 0 || offset + length > this.size)
+      throw new Error(`${this.path}: not a valid ELF file (a table lies outside the file)`);
     const b = Buffer.alloc(length);
     readSync(this.fd, b, 0, length, offset);
     return b;
@@ -56,7 +57,13 @@ export function readElfDynamic(path: string): ElfDynamic {
     if (shoff === 0 || shnum === 0) throw new Error(`${path}: has no section headers`);
     const sections = Array.from({ length: shnum }, (_, i) => {
       const s = r.bytes(shoff + i * shentsize, 64);
-      return { type: s.readUInt32LE(4), offset: Number(s.readBigUInt64LE(0x18)), size: Number(s.readBigUInt64LE(0x20)), link: s.readUInt32LE(0x28), info: s.readUInt32LE(0x2c) };
+      return {
+        type: s.readUInt32LE(4),
+        offset: Number(s.readBigUInt64LE(0x18)),
+        size: Number(s.readBigUInt64LE(0x20)),
+        link: s.readUInt32LE(0x28),
+        info: s.readUInt32LE(0x2c),
+      };
     });
     const strtabOf = (link: number): number => {
       const s = sections[link];

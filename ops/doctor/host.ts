@@ -18,7 +18,13 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { probeGpu, webgpuAdapterOf, webgpuSkipReason, formatAdapter, type GpuProbe } from "../../services/infer/src/gpu-devices.ts";
+import {
+  probeGpu,
+  webgpuAdapterOf,
+  webgpuSkipReason,
+  formatAdapter,
+  type GpuProbe,
+} from "../../services/infer/src/gpu-devices.ts";
 import { ortVersionOfDefs, readElfDynamic, versionStringsIn } from "./elf.ts";
 
 export interface HostFacts {
@@ -74,7 +80,14 @@ export interface ProviderVerdict {
  * What the CUDA 12 build of onnxruntime's CUDA provider links against, for a host that does not have the provider
  * yet: the CUDA runtime, cuBLAS and cuBLASLt, cuRAND, cuFFT (CUDA 12's sonames) and cuDNN 9.
  */
-export const CUDA12_LIBRARIES = ["libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12", "libcurand.so.10", "libcufft.so.11", "libcudnn.so.9"] as const;
+export const CUDA12_LIBRARIES = [
+  "libcudart.so.12",
+  "libcublas.so.12",
+  "libcublasLt.so.12",
+  "libcurand.so.10",
+  "libcufft.so.11",
+  "libcudnn.so.9",
+] as const;
 const CUDA_PROVIDER = "libonnxruntime_providers_cuda.so";
 const CUDA_PROVIDER_FILES = [CUDA_PROVIDER, "libonnxruntime_providers_shared.so"] as const;
 
@@ -87,7 +100,10 @@ export function readProviderLibrary(path: string, bindingVersion: string | null)
       // onnxruntime compiles its version into what it builds as a string; other libraries' versions may sit beside
       // it, so the binding's own version wins when it is there, and otherwise only an onnxruntime-like one counts.
       const strings = versionStringsIn(path);
-      ortVersion = bindingVersion && strings.includes(bindingVersion) ? bindingVersion : strings.find((v) => /^1\.[1-9]\d\.\d+$/.test(v));
+      ortVersion =
+        bindingVersion && strings.includes(bindingVersion)
+          ? bindingVersion
+          : strings.find((v) => /^1\.[1-9]\d\.\d+$/.test(v));
     }
     return { path, needed: elf.needed, ...(ortVersion ? { ortVersion } : {}) };
   } catch (err) {
@@ -132,22 +148,43 @@ export function readHost(repoRoot: string, env: NodeJS.ProcessEnv = process.env)
   const ort = findOrtBinding(repoRoot);
   let bindingFiles: string[] = [];
   if (ort) {
-    try { bindingFiles = readdirSync(ort.dir); } catch { bindingFiles = []; }
+    try {
+      bindingFiles = readdirSync(ort.dir);
+    } catch {
+      bindingFiles = [];
+    }
   }
   let nvidiaDriver: string | null = null;
-  try { nvidiaDriver = readFileSync("/proc/driver/nvidia/version", "utf8").split("\n")[0]!.trim() || null; } catch { nvidiaDriver = null; }
+  try {
+    nvidiaDriver = readFileSync("/proc/driver/nvidia/version", "utf8").split("\n")[0]!.trim() || null;
+  } catch {
+    nvidiaDriver = null;
+  }
   const gpu = probeGpu({ env });
   let ortLibraryVersion: string | null = null;
   const lib = ort && bindingFiles.find((f) => /^libonnxruntime\.so(\.\d+)*$/.test(f));
   if (ort && lib) {
-    try { ortLibraryVersion = ortVersionOfDefs(readElfDynamic(join(ort.dir, lib)).versionDefs) ?? null; } catch { ortLibraryVersion = null; }
+    try {
+      ortLibraryVersion = ortVersionOfDefs(readElfDynamic(join(ort.dir, lib)).versionDefs) ?? null;
+    } catch {
+      ortLibraryVersion = null;
+    }
   }
   const bindingVersion = ortLibraryVersion ?? ort?.version ?? null;
   return {
-    bindingDir: ort?.dir ?? null, ortVersion: ort?.version ?? null, bindingFiles, libraries: loaderLibraries(env),
-    nvidiaDriver, vulkanIcds: gpu.vulkanDrivers.map((d) => d.manifest).filter((f) => existsSync(f)), xdgRuntimeDir: env.XDG_RUNTIME_DIR ?? null,
-    ortLibraryVersion, gpu,
-    cudaProvider: ort && bindingFiles.includes(CUDA_PROVIDER) ? readProviderLibrary(join(ort.dir, CUDA_PROVIDER), bindingVersion) : null,
+    bindingDir: ort?.dir ?? null,
+    ortVersion: ort?.version ?? null,
+    bindingFiles,
+    libraries: loaderLibraries(env),
+    nvidiaDriver,
+    vulkanIcds: gpu.vulkanDrivers.map((d) => d.manifest).filter((f) => existsSync(f)),
+    xdgRuntimeDir: env.XDG_RUNTIME_DIR ?? null,
+    ortLibraryVersion,
+    gpu,
+    cudaProvider:
+      ort && bindingFiles.includes(CUDA_PROVIDER)
+        ? readProviderLibrary(join(ort.dir, CUDA_PROVIDER), bindingVersion)
+        : null,
   };
 }
 
@@ -160,44 +197,80 @@ export function diagnose(h: HostFacts): ProviderVerdict[] {
   if (!h.bindingDir) cuda.push("onnxruntime-node is not installed (run npm ci)");
   else {
     const absent = CUDA_PROVIDER_FILES.filter((f) => !h.bindingFiles.includes(f));
-    if (absent.length) cuda.push(`onnxruntime's CUDA provider libraries are not installed beside its binding (${absent.join(", ")} missing in ${h.bindingDir}): onnxruntime-node's npm package ships none`);
+    if (absent.length)
+      cuda.push(
+        `onnxruntime's CUDA provider libraries are not installed beside its binding (${absent.join(", ")} missing in ${h.bindingDir}): onnxruntime-node's npm package ships none`,
+      );
   }
-  if (!h.nvidiaDriver && !has("libcuda.so.1")) cuda.push("no NVIDIA driver (no /proc/driver/nvidia/version, no libcuda.so.1)");
+  if (!h.nvidiaDriver && !has("libcuda.so.1"))
+    cuda.push("no NVIDIA driver (no /proc/driver/nvidia/version, no libcuda.so.1)");
   const p = h.cudaProvider;
   if (p?.unreadable) cuda.push(`the CUDA provider cannot be read: ${p.unreadable}`);
   if (p && !p.unreadable) {
     const missing = p.needed.filter((l) => !has(l));
-    if (missing.length) cuda.push(`the CUDA provider needs libraries the loader cannot find (its NEEDED entries): ${missing.join(", ")}`);
+    if (missing.length)
+      cuda.push(`the CUDA provider needs libraries the loader cannot find (its NEEDED entries): ${missing.join(", ")}`);
     if (p.ortVersion && binding && p.ortVersion !== binding) {
-      cuda.push(`the CUDA provider is built for onnxruntime ${p.ortVersion}, the binding is ${binding}: they must be the same version (nothing checks this at load; a mismatch loads and then misbehaves)`);
+      cuda.push(
+        `the CUDA provider is built for onnxruntime ${p.ortVersion}, the binding is ${binding}: they must be the same version (nothing checks this at load; a mismatch loads and then misbehaves)`,
+      );
     } else if (!p.ortVersion) {
-      cudaNotes.push(`the CUDA provider's onnxruntime version cannot be read from ${p.path}: it must be ${binding ?? "the binding's"}`);
+      cudaNotes.push(
+        `the CUDA provider's onnxruntime version cannot be read from ${p.path}: it must be ${binding ?? "the binding's"}`,
+      );
     }
   } else if (!p) {
     const cudaLibs = CUDA12_LIBRARIES.filter((l) => !has(l));
     if (cudaLibs.length) {
-      const other = Object.keys(h.libraries).filter((l) => /^libcudart\.so\.\d+$/.test(l)).map((l) => l.replace("libcudart.so.", "CUDA "));
-      cuda.push(`the CUDA 12 libraries its provider links against are not found by the loader: ${cudaLibs.join(", ")}${other.length ? ` (found ${other.join(", ")}, which this build does not use)` : ""}`);
+      const other = Object.keys(h.libraries)
+        .filter((l) => /^libcudart\.so\.\d+$/.test(l))
+        .map((l) => l.replace("libcudart.so.", "CUDA "));
+      cuda.push(
+        `the CUDA 12 libraries its provider links against are not found by the loader: ${cudaLibs.join(", ")}${other.length ? ` (found ${other.join(", ")}, which this build does not use)` : ""}`,
+      );
     }
   }
-  const cudaFix = p && p.ortVersion && binding && p.ortVersion !== binding
-    ? `reinstall the provider for ${binding}: \`servegraph doctor --install-cuda\` (fetches it from NuGet)`
-    : "on a host with an NVIDIA driver, CUDA 12 (runtime, cuBLAS/cuBLASLt, cuFFT, cuRAND) and cuDNN 9 on the loader's path: `servegraph doctor --install-cuda` (fetches the provider from NuGet)";
+  const cudaFix =
+    p && p.ortVersion && binding && p.ortVersion !== binding
+      ? `reinstall the provider for ${binding}: \`servegraph doctor --install-cuda\` (fetches it from NuGet)`
+      : "on a host with an NVIDIA driver, CUDA 12 (runtime, cuBLAS/cuBLASLt, cuFFT, cuRAND) and cuDNN 9 on the loader's path: `servegraph doctor --install-cuda` (fetches the provider from NuGet)";
 
   const webgpu: string[] = [];
   const webgpuNotes: string[] = [];
   if (!has("libvulkan.so.1")) webgpu.push("no Vulkan loader (libvulkan.so.1; Debian/Ubuntu package libvulkan1)");
-  if (h.gpu.vulkanDrivers.length === 0) webgpu.push("no Vulkan driver (ICD): the GPU driver's Vulkan part (e.g. NVIDIA's nvidia_icd.json) is not installed");
+  if (h.gpu.vulkanDrivers.length === 0)
+    webgpu.push(
+      "no Vulkan driver (ICD): the GPU driver's Vulkan part (e.g. NVIDIA's nvidia_icd.json) is not installed",
+    );
   const adapter = h.gpu.vulkanDrivers.length ? webgpuAdapterOf(h.gpu) : undefined;
   const autoSkips = webgpuSkipReason(h.gpu);
-  if (autoSkips) webgpuNotes.push("a forced EXECUTION_PROVIDER=webgpu runs on this software adapter: the model computes on the CPU through Vulkan, so its speed says nothing of a GPU");
+  if (autoSkips)
+    webgpuNotes.push(
+      "a forced EXECUTION_PROVIDER=webgpu runs on this software adapter: the model computes on the CPU through Vulkan, so its speed says nothing of a GPU",
+    );
   return [
-    { provider: "cuda", ready: cuda.length === 0, missing: cuda, ...(cuda.length ? { fix: cudaFix } : {}), ...(cudaNotes.length ? { notes: cudaNotes } : {}) },
     {
-      provider: "webgpu", ready: webgpu.length === 0, missing: webgpu,
-      ...(webgpu.length ? { fix: "install libvulkan1 and the GPU driver's Vulkan ICD (NVIDIA: the driver package's Vulkan component)" } : {}),
-      ...(adapter ? { adapter: formatAdapter(adapter) } : {}), ...(webgpuNotes.length ? { notes: webgpuNotes } : {}), ...(autoSkips ? { autoSkips } : {}),
+      provider: "cuda",
+      ready: cuda.length === 0,
+      missing: cuda,
+      ...(cuda.length ? { fix: cudaFix } : {}),
+      ...(cudaNotes.length ? { notes: cudaNotes } : {}),
     },
-    { provider: "cpu", ready: h.bindingDir !== null, missing: h.bindingDir ? [] : ["onnxruntime-node is not installed (run npm ci)"] },
+    {
+      provider: "webgpu",
+      ready: webgpu.length === 0,
+      missing: webgpu,
+      ...(webgpu.length
+        ? { fix: "install libvulkan1 and the GPU driver's Vulkan ICD (NVIDIA: the driver package's Vulkan component)" }
+        : {}),
+      ...(adapter ? { adapter: formatAdapter(adapter) } : {}),
+      ...(webgpuNotes.length ? { notes: webgpuNotes } : {}),
+      ...(autoSkips ? { autoSkips } : {}),
+    },
+    {
+      provider: "cpu",
+      ready: h.bindingDir !== null,
+      missing: h.bindingDir ? [] : ["onnxruntime-node is not installed (run npm ci)"],
+    },
   ];
 }

@@ -47,12 +47,27 @@ export interface AutoscalingContext {
 }
 
 /** The lowest replica count the emitted autoscaler keeps, and why it differs from the graph's min (if it does). */
-export function effectiveMinReplicas(node: ResolvedNode, c: Pick<AutoscalingContext, "autoscaler" | "calledSubjects">): { min: number; note?: string } {
+export function effectiveMinReplicas(
+  node: ResolvedNode,
+  c: Pick<AutoscalingContext, "autoscaler" | "calledSubjects">,
+): { min: number; note?: string } {
   const min = node.replicas.min;
   if (min > 0) return { min };
-  if (c.autoscaler === "hpa") return { min: 1, note: "replicas min 0 clamped to 1: a HorizontalPodAutoscaler cannot scale to zero (use --autoscaler keda)" };
-  if (node.http) return { min: 1, note: "replicas min 0 clamped to 1: an HTTP node has no NATS caller whose demand could wake it up" };
-  if (!c.calledSubjects.length) return { min: 1, note: "replicas min 0 clamped to 1: no node of the deployed graphs calls it, so nothing would wake it up" };
+  if (c.autoscaler === "hpa")
+    return {
+      min: 1,
+      note: "replicas min 0 clamped to 1: a HorizontalPodAutoscaler cannot scale to zero (use --autoscaler keda)",
+    };
+  if (node.http)
+    return {
+      min: 1,
+      note: "replicas min 0 clamped to 1: an HTTP node has no NATS caller whose demand could wake it up",
+    };
+  if (!c.calledSubjects.length)
+    return {
+      min: 1,
+      note: "replicas min 0 clamped to 1: no node of the deployed graphs calls it, so nothing would wake it up",
+    };
   return { min: 0 };
 }
 
@@ -136,7 +151,11 @@ export function autoscalerManifest(node: ResolvedNode, c: AutoscalingContext): M
     comments: [
       `Autoscaling of ${n} (KEDA): ${why}.`,
       ...(note ? [note] : []),
-      ...(min === 0 ? [`Scales to 0 after ${downS} s without demand; the callers' requests to ${c.calledSubjects.join(", ")} wake it up.`] : []),
+      ...(min === 0
+        ? [
+            `Scales to 0 after ${downS} s without demand; the callers' requests to ${c.calledSubjects.join(", ")} wake it up.`,
+          ]
+        : []),
     ],
     object: {
       apiVersion: "keda.sh/v1alpha1",

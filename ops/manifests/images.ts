@@ -18,7 +18,9 @@ export const SRV_PING_PROBE = "deploy/probe/srv-ping.mjs";
 export const IMAGE_WORKDIR = "/app";
 
 /** The default tag: the version in the root package.json, the version of what the images are built from. */
-export const DEFAULT_TAG = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+export const DEFAULT_TAG = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 export interface ImageOptions {
   /** Registry and path prefix, e.g. `registry.example.com/team` (default: none, a local image name). */

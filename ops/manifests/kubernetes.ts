@@ -9,8 +9,20 @@
  * Objects are plain JSON data; render-yaml.ts writes them out.
  */
 import { dirname, relative, resolve } from "node:path";
-import { DEFAULT_GRAPH_FILE, GraphConfigError, nodesOfGraphs, type ResolvedGraph, type ResolvedNode } from "../../runtime/index.ts";
-import { autoscalerManifest, AUTOSCALERS, DEFAULT_AUTOSCALER, DEFAULT_PROMETHEUS_URL, type Autoscaler } from "./autoscaling.ts";
+import {
+  DEFAULT_GRAPH_FILE,
+  GraphConfigError,
+  nodesOfGraphs,
+  type ResolvedGraph,
+  type ResolvedNode,
+} from "../../runtime/index.ts";
+import {
+  autoscalerManifest,
+  AUTOSCALERS,
+  DEFAULT_AUTOSCALER,
+  DEFAULT_PROMETHEUS_URL,
+  type Autoscaler,
+} from "./autoscaling.ts";
 import { buildCommand, imageOf, IMAGE_WORKDIR, SRV_PING_PROBE, type ImageOptions } from "./images.ts";
 import { credentialsSecretName, NATS_CLIENT_PORT, randomPassword } from "./nats-conf.ts";
 import { natsClusterManifests, NATS_HEADLESS_NAME, NATS_NAME } from "./nats-cluster.ts";
@@ -79,15 +91,32 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 function checkNames(nodes: readonly string[], opts: ManifestOptions): void {
   const issues: { path: string; message: string }[] = [];
   for (const n of nodes) {
-    if (!DNS_LABEL.test(n) || n.length > 63) issues.push({ path: `nodes.${n}`, message: "a Kubernetes name must be lowercase letters, digits and dashes (at most 63)" });
-    if (n === NATS_NAME || n === NATS_HEADLESS_NAME || n === OPS_USER) issues.push({ path: `nodes.${n}`, message: `"${n}" is reserved for the NATS cluster or the ops user in the manifests` });
+    if (!DNS_LABEL.test(n) || n.length > 63)
+      issues.push({
+        path: `nodes.${n}`,
+        message: "a Kubernetes name must be lowercase letters, digits and dashes (at most 63)",
+      });
+    if (n === NATS_NAME || n === NATS_HEADLESS_NAME || n === OPS_USER)
+      issues.push({
+        path: `nodes.${n}`,
+        message: `"${n}" is reserved for the NATS cluster or the ops user in the manifests`,
+      });
   }
-  if (opts.namespace !== undefined && !DNS_LABEL.test(opts.namespace)) issues.push({ path: "--namespace", message: "must be a Kubernetes namespace name" });
-  if (opts.image !== undefined && !/^\S+$/.test(opts.image)) issues.push({ path: "--image", message: "must be an image reference" });
-  if (opts.registry !== undefined && !REGISTRY.test(opts.registry)) issues.push({ path: "--registry", message: "must be a registry host and path, e.g. registry.example.com/team" });
-  if (opts.tag !== undefined && !TAG.test(opts.tag)) issues.push({ path: "--tag", message: "must be an image tag: letters, digits, _ . - (at most 128), not starting with . or -" });
-  if (opts.autoscaler !== undefined && !AUTOSCALERS.includes(opts.autoscaler)) issues.push({ path: "--autoscaler", message: `must be one of ${AUTOSCALERS.join(", ")}` });
-  if (opts.prometheusUrl !== undefined && !/^https?:\/\/\S+$/.test(opts.prometheusUrl)) issues.push({ path: "--prometheus-url", message: "must be an http(s) URL" });
+  if (opts.namespace !== undefined && !DNS_LABEL.test(opts.namespace))
+    issues.push({ path: "--namespace", message: "must be a Kubernetes namespace name" });
+  if (opts.image !== undefined && !/^\S+$/.test(opts.image))
+    issues.push({ path: "--image", message: "must be an image reference" });
+  if (opts.registry !== undefined && !REGISTRY.test(opts.registry))
+    issues.push({ path: "--registry", message: "must be a registry host and path, e.g. registry.example.com/team" });
+  if (opts.tag !== undefined && !TAG.test(opts.tag))
+    issues.push({
+      path: "--tag",
+      message: "must be an image tag: letters, digits, _ . - (at most 128), not starting with . or -",
+    });
+  if (opts.autoscaler !== undefined && !AUTOSCALERS.includes(opts.autoscaler))
+    issues.push({ path: "--autoscaler", message: `must be one of ${AUTOSCALERS.join(", ")}` });
+  if (opts.prometheusUrl !== undefined && !/^https?:\/\/\S+$/.test(opts.prometheusUrl))
+    issues.push({ path: "--prometheus-url", message: "must be an http(s) URL" });
   if (issues.length) throw new GraphConfigError(issues);
 }
 
@@ -96,7 +125,11 @@ function checkNames(nodes: readonly string[], opts: ManifestOptions): void {
  * passwords (pass `opts.password` for fixed ones). Order: secrets.yaml, nats.yaml, then each node of the
  * closure, dependencies first, then monitoring.yaml.
  */
-export function buildManifests(graph: ResolvedGraph, graphNames: readonly string[], opts: ManifestOptions = {}): Manifest[] {
+export function buildManifests(
+  graph: ResolvedGraph,
+  graphNames: readonly string[],
+  opts: ManifestOptions = {},
+): Manifest[] {
   const nodes = nodesOfGraphs(graph, graphNames);
   checkNames(nodes, opts);
   const password = opts.password ?? randomPassword;
@@ -106,7 +139,10 @@ export function buildManifests(graph: ResolvedGraph, graphNames: readonly string
     labels: labels(component),
     ...extra,
   });
-  const labels = (name: string): Record<string, string> => ({ "app.kubernetes.io/name": name, "app.kubernetes.io/part-of": graph.name });
+  const labels = (name: string): Record<string, string> => ({
+    "app.kubernetes.io/name": name,
+    "app.kubernetes.io/part-of": graph.name,
+  });
   const out: Manifest[] = [];
   const users = [...nodes, OPS_USER];
   const creds = credentialsSecretName(graph);
@@ -154,9 +190,15 @@ export function buildManifests(graph: ResolvedGraph, graphNames: readonly string
   out.push(...natsClusterManifests({ graph, graphNames, nodes, users, namespace: opts.namespace, meta, labels }));
 
   // --- <node>.yaml -------------------------------------------------------------------------------------
-  const graphFileEnv = resolve(graph.file) === resolve(DEFAULT_GRAPH_FILE) ? undefined : relative(dirname(DEFAULT_GRAPH_FILE), graph.file);
+  const graphFileEnv =
+    resolve(graph.file) === resolve(DEFAULT_GRAPH_FILE) ? undefined : relative(dirname(DEFAULT_GRAPH_FILE), graph.file);
   const ctx: NodeManifestContext = {
-    nodes, creds, graphFileEnv, meta, labels, images: opts,
+    nodes,
+    creds,
+    graphFileEnv,
+    meta,
+    labels,
+    images: opts,
     autoscaler: opts.autoscaler ?? DEFAULT_AUTOSCALER,
     prometheusUrl: opts.prometheusUrl ?? DEFAULT_PROMETHEUS_URL,
   };
@@ -181,7 +223,13 @@ interface NodeManifestContext {
 /** The subjects of `node` that the other nodes of the closure call. */
 function calledSubjects(graph: ResolvedGraph, node: ResolvedNode, nodes: readonly string[]): string[] {
   const own = `${node.subjectPrefix}.${node.name}.`;
-  return [...new Set(nodes.flatMap((m) => (m === node.name ? [] : edgeSubjects(graph, graph.nodes[m]!).filter((s) => s.startsWith(own)))))].sort();
+  return [
+    ...new Set(
+      nodes.flatMap((m) =>
+        m === node.name ? [] : edgeSubjects(graph, graph.nodes[m]!).filter((s) => s.startsWith(own)),
+      ),
+    ),
+  ].sort();
 }
 
 function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifestContext): Manifest[] {
@@ -201,8 +249,14 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     ...(c.graphFileEnv !== undefined ? [{ name: "SG_GRAPH_FILE", value: c.graphFileEnv }] : []),
     ...Object.entries(node.parameters).map(([k, v]) => ({ name: k, value: v })),
     ...(httpPort !== undefined
-      ? [{ name: "HOST", value: "0.0.0.0" }, { name: "PORT", value: String(httpPort) }]
-      : [{ name: "SG_METRICS_PORT", value: String(METRICS_PORT) }, { name: "SG_METRICS_HOST", value: "0.0.0.0" }]),
+      ? [
+          { name: "HOST", value: "0.0.0.0" },
+          { name: "PORT", value: String(httpPort) },
+        ]
+      : [
+          { name: "SG_METRICS_PORT", value: String(METRICS_PORT) },
+          { name: "SG_METRICS_HOST", value: "0.0.0.0" },
+        ]),
     { name: "NATS_URL", value: `nats://${NATS_NAME}:${NATS_CLIENT_PORT}` },
     { name: "NATS_USER", value: n },
     { name: "NATS_INBOX_PREFIX", value: inboxPrefix(n) },
@@ -213,7 +267,11 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     })),
   ];
   const gpu = node.resources.gpu > 0;
-  const quantities = { cpu: cpuQuantity(node.resources.cpu), memory: node.resources.memory, ...(gpu ? { "nvidia.com/gpu": String(node.resources.gpu) } : {}) };
+  const quantities = {
+    cpu: cpuQuantity(node.resources.cpu),
+    memory: node.resources.memory,
+    ...(gpu ? { "nvidia.com/gpu": String(node.resources.gpu) } : {}),
+  };
   const probe = (path: string, port: number, extra: Record<string, number>) => ({ httpGet: { path, port }, ...extra });
   // An HTTP node first waits HTTP_PRESTOP_S (preStop) for its Service endpoints to drop it, then drains.
   const drainS = Math.ceil(node.timeoutMs / 1000) + DRAIN_MARGIN_S + (httpPort !== undefined ? HTTP_PRESTOP_S : 0);
@@ -223,7 +281,10 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     imagePullPolicy: "IfNotPresent",
     command: ["node", "--import", "tsx", `${node.service}/src/main.ts`],
     env,
-    ports: httpPort !== undefined ? [{ name: "http", containerPort: httpPort }] : [{ name: "metrics", containerPort: METRICS_PORT }],
+    ports:
+      httpPort !== undefined
+        ? [{ name: "http", containerPort: httpPort }]
+        : [{ name: "metrics", containerPort: METRICS_PORT }],
     resources: { requests: quantities, limits: quantities },
     ...(httpPort !== undefined
       ? {
@@ -235,9 +296,19 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
         }
       : {
           // Ready = this replica answers $SRV.PING over NATS, which it does only once its endpoints are served.
-          readinessProbe: { exec: { command: ["node", `${IMAGE_WORKDIR}/${SRV_PING_PROBE}`] }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 2 },
+          readinessProbe: {
+            exec: { command: ["node", `${IMAGE_WORKDIR}/${SRV_PING_PROBE}`] },
+            periodSeconds: 10,
+            timeoutSeconds: 5,
+            failureThreshold: 2,
+          },
           // Alive = its event loop answers /metrics (up as soon as NATS is connected, before a model loads).
-          livenessProbe: probe("/metrics", METRICS_PORT, { initialDelaySeconds: 15, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 }),
+          livenessProbe: probe("/metrics", METRICS_PORT, {
+            initialDelaySeconds: 15,
+            periodSeconds: 10,
+            timeoutSeconds: 5,
+            failureThreshold: 3,
+          }),
         }),
     securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
   };
@@ -250,11 +321,15 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     `SIGTERM drains: terminationGracePeriodSeconds is the request timeout (${node.timeoutMs} ms) + ${DRAIN_MARGIN_S} s` +
       (httpPort !== undefined ? ` + the ${HTTP_PRESTOP_S} s preStop pause.` : "."),
     ...(autoscaled
-      ? [`replicas ${node.replicas.min}..${node.replicas.max}: no spec.replicas, the ${c.autoscaler === "keda" ? "ScaledObject" : "HorizontalPodAutoscaler"} below owns the count.`]
+      ? [
+          `replicas ${node.replicas.min}..${node.replicas.max}: no spec.replicas, the ${c.autoscaler === "keda" ? "ScaledObject" : "HorizontalPodAutoscaler"} below owns the count.`,
+        ]
       : []),
     ...(gpu
-      ? ["GPU node: nvidia.com/gpu limit, a toleration of the nvidia.com/gpu taint, and the GPU-discovery label as nodeSelector.",
-         "The CUDA execution provider also needs CUDA 12 and cuDNN 9 libraries in the image (see deploy/containers/Containerfile)."]
+      ? [
+          "GPU node: nvidia.com/gpu limit, a toleration of the nvidia.com/gpu taint, and the GPU-discovery label as nodeSelector.",
+          "The CUDA execution provider also needs CUDA 12 and cuDNN 9 libraries in the image (see deploy/containers/Containerfile).",
+        ]
       : []),
   ];
   const out: Manifest[] = [
@@ -272,14 +347,26 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
           template: {
             metadata: {
               labels: c.labels(n),
-              annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(metricsPort), "prometheus.io/path": "/metrics" },
+              annotations: {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": String(metricsPort),
+                "prometheus.io/path": "/metrics",
+              },
             },
             spec: {
               terminationGracePeriodSeconds: drainS,
-              securityContext: { runAsNonRoot: true, runAsUser: NODE_UID, runAsGroup: NODE_UID, seccompProfile: { type: "RuntimeDefault" } },
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: NODE_UID,
+                runAsGroup: NODE_UID,
+                seccompProfile: { type: "RuntimeDefault" },
+              },
               containers: [container],
               ...(gpu
-                ? { tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }], nodeSelector: { ...GPU_NODE_SELECTOR } }
+                ? {
+                    tolerations: [{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }],
+                    nodeSelector: { ...GPU_NODE_SELECTOR },
+                  }
                 : {}),
             },
           },
@@ -300,7 +387,15 @@ function nodeManifests(graph: ResolvedGraph, node: ResolvedNode, c: NodeManifest
     });
   }
   if (autoscaled) {
-    out.push(autoscalerManifest(node, { graph, autoscaler: c.autoscaler, prometheusUrl: c.prometheusUrl, calledSubjects: called, meta: c.meta }));
+    out.push(
+      autoscalerManifest(node, {
+        graph,
+        autoscaler: c.autoscaler,
+        prometheusUrl: c.prometheusUrl,
+        calledSubjects: called,
+        meta: c.meta,
+      }),
+    );
   }
   return out;
 }

@@ -11,7 +11,13 @@
 import { createHash } from "node:crypto";
 import type { ResolvedGraph } from "../../runtime/index.ts";
 import {
-  credentialsSecretName, natsConfig, passwordEnvName, NATS_CLIENT_PORT, NATS_CLUSTER_PORT, NATS_LAME_DUCK_S, NATS_MONITOR_PORT,
+  credentialsSecretName,
+  natsConfig,
+  passwordEnvName,
+  NATS_CLIENT_PORT,
+  NATS_CLUSTER_PORT,
+  NATS_LAME_DUCK_S,
+  NATS_MONITOR_PORT,
   NATS_PID_FILE,
 } from "./nats-conf.ts";
 import type { K8sMetadata, Manifest } from "./kubernetes.ts";
@@ -39,7 +45,10 @@ export interface NatsClusterContext {
 /** The route URL of every server: `nats-route://nats-<i>.nats-headless[.<ns>.svc]:6222`. */
 export function natsRoutes(namespace: string | undefined): string[] {
   const domain = namespace !== undefined ? `.${namespace}.svc` : "";
-  return Array.from({ length: NATS_REPLICAS }, (_, i) => `nats-route://${NATS_NAME}-${i}.${NATS_HEADLESS_NAME}${domain}:${NATS_CLUSTER_PORT}`);
+  return Array.from(
+    { length: NATS_REPLICAS },
+    (_, i) => `nats-route://${NATS_NAME}-${i}.${NATS_HEADLESS_NAME}${domain}:${NATS_CLUSTER_PORT}`,
+  );
 }
 
 /** The objects of nats.yaml, in apply order. */
@@ -60,7 +69,12 @@ export function natsClusterManifests(c: NatsClusterContext): Manifest[] {
         `nats.conf of the ${NATS_REPLICAS}-server NATS cluster: the graph's limits, routes and per-node users and permissions.`,
         "Check it with: POD_NAME=nats-0 <each *_NATS_PASSWORD set> nats-server -t -c nats.conf",
       ],
-      object: { apiVersion: "v1", kind: "ConfigMap", metadata: c.meta(`${NATS_NAME}-config`, NATS_NAME), data: { "nats.conf": conf } },
+      object: {
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: c.meta(`${NATS_NAME}-config`, NATS_NAME),
+        data: { "nats.conf": conf },
+      },
     },
     {
       file,
@@ -113,14 +127,27 @@ export function natsClusterManifests(c: NatsClusterContext): Manifest[] {
           podManagementPolicy: "Parallel",
           selector: { matchLabels: sel },
           template: {
-            metadata: { labels: sel, annotations: { "checksum/config": createHash("sha256").update(conf).digest("hex") } },
+            metadata: {
+              labels: sel,
+              annotations: { "checksum/config": createHash("sha256").update(conf).digest("hex") },
+            },
             spec: {
               terminationGracePeriodSeconds: NATS_LAME_DUCK_S + 30,
               // One server per Kubernetes node where the cluster has enough of them.
               topologySpreadConstraints: [
-                { maxSkew: 1, topologyKey: "kubernetes.io/hostname", whenUnsatisfiable: "ScheduleAnyway", labelSelector: { matchLabels: sel } },
+                {
+                  maxSkew: 1,
+                  topologyKey: "kubernetes.io/hostname",
+                  whenUnsatisfiable: "ScheduleAnyway",
+                  labelSelector: { matchLabels: sel },
+                },
               ],
-              securityContext: { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: { type: "RuntimeDefault" } },
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: 1000,
+                runAsGroup: 1000,
+                seccompProfile: { type: "RuntimeDefault" },
+              },
               containers: [
                 {
                   name: NATS_NAME,
@@ -129,16 +156,27 @@ export function natsClusterManifests(c: NatsClusterContext): Manifest[] {
                   ports,
                   env: [
                     { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
-                    ...c.users.map((u) => ({ name: passwordEnvName(u), valueFrom: { secretKeyRef: { name: creds, key: u } } })),
+                    ...c.users.map((u) => ({
+                      name: passwordEnvName(u),
+                      valueFrom: { secretKeyRef: { name: creds, key: u } },
+                    })),
                   ],
                   volumeMounts: [
                     { name: "config", mountPath: "/etc/nats" },
                     { name: "pid", mountPath: "/var/run/nats" },
                   ],
                   resources: { requests: { cpu: "500m", memory: "256Mi" }, limits: { cpu: "2", memory: "1Gi" } },
-                  startupProbe: { httpGet: { path: "/healthz", port: NATS_MONITOR_PORT }, periodSeconds: 2, failureThreshold: 60 },
+                  startupProbe: {
+                    httpGet: { path: "/healthz", port: NATS_MONITOR_PORT },
+                    periodSeconds: 2,
+                    failureThreshold: 60,
+                  },
                   readinessProbe: { httpGet: { path: "/healthz", port: NATS_MONITOR_PORT }, periodSeconds: 5 },
-                  livenessProbe: { httpGet: { path: "/healthz", port: NATS_MONITOR_PORT }, periodSeconds: 10, failureThreshold: 3 },
+                  livenessProbe: {
+                    httpGet: { path: "/healthz", port: NATS_MONITOR_PORT },
+                    periodSeconds: 10,
+                    failureThreshold: 3,
+                  },
                   lifecycle: { preStop: { exec: { command: ["nats-server", `-sl=ldm=${NATS_PID_FILE}`] } } },
                   securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } },
                 },
@@ -176,7 +214,12 @@ export function natsClusterManifests(c: NatsClusterContext): Manifest[] {
           podSelector: { matchLabels: sel },
           policyTypes: ["Ingress"],
           ingress: [
-            { ports: [{ protocol: "TCP", port: NATS_CLIENT_PORT }, { protocol: "TCP", port: NATS_MONITOR_PORT }] },
+            {
+              ports: [
+                { protocol: "TCP", port: NATS_CLIENT_PORT },
+                { protocol: "TCP", port: NATS_MONITOR_PORT },
+              ],
+            },
             { from: [{ podSelector: { matchLabels: sel } }], ports: [{ protocol: "TCP", port: NATS_CLUSTER_PORT }] },
           ],
         },

@@ -74,14 +74,28 @@ function confUser(name: string, perms: NatsPermissions, why: string, timeoutMs?:
  * nats-permissions.ts, passwords as `$<USER>_NATS_PASSWORD` env references. `opsControl`: the ops user may also
  * serve and call `sg.ops.control` (the local broker of `servegraph up`, whose supervisor is the ops user).
  */
-export function natsAuthorization(graph: ResolvedGraph, nodes: readonly string[], opts: { opsControl?: boolean } = {}): string[] {
+export function natsAuthorization(
+  graph: ResolvedGraph,
+  nodes: readonly string[],
+  opts: { opsControl?: boolean } = {},
+): string[] {
   return [
     "authorization {",
     "  users: [",
-    ...nodes.flatMap((n) => confUser(n, natsPermissions(graph, n, { control: opts.opsControl ?? false }), `node ${n}: publishes to its edges, subscribes to its own subjects`, graph.nodes[n]!.timeoutMs)),
+    ...nodes.flatMap((n) =>
+      confUser(
+        n,
+        natsPermissions(graph, n, { control: opts.opsControl ?? false }),
+        `node ${n}: publishes to its edges, subscribes to its own subjects`,
+        graph.nodes[n]!.timeoutMs,
+      ),
+    ),
     ...confUser(
-      OPS_USER, opsPermissions(graph, { control: opts.opsControl ?? false }),
-      opts.opsControl ? "servegraph up and the ops commands: control, discovery and requests to any node" : "servegraph ops (status, request): discovery and requests to any node",
+      OPS_USER,
+      opsPermissions(graph, { control: opts.opsControl ?? false }),
+      opts.opsControl
+        ? "servegraph up and the ops commands: control, discovery and requests to any node"
+        : "servegraph ops (status, request): discovery and requests to any node",
     ),
     "  ]",
     "}",
@@ -101,7 +115,12 @@ export interface NatsClusterConf {
  * server's name is `$POD_NAME` (each StatefulSet pod sets it from its own name), so every server is told apart in
  * routes and monitoring.
  */
-export function natsConfig(graph: ResolvedGraph, graphNames: readonly string[], nodes: readonly string[], cluster: NatsClusterConf): string {
+export function natsConfig(
+  graph: ResolvedGraph,
+  graphNames: readonly string[],
+  nodes: readonly string[],
+  cluster: NatsClusterConf,
+): string {
   return [
     `# nats.conf of graph ${graph.name} (${graphNames.join(", ")}), written by \`servegraph manifests\` from graph.config.ts.`,
     `# Passwords are env references, filled from the Secret ${credentialsSecretName(graph)}; POD_NAME is the pod's name.`,

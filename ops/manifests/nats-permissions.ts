@@ -62,7 +62,10 @@ export function edgeSubjects(_graph: ResolvedGraph, node: ResolvedNode): string[
 
 /** The nodes with an edge to `nodeName`, in name order. */
 export function callersOf(graph: ResolvedGraph, nodeName: string): string[] {
-  return Object.values(graph.nodes).filter((n) => n.calls.some((c) => c.node === nodeName)).map((n) => n.name).sort();
+  return Object.values(graph.nodes)
+    .filter((n) => n.calls.some((c) => c.node === nodeName))
+    .map((n) => n.name)
+    .sort();
 }
 
 /** The inbox prefix of the ops user's requests (the nats.js default: it may read `_INBOX.>`). */
@@ -74,14 +77,20 @@ export function inboxPrefix(nodeName: string): string {
 }
 
 /** A node's NATS permissions: see the policy at the top of this file. `control`: the local broker of `servegraph up`. */
-export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { control?: boolean } = {}): NatsPermissions {
+export function natsPermissions(
+  graph: ResolvedGraph,
+  nodeName: string,
+  opts: { control?: boolean } = {},
+): NatsPermissions {
   const node = graph.nodes[nodeName];
   if (!node) throw new GraphConfigError([{ path: `nodes.${nodeName}`, message: `unknown node "${nodeName}"` }]);
   const edges = edgeSubjects(graph, node);
   const targets = [...new Set(node.calls.map((c) => c.node))];
   return {
     publish: [
-      ...edges, ...targets.map((t) => `$SRV.*.${t}`), ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),
+      ...edges,
+      ...targets.map((t) => `$SRV.*.${t}`),
+      ...(node.http ? [] : [`$SRV.PING.${nodeName}`]),
       ...(node.http ? ["$SRV.PING", "$SRV.INFO", "$SRV.STATS", ...(opts.control ? [OPS_AUTOSCALER_SUBJECT] : [])] : []),
       ...[...callersOf(graph, nodeName).map(inboxPrefix), OPS_INBOX_PREFIX].map(heartbeatPatternOf),
     ],
@@ -105,10 +114,22 @@ export function natsPermissions(graph: ResolvedGraph, nodeName: string, opts: { 
  */
 export function opsPermissions(graph: ResolvedGraph, opts: { control?: boolean } = {}): NatsPermissions {
   const control = opts.control ? [OPS_CONTROL_SUBJECT, `${OPS_CONTROL_SUBJECT}.*`, OPS_AUTOSCALER_SUBJECT] : [];
-  const toZero = opts.control ? Object.values(graph.nodes).filter((n) => n.replicas.min === 0).map((n) => `${graph.subjectPrefix}.${n.name}.`) : [];
-  const callers = Object.values(graph.nodes).filter((n) => edgeSubjects(graph, n).some((s) => toZero.some((z) => s.startsWith(z))));
+  const toZero = opts.control
+    ? Object.values(graph.nodes)
+        .filter((n) => n.replicas.min === 0)
+        .map((n) => `${graph.subjectPrefix}.${n.name}.`)
+    : [];
+  const callers = Object.values(graph.nodes).filter((n) =>
+    edgeSubjects(graph, n).some((s) => toZero.some((z) => s.startsWith(z))),
+  );
   return {
-    publish: ["$SRV.>", `${OPS_INBOX_PREFIX}.>`, `${graph.subjectPrefix}.>`, ...control, ...callers.map((n) => `${inboxPrefix(n.name)}.>`)],
+    publish: [
+      "$SRV.>",
+      `${OPS_INBOX_PREFIX}.>`,
+      `${graph.subjectPrefix}.>`,
+      ...control,
+      ...callers.map((n) => `${inboxPrefix(n.name)}.>`),
+    ],
     subscribe: ["$SRV.>", `${OPS_INBOX_PREFIX}.>`, ...control, ...toZero.map((z) => `${z}>`)],
   };
 }

@@ -25,7 +25,10 @@ const ERROR_RATIO_FOR = "5m";
 export const QUEUE_FILL_THRESHOLD = 0.8;
 
 /** The error codes that are the node's fault (5xx), from the one error table. */
-const SERVER_ERROR_CODES = Object.entries(ErrorCodes).filter(([, e]) => e.status >= 500).map(([c]) => c).sort();
+const SERVER_ERROR_CODES = Object.entries(ErrorCodes)
+  .filter(([, e]) => e.status >= 500)
+  .map(([c]) => c)
+  .sort();
 
 const seconds = (ms: number): string => String(Number((ms / 1000).toFixed(3)));
 
@@ -100,7 +103,11 @@ export function prometheusRules(graph: ResolvedGraph, nodes: readonly string[]):
 }
 
 /** The PrometheusRule (Prometheus operator) of the same rules, in monitoring.yaml. */
-export function monitoringManifests(graph: ResolvedGraph, nodes: readonly string[], meta: (name: string, component: string) => K8sMetadata): Manifest[] {
+export function monitoringManifests(
+  graph: ResolvedGraph,
+  nodes: readonly string[],
+  meta: (name: string, component: string) => K8sMetadata,
+): Manifest[] {
   return [
     {
       file: "monitoring.yaml",
@@ -143,8 +150,16 @@ function panel(p: PanelSpec, id: number, x: number, y: number): Record<string, u
     datasource: DS,
     gridPos: { h: 8, w: 12, x, y },
     fieldConfig: { defaults: { unit: p.unit }, overrides: [] },
-    options: { legend: { displayMode: "table", placement: "bottom", calcs: ["mean", "max"] }, tooltip: { mode: "multi", sort: "desc" } },
-    targets: p.targets.map((t, i) => ({ datasource: DS, refId: String.fromCharCode(65 + i), expr: t.expr, legendFormat: t.legend })),
+    options: {
+      legend: { displayMode: "table", placement: "bottom", calcs: ["mean", "max"] },
+      tooltip: { mode: "multi", sort: "desc" },
+    },
+    targets: p.targets.map((t, i) => ({
+      datasource: DS,
+      refId: String.fromCharCode(65 + i),
+      expr: t.expr,
+      legendFormat: t.legend,
+    })),
   };
 }
 
@@ -158,31 +173,114 @@ const quantiles = (metric: string, by: string, filter: string, legend: string): 
 export function grafanaDashboard(graph: ResolvedGraph, nodes: readonly string[]): Record<string, unknown> {
   const f = 'node=~"$node"';
   const sections: [string, PanelSpec[]][] = [
-    ["Per node", [
-      { title: "Request rate", unit: "reqps", targets: [{ expr: `sum by (node, endpoint) (rate(sg_server_request_duration_seconds_count{${f}}[$__rate_interval]))`, legend: "{{node}} {{endpoint}}" }] },
-      { title: "Latency p50 / p90 / p99", unit: "s", targets: quantiles("sg_server_request_duration_seconds", "node", f, "{{node}}") },
-      { title: "Errors by code", unit: "reqps", targets: [{ expr: `sum by (node, code) (rate(sg_request_errors_total{${f}}[$__rate_interval]))`, legend: "{{node}} {{code}}" }] },
-      { title: "Replicas", unit: "short", targets: [{ expr: `sum by (node) (sg_replicas{${f}})`, legend: "{{node}}" }] },
-      { title: "Requests in flight", unit: "short", targets: [{ expr: `sum by (node) (sg_requests_in_flight{${f}})`, legend: "{{node}}" }] },
-    ]],
-    ["Batching", [
-      { title: "Batch size p50 / p90 / p99", unit: "short", targets: quantiles("sg_batch_size", "node", f, "{{node}}") },
-      { title: "Batch queue wait p50 / p90 / p99", unit: "s", targets: quantiles("sg_batch_queue_wait_seconds", "node", f, "{{node}}") },
-      {
-        title: "Batch queue depth / limit", unit: "short",
-        targets: [
-          { expr: `sum by (node) (sg_batch_queue_depth{${f}})`, legend: "{{node}} depth" },
-          { expr: `sum by (node) (sg_batch_queue_limit{${f}})`, legend: "{{node}} limit" },
-        ],
-      },
-      { title: "Batch fill", unit: "percentunit", targets: [{ expr: `avg by (node) (sg_batch_fill_ratio{${f}})`, legend: "{{node}}" }] },
-      { title: "Model compute p99", unit: "s", targets: [{ expr: `histogram_quantile(0.99, sum by (le, node, execution_provider) (rate(sg_model_compute_seconds_bucket{${f}}[$__rate_interval])))`, legend: "{{node}} {{execution_provider}}" }] },
-    ]],
-    ["Per edge (caller -> subject)", [
-      { title: "Edge request rate by code", unit: "reqps", targets: [{ expr: `sum by (caller, subject, code) (rate(sg_client_request_duration_seconds_count{caller=~"$node"}[$__rate_interval]))`, legend: "{{caller}} -> {{subject}} {{code}}" }] },
-      { title: "Edge latency p50 / p90 / p99", unit: "s", targets: quantiles("sg_client_request_duration_seconds", "caller, subject", 'caller=~"$node"', "{{caller}} -> {{subject}}") },
-      { title: "HTTP latency p50 / p90 / p99 (ingress)", unit: "s", targets: quantiles("sg_http_request_duration_seconds", "route", "", "{{route}}") },
-    ]],
+    [
+      "Per node",
+      [
+        {
+          title: "Request rate",
+          unit: "reqps",
+          targets: [
+            {
+              expr: `sum by (node, endpoint) (rate(sg_server_request_duration_seconds_count{${f}}[$__rate_interval]))`,
+              legend: "{{node}} {{endpoint}}",
+            },
+          ],
+        },
+        {
+          title: "Latency p50 / p90 / p99",
+          unit: "s",
+          targets: quantiles("sg_server_request_duration_seconds", "node", f, "{{node}}"),
+        },
+        {
+          title: "Errors by code",
+          unit: "reqps",
+          targets: [
+            {
+              expr: `sum by (node, code) (rate(sg_request_errors_total{${f}}[$__rate_interval]))`,
+              legend: "{{node}} {{code}}",
+            },
+          ],
+        },
+        {
+          title: "Replicas",
+          unit: "short",
+          targets: [{ expr: `sum by (node) (sg_replicas{${f}})`, legend: "{{node}}" }],
+        },
+        {
+          title: "Requests in flight",
+          unit: "short",
+          targets: [{ expr: `sum by (node) (sg_requests_in_flight{${f}})`, legend: "{{node}}" }],
+        },
+      ],
+    ],
+    [
+      "Batching",
+      [
+        {
+          title: "Batch size p50 / p90 / p99",
+          unit: "short",
+          targets: quantiles("sg_batch_size", "node", f, "{{node}}"),
+        },
+        {
+          title: "Batch queue wait p50 / p90 / p99",
+          unit: "s",
+          targets: quantiles("sg_batch_queue_wait_seconds", "node", f, "{{node}}"),
+        },
+        {
+          title: "Batch queue depth / limit",
+          unit: "short",
+          targets: [
+            { expr: `sum by (node) (sg_batch_queue_depth{${f}})`, legend: "{{node}} depth" },
+            { expr: `sum by (node) (sg_batch_queue_limit{${f}})`, legend: "{{node}} limit" },
+          ],
+        },
+        {
+          title: "Batch fill",
+          unit: "percentunit",
+          targets: [{ expr: `avg by (node) (sg_batch_fill_ratio{${f}})`, legend: "{{node}}" }],
+        },
+        {
+          title: "Model compute p99",
+          unit: "s",
+          targets: [
+            {
+              expr: `histogram_quantile(0.99, sum by (le, node, execution_provider) (rate(sg_model_compute_seconds_bucket{${f}}[$__rate_interval])))`,
+              legend: "{{node}} {{execution_provider}}",
+            },
+          ],
+        },
+      ],
+    ],
+    [
+      "Per edge (caller -> subject)",
+      [
+        {
+          title: "Edge request rate by code",
+          unit: "reqps",
+          targets: [
+            {
+              expr: `sum by (caller, subject, code) (rate(sg_client_request_duration_seconds_count{caller=~"$node"}[$__rate_interval]))`,
+              legend: "{{caller}} -> {{subject}} {{code}}",
+            },
+          ],
+        },
+        {
+          title: "Edge latency p50 / p90 / p99",
+          unit: "s",
+          targets: quantiles(
+            "sg_client_request_duration_seconds",
+            "caller, subject",
+            'caller=~"$node"',
+            "{{caller}} -> {{subject}}",
+          ),
+        },
+        {
+          title: "HTTP latency p50 / p90 / p99 (ingress)",
+          unit: "s",
+          targets: quantiles("sg_http_request_duration_seconds", "route", "", "{{route}}"),
+        },
+      ],
+    ],
   ];
   const panels: Record<string, unknown>[] = [];
   let id = 1;
@@ -195,7 +293,16 @@ export function grafanaDashboard(graph: ResolvedGraph, nodes: readonly string[])
     y += Math.ceil(specs.length / 2) * 8;
   }
   return {
-    __inputs: [{ name: "DS_PROMETHEUS", label: "Prometheus", description: "The Prometheus that scrapes the graph's replicas", type: "datasource", pluginId: "prometheus", pluginName: "Prometheus" }],
+    __inputs: [
+      {
+        name: "DS_PROMETHEUS",
+        label: "Prometheus",
+        description: "The Prometheus that scrapes the graph's replicas",
+        type: "datasource",
+        pluginId: "prometheus",
+        pluginName: "Prometheus",
+      },
+    ],
     __requires: [
       { type: "grafana", id: "grafana", name: "Grafana", version: "10.0.0" },
       { type: "datasource", id: "prometheus", name: "Prometheus", version: "1.0.0" },

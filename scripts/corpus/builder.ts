@@ -3,7 +3,13 @@
  * expectation helpers every category uses. Cases are kept in the order they are added.
  */
 import { mulberry32 } from "../../test/helpers/random.ts";
-import { materialize, type BodySpec, type CorpusCase, type Expect, type HttpCase } from "../../test/fixtures/corpus/format.ts";
+import {
+  materialize,
+  type BodySpec,
+  type CorpusCase,
+  type Expect,
+  type HttpCase,
+} from "../../test/fixtures/corpus/format.ts";
 import { startsWithMagic } from "./image-forgery.ts";
 
 export const E = (code: string): Expect => ({ code });
@@ -46,13 +52,39 @@ export class Corpus {
     return `${category}/${String(n).padStart(3, "0")}`;
   }
 
-  http(category: string, what: string, c: Omit<HttpCase, "id" | "category" | "what" | "transport" | "headers"> & { headers?: Record<string, string> }): void {
+  http(
+    category: string,
+    what: string,
+    c: Omit<HttpCase, "id" | "category" | "what" | "transport" | "headers"> & { headers?: Record<string, string> },
+  ): void {
     const { headers, ...rest } = c;
-    this.cases.push({ id: this.id(`http/${category}`), category: `http/${category}`, what, transport: "http", headers: headers ?? {}, ...rest });
+    this.cases.push({
+      id: this.id(`http/${category}`),
+      category: `http/${category}`,
+      what,
+      transport: "http",
+      headers: headers ?? {},
+      ...rest,
+    });
   }
 
-  nats(subject: string, category: string, what: string, c: { headers?: Record<string, string>; body: BodySpec; expect: Expect; timeoutMs?: number }): void {
+  nats(
+    subject: string,
+    category: string,
+    what: string,
+    c: { headers?: Record<string, string>; body: BodySpec; expect: Expect; timeoutMs?: number },
+  ): void {
     const cat = `nats/${subject.replace(/^sg\.v1\./, "")}/${category}`;
-    this.cases.push({ id: this.id(cat), category: cat, what, transport: "nats", subject, headers: c.headers ?? {}, body: c.body, expect: c.expect, ...(c.timeoutMs ? { timeoutMs: c.timeoutMs } : {}) });
+    this.cases.push({
+      id: this.id(cat),
+      category: cat,
+      what,
+      transport: "nats",
+      subject,
+      headers: c.headers ?? {},
+      body: c.body,
+      expect: c.expect,
+      ...(c.timeoutMs ? { timeoutMs: c.timeoutMs } : {}),
+    });
   }
 }

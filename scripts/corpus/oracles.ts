@@ -26,7 +26,9 @@ export function refusedWithoutConnection(u: string): "BAD_REQUEST" | "URL_NOT_AL
   const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   if (host === "localhost") return "URL_NOT_ALLOWED";
   if (isIP(host) !== 0 && !isPublicAddress(host)) return "URL_NOT_ALLOWED";
-  throw new Error(`corpus URL ${JSON.stringify(u)} could make the ingress connect or resolve a name (host ${JSON.stringify(host)})`);
+  throw new Error(
+    `corpus URL ${JSON.stringify(u)} could make the ingress connect or resolve a name (host ${JSON.stringify(host)})`,
+  );
 }
 
 /**

@@ -8,8 +8,20 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import {
-  ENDPOINTS, OPS_ENDPOINTS, ErrorCodes, GraphError, Headers, IMAGE_TENSOR_SHAPE, InferRun, decodePayload, describePayload, elementCount, encodeFloat32, encodePayload,
-  type EndpointDef, type ErrorCode,
+  ENDPOINTS,
+  OPS_ENDPOINTS,
+  ErrorCodes,
+  GraphError,
+  Headers,
+  IMAGE_TENSOR_SHAPE,
+  InferRun,
+  decodePayload,
+  describePayload,
+  elementCount,
+  encodeFloat32,
+  encodePayload,
+  type EndpointDef,
+  type ErrorCode,
 } from "../../subjects/index.ts";
 import { connectNats, createClient, createLogger, createService } from "../../runtime/index.ts";
 import { startNats } from "../helpers/graph.ts";
@@ -39,7 +51,11 @@ const same = (expected: unknown) => (v: unknown) => assert.deepEqual(v, expected
 const SAMPLES: Record<string, Sample> = {
   "preprocess.classify": {
     input: { data: image, headers: { [Headers.TopK]: 3, [Headers.ContentType]: "image/jpeg" } },
-    received: (v) => assert.deepEqual(v, { data: Buffer.from(image), headers: { [Headers.TopK]: 3, [Headers.ContentType]: "image/jpeg" } }),
+    received: (v) =>
+      assert.deepEqual(v, {
+        data: Buffer.from(image),
+        headers: { [Headers.TopK]: 3, [Headers.ContentType]: "image/jpeg" },
+      }),
     reply: [{ label: "cat", score: 0.9 }],
     got: same([{ label: "cat", score: 0.9 }]),
     badInput: { data: image, headers: { [Headers.TopK]: "0x10" } },
@@ -61,49 +77,98 @@ const SAMPLES: Record<string, Sample> = {
       assert.deepEqual(Buffer.from(t.data), Buffer.from(logits));
     },
     badInput: { data: tensor, shape: [3, 224, 224] },
-    badWire: { data: tensor, headers: { [Headers.Dtype]: "float32", [Headers.Shape]: "0x1,3,224,224" }, code: "BAD_REQUEST" },
+    badWire: {
+      data: tensor,
+      headers: { [Headers.Dtype]: "float32", [Headers.Shape]: "0x1,3,224,224" },
+      code: "BAD_REQUEST",
+    },
     code: "BAD_REQUEST",
   },
   "infer.labels": {
-    input: undefined, received: same(undefined), reply: ["a", "b"], got: same(["a", "b"]),
-    badInput: { extra: 1 }, badWire: { data: json([1]), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    input: undefined,
+    received: same(undefined),
+    reply: ["a", "b"],
+    got: same(["a", "b"]),
+    badInput: { extra: 1 },
+    badWire: { data: json([1]), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "infer.info": {
-    input: {}, received: same({}),
+    input: {},
+    received: same({}),
     reply: {
-      model: "m.onnx", execution_provider: "webgpu",
-      provider_fallbacks: [{ provider: "cuda", reason: "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library" }],
-      input_shape: [3, 224, 224], output_size: 1000, max_batch_size: 64, max_queue_delay_ms: 2, max_queue_size: 256, max_concurrent_batches: 2,
+      model: "m.onnx",
+      execution_provider: "webgpu",
+      provider_fallbacks: [
+        { provider: "cuda", reason: "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library" },
+      ],
+      input_shape: [3, 224, 224],
+      output_size: 1000,
+      max_batch_size: 64,
+      max_queue_delay_ms: 2,
+      max_queue_size: 256,
+      max_concurrent_batches: 2,
     },
     got: (v) => {
       const info = v as { output_size: number; execution_provider: string; provider_fallbacks: { provider: string }[] };
       assert.equal(info.output_size, 1000);
       assert.equal(info.execution_provider, "webgpu");
-      assert.deepEqual(info.provider_fallbacks.map((f) => f.provider), ["cuda"]);
+      assert.deepEqual(
+        info.provider_fallbacks.map((f) => f.provider),
+        ["cuda"],
+      );
     },
-    badInput: "info please", badWire: { data: json({ verbose: true }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    badInput: "info please",
+    badWire: { data: json({ verbose: true }), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "greeter.greet": {
-    input: { name: "ada" }, received: same({ name: "ada" }), reply: { message: "Hello, ada!", served_by: "r1" }, got: same({ message: "Hello, ada!", served_by: "r1" }),
-    badInput: { name: "" }, badWire: { data: json({ nom: "x" }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    input: { name: "ada" },
+    received: same({ name: "ada" }),
+    reply: { message: "Hello, ada!", served_by: "r1" },
+    got: same({ message: "Hello, ada!", served_by: "r1" }),
+    badInput: { name: "" },
+    badWire: { data: json({ nom: "x" }), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "greeter-proxy.greeting": {
-    input: { name: "grace" }, received: same({ name: "grace" }), reply: { message: "Hi, grace!", served_by: "r2" }, got: same({ message: "Hi, grace!", served_by: "r2" }),
-    badInput: { name: 7 }, badWire: { data: new TextEncoder().encode("{not json"), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    input: { name: "grace" },
+    received: same({ name: "grace" }),
+    reply: { message: "Hi, grace!", served_by: "r2" },
+    got: same({ message: "Hi, grace!", served_by: "r2" }),
+    badInput: { name: 7 },
+    badWire: { data: new TextEncoder().encode("{not json"), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "greeter-proxy.endpoints": {
-    input: undefined, received: same(undefined), reply: { pattern_a: "sg.v1.greeter.greet", pattern_b: null }, got: same({ pattern_a: "sg.v1.greeter.greet", pattern_b: null }),
-    badInput: [], badWire: { data: json({ x: 1 }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    input: undefined,
+    received: same(undefined),
+    reply: { pattern_a: "sg.v1.greeter.greet", pattern_b: null },
+    got: same({ pattern_a: "sg.v1.greeter.greet", pattern_b: null }),
+    badInput: [],
+    badWire: { data: json({ x: 1 }), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "ab-router.process": {
-    input: { message: "hi", user_key: "u1" }, received: same({ message: "hi", user_key: "u1" }),
-    reply: { ab_test_result: { user_key: "u1", selected_variant: "B", gate_name: "g", decided_by: "statsig" }, response: { variant: "B", message: "HI", algorithm: "x" } },
+    input: { message: "hi", user_key: "u1" },
+    received: same({ message: "hi", user_key: "u1" }),
+    reply: {
+      ab_test_result: { user_key: "u1", selected_variant: "B", gate_name: "g", decided_by: "statsig" },
+      response: { variant: "B", message: "HI", algorithm: "x" },
+    },
     got: (v) => assert.equal((v as { response: { message: string } }).response.message, "HI"),
-    badInput: { message: "hi" }, badWire: { data: json({ message: "hi", user_key: "" }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    badInput: { message: "hi" },
+    badWire: { data: json({ message: "hi", user_key: "" }), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
   "variant.process": {
-    input: { message: "hi" }, received: same({ message: "hi" }), reply: { variant: "A", message: "ok", algorithm: "baseline" }, got: same({ variant: "A", message: "ok", algorithm: "baseline" }),
-    badInput: { message: "x".repeat(5000) }, badWire: { data: json({ message: 1 }), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    input: { message: "hi" },
+    received: same({ message: "hi" }),
+    reply: { variant: "A", message: "ok", algorithm: "baseline" },
+    got: same({ variant: "A", message: "ok", algorithm: "baseline" }),
+    badInput: { message: "x".repeat(5000) },
+    badWire: { data: json({ message: 1 }), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   },
 };
 
@@ -123,15 +188,25 @@ function sampleOf(d: EndpointDef): Sample | undefined {
   const req = d.request.schema;
   const rep = d.reply.schema;
   return {
-    input: ex.request, received: same(req.parse(ex.request)), reply: ex.reply, got: same(rep.parse(ex.reply)),
+    input: ex.request,
+    received: same(req.parse(ex.request)),
+    reply: ex.reply,
+    got: same(rep.parse(ex.reply)),
     // No JSON schema of a contract takes a BigInt; and a body that is not JSON at all.
-    badInput: 1n, badWire: { data: new TextEncoder().encode("{not json"), headers: {}, code: "BAD_REQUEST" }, code: "BAD_REQUEST",
+    badInput: 1n,
+    badWire: { data: new TextEncoder().encode("{not json"), headers: {}, code: "BAD_REQUEST" },
+    code: "BAD_REQUEST",
   };
 }
 
 test("endpoints - every endpoint has a definition with a known service, a token name and codes from the table", () => {
-  for (const d of CONTRACTS) assert.ok(sampleOf(d), `${key(d)}: give its definition an \`example\` (request and reply) or add samples here`);
-  for (const k of Object.keys(SAMPLES)) assert.ok(CONTRACTS.some((d) => key(d) === k), `samples of ${k}, which is not defined`);
+  for (const d of CONTRACTS)
+    assert.ok(sampleOf(d), `${key(d)}: give its definition an \`example\` (request and reply) or add samples here`);
+  for (const k of Object.keys(SAMPLES))
+    assert.ok(
+      CONTRACTS.some((d) => key(d) === k),
+      `samples of ${k}, which is not defined`,
+    );
   for (const d of CONTRACTS) {
     assert.match(d.name, /^[A-Za-z0-9_-]+$/);
     for (const c of d.errors) assert.ok(c in ErrorCodes, `${key(d)}: ${c}`);
@@ -144,8 +219,11 @@ test("endpoints - a reply that breaks the contract is CONTRACT_VIOLATION on the 
     const s = sampleOf(d)!;
     const e = encodePayload(d.reply, s.reply as never, "CONTRACT_VIOLATION");
     s.got(decodePayload(d.reply, e.data, (h) => e.headers[h], "CONTRACT_VIOLATION"));
-    assert.throws(() => decodePayload(d.reply, json({ surprise: true }), () => undefined, "CONTRACT_VIOLATION"),
-      (err: unknown) => err instanceof GraphError && err.code === "CONTRACT_VIOLATION", key(d));
+    assert.throws(
+      () => decodePayload(d.reply, json({ surprise: true }), () => undefined, "CONTRACT_VIOLATION"),
+      (err: unknown) => err instanceof GraphError && err.code === "CONTRACT_VIOLATION",
+      key(d),
+    );
   }
 });
 
@@ -169,7 +247,11 @@ test("endpoints - valid and invalid payloads round-trip through serve() and call
       s.received(received);
 
       received = "not called";
-      await assert.rejects(client.call(d as EndpointDef, subject, s.badInput as never), (err: unknown) => err instanceof GraphError && err.code === s.code, `${key(d)} bad input`);
+      await assert.rejects(
+        client.call(d as EndpointDef, subject, s.badInput as never),
+        (err: unknown) => err instanceof GraphError && err.code === s.code,
+        `${key(d)} bad input`,
+      );
       assert.equal(received, "not called", `${key(d)}: a bad input is never sent`);
 
       const h = natsHeaders();
@@ -191,12 +273,25 @@ test("endpoints - infer's run takes uint8 pixels or float32 values; the Graph-Dt
   const pixels = Uint8Array.from({ length: elementCount(IMAGE_TENSOR_SHAPE) }, (_, i) => (i * 7) & 255);
   const e = encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" }, "BAD_REQUEST");
   assert.deepEqual(e.headers, { [Headers.Dtype]: "uint8", [Headers.Shape]: "1,3,224,224" });
-  const bad = (fn: () => unknown) => assert.throws(fn, (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST");
+  const bad = (fn: () => unknown) =>
+    assert.throws(fn, (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST");
   bad(() => encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE }, "BAD_REQUEST")); // uint8 bytes sent as float32
-  bad(() => encodePayload(InferRun.request, { data: tensor, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" }, "BAD_REQUEST"));
-  bad(() => encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "int8" as never }, "BAD_REQUEST"));
-  assert.throws(() => encodePayload(InferRun.reply, { data: pixels.subarray(0, 1000), shape: [1000], dtype: "uint8" }, "CONTRACT_VIOLATION"),
-    (err: unknown) => err instanceof GraphError && err.code === "CONTRACT_VIOLATION", "logits are float32 only");
+  bad(() =>
+    encodePayload(InferRun.request, { data: tensor, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" }, "BAD_REQUEST"),
+  );
+  bad(() =>
+    encodePayload(InferRun.request, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "int8" as never }, "BAD_REQUEST"),
+  );
+  assert.throws(
+    () =>
+      encodePayload(
+        InferRun.reply,
+        { data: pixels.subarray(0, 1000), shape: [1000], dtype: "uint8" },
+        "CONTRACT_VIOLATION",
+      ),
+    (err: unknown) => err instanceof GraphError && err.code === "CONTRACT_VIOLATION",
+    "logits are float32 only",
+  );
 
   const nats = await startNats();
   const nc = await connectNats({ name: "contract-dtypes", servers: nats.url });
@@ -212,10 +307,16 @@ test("endpoints - infer's run takes uint8 pixels or float32 values; the Graph-Dt
     const got = await client.call(InferRun, "t.infer.run", { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: "uint8" });
     assert.equal(got.dtype, "float32");
     await client.call(InferRun, "t.infer.run", { data: tensor, shape: IMAGE_TENSOR_SHAPE, dtype: "float32" });
-    assert.deepEqual(received, [{ dtype: "uint8", bytes: 150_528 }, { dtype: "float32", bytes: 602_112 }]);
+    assert.deepEqual(received, [
+      { dtype: "uint8", bytes: 150_528 },
+      { dtype: "float32", bytes: 602_112 },
+    ]);
 
     // A foreign client: a uint8 header on a float32-sized body, and an unknown dtype, are refused with headers.
-    for (const [dtype, body] of [["uint8", tensor], ["int8", pixels]] as const) {
+    for (const [dtype, body] of [
+      ["uint8", tensor],
+      ["int8", pixels],
+    ] as const) {
       const h = natsHeaders();
       h.set(Headers.Dtype, dtype);
       h.set(Headers.Shape, "1,3,224,224");
@@ -234,18 +335,40 @@ test("endpoints - a node's own endpoint is written with the exported helpers, an
   const { endpoint, json: jsonPayload, tensor, bytes, NoInput } = await import("../../runtime/index.ts");
   const { z } = await import("zod");
   const Upper = endpoint({
-    service: "upper", name: "run", description: "Upper-cases text.", request: jsonPayload(z.strictObject({ text: z.string() })),
-    reply: jsonPayload(z.strictObject({ text: z.string() })), errors: ["BAD_REQUEST"], idempotent: true,
+    service: "upper",
+    name: "run",
+    description: "Upper-cases text.",
+    request: jsonPayload(z.strictObject({ text: z.string() })),
+    reply: jsonPayload(z.strictObject({ text: z.string() })),
+    errors: ["BAD_REQUEST"],
+    idempotent: true,
   });
   assert.ok(Object.isFrozen(Upper));
   const e = encodePayload(Upper.request, { text: "hi" }, "BAD_REQUEST");
-  assert.deepEqual(decodePayload(Upper.request, e.data, () => undefined, "BAD_REQUEST"), { text: "hi" });
-  assert.throws(() => encodePayload(Upper.request, { text: 1 } as never, "BAD_REQUEST"), (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST");
+  assert.deepEqual(
+    decodePayload(Upper.request, e.data, () => undefined, "BAD_REQUEST"),
+    { text: "hi" },
+  );
+  assert.throws(
+    () => encodePayload(Upper.request, { text: 1 } as never, "BAD_REQUEST"),
+    (err: unknown) => err instanceof GraphError && err.code === "BAD_REQUEST",
+  );
   assert.deepEqual(tensor(["uint8"] as never, [1, null]), { kind: "tensor", dtypes: ["uint8"], shape: [1, null] });
   assert.equal(bytes(z.object({}), { code: "BAD_REQUEST", message: "empty" }).kind, "bytes");
-  const base = { service: "upper", name: "run", description: "", request: NoInput, reply: NoInput, errors: [] as ErrorCode[], idempotent: true };
+  const base = {
+    service: "upper",
+    name: "run",
+    description: "",
+    request: NoInput,
+    reply: NoInput,
+    errors: [] as ErrorCode[],
+    idempotent: true,
+  };
   assert.throws(() => endpoint({ ...base, name: "run.now" }), /name must be a subject token/);
   assert.throws(() => endpoint({ ...base, service: "services/upper" }), /service must be a service folder's name/);
-  assert.throws(() => endpoint({ ...base, errors: ["TEAPOT" as ErrorCode] }), /"TEAPOT" is not a code of the error table/);
+  assert.throws(
+    () => endpoint({ ...base, errors: ["TEAPOT" as ErrorCode] }),
+    /"TEAPOT" is not a code of the error table/,
+  );
   assert.throws(() => endpoint({ ...base, request: tensor([], [1]) }), /at least one dtype/);
 });

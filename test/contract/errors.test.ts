@@ -11,7 +11,9 @@ test("errors - docs/errors.md documents every code with its status, and nothing 
   const documented = [...docs.matchAll(/^## ([A-Z_]+)$/gm)].map((m) => m[1]);
   assert.deepEqual(documented, ERROR_CODE_LIST);
   for (const code of ERROR_CODE_LIST) {
-    const row = new RegExp(`\\| \\[${code}\\]\\(#${code.toLowerCase()}\\) \\| ${ErrorCodes[code].status} \\| ${ErrorCodes[code].retryable ? "yes" : "no"} \\|`);
+    const row = new RegExp(
+      `\\| \\[${code}\\]\\(#${code.toLowerCase()}\\) \\| ${ErrorCodes[code].status} \\| ${ErrorCodes[code].retryable ? "yes" : "no"} \\|`,
+    );
     assert.match(docs, row, `table row for ${code}`);
   }
 });
@@ -35,7 +37,16 @@ test("errors - every status is an HTTP error status and every code maps back fro
 });
 
 function asMsg(data: Uint8Array, h: ReturnType<typeof natsHeaders> | undefined): Msg {
-  return { data, headers: h, subject: "x", sid: 1, reply: "", json: () => JSON.parse(new TextDecoder().decode(data)), string: () => new TextDecoder().decode(data), respond: () => true } as unknown as Msg;
+  return {
+    data,
+    headers: h,
+    subject: "x",
+    sid: 1,
+    reply: "",
+    json: () => JSON.parse(new TextDecoder().decode(data)),
+    string: () => new TextDecoder().decode(data),
+    respond: () => true,
+  } as unknown as Msg;
 }
 
 test("errors - toHeaders/fromMsg round-trip every code with details", () => {

@@ -1,6 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bytesPerElement, checkTensor, decodeFloat32, encodeFloat32, firstNonFinite, isTensorDtype, parseShape, formatShape } from "../../subjects/tensor-codec.ts";
+import {
+  bytesPerElement,
+  checkTensor,
+  decodeFloat32,
+  encodeFloat32,
+  firstNonFinite,
+  isTensorDtype,
+  parseShape,
+  formatShape,
+} from "../../subjects/tensor-codec.ts";
 import { GraphError } from "../../subjects/errors.ts";
 
 test("tensor-codec - encode/decode is the identity, from any byteOffset", () => {
@@ -17,7 +26,8 @@ test("tensor-codec - encode/decode is the identity, from any byteOffset", () => 
 
 test("tensor-codec - wrong dtype, size or shape is BAD_REQUEST", () => {
   const bytes = new Uint8Array(12);
-  const bad = (fn: () => unknown) => assert.throws(fn, (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST");
+  const bad = (fn: () => unknown) =>
+    assert.throws(fn, (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST");
   bad(() => decodeFloat32(bytes, "float64", [3]));
   bad(() => decodeFloat32(bytes, undefined, [3]));
   bad(() => decodeFloat32(bytes, "float32", [4]));
@@ -32,7 +42,11 @@ test("tensor-codec - wrong dtype, size or shape is BAD_REQUEST", () => {
     bad(() => decodeFloat32(encodeFloat32(t), "float32", [4]));
   }
   const edge = new Float32Array([3.4028234663852886e38, -3.4028234663852886e38, 1e-45, -0, 0]);
-  assert.deepEqual(decodeFloat32(encodeFloat32(edge), "float32", [5]), edge, "the largest, smallest and signed-zero floats are finite");
+  assert.deepEqual(
+    decodeFloat32(encodeFloat32(edge), "float32", [5]),
+    edge,
+    "the largest, smallest and signed-zero floats are finite",
+  );
   assert.deepEqual(parseShape("1, 3,224,224"), [1, 3, 224, 224]);
   assert.equal(formatShape([3, 224, 224]), "3,224,224");
 });
@@ -47,10 +61,14 @@ test("tensor-codec - uint8 tensors: one byte per element, any byte value, checke
   assert.equal(checkTensor(Buffer.from([0xff, 0xff, 0xff, 0x7f]), "uint8", ["float32", "uint8"], [4]), "uint8");
   assert.equal(checkTensor(pixels, "uint8", ["float32", "uint8"], [1, 3, 224, 224]), "uint8");
   assert.equal(checkTensor(new Uint8Array(8), "float32", ["float32", "uint8"], [2]), "float32");
-  const bad = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST" && re.test(e.message));
+  const bad = (fn: () => unknown, re: RegExp) =>
+    assert.throws(fn, (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST" && re.test(e.message));
   bad(() => checkTensor(pixels, "uint8", ["float32"], [1, 3, 224, 224]), /expected float32/);
   bad(() => checkTensor(pixels, "int8", ["float32", "uint8"], [1, 3, 224, 224]), /expected float32 or uint8/);
-  bad(() => checkTensor(pixels, "float32", ["float32", "uint8"], [1, 3, 224, 224]), /150528 bytes, shape 1,3,224,224 of float32 needs 602112/);
+  bad(
+    () => checkTensor(pixels, "float32", ["float32", "uint8"], [1, 3, 224, 224]),
+    /150528 bytes, shape 1,3,224,224 of float32 needs 602112/,
+  );
   bad(() => checkTensor(pixels.subarray(1), "uint8", "uint8", [1, 3, 224, 224]), /needs 150528/);
 });
 
@@ -68,7 +86,11 @@ test("tensor-codec - firstNonFinite finds the first NaN or infinity at any byte 
       values[611] = 1;
       values[900] = 1;
       bytes.set(new Uint8Array(values.buffer), offset);
-      assert.equal(firstNonFinite(bytes.subarray(offset, offset + values.byteLength)), -1, `offset ${offset}, all finite`);
+      assert.equal(
+        firstNonFinite(bytes.subarray(offset, offset + values.byteLength)),
+        -1,
+        `offset ${offset}, all finite`,
+      );
     }
   }
 });

@@ -26,7 +26,8 @@ function otelEnv(c: OtlpCollector, protocol: "http/json" | "http/protobuf" = "ht
   };
 }
 
-const named = (spans: CollectedSpan[], service: string, name: string): CollectedSpan[] => spans.filter((s) => s.service === service && s.name === name);
+const named = (spans: CollectedSpan[], service: string, name: string): CollectedSpan[] =>
+  spans.filter((s) => s.service === service && s.name === name);
 
 /** The one span of `service` named `name`; fails when there is none or more than one. */
 function one(spans: CollectedSpan[], service: string, name: string): CollectedSpan {
@@ -37,11 +38,19 @@ function one(spans: CollectedSpan[], service: string, name: string): CollectedSp
 
 function assertChild(child: CollectedSpan, parent: CollectedSpan): void {
   assert.equal(child.traceId, parent.traceId, `${child.name} is in the trace of ${parent.name}`);
-  assert.equal(child.parentSpanId, parent.spanId, `${child.service}:${child.name} is a child of ${parent.service}:${parent.name}`);
+  assert.equal(
+    child.parentSpanId,
+    parent.spanId,
+    `${child.service}:${child.name} is a child of ${parent.service}:${parent.name}`,
+  );
 }
 
 function classify(url: string, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(`${url}/classify?top_k=3`, { method: "POST", headers: { "content-type": "image/jpeg", ...headers }, body: CAT_JPEG });
+  return fetch(`${url}/classify?top_k=3`, {
+    method: "POST",
+    headers: { "content-type": "image/jpeg", ...headers },
+    body: CAT_JPEG,
+  });
 }
 
 test("tracing - one /greeting request is one trace through ingress, greeter-proxy and greeter", async () => {
@@ -51,12 +60,20 @@ test("tracing - one /greeting request is one trace through ingress, greeter-prox
   assert.equal(res.status, 200);
 
   const names: [string, string][] = [
-    ["ingress", "GET /greeting/:name"], ["ingress", "send sg.v1.greeter-proxy.greeting"],
-    ["greeter-proxy", "process sg.v1.greeter-proxy.greeting"], ["greeter-proxy", "send sg.v1.greeter.greet"],
+    ["ingress", "GET /greeting/:name"],
+    ["ingress", "send sg.v1.greeter-proxy.greeting"],
+    ["greeter-proxy", "process sg.v1.greeter-proxy.greeting"],
+    ["greeter-proxy", "send sg.v1.greeter.greet"],
     ["greeter", "process sg.v1.greeter.greet"],
   ];
   const spans = await collector.waitFor((all) => names.every(([svc, n]) => named(all, svc, n).length > 0), WAIT_MS);
-  const [http, send1, process1, send2, process2] = names.map(([svc, n]) => one(spans, svc, n)) as [CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan];
+  const [http, send1, process1, send2, process2] = names.map(([svc, n]) => one(spans, svc, n)) as [
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+  ];
 
   const traceIds = new Set(spans.map((s) => s.traceId));
   assert.equal(traceIds.size, 1, "every span of the request, in every process, has the same trace id");
@@ -68,7 +85,12 @@ test("tracing - one /greeting request is one trace through ingress, greeter-prox
 
   assert.equal(http.kind, OtlpSpanKind.SERVER);
   assert.deepEqual(
-    [http.attributes["http.request.method"], http.attributes["url.path"], http.attributes["http.route"], http.attributes["http.response.status_code"]],
+    [
+      http.attributes["http.request.method"],
+      http.attributes["url.path"],
+      http.attributes["http.route"],
+      http.attributes["http.response.status_code"],
+    ],
     ["GET", "/greeting/ada", "/greeting/:name", 200],
   );
   for (const s of [send1, send2]) {
@@ -100,7 +122,12 @@ test("tracing - the default http/protobuf protocol and a 5xx are exported too", 
   }
   const res = await fetch(`${g.ingressUrl}/greeting/ada`);
   assert.equal(res.status, 503);
-  const spans = await collector.waitFor((all) => named(all, "greeter-proxy", "send sg.v1.greeter.greet").length > 0 && named(all, "ingress", "GET /greeting/:name").length > 0, WAIT_MS);
+  const spans = await collector.waitFor(
+    (all) =>
+      named(all, "greeter-proxy", "send sg.v1.greeter.greet").length > 0 &&
+      named(all, "ingress", "GET /greeting/:name").length > 0,
+    WAIT_MS,
+  );
   assert.ok(spans.every((s) => s.encoding === "protobuf"));
   const http = one(spans, "ingress", "GET /greeting/:name");
   const send = one(spans, "greeter-proxy", "send sg.v1.greeter.greet");
@@ -115,7 +142,10 @@ test("tracing - the default http/protobuf protocol and a 5xx are exported too", 
 test("tracing - pending spans are flushed when a replica stops", async () => {
   await using collector = await startOtlpCollector();
   // An export delay far beyond the test: only the shutdown flush can deliver these spans.
-  await using g = await startGraph({ graphs: ["chain"], env: { ...otelEnv(collector), OTEL_BSP_SCHEDULE_DELAY: "600000" } });
+  await using g = await startGraph({
+    graphs: ["chain"],
+    env: { ...otelEnv(collector), OTEL_BSP_SCHEDULE_DELAY: "600000" },
+  });
   assert.equal((await fetch(`${g.ingressUrl}/greeting/ada`)).status, 200);
   assert.equal(collector.spans().length, 0);
   await g.stop();
@@ -132,18 +162,39 @@ test("tracing - one /classify request is one trace through ingress, preprocess a
   assert.equal(res.status, 200, await res.clone().text());
 
   const names: [string, string][] = [
-    ["ingress", "POST /classify"], ["ingress", "send sg.v1.preprocess.classify"],
-    ["preprocess", "process sg.v1.preprocess.classify"], ["preprocess", "preprocess image"], ["preprocess", "send sg.v1.infer.run"],
-    ["infer", "process sg.v1.infer.run"], ["preprocess", "postprocess"], ["infer", "process sg.v1.infer.run (batch)"],
+    ["ingress", "POST /classify"],
+    ["ingress", "send sg.v1.preprocess.classify"],
+    ["preprocess", "process sg.v1.preprocess.classify"],
+    ["preprocess", "preprocess image"],
+    ["preprocess", "send sg.v1.infer.run"],
+    ["infer", "process sg.v1.infer.run"],
+    ["preprocess", "postprocess"],
+    ["infer", "process sg.v1.infer.run (batch)"],
   ];
   const spans = await collector.waitFor((all) => names.every(([svc, n]) => named(all, svc, n).length > 0), WAIT_MS);
-  const [http, send1, process1, pre, send2, process2, post, batch] = names.map(([svc, n]) => one(spans, svc, n)) as CollectedSpan[] as [
-    CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan, CollectedSpan,
+  const [http, send1, process1, pre, send2, process2, post, batch] = names.map(([svc, n]) =>
+    one(spans, svc, n),
+  ) as CollectedSpan[] as [
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
+    CollectedSpan,
   ];
 
   const requestSpans = [http, send1, process1, pre, send2, process2, post];
-  assert.equal(new Set(requestSpans.map((s) => s.traceId)).size, 1, "one trace id across ingress, preprocess and infer");
-  assert.deepEqual(new Set(spans.filter((s) => s.traceId === http.traceId).map((s) => s.service)), new Set(["ingress", "preprocess", "infer"]));
+  assert.equal(
+    new Set(requestSpans.map((s) => s.traceId)).size,
+    1,
+    "one trace id across ingress, preprocess and infer",
+  );
+  assert.deepEqual(
+    new Set(spans.filter((s) => s.traceId === http.traceId).map((s) => s.service)),
+    new Set(["ingress", "preprocess", "infer"]),
+  );
   assert.equal(http.parentSpanId, undefined);
   assertChild(send1, http);
   assertChild(process1, send1);
@@ -157,9 +208,15 @@ test("tracing - one /classify request is one trace through ingress, preprocess a
   assert.notEqual(batch.traceId, http.traceId);
   assert.equal(batch.parentSpanId, undefined);
   assert.equal(batch.kind, OtlpSpanKind.CONSUMER);
-  assert.deepEqual(batch.links.map((l) => [l.traceId, l.spanId]), [[process2.traceId, process2.spanId]]);
+  assert.deepEqual(
+    batch.links.map((l) => [l.traceId, l.spanId]),
+    [[process2.traceId, process2.spanId]],
+  );
   assert.equal(batch.attributes["messaging.batch.message_count"], 1);
-  assert.deepEqual(process2.links.map((l) => l.spanId), [batch.spanId]);
+  assert.deepEqual(
+    process2.links.map((l) => l.spanId),
+    [batch.spanId],
+  );
   assert.equal(process2.attributes["sg.batch.size"], 1);
   assert.equal(typeof process2.attributes["sg.batch.queue_wait_ms"], "number");
   assert.equal(typeof process2.attributes["sg.batch.share_ms"], "number");
@@ -170,34 +227,60 @@ test("tracing - a batch span links exactly the traces of the requests it served"
   await using g = await startGraph({ graphs: ["classify"], graphFile: BATCHING_GRAPH_FILE, env: otelEnv(collector) });
   // Each request carries its own trace id in a W3C traceparent: the ingress continues the caller's trace.
   const traceIds = Array.from({ length: BATCH_BURST }, () => randomBytes(16).toString("hex"));
-  const responses = await Promise.all(traceIds.map((t) => classify(g.ingressUrl!, { traceparent: `00-${t}-${randomBytes(8).toString("hex")}-01` })));
-  assert.deepEqual(responses.map((r) => r.status), traceIds.map(() => 200));
+  const responses = await Promise.all(
+    traceIds.map((t) => classify(g.ingressUrl!, { traceparent: `00-${t}-${randomBytes(8).toString("hex")}-01` })),
+  );
+  assert.deepEqual(
+    responses.map((r) => r.status),
+    traceIds.map(() => 200),
+  );
 
   const isBatch = (s: CollectedSpan): boolean => s.service === "infer" && s.name === "process sg.v1.infer.run (batch)";
-  const spans = await collector.waitFor((all) => all.filter(isBatch).reduce((n, s) => n + s.links.length, 0) >= BATCH_BURST, WAIT_MS);
+  const spans = await collector.waitFor(
+    (all) => all.filter(isBatch).reduce((n, s) => n + s.links.length, 0) >= BATCH_BURST,
+    WAIT_MS,
+  );
   const batches = spans.filter(isBatch);
-  assert.equal(batches.length, 1, `the burst ran as one forward pass (sizes: ${batches.map((b) => b.links.length).join(", ")})`);
+  assert.equal(
+    batches.length,
+    1,
+    `the burst ran as one forward pass (sizes: ${batches.map((b) => b.links.length).join(", ")})`,
+  );
   const batch = batches[0]!;
-  assert.deepEqual(new Set(batch.links.map((l) => l.traceId)), new Set(traceIds), "the batch links exactly the burst's traces");
+  assert.deepEqual(
+    new Set(batch.links.map((l) => l.traceId)),
+    new Set(traceIds),
+    "the batch links exactly the burst's traces",
+  );
   assert.equal(batch.links.length, BATCH_BURST);
   assert.equal(batch.attributes["messaging.batch.message_count"], batch.links.length);
   assert.equal(batch.attributes["sg.batch.size"], BATCH_BURST);
   assert.ok(!traceIds.includes(batch.traceId), "the batch span is in its own trace");
 
   // each request's infer span: in its request's trace, linked to the batch, with its queue wait and share
-  const inferSpans = await collector.waitFor((all) => named(all, "infer", "process sg.v1.infer.run").length >= BATCH_BURST, WAIT_MS)
+  const inferSpans = await collector
+    .waitFor((all) => named(all, "infer", "process sg.v1.infer.run").length >= BATCH_BURST, WAIT_MS)
     .then((all) => named(all, "infer", "process sg.v1.infer.run"));
   assert.deepEqual(new Set(inferSpans.map((s) => s.traceId)), new Set(traceIds));
   assert.deepEqual(new Set(batch.links.map((l) => l.spanId)), new Set(inferSpans.map((s) => s.spanId)));
   for (const s of inferSpans) {
-    assert.deepEqual(s.links.map((l) => l.spanId), [batch.spanId]);
+    assert.deepEqual(
+      s.links.map((l) => l.spanId),
+      [batch.spanId],
+    );
     assert.equal(s.attributes["sg.batch.size"], BATCH_BURST);
-    assert.ok(typeof s.attributes["sg.batch.queue_wait_ms"] === "number" && s.attributes["sg.batch.queue_wait_ms"] >= 0);
+    assert.ok(
+      typeof s.attributes["sg.batch.queue_wait_ms"] === "number" && s.attributes["sg.batch.queue_wait_ms"] >= 0,
+    );
     assert.ok(typeof s.attributes["sg.batch.share_ms"] === "number" && s.attributes["sg.batch.share_ms"] > 0);
   }
   // and the HTTP spans continued the callers' traces
-  const httpSpans = await collector.waitFor((all) => named(all, "ingress", "POST /classify").length >= BATCH_BURST, WAIT_MS)
+  const httpSpans = await collector
+    .waitFor((all) => named(all, "ingress", "POST /classify").length >= BATCH_BURST, WAIT_MS)
     .then((all) => named(all, "ingress", "POST /classify"));
   assert.deepEqual(new Set(httpSpans.map((s) => s.traceId)), new Set(traceIds));
-  assert.ok(httpSpans.every((s) => s.parentSpanId !== undefined), "each HTTP span is a child of the caller's span");
+  assert.ok(
+    httpSpans.every((s) => s.parentSpanId !== undefined),
+    "each HTTP span is a child of the caller's span",
+  );
 });

@@ -48,10 +48,22 @@ export async function startUp(args: string[]): Promise<RunningUp> {
   };
   try {
     const state = JSON.parse(readFileSync(stateFile, "utf8")) as { natsUser: string; natsPassword: string };
-    const nc = await connect({ servers: up.summary.nats, user: state.natsUser, pass: state.natsPassword, name: "autoscale-test" });
+    const nc = await connect({
+      servers: up.summary.nats,
+      user: state.natsUser,
+      pass: state.natsPassword,
+      name: "autoscale-test",
+    });
     return {
-      proc: up.proc, nc, env, summary: up.summary, stderr: up.stderr,
-      stop: async () => { await nc.close().catch(() => {}); return stop(); },
+      proc: up.proc,
+      nc,
+      env,
+      summary: up.summary,
+      stderr: up.stderr,
+      stop: async () => {
+        await nc.close().catch(() => {});
+        return stop();
+      },
     };
   } catch (e) {
     await stop();
@@ -60,15 +72,29 @@ export async function startUp(args: string[]): Promise<RunningUp> {
 }
 
 /** `servegraph <args>` in a process of its own, finding the graph through the state file. */
-export function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, ["--import", "tsx", CLI, ...args], {
+      cwd: REPO_ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
-    p.stdout.on("data", (d: Buffer) => { stdout += d.toString(); });
-    p.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
+    p.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    p.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
     const t = setTimeout(() => p.kill("SIGKILL"), 60_000);
-    p.once("exit", (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    p.once("exit", (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -82,12 +108,19 @@ export async function autoscaled(nc: NatsConnection, node: string): Promise<Auto
 }
 
 /** Polls until `ok` holds for the node (bounded). */
-export async function until(nc: NatsConnection, node: string, ok: (n: AutoscaleNodeSnapshot) => boolean, what: string, timeoutMs = 45_000): Promise<AutoscaleNodeSnapshot> {
+export async function until(
+  nc: NatsConnection,
+  node: string,
+  ok: (n: AutoscaleNodeSnapshot) => boolean,
+  what: string,
+  timeoutMs = 45_000,
+): Promise<AutoscaleNodeSnapshot> {
   const t0 = performance.now();
   for (;;) {
     const n = await autoscaled(nc, node);
     if (ok(n)) return n;
-    if (performance.now() - t0 > timeoutMs) assert.fail(`${node}: ${what} not reached in ${timeoutMs} ms: ${JSON.stringify(n)}`);
+    if (performance.now() - t0 > timeoutMs)
+      assert.fail(`${node}: ${what} not reached in ${timeoutMs} ms: ${JSON.stringify(n)}`);
     await sleep(200);
   }
 }

@@ -44,7 +44,12 @@ export async function startGraph(opts: {
   let sup: Supervisor;
   try {
     sup = await startSupervisor({
-      graph, graphs: opts.graphs, natsUrl: nats.url, nc, restart: opts.restart ?? false, stdio: process.env.SG_TEST_VERBOSE ? "inherit" : "ignore",
+      graph,
+      graphs: opts.graphs,
+      natsUrl: nats.url,
+      nc,
+      restart: opts.restart ?? false,
+      stdio: process.env.SG_TEST_VERBOSE ? "inherit" : "ignore",
       env: { SG_LOG_LEVEL: "warn", OTEL_TRACES_EXPORTER: "none", ...opts.env },
       ...(opts.nodeEnv ? { nodeEnv: opts.nodeEnv } : {}),
       ...(opts.replicas ? { replicas: opts.replicas } : {}),

@@ -55,23 +55,46 @@ export async function startGreeterBroker(name: string, proxyTimeoutMs: number): 
 }
 
 /** A route as graph.config.ts would declare it (`key` -> `def` of `node`), with its deadline; `body` as compile picks it. */
-export function ingressRoute(key: string, def: EndpointDef, node: string, timeoutMs: number, body?: RouteBody): IngressRoute {
+export function ingressRoute(
+  key: string,
+  def: EndpointDef,
+  node: string,
+  timeoutMs: number,
+  body?: RouteBody,
+): IngressRoute {
   const r = parseRouteKey(key);
   if (!r) throw new Error(`not a route key: ${key}`);
-  const dflt: RouteBody | "none" = def.request.kind === "bytes" ? "raw" : r.method === "GET" || r.method === "DELETE" ? "none" : "json";
-  return { key, method: r.method as RouteMethod, path: r.path, params: r.params, node, subject: `sg.v1.${node}.${def.name}`, timeoutMs, def, body: body ?? dflt };
+  const dflt: RouteBody | "none" =
+    def.request.kind === "bytes" ? "raw" : r.method === "GET" || r.method === "DELETE" ? "none" : "json";
+  return {
+    key,
+    method: r.method as RouteMethod,
+    path: r.path,
+    params: r.params,
+    node,
+    subject: `sg.v1.${node}.${def.name}`,
+    timeoutMs,
+    def,
+    body: body ?? dflt,
+  };
 }
 
 /** The reference graph's routes (graph.config.ts), with a deadline of `timeoutMs`. */
-export const greetingRoute = (timeoutMs: number): IngressRoute => ingressRoute("GET /greeting/:name", Greeting, "greeter-proxy", timeoutMs);
-export const classifyRoute = (timeoutMs: number): IngressRoute => ingressRoute("POST /classify", Classify, "preprocess", timeoutMs, "image");
-export const processRoute = (timeoutMs: number): IngressRoute => ingressRoute("GET /process/:message", AbProcess, "ab-router", timeoutMs);
+export const greetingRoute = (timeoutMs: number): IngressRoute =>
+  ingressRoute("GET /greeting/:name", Greeting, "greeter-proxy", timeoutMs);
+export const classifyRoute = (timeoutMs: number): IngressRoute =>
+  ingressRoute("POST /classify", Classify, "preprocess", timeoutMs, "image");
+export const processRoute = (timeoutMs: number): IngressRoute =>
+  ingressRoute("GET /process/:message", AbProcess, "ab-router", timeoutMs);
 
 /**
  * buildApp()'s dependencies on `nc`: a client (`clientTimeoutMs`, default 1000), replica counts and connection
  * state from it; a 1 KiB body limit and no private image URLs unless `o` says otherwise.
  */
-export function ingressDeps(on: { nc: NatsConnection; log: Logger }, o: Partial<IngressDeps> & { routes: readonly IngressRoute[]; clientTimeoutMs?: number }): IngressDeps {
+export function ingressDeps(
+  on: { nc: NatsConnection; log: Logger },
+  o: Partial<IngressDeps> & { routes: readonly IngressRoute[]; clientTimeoutMs?: number },
+): IngressDeps {
   const { clientTimeoutMs = 1000, ...rest } = o;
   return {
     client: createClient(on.nc, { caller: "ingress", defaultTimeoutMs: clientTimeoutMs }),
@@ -95,7 +118,10 @@ export interface TableErrorBody {
  * A JSON `{code, message, details?}` answer whose code is `code`, with that code's status in the error table.
  * `statusCode` undefined: no answer at all (the connection closed), which fails.
  */
-export function assertTableError(res: { statusCode: number | undefined; headers: Record<string, unknown>; body: string }, code: ErrorCode): TableErrorBody {
+export function assertTableError(
+  res: { statusCode: number | undefined; headers: Record<string, unknown>; body: string },
+  code: ErrorCode,
+): TableErrorBody {
   assert.ok(res.statusCode !== undefined, `an answer, not a bare close (${code})`);
   assert.match(String(res.headers["content-type"] ?? ""), /^application\/json/);
   const body = JSON.parse(res.body) as { code: unknown; message: unknown; details?: unknown };

@@ -10,7 +10,8 @@ import { gunzipSync } from "node:zlib";
 export const OtlpSpanKind = { UNSPECIFIED: 0, INTERNAL: 1, SERVER: 2, CLIENT: 3, PRODUCER: 4, CONSUMER: 5 } as const;
 export type OtlpSpanKind = (typeof OtlpSpanKind)[keyof typeof OtlpSpanKind];
 
-export type AttrValue = string | number | boolean | bigint | Uint8Array | AttrValue[] | { [k: string]: AttrValue } | null;
+export type AttrValue =
+  string | number | boolean | bigint | Uint8Array | AttrValue[] | { [k: string]: AttrValue } | null;
 
 export interface CollectedLink {
   traceId: string;
@@ -95,9 +96,14 @@ export async function startOtlpCollector(): Promise<OtlpCollector> {
   };
 
   const server = createServer((req, res) => {
-    handle(req, res).catch(() => { if (!res.headersSent) res.writeHead(500).end(); });
+    handle(req, res).catch(() => {
+      if (!res.headersSent) res.writeHead(500).end();
+    });
   });
-  await new Promise<void>((resolve, reject) => { server.once("error", reject); server.listen(0, "127.0.0.1", resolve); });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : 0;
 
@@ -109,22 +115,31 @@ export async function startOtlpCollector(): Promise<OtlpCollector> {
     endpoint: `http://127.0.0.1:${port}`,
     spans: () => [...collected],
     exports: () => ({ ...counts }),
-    clear: () => { collected = []; },
-    waitFor: (pred, timeoutMs) => new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        if (!pred(collected)) return false;
-        clearTimeout(timer);
-        resolve([...collected]);
-        return true;
-      };
-      const timer = setTimeout(() => {
-        waiters = waiters.filter((w) => w !== onExport);
-        const names = collected.map((s) => `${s.service}:${s.name}`);
-        reject(new Error(`OTLP collector: condition not met after ${timeoutMs} ms; ${collected.length} spans: ${names.join(", ")}`));
-      }, timeoutMs);
-      const onExport = (): void => { if (!check()) waiters.push(onExport); };
-      if (!check()) waiters.push(onExport);
-    }),
+    clear: () => {
+      collected = [];
+    },
+    waitFor: (pred, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          if (!pred(collected)) return false;
+          clearTimeout(timer);
+          resolve([...collected]);
+          return true;
+        };
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== onExport);
+          const names = collected.map((s) => `${s.service}:${s.name}`);
+          reject(
+            new Error(
+              `OTLP collector: condition not met after ${timeoutMs} ms; ${collected.length} spans: ${names.join(", ")}`,
+            ),
+          );
+        }, timeoutMs);
+        const onExport = (): void => {
+          if (!check()) waiters.push(onExport);
+        };
+        if (!check()) waiters.push(onExport);
+      }),
     close,
     [Symbol.asyncDispose]: close,
   };
@@ -171,13 +186,24 @@ function fromJson(req: unknown): CollectedSpan[] {
         const parent = jsonId(s.parentSpanId, 8);
         const status = (s.status ?? {}) as Json;
         out.push({
-          traceId: jsonId(s.traceId, 16), spanId: jsonId(s.spanId, 8), parentSpanId: parent === "" ? undefined : parent,
-          name: String(s.name), kind: Number(s.kind ?? 0),
-          startTimeUnixNano: BigInt(String(s.startTimeUnixNano ?? 0)), endTimeUnixNano: BigInt(String(s.endTimeUnixNano ?? 0)),
+          traceId: jsonId(s.traceId, 16),
+          spanId: jsonId(s.spanId, 8),
+          parentSpanId: parent === "" ? undefined : parent,
+          name: String(s.name),
+          kind: Number(s.kind ?? 0),
+          startTimeUnixNano: BigInt(String(s.startTimeUnixNano ?? 0)),
+          endTimeUnixNano: BigInt(String(s.endTimeUnixNano ?? 0)),
           attributes: jsonAttrs(s.attributes),
-          links: arr(s.links).map((l) => ({ traceId: jsonId(l.traceId, 16), spanId: jsonId(l.spanId, 8), attributes: jsonAttrs(l.attributes) })),
+          links: arr(s.links).map((l) => ({
+            traceId: jsonId(l.traceId, 16),
+            spanId: jsonId(l.spanId, 8),
+            attributes: jsonAttrs(l.attributes),
+          })),
           status: { code: Number(status.code ?? 0), message: String(status.message ?? "") },
-          resource, service: String(resource["service.name"] ?? ""), scope, encoding: "json",
+          resource,
+          service: String(resource["service.name"] ?? ""),
+          scope,
+          encoding: "json",
         });
       }
     }
@@ -187,7 +213,12 @@ function fromJson(req: unknown): CollectedSpan[] {
 
 // ---- OTLP/protobuf: a minimal wire-format reader for the trace request messages ------------------------
 
-interface Field { no: number; wire: number; varint: bigint; bytes: Uint8Array }
+interface Field {
+  no: number;
+  wire: number;
+  varint: bigint;
+  bytes: Uint8Array;
+}
 
 function* fields(buf: Uint8Array): Generator<Field> {
   let i = 0;
@@ -228,13 +259,20 @@ const fixed64 = (b: Uint8Array): bigint => Buffer.from(b).readBigUInt64LE(0);
 function pbAny(buf: Uint8Array): AttrValue {
   for (const f of fields(buf)) {
     switch (f.no) {
-      case 1: return utf8.decode(f.bytes);
-      case 2: return f.varint !== 0n;
-      case 3: return Number(BigInt.asIntN(64, f.varint));
-      case 4: return Buffer.from(f.bytes).readDoubleLE(0);
-      case 5: return [...fields(f.bytes)].filter((x) => x.no === 1).map((x) => pbAny(x.bytes));
-      case 6: return pbAttrs([...fields(f.bytes)].filter((x) => x.no === 1).map((x) => x.bytes));
-      case 7: return Uint8Array.from(f.bytes);
+      case 1:
+        return utf8.decode(f.bytes);
+      case 2:
+        return f.varint !== 0n;
+      case 3:
+        return Number(BigInt.asIntN(64, f.varint));
+      case 4:
+        return Buffer.from(f.bytes).readDoubleLE(0);
+      case 5:
+        return [...fields(f.bytes)].filter((x) => x.no === 1).map((x) => pbAny(x.bytes));
+      case 6:
+        return pbAttrs([...fields(f.bytes)].filter((x) => x.no === 1).map((x) => x.bytes));
+      case 7:
+        return Uint8Array.from(f.bytes);
     }
   }
   return null;
@@ -256,20 +294,48 @@ function pbAttrs(kvs: Uint8Array[]): Record<string, AttrValue> {
 
 function pbSpan(buf: Uint8Array, resource: Record<string, AttrValue>, scope: string): CollectedSpan {
   const s: CollectedSpan = {
-    traceId: "", spanId: "", parentSpanId: undefined, name: "", kind: 0, startTimeUnixNano: 0n, endTimeUnixNano: 0n,
-    attributes: {}, links: [], status: { code: 0, message: "" }, resource, service: String(resource["service.name"] ?? ""), scope, encoding: "protobuf",
+    traceId: "",
+    spanId: "",
+    parentSpanId: undefined,
+    name: "",
+    kind: 0,
+    startTimeUnixNano: 0n,
+    endTimeUnixNano: 0n,
+    attributes: {},
+    links: [],
+    status: { code: 0, message: "" },
+    resource,
+    service: String(resource["service.name"] ?? ""),
+    scope,
+    encoding: "protobuf",
   };
   const attrs: Uint8Array[] = [];
   for (const f of fields(buf)) {
     switch (f.no) {
-      case 1: s.traceId = hex(f.bytes); break;
-      case 2: s.spanId = hex(f.bytes); break;
-      case 4: if (f.bytes.length) s.parentSpanId = hex(f.bytes); break;
-      case 5: s.name = utf8.decode(f.bytes); break;
-      case 6: s.kind = Number(f.varint); break;
-      case 7: s.startTimeUnixNano = fixed64(f.bytes); break;
-      case 8: s.endTimeUnixNano = fixed64(f.bytes); break;
-      case 9: attrs.push(f.bytes); break;
+      case 1:
+        s.traceId = hex(f.bytes);
+        break;
+      case 2:
+        s.spanId = hex(f.bytes);
+        break;
+      case 4:
+        if (f.bytes.length) s.parentSpanId = hex(f.bytes);
+        break;
+      case 5:
+        s.name = utf8.decode(f.bytes);
+        break;
+      case 6:
+        s.kind = Number(f.varint);
+        break;
+      case 7:
+        s.startTimeUnixNano = fixed64(f.bytes);
+        break;
+      case 8:
+        s.endTimeUnixNano = fixed64(f.bytes);
+        break;
+      case 9:
+        attrs.push(f.bytes);
+        break;
       case 13: {
         const link: CollectedLink = { traceId: "", spanId: "", attributes: {} };
         const la: Uint8Array[] = [];
@@ -308,7 +374,10 @@ function fromProtobuf(buf: Uint8Array): CollectedSpan[] {
       let scope = "";
       const spans: Uint8Array[] = [];
       for (const f of fields(ss)) {
-        if (f.no === 1) for (const sf of fields(f.bytes)) { if (sf.no === 1) scope = utf8.decode(sf.bytes); }
+        if (f.no === 1)
+          for (const sf of fields(f.bytes)) {
+            if (sf.no === 1) scope = utf8.decode(sf.bytes);
+          }
         else if (f.no === 2) spans.push(f.bytes);
       }
       for (const sp of spans) out.push(pbSpan(sp, resource, scope));

@@ -28,10 +28,16 @@ export function copyProject(): string {
 }
 
 /** `servegraph up <args> --json` in `dir` (its own nats-server); resolves with the process once its summary is out. */
-export async function startUp(dir: string, args: string[], env: Record<string, string> = {}): Promise<{ up: ChildProcess; summary: UpSummary; output: () => string }> {
+export async function startUp(
+  dir: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ up: ChildProcess; summary: UpSummary; output: () => string }> {
   const up = await spawnUp({ cwd: dir, args, env: { SG_LOG_LEVEL: "warn", ...env } });
   let out = "";
-  up.proc.stdout!.on("data", (d: Buffer) => { out += d.toString(); });
+  up.proc.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
   return { up: up.proc, summary: up.summary, output: () => out + up.stderr() };
 }
 

@@ -32,7 +32,10 @@ test("ab - /process routes each user key to the variant the gate picks, the same
       assert.equal(body.ab_test_result.gate_name, "variant_b");
       assert.equal(body.ab_test_result.decided_by, "statsig");
       assert.equal(body.response.variant, expected);
-      assert.equal(body.response.message, expected === "A" ? "Processed by variant A: hello world" : "Processed by variant B: HELLO WORLD");
+      assert.equal(
+        body.response.message,
+        expected === "A" ? "Processed by variant A: hello world" : "Processed by variant B: HELLO WORLD",
+      );
       seen.add(expected);
     }
     assert.deepEqual([...seen].sort(), ["A", "B"], "both variants are used");
@@ -43,7 +46,11 @@ test("ab - /process routes each user key to the variant the gate picks, the same
 
 test("ab - the same request works as a direct NATS request to the router's subject", async () => {
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
-  const viaNats = await client.requestJson("sg.v1.ab-router.process", { message: "hi", user_key: "user-7" }, { schema: ProcessReply });
+  const viaNats = await client.requestJson(
+    "sg.v1.ab-router.process",
+    { message: "hi", user_key: "user-7" },
+    { schema: ProcessReply },
+  );
   const viaHttp = ProcessReply.parse(await json(await fetch(`${g.ingressUrl}/process/hi?user_key=user-7`)));
   assert.deepEqual(viaNats, viaHttp);
 });
@@ -61,7 +68,8 @@ test("ab - the A/B split is the router's own decisions: unchanged while variant-
     }
     return by;
   };
-  const plus = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(["A", "B"].map((v) => [v, (a[v] ?? 0) + (b[v] ?? 0)]));
+  const plus = (a: Record<string, number>, b: Record<string, number>) =>
+    Object.fromEntries(["A", "B"].map((v) => [v, (a[v] ?? 0) + (b[v] ?? 0)]));
   const before = await decisions();
   const sent = await send(Array.from({ length: 20 }, (_, i) => `split-${i}`));
   assert.ok((sent.A ?? 0) > 0 && (sent.B ?? 0) > 0, JSON.stringify(sent));
@@ -70,7 +78,11 @@ test("ab - the A/B split is the router's own decisions: unchanged while variant-
   await g.sup.scale("variant-b", 0);
   const atZero = await collectStatus(g.nc, "", ["ab-router", "variant-b"], 300);
   assert.equal(atZero.nodes.find((n) => n.node === "variant-b")?.replicas, 0);
-  assert.deepEqual(atZero.nodes.find((n) => n.node === "ab-router")?.ab_decisions, after, "variant-b's share stays while it has no replica");
+  assert.deepEqual(
+    atZero.nodes.find((n) => n.node === "ab-router")?.ab_decisions,
+    after,
+    "variant-b's share stays while it has no replica",
+  );
   await g.sup.scale("variant-b", 1);
   const more = await send(Array.from({ length: 10 }, (_, i) => `split-more-${i}`));
   assert.deepEqual(await decisions(), plus(after, more));
@@ -107,7 +119,11 @@ test("ab - a variant with no replicas is a 503 at once, not a hang", async () =>
   assert.equal(res.status, 503);
   assert.equal((await json(res)).code, "UNAVAILABLE");
   assert.ok(performance.now() - t0 < 2000);
-  assert.equal((await fetch(`${g.ingressUrl}/process/hi?user_key=${userA}`)).status, 200, "variant A users are unaffected");
+  assert.equal(
+    (await fetch(`${g.ingressUrl}/process/hi?user_key=${userA}`)).status,
+    200,
+    "variant A users are unaffected",
+  );
 });
 
 test("ab - when Statsig cannot decide (corrupt spec), routing falls back to the stable hash and says so", async () => {
@@ -116,7 +132,10 @@ test("ab - when Statsig cannot decide (corrupt spec), routing falls back to the 
   const { fallbackVariant } = await import("../../services/ab-router/src/gate.ts");
   const file = `${mkdtempSync(`${tmpdir()}/sg-spec-`)}/broken.json`;
   writeFileSync(file, "{ this is not json");
-  await using g2 = await startGraph({ graphs: ["ab"], nodeEnv: { "ab-router": { GATE_SPEC_FILE: file, SHADOW_PERCENT: "100" } } });
+  await using g2 = await startGraph({
+    graphs: ["ab"],
+    nodeEnv: { "ab-router": { GATE_SPEC_FILE: file, SHADOW_PERCENT: "100" } },
+  });
   for (let i = 0; i < 10; i++) {
     const res = await fetch(`${g2.ingressUrl}/process/hi?user_key=k${i}`);
     assert.equal(res.status, 200);
@@ -135,28 +154,38 @@ test("ab - when Statsig cannot decide (corrupt spec), routing falls back to the 
   assert.match(text, /sg_ab_shadow_total\{[^}]*result="different"[^}]*\} 10\b/);
 });
 
-test("ab - a secret reaches only the node that declares it, never a response or `check` output", { skip: process.platform === "linux" ? false : "reads /proc/<pid>/environ" }, async () => {
-  const secret = "sk-SHOULD-NOT-LEAK-4242";
-  const { spawnSync } = await import("node:child_process");
-  // The launcher's environment for each node: only ab-router gets STATSIG_SERVER_KEY.
-  const prev = process.env.STATSIG_SERVER_KEY;
-  process.env.STATSIG_SERVER_KEY = secret;
-  try {
-    await using g2 = await startGraph({ graphs: ["chain"] });
-    for (const node of ["greeter", "greeter-proxy", "ingress"]) {
-      const pid = g2.sup.replicas(node)[0]!.child.pid!;
-      const environ = (await import("node:fs")).readFileSync(`/proc/${pid}/environ`, "utf8");
-      assert.ok(!environ.includes(secret), `${node} must not see the Statsig key`);
+test(
+  "ab - a secret reaches only the node that declares it, never a response or `check` output",
+  { skip: process.platform === "linux" ? false : "reads /proc/<pid>/environ" },
+  async () => {
+    const secret = "sk-SHOULD-NOT-LEAK-4242";
+    const { spawnSync } = await import("node:child_process");
+    // The launcher's environment for each node: only ab-router gets STATSIG_SERVER_KEY.
+    const prev = process.env.STATSIG_SERVER_KEY;
+    process.env.STATSIG_SERVER_KEY = secret;
+    try {
+      await using g2 = await startGraph({ graphs: ["chain"] });
+      for (const node of ["greeter", "greeter-proxy", "ingress"]) {
+        const pid = g2.sup.replicas(node)[0]!.child.pid!;
+        const environ = (await import("node:fs")).readFileSync(`/proc/${pid}/environ`, "utf8");
+        assert.ok(!environ.includes(secret), `${node} must not see the Statsig key`);
+      }
+      const res = await fetch(`${g2.ingressUrl}/greeting/ada`);
+      assert.ok(!(await res.text()).includes(secret));
+    } finally {
+      if (prev === undefined) delete process.env.STATSIG_SERVER_KEY;
+      else process.env.STATSIG_SERVER_KEY = prev;
     }
-    const res = await fetch(`${g2.ingressUrl}/greeting/ada`);
-    assert.ok(!(await res.text()).includes(secret));
-  } finally {
-    if (prev === undefined) delete process.env.STATSIG_SERVER_KEY;
-    else process.env.STATSIG_SERVER_KEY = prev;
-  }
-  const check = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "check", "--json"], { encoding: "utf8", env: { ...process.env, STATSIG_SERVER_KEY: secret } });
-  assert.ok(!check.stdout.includes(secret) && !check.stderr.includes(secret), "servegraph check never prints secret values");
-});
+    const check = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "check", "--json"], {
+      encoding: "utf8",
+      env: { ...process.env, STATSIG_SERVER_KEY: secret },
+    });
+    assert.ok(
+      !check.stdout.includes(secret) && !check.stderr.includes(secret),
+      "servegraph check never prints secret values",
+    );
+  },
+);
 
 test("ab - routing by an experiment parameter; shadow traffic to a dead variant never fails the primary", async () => {
   const { createStatsigEvaluator: create } = await import("../../services/ab-router/src/gate.ts");
@@ -168,7 +197,10 @@ test("ab - routing by an experiment parameter; shadow traffic to a dead variant 
   await evaluator.shutdown();
   assert.ok([...expected.values()].every((d) => d.source === "statsig"));
 
-  await using g2 = await startGraph({ graphs: ["ab"], nodeEnv: { "ab-router": { ROUTING_RULE: "experiment:my_experiment:variant:B", SHADOW_PERCENT: "100" } } });
+  await using g2 = await startGraph({
+    graphs: ["ab"],
+    nodeEnv: { "ab-router": { ROUTING_RULE: "experiment:my_experiment:variant:B", SHADOW_PERCENT: "100" } },
+  });
   for (const r of g2.sup.replicas("variant-a")) {
     r.child.kill("SIGTERM");
     await new Promise((resolve) => r.child.once("exit", resolve));

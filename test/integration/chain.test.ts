@@ -82,7 +82,11 @@ test("chain - 504 when greeter is slower than the deadline", async () => {
 });
 
 test("chain - SIGTERM of a greeter replica during requests loses none", async () => {
-  await using g = await startGraph({ graphs: ["chain"], replicas: { greeter: 2 }, nodeEnv: { greeter: { DELAY_MS: "150" } } });
+  await using g = await startGraph({
+    graphs: ["chain"],
+    replicas: { greeter: 2 },
+    nodeEnv: { greeter: { DELAY_MS: "150" } },
+  });
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
   const victim = g.sup.replicas("greeter")[0]!;
   const results: Promise<unknown>[] = [];
@@ -93,9 +97,14 @@ test("chain - SIGTERM of a greeter replica during requests loses none", async ()
   }
   const settled = await Promise.allSettled(results);
   const failed = settled.filter((s) => s.status === "rejected");
-  assert.deepEqual(failed.map((f) => String((f as PromiseRejectedResult).reason)), []);
+  assert.deepEqual(
+    failed.map((f) => String((f as PromiseRejectedResult).reason)),
+    [],
+  );
   const servedBy = new Set(settled.map((s) => (s as PromiseFulfilledResult<{ served_by: string }>).value.served_by));
   assert.ok(servedBy.has(victim.id), "the terminated replica answered the requests it had accepted");
-  const code = await new Promise((r) => (victim.child.exitCode !== null ? r(victim.child.exitCode) : victim.child.once("exit", r)));
+  const code = await new Promise((r) =>
+    victim.child.exitCode !== null ? r(victim.child.exitCode) : victim.child.once("exit", r),
+  );
   assert.equal(code, 0, "replica exited cleanly after draining");
 });

@@ -22,7 +22,15 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import { Discovery, ErrorCodes, Headers, isErrorCode } from "../../subjects/index.ts";
 import { gather } from "../../runtime/index.ts";
 import { generateCorpus, refusedWithoutConnection, serialize } from "../../scripts/gen-corpus.ts";
-import { CASES_FILE, materialize, parseCases, type CorpusCase, type Expect, type HttpCase, type NatsCase } from "../fixtures/corpus/format.ts";
+import {
+  CASES_FILE,
+  materialize,
+  parseCases,
+  type CorpusCase,
+  type Expect,
+  type HttpCase,
+  type NatsCase,
+} from "../fixtures/corpus/format.ts";
 import { startGraph, type RunningGraph } from "../helpers/graph.ts";
 
 const HTTP_TIMEOUT_MS = 20_000;
@@ -72,7 +80,14 @@ function sendHttp(base: URL, k: HttpCase, body: Buffer): Promise<Answer> {
   else if (body.length > 0 || !["GET", "TRACE"].includes(k.method)) headers["content-length"] = String(body.length);
   return new Promise((resolve, reject) => {
     let answered = false;
-    const req = http.request({ host: base.hostname, port: base.port, method: k.method, path: k.path, headers, agent: false });
+    const req = http.request({
+      host: base.hostname,
+      port: base.port,
+      method: k.method,
+      path: k.path,
+      headers,
+      agent: false,
+    });
     const timer = setTimeout(() => {
       req.destroy();
       reject(new Error(`no answer within ${timeoutMs} ms (hang)`));
@@ -91,12 +106,24 @@ function sendHttp(base: URL, k: HttpCase, body: Buffer): Promise<Answer> {
         try {
           parsed = JSON.parse(text);
         } catch {
-          return resolve({ status, code: undefined, message: undefined, malformed: `body is not JSON: ${JSON.stringify(text.slice(0, 120))}`, ms });
+          return resolve({
+            status,
+            code: undefined,
+            message: undefined,
+            malformed: `body is not JSON: ${JSON.stringify(text.slice(0, 120))}`,
+            ms,
+          });
         }
-        const o = (typeof parsed === "object" && parsed !== null ? parsed : {}) as { code?: unknown; message?: unknown };
+        const o = (typeof parsed === "object" && parsed !== null ? parsed : {}) as {
+          code?: unknown;
+          message?: unknown;
+        };
         const code = typeof o.code === "string" ? o.code : undefined;
         const message = typeof o.message === "string" ? o.message : undefined;
-        const malformed = code === undefined || message === undefined ? `body is not {code, message}: ${JSON.stringify(text.slice(0, 160))}` : undefined;
+        const malformed =
+          code === undefined || message === undefined
+            ? `body is not {code, message}: ${JSON.stringify(text.slice(0, 160))}`
+            : undefined;
         resolve({ status, code, message, ms, ...(malformed ? { malformed } : {}) });
       });
     });
@@ -124,13 +151,22 @@ async function sendNats(k: NatsCase, body: Buffer): Promise<Answer> {
   const code = rh?.get(Headers.GraphError) || undefined;
   if (statusText === "" && code === undefined) return { status: 0, code: undefined, message: undefined, ms };
   const status = Number(statusText);
-  const malformed = !Number.isInteger(status) ? `${Headers.ServiceErrorCode} is ${JSON.stringify(statusText)}` : code === undefined ? `no ${Headers.GraphError} header` : undefined;
+  const malformed = !Number.isInteger(status)
+    ? `${Headers.ServiceErrorCode} is ${JSON.stringify(statusText)}`
+    : code === undefined
+      ? `no ${Headers.GraphError} header`
+      : undefined;
   return { status, code, message: rh?.get(Headers.ServiceError) || undefined, ms, ...(malformed ? { malformed } : {}) };
 }
 
 /** Refuses to send an image URL that the ingress could not refuse without a connection (the corpus must never dial out). */
 function assertLoopbackOnly(k: CorpusCase, body: Buffer): void {
-  if (k.transport !== "http" || !(k.headers["content-type"] ?? "").toLowerCase().startsWith("application/json") || body.length > 64 * 1024) return;
+  if (
+    k.transport !== "http" ||
+    !(k.headers["content-type"] ?? "").toLowerCase().startsWith("application/json") ||
+    body.length > 64 * 1024
+  )
+    return;
   let v: unknown;
   try {
     v = JSON.parse(body.toString("utf8"));
@@ -152,12 +188,15 @@ function describeExpect(e: Expect): string {
 function judge(k: CorpusCase, a: Answer): string | undefined {
   const e = k.expect;
   const success = k.transport === "http" ? a.status >= 200 && a.status < 300 : a.status === 0;
-  const got = success ? `success (${a.status || "no error headers"})` : `${a.status} ${a.code ?? "-"}${a.message ? ` "${a.message.slice(0, 100)}"` : ""}`;
+  const got = success
+    ? `success (${a.status || "no error headers"})`
+    : `${a.status} ${a.code ?? "-"}${a.message ? ` "${a.message.slice(0, 100)}"` : ""}`;
   const wrong = (why: string): string => `expected ${describeExpect(e)}, got ${got}: ${why}`;
   if (success) return e.okAllowed ? undefined : wrong("a bad input was accepted");
   if (a.malformed) return wrong(a.malformed);
   if (!isErrorCode(a.code)) return wrong(`${a.code} is not in the error table`);
-  if (ErrorCodes[a.code].status !== a.status) return wrong(`the table gives ${a.code} status ${ErrorCodes[a.code].status}`);
+  if (ErrorCodes[a.code].status !== a.status)
+    return wrong(`the table gives ${a.code} status ${ErrorCodes[a.code].status}`);
   const allowed = e.code ? [e.code] : e.oneOf;
   if (allowed) return allowed.includes(a.code) ? undefined : wrong("another code");
   return a.status >= 400 && a.status < 500 ? undefined : wrong("not a 4xx");
@@ -228,7 +267,8 @@ function rssKb(pid: number): number {
 async function metricsUrls(): Promise<Map<number, string>> {
   const infos = await gather<{ metadata?: Record<string, string> }>(g.nc, Discovery.info(), 300);
   const out = new Map<number, string>();
-  for (const i of infos) if (i.metadata?.pid && i.metadata.metrics_url) out.set(Number(i.metadata.pid), i.metadata.metrics_url);
+  for (const i of infos)
+    if (i.metadata?.pid && i.metadata.metrics_url) out.set(Number(i.metadata.pid), i.metadata.metrics_url);
   return out;
 }
 
@@ -264,8 +304,11 @@ function sampleRss(procs: readonly Proc[]): { stop(): Map<number, number> } {
 }
 
 function formatPass(label: string, r: PassResult): string[] {
-  const lines = [`${label}: ${cases.length} cases in ${(r.ms / 1000).toFixed(1)} s, ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${r.failed} not as expected`];
-  for (const [cat, c] of [...r.byCategory].sort(([a], [b]) => a.localeCompare(b))) lines.push(`  ${cat.padEnd(48)} ${String(c.n).padStart(4)} cases, ${String(c.ok).padStart(4)} as expected`);
+  const lines = [
+    `${label}: ${cases.length} cases in ${(r.ms / 1000).toFixed(1)} s, ${(r.bytes / 1048576).toFixed(1)} MiB sent, ${r.failed} not as expected`,
+  ];
+  for (const [cat, c] of [...r.byCategory].sort(([a], [b]) => a.localeCompare(b)))
+    lines.push(`  ${cat.padEnd(48)} ${String(c.n).padStart(4)} cases, ${String(c.ok).padStart(4)} as expected`);
   return lines;
 }
 
@@ -286,7 +329,11 @@ after(async () => g?.stop());
 
 test("corpus - the committed corpus is what scripts/gen-corpus.ts generates from its seed", () => {
   assert.ok(cases.length >= 1000, `${cases.length} cases`);
-  assert.equal(serialize(generateCorpus()), readFileSync(CASES_FILE, "utf8"), "run: node --import tsx scripts/gen-corpus.ts");
+  assert.equal(
+    serialize(generateCorpus()),
+    readFileSync(CASES_FILE, "utf8"),
+    "run: node --import tsx scripts/gen-corpus.ts",
+  );
 });
 
 test(`corpus - warm-up: every case, ${WARMUP_PASSES} times`, async (t) => {
@@ -296,7 +343,9 @@ test(`corpus - warm-up: every case, ${WARMUP_PASSES} times`, async (t) => {
     // swings with garbage between collections, and a peak under the same requests is what a leak would raise.
     if (i === WARMUP_PASSES - RSS_BASELINE_PASSES + 1) sampler = sampleRss(pidsAtStart);
     const warm = await runPass(`warm-up ${i}`);
-    t.diagnostic(`warm-up ${i}: ${cases.length} cases in ${(warm.ms / 1000).toFixed(1)} s, ${warm.failed} not as expected`);
+    t.diagnostic(
+      `warm-up ${i}: ${cases.length} cases in ${(warm.ms / 1000).toFixed(1)} s, ${warm.failed} not as expected`,
+    );
     if (sampler && i === WARMUP_PASSES) {
       await new Promise((r) => setTimeout(r, 1000));
       rssBefore = sampler.stop();
@@ -313,12 +362,19 @@ test("corpus - every case answers in time with a table error of the expected cod
   for (const line of formatPass("checked pass", main)) t.diagnostic(line);
   const list = [...failures.values()];
   for (const line of list) t.diagnostic(`FAIL ${line}`);
-  assert.equal(list.length, 0, `${list.length} of ${cases.length} cases did not answer as expected:\n${list.slice(0, 60).join("\n")}${list.length > 60 ? `\n... and ${list.length - 60} more` : ""}`);
+  assert.equal(
+    list.length,
+    0,
+    `${list.length} of ${cases.length} cases did not answer as expected:\n${list.slice(0, 60).join("\n")}${list.length > 60 ? `\n... and ${list.length - 60} more` : ""}`,
+  );
 });
 
 test("corpus - no replica or nats-server exited or was replaced", () => {
   const now = processes();
-  assert.deepEqual(now.map((p) => `${p.name}:${p.pid}`), pidsAtStart.map((p) => `${p.name}:${p.pid}`));
+  assert.deepEqual(
+    now.map((p) => `${p.name}:${p.pid}`),
+    pidsAtStart.map((p) => `${p.name}:${p.pid}`),
+  );
   assert.equal(g.nats.process.exitCode, null, "nats-server exited");
   for (const node of g.sup.nodes) {
     for (const r of g.sup.replicas(node)) {
@@ -345,7 +401,8 @@ test(`corpus - the RSS of every process after the run stays within ${RSS_TOLERAN
     await new Promise((r) => setTimeout(r, 1000));
     for (const p of pidsAtStart) lowest.set(p.pid, Math.min(lowest.get(p.pid)!, await size(p)));
   }
-  if (Date.now() - t0 > 500) t.diagnostic(`waited ${((Date.now() - t0) / 1000).toFixed(0)} s of idleness for the RSS to settle`);
+  if (Date.now() - t0 > 500)
+    t.diagnostic(`waited ${((Date.now() - t0) / 1000).toFixed(0)} s of idleness for the RSS to settle`);
   const mib = (kb: number | undefined): string => (kb === undefined ? "-" : (kb / 1024).toFixed(1));
   const grew: string[] = [];
   for (const p of pidsAtStart) {

@@ -10,9 +10,21 @@ import net from "node:net";
 import type { FastifyInstance } from "fastify";
 import { buildApp, type IngressTimeouts } from "../../services/ingress/src/app.ts";
 import { checkingIntervalMs } from "../../services/ingress/src/http-server.ts";
-import { assertTableError, classifyRoute, greetingRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
+import {
+  assertTableError,
+  classifyRoute,
+  greetingRoute,
+  ingressDeps,
+  startGreeterBroker,
+  type GreeterBroker,
+} from "../helpers/ingress.ts";
 
-const TIMEOUTS: IngressTimeouts = { headersTimeoutMs: 1000, requestTimeoutMs: 2000, connectionTimeoutMs: 1500, keepAliveTimeoutMs: 1000 };
+const TIMEOUTS: IngressTimeouts = {
+  headersTimeoutMs: 1000,
+  requestTimeoutMs: 2000,
+  connectionTimeoutMs: 1500,
+  keepAliveTimeoutMs: 1000,
+};
 /** Node looks for expired requests this often, so a cut comes at most this late; plus scheduling on a busy CI box. */
 const LATE_MS = checkingIntervalMs(TIMEOUTS) + 700;
 const DRIP_MS = 500;
@@ -22,12 +34,14 @@ let app: FastifyInstance;
 let port: number;
 
 async function listeningApp(): Promise<{ app: FastifyInstance; port: number }> {
-  const a = await buildApp(ingressDeps(greeter, {
-    clientTimeoutMs: 5000,
-    routes: [greetingRoute(4000), classifyRoute(300)],
-    maxBodyBytes: 64 * 1024,
-    timeouts: TIMEOUTS,
-  }));
+  const a = await buildApp(
+    ingressDeps(greeter, {
+      clientTimeoutMs: 5000,
+      routes: [greetingRoute(4000), classifyRoute(300)],
+      maxBodyBytes: 64 * 1024,
+      timeouts: TIMEOUTS,
+    }),
+  );
   await a.listen({ host: "127.0.0.1", port: 0 });
   return { app: a, port: (a.server.address() as net.AddressInfo).port };
 }
@@ -56,7 +70,10 @@ interface Exchange {
  * Sends `head` at once, then `drip` one byte every `dripMs` (until the server answers or closes), and reads one
  * answer. Bounded by `limitMs`; the socket is always destroyed.
  */
-async function exchange(head: string | Buffer, opts: { drip?: string; dripMs?: number; limitMs?: number; port?: number } = {}): Promise<Exchange> {
+async function exchange(
+  head: string | Buffer,
+  opts: { drip?: string; dripMs?: number; limitMs?: number; port?: number } = {},
+): Promise<Exchange> {
   const socket = net.connect(opts.port ?? port, "127.0.0.1");
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -90,7 +107,14 @@ async function exchange(head: string | Buffer, opts: { drip?: string; dripMs?: n
     await done;
     const elapsedMs = (firstAnswerAt ?? performance.now()) - t0;
     // the server closes after an error answer: give the FIN a moment to arrive
-    if (!closed) await new Promise<void>((r) => { socket.once("close", () => { closed = true; r(); }); setTimeout(r, 300); });
+    if (!closed)
+      await new Promise<void>((r) => {
+        socket.once("close", () => {
+          closed = true;
+          r();
+        });
+        setTimeout(r, 300);
+      });
     socket.destroy();
     await dripper;
     return { ...parse(data), elapsedMs, closed };
@@ -111,7 +135,9 @@ function parse(data: Buffer): Pick<Exchange, "statusCode" | "headers" | "body"> 
   if (data.length === 0) return { statusCode: undefined, headers: {}, body: "" };
   const end = data.indexOf("\r\n\r\n");
   const [statusLine, ...lines] = data.subarray(0, end).toString("latin1").split("\r\n");
-  const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+  const headers = Object.fromEntries(
+    lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]),
+  );
   return { statusCode: Number(statusLine!.split(" ")[1]), headers, body: data.subarray(end + 4).toString("utf8") };
 }
 
@@ -134,23 +160,35 @@ test("ingress edges - a slow body (1 byte per 500 ms) is cut off with 408 at the
   assert.ok(res.closed, "and the connection is closed");
   // the request was under way in Fastify: its duration is recorded with the status it was answered with
   const metrics = await exchange(get("/metrics"));
-  assert.match(metrics.body, /sg_http_request_duration_seconds_count\{route="\/classify",method="POST",status="408"\} [1-9]/);
+  assert.match(
+    metrics.body,
+    /sg_http_request_duration_seconds_count\{route="\/classify",method="POST",status="408"\} [1-9]/,
+  );
 });
 
 test("ingress edges - slow headers (1 byte per 500 ms) get 408 at the headers timeout, then the connection closes", async () => {
-  const res = await exchange("GET /greeting/ada HTTP/1.1\r\nHost: 127.0.0.1\r\n", { drip: "X-Slow: " + "a".repeat(60) });
+  const res = await exchange("GET /greeting/ada HTTP/1.1\r\nHost: 127.0.0.1\r\n", {
+    drip: "X-Slow: " + "a".repeat(60),
+  });
   const body = assertTableError(res, "REQUEST_TIMEOUT");
   assert.match(body.message, /headers were not received within 1000 ms/);
-  assert.ok(res.elapsedMs >= TIMEOUTS.headersTimeoutMs - 50 && res.elapsedMs <= TIMEOUTS.headersTimeoutMs + LATE_MS, `cut at ${res.elapsedMs} ms`);
+  assert.ok(
+    res.elapsedMs >= TIMEOUTS.headersTimeoutMs - 50 && res.elapsedMs <= TIMEOUTS.headersTimeoutMs + LATE_MS,
+    `cut at ${res.elapsedMs} ms`,
+  );
   assert.ok(res.closed);
 });
 
 test("ingress edges - a body that stalls gets 408 at the connection (inactivity) timeout", async () => {
-  const head = "POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n0123456789";
+  const head =
+    "POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n0123456789";
   const res = await exchange(head);
   const body = assertTableError(res, "REQUEST_TIMEOUT");
   assert.match(body.message, /no byte of the request for 1500 ms/);
-  assert.ok(res.elapsedMs >= TIMEOUTS.connectionTimeoutMs - 50 && res.elapsedMs <= TIMEOUTS.connectionTimeoutMs + LATE_MS, `cut at ${res.elapsedMs} ms`);
+  assert.ok(
+    res.elapsedMs >= TIMEOUTS.connectionTimeoutMs - 50 && res.elapsedMs <= TIMEOUTS.connectionTimeoutMs + LATE_MS,
+    `cut at ${res.elapsedMs} ms`,
+  );
   assert.ok(res.closed);
 });
 
@@ -197,7 +235,8 @@ test("ingress edges - what the HTTP parser refuses is JSON with a table code", a
   // the parser counts the request line against the same limit
   assertTableError(await exchange(get(`/greeting/${"a".repeat(20_000)}`)), "HEADERS_TOO_LARGE");
   // a framing error in the middle of a body, after the route was matched
-  const chunked = "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+  const chunked =
+    "POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
   assertTableError(await exchange(chunked), "BAD_REQUEST");
 });
 

@@ -9,16 +9,26 @@ import { buildApp } from "../../services/ingress/src/app.ts";
 import { createService } from "../../runtime/service.ts";
 import { connectNats, isConnected, onConnectionChange } from "../../runtime/nats.ts";
 import { startNats } from "../helpers/graph.ts";
-import { assertTableError, classifyRoute, greetingRoute, processRoute, ingressDeps, startGreeterBroker, type GreeterBroker } from "../helpers/ingress.ts";
+import {
+  assertTableError,
+  classifyRoute,
+  greetingRoute,
+  processRoute,
+  ingressDeps,
+  startGreeterBroker,
+  type GreeterBroker,
+} from "../helpers/ingress.ts";
 
 let greeter: GreeterBroker;
 let app: FastifyInstance;
 
 before(async () => {
   greeter = await startGreeterBroker("inject", 1000);
-  app = await buildApp(ingressDeps(greeter, {
-    routes: [greetingRoute(300), processRoute(300)],
-  }));
+  app = await buildApp(
+    ingressDeps(greeter, {
+      routes: [greetingRoute(300), processRoute(300)],
+    }),
+  );
   await app.ready();
 });
 
@@ -74,7 +84,8 @@ test("ingress - router errors are table codes: bad percent-encoding, over-long p
 test("ingress - body and Content-Type errors of Fastify are table codes", async () => {
   const withBody = await buildApp(ingressDeps(greeter, { routes: [classifyRoute(300)] }));
   try {
-    const post = (headers: Record<string, string>, payload: string | Buffer) => withBody.inject({ method: "POST", url: "/classify", headers, payload });
+    const post = (headers: Record<string, string>, payload: string | Buffer) =>
+      withBody.inject({ method: "POST", url: "/classify", headers, payload });
     assertTableError(await post({ "content-type": "text/plain" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
     assertTableError(await post({ "content-type": ";;;" }, "hi"), "UNSUPPORTED_MEDIA_TYPE");
     assertTableError(await post({}, "hi"), "UNSUPPORTED_MEDIA_TYPE");
@@ -84,7 +95,10 @@ test("ingress - body and Content-Type errors of Fastify are table codes", async 
     const mismatch = await post({ "content-type": "image/png", "content-length": "5" }, Buffer.alloc(10));
     assertTableError(mismatch, "BAD_REQUEST");
     assert.match(mismatch.json().message, /Content-Length/);
-    assertTableError(await post({ "content-type": "application/json" }, JSON.stringify({ image_url: "http://x", extra: 1 })), "BAD_REQUEST");
+    assertTableError(
+      await post({ "content-type": "application/json" }, JSON.stringify({ image_url: "http://x", extra: 1 })),
+      "BAD_REQUEST",
+    );
     // preprocess has no replica here: the call's own code
     assertTableError(await post({ "content-type": "image/png" }, Buffer.from([1, 2, 3])), "UNAVAILABLE");
   } finally {
@@ -121,7 +135,11 @@ test("ingress - readyz is 503 UNAVAILABLE while the NATS connection is down, hea
     const down = await probe.inject({ method: "GET", url: "/readyz" });
     assertTableError(down, "UNAVAILABLE");
     assert.match(down.json().message, /not connected to NATS/);
-    assert.equal((await probe.inject({ method: "GET", url: "/healthz" })).statusCode, 200, "liveness does not depend on NATS");
+    assert.equal(
+      (await probe.inject({ method: "GET", url: "/healthz" })).statusCode,
+      200,
+      "liveness does not depend on NATS",
+    );
     await waitFor(true);
     assert.equal((await probe.inject({ method: "GET", url: "/readyz" })).statusCode, 200);
     assert.ok(changes.includes(false) && changes.at(-1) === true, `connection changes seen: ${changes.join(",")}`);
@@ -136,7 +154,12 @@ test("ingress - readyz is 503 until every downstream node has a replica, healthz
   const notReady = await app.inject({ method: "GET", url: "/readyz" });
   assertTableError(notReady, "UNAVAILABLE");
   assert.deepEqual(notReady.json().details.replicas, { "greeter-proxy": 1, "ab-router": 0 });
-  const router = createService(greeter.nc, { name: "ab-router", maxInFlight: 1, defaultTimeoutMs: 1000, log: greeter.log });
+  const router = createService(greeter.nc, {
+    name: "ab-router",
+    maxInFlight: 1,
+    defaultTimeoutMs: 1000,
+    log: greeter.log,
+  });
   router.announce();
   try {
     const ready = await app.inject({ method: "GET", url: "/readyz" });
@@ -148,7 +171,10 @@ test("ingress - readyz is 503 until every downstream node has a replica, healthz
 });
 
 test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes are not served", async () => {
-  const spec = (await app.inject({ method: "GET", url: "/docs/json" })).json() as { openapi: string; paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  const spec = (await app.inject({ method: "GET", url: "/docs/json" })).json() as {
+    openapi: string;
+    paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+  };
   assert.match(spec.openapi, /^3\./);
   assert.ok(spec.paths["/greeting/{name}"]);
   assert.ok(spec.paths["/process/{message}"]);
@@ -159,7 +185,10 @@ test("ingress - OpenAPI is generated from the zod schemas; unconfigured routes a
   assert.deepEqual(statuses("/greeting/{name}"), [200, 400, 408, 414, 431, 500, 503, 504]);
   assert.deepEqual(statuses("/readyz"), [200, 400, 408, 431, 500, 503]);
   assert.deepEqual(statuses("/healthz"), [200, 400, 408, 431, 500, 503]);
-  const r503 = spec.paths["/greeting/{name}"]!.get!.responses["503"] as { description: string; content: Record<string, { schema: { properties: { code: { enum: string[] } } } }> };
+  const r503 = spec.paths["/greeting/{name}"]!.get!.responses["503"] as {
+    description: string;
+    content: Record<string, { schema: { properties: { code: { enum: string[] } } } }>;
+  };
   assert.deepEqual(r503.content["application/json"]!.schema.properties.code.enum, ["UNAVAILABLE", "OVERLOADED"]);
   const metrics = await app.inject({ method: "GET", url: "/metrics" });
   assert.equal(metrics.statusCode, 200);
@@ -174,14 +203,24 @@ test("ingress - with requiresAuth, routes need the bearer key; health, metrics a
     assert.equal(none.json().code, "UNAUTHENTICATED");
     assert.equal(none.headers["www-authenticate"], "Bearer");
     assert.ok(!none.body.includes("k3y"), "the key is never echoed");
-    const wrong = await secured.inject({ method: "GET", url: "/greeting/ada", headers: { authorization: "Bearer nope" } });
+    const wrong = await secured.inject({
+      method: "GET",
+      url: "/greeting/ada",
+      headers: { authorization: "Bearer nope" },
+    });
     assert.equal(wrong.statusCode, 401);
-    const ok = await secured.inject({ method: "GET", url: "/greeting/ada", headers: { authorization: "Bearer k3y-for-tests" } });
+    const ok = await secured.inject({
+      method: "GET",
+      url: "/greeting/ada",
+      headers: { authorization: "Bearer k3y-for-tests" },
+    });
     assert.equal(ok.statusCode, 200);
     for (const url of ["/healthz", "/readyz", "/metrics", "/docs/json"]) {
       assert.equal((await secured.inject({ method: "GET", url })).statusCode, 200, url);
     }
-    const spec = (await secured.inject({ method: "GET", url: "/docs/json" })).json() as { paths: Record<string, { get: { responses: Record<string, unknown> } }> };
+    const spec = (await secured.inject({ method: "GET", url: "/docs/json" })).json() as {
+      paths: Record<string, { get: { responses: Record<string, unknown> } }>;
+    };
     assert.ok(spec.paths["/greeting/{name}"]!.get.responses["401"], "a secured route lists 401");
     assert.equal(spec.paths["/readyz"]!.get.responses["401"], undefined, "an open route does not");
   } finally {

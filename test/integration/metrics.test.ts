@@ -13,14 +13,26 @@ import { InferInfoEndpoint } from "../../subjects/endpoints.ts";
 import { GreetReply } from "../../subjects/schemas.ts";
 import { startGraph, REPO_ROOT, type RunningGraph } from "../helpers/graph.ts";
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
-interface Family { name: string; type: string; help: string; samples: Sample[] }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+interface Family {
+  name: string;
+  type: string;
+  help: string;
+  samples: Sample[];
+}
 
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"/y;
 const VALUE = /^(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN)$/;
 const TYPES = new Set(["counter", "gauge", "histogram", "summary", "untyped"]);
-const SUFFIXES: Record<string, string[]> = { histogram: ["_bucket", "_sum", "_count"], summary: ["", "_sum", "_count"] };
+const SUFFIXES: Record<string, string[]> = {
+  histogram: ["_bucket", "_sum", "_count"],
+  summary: ["", "_sum", "_count"],
+};
 
 function parseValue(v: string): number {
   return v === "+Inf" || v === "Inf" ? Infinity : v === "-Inf" ? -Infinity : Number(v);
@@ -91,7 +103,11 @@ function parseExposition(text: string): Map<string, Family> {
     }
     for (const [key, buckets] of series) {
       const counts = buckets.map((b) => b.value);
-      assert.deepEqual(counts, [...counts].sort((a, b) => a - b), `${f.name}${key} buckets are cumulative`);
+      assert.deepEqual(
+        counts,
+        [...counts].sort((a, b) => a - b),
+        `${f.name}${key} buckets are cumulative`,
+      );
       assert.equal(buckets.at(-1)!.labels.le, "+Inf", `${f.name}${key} ends with le="+Inf"`);
       const count = f.samples.find((s) => s.name === `${f.name}_count` && JSON.stringify(s.labels) === key);
       assert.equal(count?.value, counts.at(-1), `${f.name}${key}: _count equals the +Inf bucket`);
@@ -104,7 +120,9 @@ function parseExposition(text: string): Map<string, Family> {
 function value(families: Map<string, Family>, name: string, labels: Record<string, string>): number {
   const base = name.replace(/_(count|sum|bucket)$/, "");
   const f = families.get(name) ?? families.get(base);
-  const matches = (f?.samples ?? []).filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  const matches = (f?.samples ?? []).filter(
+    (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
   assert.ok(matches.length <= 1, `${name} ${JSON.stringify(labels)} matches ${matches.length} series`);
   return matches[0]?.value ?? 0;
 }
@@ -117,7 +135,9 @@ async function scrape(url: string): Promise<Map<string, Family>> {
 }
 
 async function metricsUrl(g: RunningGraph, node: string): Promise<string> {
-  const info = (await g.nc.request(`$SRV.INFO.${node}`, new Uint8Array(0), { timeout: 2000 })).json<{ metadata: Record<string, string> }>();
+  const info = (await g.nc.request(`$SRV.INFO.${node}`, new Uint8Array(0), { timeout: 2000 })).json<{
+    metadata: Record<string, string>;
+  }>();
   assert.ok(info.metadata.metrics_url, `${node} advertises metrics_url`);
   return info.metadata.metrics_url;
 }
@@ -131,22 +151,60 @@ test("metrics - ingress and node /metrics parse strictly and count every request
   assert.equal((await fetch(`${g.ingressUrl}/greeting/${"x".repeat(300)}`)).status, 400); // refused by the ingress itself
   // an error reply from greeter-proxy, straight over NATS
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 2000 });
-  await assert.rejects(client.requestJson("sg.v1.greeter-proxy.greeting", { nom: "x" }, { schema: GreetReply }), { code: "BAD_REQUEST" });
+  await assert.rejects(client.requestJson("sg.v1.greeter-proxy.greeting", { nom: "x" }, { schema: GreetReply }), {
+    code: "BAD_REQUEST",
+  });
 
   const ingress = await scrape(`${g.ingressUrl}/metrics`);
   assert.equal(await metricsUrl(g, "ingress"), `${g.ingressUrl}/metrics`);
-  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/greeting/:name", method: "GET", status: "200" }), N);
-  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/greeting/:name", method: "GET", status: "400" }), 1);
-  assert.equal(value(ingress, "sg_client_request_duration_seconds_count", { caller: "ingress", subject: "sg.v1.greeter-proxy.greeting", code: "OK" }), N);
+  assert.equal(
+    value(ingress, "sg_http_request_duration_seconds_count", {
+      route: "/greeting/:name",
+      method: "GET",
+      status: "200",
+    }),
+    N,
+  );
+  assert.equal(
+    value(ingress, "sg_http_request_duration_seconds_count", {
+      route: "/greeting/:name",
+      method: "GET",
+      status: "400",
+    }),
+    1,
+  );
+  assert.equal(
+    value(ingress, "sg_client_request_duration_seconds_count", {
+      caller: "ingress",
+      subject: "sg.v1.greeter-proxy.greeting",
+      code: "OK",
+    }),
+    N,
+  );
   assert.equal(value(ingress, "sg_http_requests_in_flight", {}), 0, "the scrape itself is not counted");
   assert.equal(value(ingress, "sg_edge_replicas", { target: "greeter-proxy" }), 1);
   // Seconds, not ms: the N requests' durations, measured inside the ingress, add up to less than the test's wall time.
-  const httpSeconds = value(ingress, "sg_http_request_duration_seconds_sum", { route: "/greeting/:name", method: "GET", status: "200" });
+  const httpSeconds = value(ingress, "sg_http_request_duration_seconds_sum", {
+    route: "/greeting/:name",
+    method: "GET",
+    status: "200",
+  });
   assert.ok(httpSeconds > 0 && httpSeconds <= wallSeconds, `${httpSeconds} s of ${wallSeconds} s`);
-  const edgeSeconds = value(ingress, "sg_client_request_duration_seconds_sum", { caller: "ingress", subject: "sg.v1.greeter-proxy.greeting", code: "OK" });
+  const edgeSeconds = value(ingress, "sg_client_request_duration_seconds_sum", {
+    caller: "ingress",
+    subject: "sg.v1.greeter-proxy.greeting",
+    code: "OK",
+  });
   assert.ok(edgeSeconds > 0 && edgeSeconds <= httpSeconds, `${edgeSeconds} s within ${httpSeconds} s`);
-  const les = ingress.get("sg_http_request_duration_seconds")!.samples.filter((s) => s.name.endsWith("_bucket") && s.labels.status === "200").map((s) => s.labels.le);
-  assert.deepEqual([les[0], les.at(-2), les.at(-1)], ["0.00025", "30", "+Inf"], "buckets from 0.25 ms to 30 s, in seconds");
+  const les = ingress
+    .get("sg_http_request_duration_seconds")!
+    .samples.filter((s) => s.name.endsWith("_bucket") && s.labels.status === "200")
+    .map((s) => s.labels.le);
+  assert.deepEqual(
+    [les[0], les.at(-2), les.at(-1)],
+    ["0.00025", "30", "+Inf"],
+    "buckets from 0.25 ms to 30 s, in seconds",
+  );
   assert.equal(ingress.get("sg_process_cpu_seconds_total")?.type, "counter", "process metrics are exported");
   for (const x of ["handles", "requests", "resources"]) {
     assert.equal(ingress.get(`sg_nodejs_active_${x}`)?.type, "gauge", `sg_nodejs_active_${x}`);
@@ -156,26 +214,60 @@ test("metrics - ingress and node /metrics parse strictly and count every request
 
   const proxy = await scrape(await metricsUrl(g, "greeter-proxy"));
   const replica = g.sup.replicas("greeter-proxy")[0]!.id;
-  assert.equal(value(proxy, "sg_server_request_duration_seconds_count", { node: "greeter-proxy", replica, endpoint: "greeting", code: "OK" }), N);
-  assert.equal(value(proxy, "sg_server_request_duration_seconds_count", { endpoint: "greeting", code: "BAD_REQUEST" }), 1);
+  assert.equal(
+    value(proxy, "sg_server_request_duration_seconds_count", {
+      node: "greeter-proxy",
+      replica,
+      endpoint: "greeting",
+      code: "OK",
+    }),
+    N,
+  );
+  assert.equal(
+    value(proxy, "sg_server_request_duration_seconds_count", { endpoint: "greeting", code: "BAD_REQUEST" }),
+    1,
+  );
   assert.equal(value(proxy, "sg_request_errors_total", { endpoint: "greeting", code: "BAD_REQUEST" }), 1);
-  assert.equal(value(proxy, "sg_client_request_duration_seconds_count", { caller: "greeter-proxy", subject: "sg.v1.greeter.greet", code: "OK" }), N);
+  assert.equal(
+    value(proxy, "sg_client_request_duration_seconds_count", {
+      caller: "greeter-proxy",
+      subject: "sg.v1.greeter.greet",
+      code: "OK",
+    }),
+    N,
+  );
   assert.equal(value(proxy, "sg_requests_in_flight", { node: "greeter-proxy" }), 0);
   assert.equal(value(proxy, "sg_replicas", { node: "greeter-proxy" }), 1);
 
   const greeter = await scrape(await metricsUrl(g, "greeter"));
-  assert.equal(value(greeter, "sg_server_request_duration_seconds_count", { node: "greeter", endpoint: "greet", code: "OK" }), N);
-  const greetSeconds = value(greeter, "sg_server_request_duration_seconds_sum", { node: "greeter", endpoint: "greet", code: "OK" });
+  assert.equal(
+    value(greeter, "sg_server_request_duration_seconds_count", { node: "greeter", endpoint: "greet", code: "OK" }),
+    N,
+  );
+  const greetSeconds = value(greeter, "sg_server_request_duration_seconds_sum", {
+    node: "greeter",
+    endpoint: "greet",
+    code: "OK",
+  });
   assert.ok(greetSeconds > 0 && greetSeconds <= edgeSeconds, `${greetSeconds} s within ${edgeSeconds} s`);
-  assert.equal(value(greeter, "sg_nodejs_active_handles", { node: "greeter" }) >= 1, true, "node processes export the active gauges too");
+  assert.equal(
+    value(greeter, "sg_nodejs_active_handles", { node: "greeter" }) >= 1,
+    true,
+    "node processes export the active gauges too",
+  );
 });
 
 test("metrics - infer exports batch size, queue wait, compute time, and its queue and fill gauges", async () => {
   await using g = await startGraph({ graphs: ["classify"] });
   const jpeg = readFileSync(resolve(REPO_ROOT, "data/images/cat-chelsea.jpg"));
   const N = 4;
-  const statuses = await Promise.all(Array.from({ length: N }, () =>
-    fetch(`${g.ingressUrl}/classify`, { method: "POST", headers: { "content-type": "image/jpeg" }, body: jpeg }).then((r) => r.status)));
+  const statuses = await Promise.all(
+    Array.from({ length: N }, () =>
+      fetch(`${g.ingressUrl}/classify`, { method: "POST", headers: { "content-type": "image/jpeg" }, body: jpeg }).then(
+        (r) => r.status,
+      ),
+    ),
+  );
   assert.deepEqual(statuses, Array(N).fill(200));
 
   const infer = await scrape(await metricsUrl(g, "infer"));
@@ -185,7 +277,10 @@ test("metrics - infer exports batch size, queue wait, compute time, and its queu
   assert.equal(value(infer, "sg_batch_size_sum", node), N, "every request was in exactly one batch");
   assert.equal(value(infer, "sg_batch_queue_wait_seconds_count", node), N, "one queue wait per request");
   assert.equal(value(infer, "sg_model_compute_seconds_count", node), batches, "one compute time per batch");
-  assert.equal(value(infer, "sg_server_request_duration_seconds_count", { node: "infer", endpoint: "run", code: "OK" }), N);
+  assert.equal(
+    value(infer, "sg_server_request_duration_seconds_count", { node: "infer", endpoint: "run", code: "OK" }),
+    N,
+  );
   assert.ok(value(infer, "sg_model_compute_seconds_sum", node) > 0);
   assert.equal(value(infer, "sg_batch_queue_depth", node), 0, "nothing waits once every request is answered");
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
@@ -197,7 +292,17 @@ test("metrics - infer exports batch size, queue wait, compute time, and its queu
   assert.equal(fill, N / batches / info.max_batch_size);
 
   const pre = await scrape(await metricsUrl(g, "preprocess"));
-  assert.equal(value(pre, "sg_client_request_duration_seconds_count", { caller: "preprocess", subject: "sg.v1.infer.run", code: "OK" }), N);
+  assert.equal(
+    value(pre, "sg_client_request_duration_seconds_count", {
+      caller: "preprocess",
+      subject: "sg.v1.infer.run",
+      code: "OK",
+    }),
+    N,
+  );
   const ingress = await scrape(`${g.ingressUrl}/metrics`);
-  assert.equal(value(ingress, "sg_http_request_duration_seconds_count", { route: "/classify", method: "POST", status: "200" }), N);
+  assert.equal(
+    value(ingress, "sg_http_request_duration_seconds_count", { route: "/classify", method: "POST", status: "200" }),
+    N,
+  );
 });

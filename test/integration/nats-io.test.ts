@@ -16,7 +16,10 @@ function countWrites(nc: NatsConnection): () => number {
   const t = (nc as unknown as { protocol: { transport: { send(d: Uint8Array): void } } }).protocol.transport;
   let n = 0;
   const send = t.send.bind(t);
-  t.send = (d) => { n++; send(d); };
+  t.send = (d) => {
+    n++;
+    send(d);
+  };
   return () => n;
 }
 
@@ -29,117 +32,156 @@ async function publishAtDepths(nc: NatsConnection, subject: string, count: numbe
   await Promise.all(Array.from({ length: count }, (_, i) => deep(i)));
 }
 
-async function received(nc: NatsConnection, subject: string, count: number): Promise<{ ready: Promise<void>; done: Promise<number> }> {
+async function received(
+  nc: NatsConnection,
+  subject: string,
+  count: number,
+): Promise<{ ready: Promise<void>; done: Promise<number> }> {
   const sub = nc.subscribe(subject, { max: count });
-  const done = (async () => { let n = 0; for await (const _ of sub) n++; return n; })();
+  const done = (async () => {
+    let n = 0;
+    for await (const _ of sub) n++;
+    return n;
+  })();
   return { ready: nc.flush(), done };
 }
 
-test("nats-io - one event-loop turn of publishes from any microtask depth is one socket write", { timeout: 30_000 }, async () => {
-  await using nats = await startNats();
-  const rx = await connect({ servers: nats.url });
-  const nc = await connectNats({ name: "writes", servers: nats.url });
-  const plain = await connect({ servers: nats.url });
-  try {
-    assert.ok(writesCoalesced(nc), "the pinned nats.js has the protocol handler runtime/nats-io.ts replaces");
-    assert.ok(!writesCoalesced(plain));
+test(
+  "nats-io - one event-loop turn of publishes from any microtask depth is one socket write",
+  { timeout: 30_000 },
+  async () => {
+    await using nats = await startNats();
+    const rx = await connect({ servers: nats.url });
+    const nc = await connectNats({ name: "writes", servers: nats.url });
+    const plain = await connect({ servers: nats.url });
+    try {
+      assert.ok(writesCoalesced(nc), "the pinned nats.js has the protocol handler runtime/nats-io.ts replaces");
+      assert.ok(!writesCoalesced(plain));
 
-    const a = await received(rx, "w.a", 40);
-    await a.ready;
-    const writes = countWrites(nc);
-    await publishAtDepths(nc, "w.a", 40);
-    assert.equal(await a.done, 40, "every message delivered");
-    assert.equal(writes(), 1, "40 publishes of one turn in one write");
+      const a = await received(rx, "w.a", 40);
+      await a.ready;
+      const writes = countWrites(nc);
+      await publishAtDepths(nc, "w.a", 40);
+      assert.equal(await a.done, 40, "every message delivered");
+      assert.equal(writes(), 1, "40 publishes of one turn in one write");
 
-    // Sanity check of the method: nats.js's own flushing writes once per microtask turn.
-    const b = await received(rx, "w.b", 40);
-    await b.ready;
-    const plainWrites = countWrites(plain);
-    await publishAtDepths(plain, "w.b", 40);
-    assert.equal(await b.done, 40);
-    assert.ok(plainWrites() > 10, `nats.js alone: ${plainWrites()} writes`);
+      // Sanity check of the method: nats.js's own flushing writes once per microtask turn.
+      const b = await received(rx, "w.b", 40);
+      await b.ready;
+      const plainWrites = countWrites(plain);
+      await publishAtDepths(plain, "w.b", 40);
+      assert.equal(await b.done, 40);
+      assert.ok(plainWrites() > 10, `nats.js alone: ${plainWrites()} writes`);
 
-    // A burst larger than nats.js's pending limit (32 KiB) still goes out while it is built, and arrives whole.
-    const big = new Uint8Array(4096);
-    const c = await received(rx, "w.c", 100);
-    await c.ready;
-    const bigWrites = countWrites(nc);
-    for (let i = 0; i < 100; i++) nc.publish("w.c", big);
-    assert.ok(bigWrites() >= 10, "flushed inline past the pending limit, not held to the end of the turn");
-    assert.equal(await c.done, 100);
+      // A burst larger than nats.js's pending limit (32 KiB) still goes out while it is built, and arrives whole.
+      const big = new Uint8Array(4096);
+      const c = await received(rx, "w.c", 100);
+      await c.ready;
+      const bigWrites = countWrites(nc);
+      for (let i = 0; i < 100; i++) nc.publish("w.c", big);
+      assert.ok(bigWrites() >= 10, "flushed inline past the pending limit, not held to the end of the turn");
+      assert.equal(await c.done, 100);
 
-    // Request-reply and flush as usual.
-    const svc = rx.subscribe("w.echo", { callback: (_e, m) => { m.respond(m.data); } });
-    await rx.flush();
-    assert.equal((await nc.request("w.echo", "ping", { timeout: 5000 })).string(), "ping");
-    await nc.flush();
-    svc.unsubscribe();
-  } finally {
-    await nc.close();
-    await plain.close();
-    await rx.close();
-  }
-});
-
-test("nats-io - a message larger than a socket read arrives whole, gathered in one buffer of its size", { timeout: 30_000 }, async () => {
-  await using nats = await startNats();
-  const rx = await connectNats({ name: "reads", servers: nats.url });
-  const rx2 = await connect({ servers: nats.url });
-  const tx = await connect({ servers: nats.url });
-  try {
-    assert.ok(readsPresizedFor(rx), "the pinned nats.js parser is the one runtime/nats-io.ts presizes");
-    const size = 600_000;
-    const body = new Uint8Array(size);
-    for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
-    const got = async (nc: NatsConnection, subject: string, max = 3) => {
-      const sub = nc.subscribe(subject, { max });
+      // Request-reply and flush as usual.
+      const svc = rx.subscribe("w.echo", {
+        callback: (_e, m) => {
+          m.respond(m.data);
+        },
+      });
+      await rx.flush();
+      assert.equal((await nc.request("w.echo", "ping", { timeout: 5000 })).string(), "ping");
       await nc.flush();
-      return { sub, all: (async () => { const out = []; for await (const m of sub) out.push(m.data); return out; })() };
-    };
-    const a = await got(rx, "r.big");
-    for (let i = 0; i < 3; i++) tx.publish("r.big", body);
-    await tx.flush();
-    for (const d of await a.all) {
-      assert.equal(d.length, size);
-      assert.deepEqual(d, body, "every byte as sent");
-      assert.ok(d.buffer.byteLength <= size + 64, `gathered in one buffer of the message's size (${d.buffer.byteLength} bytes for ${size})`);
-      assert.equal(d.byteOffset % 8, 0, "the payload starts 8-byte aligned");
+      svc.unsubscribe();
+    } finally {
+      await nc.close();
+      await plain.close();
+      await rx.close();
     }
-    // With headers of every length mod 8 before it, the payload still starts aligned and arrives intact.
-    const h = await got(rx, "r.hdr", 8);
-    for (const pad of ["", "x", "xx", "xxx", "xxxx", "xxxxx", "xxxxxx", "xxxxxxx"]) {
-      const hd = headers();
-      hd.set("Pad", pad);
-      tx.publish("r.hdr", body, { headers: hd });
+  },
+);
+
+test(
+  "nats-io - a message larger than a socket read arrives whole, gathered in one buffer of its size",
+  { timeout: 30_000 },
+  async () => {
+    await using nats = await startNats();
+    const rx = await connectNats({ name: "reads", servers: nats.url });
+    const rx2 = await connect({ servers: nats.url });
+    const tx = await connect({ servers: nats.url });
+    try {
+      assert.ok(readsPresizedFor(rx), "the pinned nats.js parser is the one runtime/nats-io.ts presizes");
+      const size = 600_000;
+      const body = new Uint8Array(size);
+      for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
+      const got = async (nc: NatsConnection, subject: string, max = 3) => {
+        const sub = nc.subscribe(subject, { max });
+        await nc.flush();
+        return {
+          sub,
+          all: (async () => {
+            const out = [];
+            for await (const m of sub) out.push(m.data);
+            return out;
+          })(),
+        };
+      };
+      const a = await got(rx, "r.big");
+      for (let i = 0; i < 3; i++) tx.publish("r.big", body);
+      await tx.flush();
+      for (const d of await a.all) {
+        assert.equal(d.length, size);
+        assert.deepEqual(d, body, "every byte as sent");
+        assert.ok(
+          d.buffer.byteLength <= size + 64,
+          `gathered in one buffer of the message's size (${d.buffer.byteLength} bytes for ${size})`,
+        );
+        assert.equal(d.byteOffset % 8, 0, "the payload starts 8-byte aligned");
+      }
+      // With headers of every length mod 8 before it, the payload still starts aligned and arrives intact.
+      const h = await got(rx, "r.hdr", 8);
+      for (const pad of ["", "x", "xx", "xxx", "xxxx", "xxxxx", "xxxxxx", "xxxxxxx"]) {
+        const hd = headers();
+        hd.set("Pad", pad);
+        tx.publish("r.hdr", body, { headers: hd });
+      }
+      await tx.flush();
+      const withHeaders = await h.all;
+      assert.equal(withHeaders.length, 8);
+      for (const d of withHeaders) {
+        assert.deepEqual(d, body);
+        assert.equal(d.byteOffset % 8, 0, "aligned after headers");
+      }
+      // Messages of every size in a row on one connection (large, large, small) still split where they should.
+      const b = await got(rx2, "r.big2");
+      tx.publish("r.big2", body);
+      tx.publish("r.big2", body);
+      tx.publish("r.big2", new Uint8Array(10));
+      await tx.flush();
+      const [x, y, z] = await b.all;
+      assert.deepEqual(x, body);
+      assert.deepEqual(y, body);
+      assert.equal(z!.length, 10);
+    } finally {
+      await rx.close();
+      await rx2.close();
+      await tx.close();
     }
-    await tx.flush();
-    const withHeaders = await h.all;
-    assert.equal(withHeaders.length, 8);
-    for (const d of withHeaders) {
-      assert.deepEqual(d, body);
-      assert.equal(d.byteOffset % 8, 0, "aligned after headers");
-    }
-    // Messages of every size in a row on one connection (large, large, small) still split where they should.
-    const b = await got(rx2, "r.big2");
-    tx.publish("r.big2", body);
-    tx.publish("r.big2", body);
-    tx.publish("r.big2", new Uint8Array(10));
-    await tx.flush();
-    const [x, y, z] = await b.all;
-    assert.deepEqual(x, body);
-    assert.deepEqual(y, body);
-    assert.equal(z!.length, 10);
-  } finally {
-    await rx.close();
-    await rx2.close();
-    await tx.close();
-  }
-});
+  },
+);
 
 test("nats-io - the V8 flag that counts received buffers in the heap's limit exists in this Node's V8", () => {
   // V8 does not throw on a flag it does not know: it prints "Error: unrecognized flag" to stderr and goes on. So
   // a V8 that renamed or dropped the flag would silently bring back a full GC per 64 MB of received bytes.
-  const r = spawnSync(process.execPath, ["--import", "tsx", "-e", `import { accountExternalMemoryInHeapLimit } from ${JSON.stringify(new URL("../../runtime/nats-io.ts", import.meta.url).href)}; accountExternalMemoryInHeapLimit();`], { encoding: "utf8" });
+  const r = spawnSync(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "-e",
+      `import { accountExternalMemoryInHeapLimit } from ${JSON.stringify(new URL("../../runtime/nats-io.ts", import.meta.url).href)}; accountExternalMemoryInHeapLimit();`,
+    ],
+    { encoding: "utf8" },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /unrecognized flag/, `V8 ${process.versions.v8} does not know ${EXTERNAL_MEMORY_FLAG}`);
   if (Number(process.versions.v8.split(".")[0]) >= 13) {

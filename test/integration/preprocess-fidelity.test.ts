@@ -25,8 +25,17 @@ const modelMissing = existsSync(modelPath) ? false : `model not found at ${model
 
 const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, "utf8")) as T;
 
-interface GoldenTensor { sha256: string; min: number; max: number; mean: number }
-interface GoldenClass { index: number; label: string; score: number }
+interface GoldenTensor {
+  sha256: string;
+  min: number;
+  max: number;
+  mean: number;
+}
+interface GoldenClass {
+  index: number;
+  label: string;
+  score: number;
+}
 
 const tensorsGolden = readJson<Record<string, GoldenTensor>>(path.join(goldenDir, "tensors-sha256.json"));
 const top5Golden = readJson<Record<string, GoldenClass[]>>(path.join(goldenDir, "top5.json"));
@@ -40,7 +49,9 @@ const LIMITS = { maxInputPixels: 50_000_000, maxInputBytes: 10 * 1024 * 1024 };
 const SCORE_TOLERANCE = 0.01;
 
 const sha256 = (t: Float32Array): string =>
-  createHash("sha256").update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength)).digest("hex");
+  createHash("sha256")
+    .update(new Uint8Array(t.buffer, t.byteOffset, t.byteLength))
+    .digest("hex");
 
 test("preprocess fidelity - golden fixtures cover the same 20 images", () => {
   assert.equal(imageOrder.images.length, 20);
@@ -110,8 +121,16 @@ describe("preprocess fidelity with the model", { skip: modelMissing }, () => {
           }
           const got = topK(softmax(logits), 5, labels);
           const expected = top5Golden[name]!;
-          assert.deepEqual(got.map((c) => c.index), expected.map((c) => c.index), `${name}: top-5 order`);
-          assert.deepEqual(got.map((c) => c.label), expected.map((c) => c.label), `${name}: labels`);
+          assert.deepEqual(
+            got.map((c) => c.index),
+            expected.map((c) => c.index),
+            `${name}: top-5 order`,
+          );
+          assert.deepEqual(
+            got.map((c) => c.label),
+            expected.map((c) => c.label),
+            `${name}: labels`,
+          );
           for (const [k, c] of got.entries()) {
             const diff = Math.abs(c.score - expected[k]!.score);
             maxScoreDiff = Math.max(maxScoreDiff, diff);
@@ -121,7 +140,9 @@ describe("preprocess fidelity with the model", { skip: modelMissing }, () => {
       } finally {
         await pre.close();
       }
-      t.diagnostic(`${mode}: max |score diff| ${maxScoreDiff.toExponential(3)}, max |logit diff| ${maxLogitDiff.toExponential(3)}`);
+      t.diagnostic(
+        `${mode}: max |score diff| ${maxScoreDiff.toExponential(3)}, max |logit diff| ${maxLogitDiff.toExponential(3)}`,
+      );
       if (mode === "exact") {
         // Same tensor as the reference, so only the runtime differs (onnxruntime vs torch: ~1e-5).
         assert.ok(maxLogitDiff < 1e-4, `exact mode logits off by ${maxLogitDiff}`);

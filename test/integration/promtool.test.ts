@@ -15,7 +15,9 @@ import { ProcessReply } from "../../subjects/schemas.ts";
 import { startGraph, REPO_ROOT } from "../helpers/graph.ts";
 
 const PROMTOOL = "/usr/bin/promtool";
-const SKIP = existsSync(PROMTOOL) ? false : `${PROMTOOL} not found: install Debian's prometheus package (apt-get install prometheus) to run this test`;
+const SKIP = existsSync(PROMTOOL)
+  ? false
+  : `${PROMTOOL} not found: install Debian's prometheus package (apt-get install prometheus) to run this test`;
 
 /** `promtool check metrics` with the exposition on stdin: its exit code and everything it printed. */
 function promtoolCheck(text: string): Promise<{ code: number | null; output: string }> {
@@ -39,8 +41,15 @@ function promtoolCheck(text: string): Promise<{ code: number | null; output: str
 function withEmptyFamiliesFilled(text: string): string {
   const sampled = new Set([...text.matchAll(/^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]/gm)].map((m) => m[1]!));
   return text.replace(/^# TYPE (\S+) (\S+)$/gm, (line, name: string, type: string) => {
-    const series = type === "histogram" ? [`${name}_bucket{le="+Inf"}`, `${name}_sum`, `${name}_count`] : type === "summary" ? [`${name}_sum`, `${name}_count`] : [name];
-    return series.some((x) => sampled.has(x.replace(/\{.*/, ""))) ? line : [line, ...series.map((x) => `${x} 0`)].join("\n");
+    const series =
+      type === "histogram"
+        ? [`${name}_bucket{le="+Inf"}`, `${name}_sum`, `${name}_count`]
+        : type === "summary"
+          ? [`${name}_sum`, `${name}_count`]
+          : [name];
+    return series.some((x) => sampled.has(x.replace(/\{.*/, "")))
+      ? line
+      : [line, ...series.map((x) => `${x} 0`)].join("\n");
   });
 }
 
@@ -71,64 +80,88 @@ const EXPECTED: Record<string, { histograms: string[]; gauges?: string[] }> = {
   "variant-b": { histograms: [HISTOGRAMS.server] },
 };
 
-test("promtool - every process's /metrics passes promtool check metrics, with the expected names", { skip: SKIP, timeout: 300_000 }, async () => {
-  await using g = await startGraph({ graphs: ["chain", "classify", "ab"] });
-  assert.deepEqual([...g.sup.nodes].sort(), Object.keys(EXPECTED).sort(), "the three graphs' nodes");
+test(
+  "promtool - every process's /metrics passes promtool check metrics, with the expected names",
+  { skip: SKIP, timeout: 300_000 },
+  async () => {
+    await using g = await startGraph({ graphs: ["chain", "classify", "ab"] });
+    assert.deepEqual([...g.sup.nodes].sort(), Object.keys(EXPECTED).sort(), "the three graphs' nodes");
 
-  // A little traffic through each graph: every histogram gets samples.
-  for (const name of ["ada", "grace"]) assert.equal((await fetch(`${g.ingressUrl}/greeting/${name}`)).status, 200);
-  const jpeg = readFileSync(resolve(REPO_ROOT, "data/images/cat-chelsea.jpg"));
-  for (let i = 0; i < 2; i++) {
-    const res = await fetch(`${g.ingressUrl}/classify`, { method: "POST", headers: { "content-type": "image/jpeg" }, body: jpeg });
-    assert.equal(res.status, 200);
-  }
-  const variants = new Set<string>();
-  for (let i = 0; i < 64 && variants.size < 2; i++) {
-    const res = await fetch(`${g.ingressUrl}/process/hello?user_key=user-${i}`);
-    assert.equal(res.status, 200);
-    variants.add(ProcessReply.parse(await res.json()).response.variant);
-  }
-  assert.equal(variants.size, 2, "both variants answered");
-
-  // Every replica advertises its metrics URL in $SRV.INFO (the ingress: its HTTP port).
-  const infos = await gather<{ name: string; id: string; metadata: Record<string, string> }>(g.nc, "$SRV.INFO", 1000);
-  const processes = Object.keys(EXPECTED).reduce((n, node) => n + g.sup.replicas(node).length, 0);
-  assert.equal(infos.length, processes, "every process answered $SRV.INFO");
-  assert.ok(infos.some((i) => i.name === "ingress" && i.metadata.metrics_url === `${g.ingressUrl}/metrics`), "the ingress serves /metrics on its HTTP port");
-
-  const failures: string[] = [];
-  const seen = new Set<string>();
-  for (const info of infos) {
-    const url = info.metadata.metrics_url;
-    assert.ok(url, `${info.name} (${info.id}) advertises metrics_url`);
-    const res = await fetch(url);
-    assert.equal(res.status, 200, url);
-    const text = await res.text();
-    for (const [what, exposition] of [["/metrics", text], ["/metrics with its empty families given a sample", withEmptyFamiliesFilled(text)]] as const) {
-      const { code, output } = await promtoolCheck(exposition);
-      if (code !== 0 || output !== "") failures.push(`${info.name} (${url}), ${what}: exit ${code}\n${output}`);
+    // A little traffic through each graph: every histogram gets samples.
+    for (const name of ["ada", "grace"]) assert.equal((await fetch(`${g.ingressUrl}/greeting/${name}`)).status, 200);
+    const jpeg = readFileSync(resolve(REPO_ROOT, "data/images/cat-chelsea.jpg"));
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${g.ingressUrl}/classify`, {
+        method: "POST",
+        headers: { "content-type": "image/jpeg" },
+        body: jpeg,
+      });
+      assert.equal(res.status, 200);
     }
-
-    const types = families(text);
-    for (const name of types.keys()) seen.add(name);
-    const expected = EXPECTED[info.name];
-    assert.ok(expected, `unexpected node ${info.name}`);
-    for (const name of ACTIVE) assert.equal(types.get(name), "gauge", `${info.name}: ${name}`);
-    for (const [name, type] of types) assert.ok(!(type === "gauge" && name.endsWith("_total")), `${info.name}: gauge ${name} ends with _total`);
-    for (const name of expected.histograms) {
-      assert.equal(types.get(name), "histogram", `${info.name}: ${name}`);
-      assert.match(text, new RegExp(`^${name}_count\\{[^}]*\\} [1-9]`, "m"), `${info.name}: ${name} has samples`);
+    const variants = new Set<string>();
+    for (let i = 0; i < 64 && variants.size < 2; i++) {
+      const res = await fetch(`${g.ingressUrl}/process/hello?user_key=user-${i}`);
+      assert.equal(res.status, 200);
+      variants.add(ProcessReply.parse(await res.json()).response.variant);
     }
-    for (const name of BATCH_GAUGES) {
-      if (expected.gauges?.includes(name)) assert.match(text, new RegExp(`^${name}\\{[^}]*node="infer"[^}]*\\} \\S+$`, "m"), `${info.name}: ${name}`);
-      else assert.equal(types.get(name), undefined, `${info.name} exports no ${name}`);
-    }
-  }
-  assert.deepEqual(failures, [], "promtool check metrics: exit 0 and no output for every process");
+    assert.equal(variants.size, 2, "both variants answered");
 
-  // docs/metrics.md's table lists every metric of ours (prom-client's defaults are named there as a group), and
-  // nothing that no process exports.
-  const documented = new Set([...readFileSync(resolve(REPO_ROOT, "docs/metrics.md"), "utf8").matchAll(/^\| `(sg_\w+)` \|/gm)].map((m) => m[1]!));
-  const ours = [...seen].filter((n) => ACTIVE.includes(n) || !/^sg_(process|nodejs)_/.test(n)).sort();
-  assert.deepEqual(ours, [...documented].sort(), "docs/metrics.md documents exactly the metrics the processes export");
-});
+    // Every replica advertises its metrics URL in $SRV.INFO (the ingress: its HTTP port).
+    const infos = await gather<{ name: string; id: string; metadata: Record<string, string> }>(g.nc, "$SRV.INFO", 1000);
+    const processes = Object.keys(EXPECTED).reduce((n, node) => n + g.sup.replicas(node).length, 0);
+    assert.equal(infos.length, processes, "every process answered $SRV.INFO");
+    assert.ok(
+      infos.some((i) => i.name === "ingress" && i.metadata.metrics_url === `${g.ingressUrl}/metrics`),
+      "the ingress serves /metrics on its HTTP port",
+    );
+
+    const failures: string[] = [];
+    const seen = new Set<string>();
+    for (const info of infos) {
+      const url = info.metadata.metrics_url;
+      assert.ok(url, `${info.name} (${info.id}) advertises metrics_url`);
+      const res = await fetch(url);
+      assert.equal(res.status, 200, url);
+      const text = await res.text();
+      for (const [what, exposition] of [
+        ["/metrics", text],
+        ["/metrics with its empty families given a sample", withEmptyFamiliesFilled(text)],
+      ] as const) {
+        const { code, output } = await promtoolCheck(exposition);
+        if (code !== 0 || output !== "") failures.push(`${info.name} (${url}), ${what}: exit ${code}\n${output}`);
+      }
+
+      const types = families(text);
+      for (const name of types.keys()) seen.add(name);
+      const expected = EXPECTED[info.name];
+      assert.ok(expected, `unexpected node ${info.name}`);
+      for (const name of ACTIVE) assert.equal(types.get(name), "gauge", `${info.name}: ${name}`);
+      for (const [name, type] of types)
+        assert.ok(!(type === "gauge" && name.endsWith("_total")), `${info.name}: gauge ${name} ends with _total`);
+      for (const name of expected.histograms) {
+        assert.equal(types.get(name), "histogram", `${info.name}: ${name}`);
+        assert.match(text, new RegExp(`^${name}_count\\{[^}]*\\} [1-9]`, "m"), `${info.name}: ${name} has samples`);
+      }
+      for (const name of BATCH_GAUGES) {
+        if (expected.gauges?.includes(name))
+          assert.match(text, new RegExp(`^${name}\\{[^}]*node="infer"[^}]*\\} \\S+$`, "m"), `${info.name}: ${name}`);
+        else assert.equal(types.get(name), undefined, `${info.name} exports no ${name}`);
+      }
+    }
+    assert.deepEqual(failures, [], "promtool check metrics: exit 0 and no output for every process");
+
+    // docs/metrics.md's table lists every metric of ours (prom-client's defaults are named there as a group), and
+    // nothing that no process exports.
+    const documented = new Set(
+      [...readFileSync(resolve(REPO_ROOT, "docs/metrics.md"), "utf8").matchAll(/^\| `(sg_\w+)` \|/gm)].map(
+        (m) => m[1]!,
+      ),
+    );
+    const ours = [...seen].filter((n) => ACTIVE.includes(n) || !/^sg_(process|nodejs)_/.test(n)).sort();
+    assert.deepEqual(
+      ours,
+      [...documented].sort(),
+      "docs/metrics.md documents exactly the metrics the processes export",
+    );
+  },
+);

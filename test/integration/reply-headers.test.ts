@@ -17,20 +17,36 @@ import { startNats } from "../helpers/graph.ts";
 test("reply headers - set by the handler, read by the caller; never on an error reply", async () => {
   await using nats = await startNats();
   const nc = await connectNats({ name: "reply-headers-test", servers: nats.url });
-  const svc = createService(nc, { name: "svc", maxInFlight: 4, defaultTimeoutMs: 2000, log: createLogger("test", "error") });
+  const svc = createService(nc, {
+    name: "svc",
+    maxInFlight: 4,
+    defaultTimeoutMs: 2000,
+    log: createLogger("test", "error"),
+  });
   try {
     svc.serve(Greet, "t.greet", (input, req) => {
       req.setReplyHeader(Headers.ServerTiming, "work;dur=1.50");
       if (input.name === "fail") throw new GraphError("BAD_REQUEST", "no");
       return { message: `hi ${input.name}`, served_by: "t" };
     });
-    svc.addEndpoint("raw", { subject: "t.raw", handler: (req) => { req.setReplyHeader("X-Test", "1"); return { ok: true }; } });
+    svc.addEndpoint("raw", {
+      subject: "t.raw",
+      handler: (req) => {
+        req.setReplyHeader("X-Test", "1");
+        return { ok: true };
+      },
+    });
     svc.addEndpoint("plain", { subject: "t.plain", handler: () => ({ ok: true }) });
     svc.announce();
     const client = createClient(nc, { caller: "test", defaultTimeoutMs: 2000 });
 
     let timing: string | undefined;
-    const out = await client.call(Greet, "t.greet", { name: "ada" }, { onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)) });
+    const out = await client.call(
+      Greet,
+      "t.greet",
+      { name: "ada" },
+      { onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)) },
+    );
     assert.deepEqual(out, { message: "hi ada", served_by: "t" });
     assert.equal(timing, "work;dur=1.50");
 
@@ -41,7 +57,10 @@ test("reply headers - set by the handler, read by the caller; never on an error 
     assert.equal(plain.headers, undefined, "no header set: a reply without headers, as before");
 
     let seen = false;
-    await assert.rejects(client.call(Greet, "t.greet", { name: "fail" }, { onReplyHeaders: () => void (seen = true) }), (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST");
+    await assert.rejects(
+      client.call(Greet, "t.greet", { name: "fail" }, { onReplyHeaders: () => void (seen = true) }),
+      (e: unknown) => e instanceof GraphError && e.code === "BAD_REQUEST",
+    );
     assert.equal(seen, false, "onReplyHeaders is for successful replies");
     const errMsg = await nc.request("t.greet", JSON.stringify({ name: "fail" }), { timeout: 2000 });
     assert.equal(errMsg.headers?.get(Headers.ServerTiming), "", "an error reply carries the error headers only");

@@ -15,7 +15,11 @@ import { GreetReply } from "../../subjects/schemas.ts";
 import type { GraphStatus, NodeStatus } from "../../ops/commands/status.ts";
 import { startGraph, REPO_ROOT } from "../helpers/graph.ts";
 
-interface CliResult { code: number; stdout: string; stderr: string }
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs `servegraph <args>` in its own process with exactly the given NATS_URL / SG_STATE_FILE. */
 function servegraph(args: string[], env: { NATS_URL?: string; SG_STATE_FILE?: string }): Promise<CliResult> {
@@ -24,9 +28,14 @@ function servegraph(args: string[], env: { NATS_URL?: string; SG_STATE_FILE?: st
   delete childEnv.SG_STATE_FILE;
   Object.assign(childEnv, env);
   return new Promise((resolve) => {
-    execFile(process.execPath, ["--import", "tsx", "ops/cli.ts", ...args], { cwd: REPO_ROOT, env: childEnv, timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      ["--import", "tsx", "ops/cli.ts", ...args],
+      { cwd: REPO_ROOT, env: childEnv, timeout: 30_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -46,10 +55,17 @@ test("status - lists every node with its true replica count, and follows a repli
   await using g = await startGraph({ graphs: ["chain"], replicas: { greeter: 2 } });
   const client = createClient(g.nc, { caller: "test", defaultTimeoutMs: 5000 });
   const N = 6;
-  for (let i = 0; i < N; i++) await client.requestJson("sg.v1.greeter-proxy.greeting", { name: `n${i}` }, { schema: GreetReply });
+  for (let i = 0; i < N; i++)
+    await client.requestJson("sg.v1.greeter-proxy.greeting", { name: `n${i}` }, { schema: GreetReply });
   await assert.rejects(client.requestJson("sg.v1.greeter-proxy.greeting", { nom: "x" }), { code: "BAD_REQUEST" });
   // the control service of `servegraph up` is not a node of the graph
-  const control = createService(g.nc, { name: "servegraph-ops", maxInFlight: 1, defaultTimeoutMs: 1000, log: createLogger("test", "error"), metadata: { graph: g.graph.name } });
+  const control = createService(g.nc, {
+    name: "servegraph-ops",
+    maxInFlight: 1,
+    defaultTimeoutMs: 1000,
+    log: createLogger("test", "error"),
+    metadata: { graph: g.graph.name },
+  });
   control.announce();
   await g.nc.flush();
 
@@ -61,7 +77,13 @@ test("status - lists every node with its true replica count, and follows a repli
 
   const greeter = nodeOf(before, "greeter");
   assert.equal(greeter.replicas, 2);
-  assert.deepEqual(greeter.replica_list.map((r) => r.id).sort(), g.sup.replicas("greeter").map((r) => r.id).sort());
+  assert.deepEqual(
+    greeter.replica_list.map((r) => r.id).sort(),
+    g.sup
+      .replicas("greeter")
+      .map((r) => r.id)
+      .sort(),
+  );
   assert.equal(greeter.metrics_urls.length, 2);
   assert.equal(greeter.requests, N);
   assert.equal(greeter.in_flight, 0);
@@ -82,7 +104,10 @@ test("status - lists every node with its true replica count, and follows a repli
   await new Promise((r) => victim.child.once("exit", r));
   const after = await statusJson({ NATS_URL: g.nats.url });
   assert.equal(nodeOf(after, "greeter").replicas, 1);
-  assert.deepEqual(nodeOf(after, "greeter").replica_list.map((r) => r.id), [g.sup.replicas("greeter").find((r) => r !== victim)!.id]);
+  assert.deepEqual(
+    nodeOf(after, "greeter").replica_list.map((r) => r.id),
+    [g.sup.replicas("greeter").find((r) => r !== victim)!.id],
+  );
   await control.stop({ maxWaitMs: 100 });
 });
 
@@ -92,8 +117,21 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const stateFile = join(dir, "state.json");
   // This test process stands in for `servegraph up`: the state file names a live pid.
-  writeFileSync(stateFile, JSON.stringify({ pid: process.pid, natsUrl: g.nats.url, graphs: ["classify"], nodes: [...g.sup.nodes, "ghost"], startedAt: new Date().toISOString() }));
-  const res = await fetch(`${g.ingressUrl}/classify`, { method: "POST", headers: { "content-type": "image/jpeg" }, body: readFileSync(join(REPO_ROOT, "data/images/cat-chelsea.jpg")) });
+  writeFileSync(
+    stateFile,
+    JSON.stringify({
+      pid: process.pid,
+      natsUrl: g.nats.url,
+      graphs: ["classify"],
+      nodes: [...g.sup.nodes, "ghost"],
+      startedAt: new Date().toISOString(),
+    }),
+  );
+  const res = await fetch(`${g.ingressUrl}/classify`, {
+    method: "POST",
+    headers: { "content-type": "image/jpeg" },
+    body: readFileSync(join(REPO_ROOT, "data/images/cat-chelsea.jpg")),
+  });
   assert.equal(res.status, 200);
 
   const s = await statusJson({ SG_STATE_FILE: stateFile });
@@ -107,7 +145,10 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   assert.ok(["cpu", "cuda", "webgpu"].includes(infer.batch.execution_provider));
   if (infer.batch.execution_provider === "cpu") {
     // `auto` on a host without a usable GPU provider: both GPU providers were tried, each with its reason.
-    assert.deepEqual(infer.batch.provider_fallbacks.map((f) => f.provider), ["cuda", "webgpu"]);
+    assert.deepEqual(
+      infer.batch.provider_fallbacks.map((f) => f.provider),
+      ["cuda", "webgpu"],
+    );
     for (const f of infer.batch.provider_fallbacks) assert.ok(f.reason.length > 10, `${f.provider}: ${f.reason}`);
   }
   assert.equal(infer.batch.batches, 1);
@@ -117,8 +158,14 @@ test("status - finds the graph of `servegraph up` through its state file, and pr
   const table = await servegraph(["status"], { SG_STATE_FILE: stateFile });
   assert.equal(table.code, 0, table.stderr);
   const lines = table.stdout.split("\n");
-  assert.match(lines.find((l) => l.startsWith("NODE")) ?? "", /^NODE\s+REPLICAS\s+HOSTS\s+IN-FLIGHT\s+REQUESTS\s+ERRORS\s+P50 ms\s+P99 ms\s+BATCH FILL\s+METRICS$/);
-  assert.match(lines.find((l) => l.startsWith("infer ")) ?? "", /^infer\s+1\s+\S+:1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda|webgpu)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+  assert.match(
+    lines.find((l) => l.startsWith("NODE")) ?? "",
+    /^NODE\s+REPLICAS\s+HOSTS\s+IN-FLIGHT\s+REQUESTS\s+ERRORS\s+P50 ms\s+P99 ms\s+BATCH FILL\s+METRICS$/,
+  );
+  assert.match(
+    lines.find((l) => l.startsWith("infer ")) ?? "",
+    /^infer\s+1\s+\S+:1\s+0\s+\d+\s+0\s+\S+\s+\S+\s+\d+% \(avg [\d.]+\/\d+, (cpu|cuda|webgpu)\)\s+http:\/\/127\.0\.0\.1:\d+\/metrics$/,
+  );
   assert.match(lines.find((l) => l.startsWith("ghost ")) ?? "", /^ghost\s+0 DOWN/);
   if (infer.batch.execution_provider === "cpu") {
     const at = lines.indexOf("infer runs on cpu; providers tried first:");

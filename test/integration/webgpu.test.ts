@@ -18,21 +18,43 @@ import { existsSync, readFileSync } from "node:fs";
 import { collectStatus } from "../../runtime/index.ts";
 import { Predictions, type InferInfo } from "../../subjects/schemas.ts";
 import { probeGpu } from "../../services/infer/src/gpu-devices.ts";
-import { HAVE_REFERENCE_MODEL, NO_REFERENCE_MODEL_REASON, REFERENCE_MODEL, REPO_ROOT, startGraph, type RunningGraph } from "../helpers/graph.ts";
+import {
+  HAVE_REFERENCE_MODEL,
+  NO_REFERENCE_MODEL_REASON,
+  REFERENCE_MODEL,
+  REPO_ROOT,
+  startGraph,
+  type RunningGraph,
+} from "../helpers/graph.ts";
 
 const gpu = probeGpu();
-const VULKAN_LOADER = ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"].find((f) => existsSync(f));
-const skip = !HAVE_REFERENCE_MODEL ? NO_REFERENCE_MODEL_REASON
-  : !VULKAN_LOADER ? "no Vulkan loader (libvulkan1): .ci/run installs it with lavapipe"
-    : gpu.softwareDrivers.length === 0 ? "no software Vulkan driver (lavapipe): .ci/run installs mesa-vulkan-drivers from bookworm-backports"
-      : gpu.devices.length > 0 ? `this machine has a GPU (${gpu.devices.join(", ")}): Dawn would pick it, not the software adapter this test is about`
+const VULKAN_LOADER = [
+  "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+  "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+  "/usr/lib64/libvulkan.so.1",
+].find((f) => existsSync(f));
+const skip = !HAVE_REFERENCE_MODEL
+  ? NO_REFERENCE_MODEL_REASON
+  : !VULKAN_LOADER
+    ? "no Vulkan loader (libvulkan1): .ci/run installs it with lavapipe"
+    : gpu.softwareDrivers.length === 0
+      ? "no software Vulkan driver (lavapipe): .ci/run installs mesa-vulkan-drivers from bookworm-backports"
+      : gpu.devices.length > 0
+        ? `this machine has a GPU (${gpu.devices.join(", ")}): Dawn would pick it, not the software adapter this test is about`
         : false;
 
 const REQUEST_TIMEOUT_MS = 180_000;
 const CONCURRENCY = 4;
 const SCORE_TOLERANCE = 0.01;
-interface GoldenClass { index: number; label: string; score: number }
-const golden = JSON.parse(readFileSync(`${REPO_ROOT}/test/fixtures/golden/top5.json`, "utf8")) as Record<string, GoldenClass[]>;
+interface GoldenClass {
+  index: number;
+  label: string;
+  score: number;
+}
+const golden = JSON.parse(readFileSync(`${REPO_ROOT}/test/fixtures/golden/top5.json`, "utf8")) as Record<
+  string,
+  GoldenClass[]
+>;
 
 async function inferInfo(g: RunningGraph): Promise<InferInfo> {
   const m = await g.nc.request("sg.v1.infer.info", new TextEncoder().encode("{}"), { timeout: 5000 });
@@ -43,7 +65,10 @@ async function inferInfo(g: RunningGraph): Promise<InferInfo> {
 function classifyOn(provider: "webgpu" | "auto"): () => RunningGraph {
   let g: RunningGraph | undefined;
   before(async () => {
-    g = await startGraph({ graphs: ["classify"], nodeEnv: { infer: { EXECUTION_PROVIDER: provider, MODEL: REFERENCE_MODEL } } });
+    g = await startGraph({
+      graphs: ["classify"],
+      nodeEnv: { infer: { EXECUTION_PROVIDER: provider, MODEL: REFERENCE_MODEL } },
+    });
   });
   after(async () => g?.stop());
   return () => g!;
@@ -67,7 +92,9 @@ describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
     const worker = async (): Promise<void> => {
       for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
         const res = await fetch(`${g.ingressUrl}/classify`, {
-          method: "POST", body: readFileSync(`${REPO_ROOT}/data/images/${name}`), headers: { "content-type": "application/octet-stream" },
+          method: "POST",
+          body: readFileSync(`${REPO_ROOT}/data/images/${name}`),
+          headers: { "content-type": "application/octet-stream" },
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
         assert.equal(res.status, 200, `${name}: ${res.status} ${await res.clone().text()}`);
@@ -75,7 +102,10 @@ describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
         const want = golden[name]!;
         const sameOrder = got.map((p) => p.label).join("|") === want.map((p) => p.label).join("|");
         const close = got.every((p, i) => Math.abs(p.score - want[i]!.score) <= SCORE_TOLERANCE);
-        if (!sameOrder || !close) wrong.push(`${name}: got ${got.map((p) => `${p.label} ${p.score.toFixed(4)}`).join(", ")}; reference ${want.map((p) => `${p.label} ${p.score.toFixed(4)}`).join(", ")}`);
+        if (!sameOrder || !close)
+          wrong.push(
+            `${name}: got ${got.map((p) => `${p.label} ${p.score.toFixed(4)}`).join(", ")}; reference ${want.map((p) => `${p.label} ${p.score.toFixed(4)}`).join(", ")}`,
+          );
       }
     };
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
@@ -86,7 +116,10 @@ describe("webgpu on a software adapter", { skip, timeout: 600_000 }, () => {
     assert.equal(infer.batch?.execution_provider, "webgpu");
     assert.match(infer.batch?.adapter ?? "", /^software: (lavapipe|SwiftShader)/);
     // Concurrent requests arriving while a batch computes form the next batch: more than one image per forward pass.
-    assert.ok((infer.batch?.avg_batch_size ?? 0) > 1, `mean batch ${infer.batch?.avg_batch_size} over ${infer.batch?.batches} batches`);
+    assert.ok(
+      (infer.batch?.avg_batch_size ?? 0) > 1,
+      `mean batch ${infer.batch?.avg_batch_size} over ${infer.batch?.batches} batches`,
+    );
   });
 });
 
@@ -98,17 +131,32 @@ describe("auto where the only WebGPU adapter is software", { skip, timeout: 300_
     assert.equal(info.execution_provider, "cpu");
     assert.equal(info.adapter, undefined);
     const webgpu = info.provider_fallbacks.find((f) => f.provider === "webgpu");
-    assert.match(webgpu?.reason ?? "", /^only a software adapter \((lavapipe|SwiftShader)/, JSON.stringify(info.provider_fallbacks));
+    assert.match(
+      webgpu?.reason ?? "",
+      /^only a software adapter \((lavapipe|SwiftShader)/,
+      JSON.stringify(info.provider_fallbacks),
+    );
   });
 });
 
-test("webgpu - servegraph doctor names the software adapter, a session really loads on it, and auto would use cpu", { skip, timeout: 180_000 }, () => {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "doctor", "--json"], { cwd: REPO_ROOT, encoding: "utf8", timeout: 150_000 });
-  assert.equal(r.status, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { providers: { provider: string; loads?: boolean; adapter?: string; autoSkips?: string }[]; auto: string | null };
-  const webgpu = report.providers.find((p) => p.provider === "webgpu");
-  assert.equal(webgpu?.loads, true, JSON.stringify(webgpu));
-  assert.match(webgpu?.adapter ?? "", /^software: (lavapipe|SwiftShader)/);
-  assert.match(webgpu?.autoSkips ?? "", /^only a software adapter/);
-  assert.equal(report.auto, "cpu");
-});
+test(
+  "webgpu - servegraph doctor names the software adapter, a session really loads on it, and auto would use cpu",
+  { skip, timeout: 180_000 },
+  () => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "ops/cli.ts", "doctor", "--json"], {
+      cwd: REPO_ROOT,
+      encoding: "utf8",
+      timeout: 150_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as {
+      providers: { provider: string; loads?: boolean; adapter?: string; autoSkips?: string }[];
+      auto: string | null;
+    };
+    const webgpu = report.providers.find((p) => p.provider === "webgpu");
+    assert.equal(webgpu?.loads, true, JSON.stringify(webgpu));
+    assert.match(webgpu?.adapter ?? "", /^software: (lavapipe|SwiftShader)/);
+    assert.match(webgpu?.autoSkips ?? "", /^only a software adapter/);
+    assert.equal(report.auto, "cpu");
+  },
+);

@@ -11,21 +11,37 @@ import os from "node:os";
 import path from "node:path";
 import statsigPkg from "statsig-node";
 import { fallbackVariant } from "../../services/ab-router/src/fallback.ts";
-import { createStatsigEvaluator, type GateEvaluator, type GateLogFn, type RoutingRule } from "../../services/ab-router/src/gate.ts";
+import {
+  createStatsigEvaluator,
+  type GateEvaluator,
+  type GateLogFn,
+  type RoutingRule,
+} from "../../services/ab-router/src/gate.ts";
 import { DEFAULT_SPEC_PATH } from "../../services/ab-router/src/spec.ts";
 
 const N_USERS = 10_000;
 const GATE: RoutingRule = { kind: "gate", gate: "variant_b" };
-const EXPERIMENT: RoutingRule = { kind: "experiment", experiment: "my_experiment", parameter: "variant", valueForB: "B" };
+const EXPERIMENT: RoutingRule = {
+  kind: "experiment",
+  experiment: "my_experiment",
+  parameter: "variant",
+  valueForB: "B",
+};
 
 type LogLine = { level: string; msg: string; attrs?: Record<string, unknown> };
 function captureLog(): { lines: LogLine[]; log: GateLogFn } {
   const lines: LogLine[] = [];
-  return { lines, log: (level, msg, attrs) => lines.push(attrs === undefined ? { level, msg } : { level, msg, attrs }) };
+  return {
+    lines,
+    log: (level, msg, attrs) => lines.push(attrs === undefined ? { level, msg } : { level, msg, attrs }),
+  };
 }
 
 /** Variants of user-0..user-(n-1), one character each, plus the sources seen. */
-function decideAll(ev: GateEvaluator, n = N_USERS): { variants: string; bCount: number; sources: Set<string>; reasons: Set<string> } {
+function decideAll(
+  ev: GateEvaluator,
+  n = N_USERS,
+): { variants: string; bCount: number; sources: Set<string>; reasons: Set<string> } {
   let variants = "";
   let bCount = 0;
   const sources = new Set<string>();
@@ -46,7 +62,9 @@ function assertNearHalf(bCount: number, n = N_USERS): void {
 }
 
 function specWithRollout(passPercentage: number): string {
-  const spec = JSON.parse(fs.readFileSync(DEFAULT_SPEC_PATH, "utf8")) as { feature_gates: { rules: { passPercentage: number }[] }[] };
+  const spec = JSON.parse(fs.readFileSync(DEFAULT_SPEC_PATH, "utf8")) as {
+    feature_gates: { rules: { passPercentage: number }[] }[];
+  };
   const rule = spec.feature_gates[0]?.rules[0];
   assert.ok(rule, "default spec has a gate rule");
   rule.passPercentage = passPercentage;
@@ -232,7 +250,13 @@ test("ab gate - an init that outlasts initTimeoutMs resolves on time and decisio
       ? new Promise<Response>((_resolve, reject) => hung.push(reject))
       : Promise.reject(new Error("refused by test"));
   const { lines, log } = captureLog();
-  const ev = createStatsigEvaluator({ rule: GATE, serverKey: "secret-timeout-test", initTimeoutMs: 50, networkOverrideFunc, log });
+  const ev = createStatsigEvaluator({
+    rule: GATE,
+    serverKey: "secret-timeout-test",
+    initTimeoutMs: 50,
+    networkOverrideFunc,
+    log,
+  });
   try {
     const startMs = performance.now();
     await ev.init();
@@ -308,10 +332,20 @@ test("ab gate - the server key never appears in logs, console output or decision
   // networkOverrideFunc and goes straight to node-fetch; here it reports the failed exposure flush at
   // shutdown. The stubs refused it. Anything else leaving the process unasked is a bug.
   const unexpected = blocked.attempts.filter((a) => !/^https\.request statsigapi\.net\/v1\/sdk_exception/.test(a));
-  assert.deepEqual(unexpected, [], `real network attempts besides the SDK exception reporter: ${unexpected.join(", ")}`);
+  assert.deepEqual(
+    unexpected,
+    [],
+    `real network attempts besides the SDK exception reporter: ${unexpected.join(", ")}`,
+  );
   const logged = lines.map((l) => JSON.stringify(l));
-  assert.ok(logged.some((l) => l.includes("init_failed")), `the init failure was not logged: ${logged.join("\n")}`);
-  assert.ok([...reasons].some((r) => r.includes("(api key ***)")), `the key was not redacted from the reason: ${[...reasons].join("; ")}`);
+  assert.ok(
+    logged.some((l) => l.includes("init_failed")),
+    `the init failure was not logged: ${logged.join("\n")}`,
+  );
+  assert.ok(
+    [...reasons].some((r) => r.includes("(api key ***)")),
+    `the key was not redacted from the reason: ${[...reasons].join("; ")}`,
+  );
   for (const text of [...logged, ...captured, ...reasons]) {
     assert.ok(!text.includes(secret), `server key leaked: ${text}`);
   }

@@ -21,16 +21,32 @@ test("autoscaler - inFlight and queueDepth ask for ceil(total / target) replicas
 test("autoscaler - a min-0 node goes to zero only when it had nothing to do at all", () => {
   const r = { current: 1, floor: 0, max: 2 };
   assert.equal(desiredCount(inFlight, { ...r, value: 0, active: false }), 0, "idle: zero");
-  assert.equal(desiredCount(inFlight, { ...r, value: 0, active: true }), 1, "a request started between readings keeps one replica");
+  assert.equal(
+    desiredCount(inFlight, { ...r, value: 0, active: true }),
+    1,
+    "a request started between readings keeps one replica",
+  );
   assert.equal(desiredCount(inFlight, { ...r, value: 0.5, active: true }), 1);
-  assert.equal(desiredCount(inFlight, { ...r, current: 0, value: 3, active: true }), 1, "requests held by the activator wake it");
-  assert.equal(desiredCount(inFlight, { ...r, value: 0, active: false, floor: 1 }), 1, "without an activator the floor is 1");
+  assert.equal(
+    desiredCount(inFlight, { ...r, current: 0, value: 3, active: true }),
+    1,
+    "requests held by the activator wake it",
+  );
+  assert.equal(
+    desiredCount(inFlight, { ...r, value: 0, active: false, floor: 1 }),
+    1,
+    "without an activator the floor is 1",
+  );
 });
 
 test("autoscaler - batchFill moves one step: up above the target, down below half of it, else stays", () => {
   const r = { current: 2, floor: 1, max: 4, active: true };
   assert.equal(desiredCount(fill, { ...r, value: 0.95 }), 3, "full batches: one more replica");
-  assert.equal(desiredCount(fill, { ...r, value: 0.6 }), 2, "between half the target and the target: no change (no flapping)");
+  assert.equal(
+    desiredCount(fill, { ...r, value: 0.6 }),
+    2,
+    "between half the target and the target: no change (no flapping)",
+  );
   assert.equal(desiredCount(fill, { ...r, value: 0.3 }), 1, "below half the target: one fewer");
   assert.equal(desiredCount(fill, { ...r, current: 4, value: 1 }), 4, "never above max");
   assert.equal(desiredCount(fill, { ...r, current: 1, value: 0 }), 1, "never below min");

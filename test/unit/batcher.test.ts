@@ -23,11 +23,24 @@ function deferred<T>(): Deferred<T> {
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /** Observes a promise without awaiting it, so tests can check "settled yet?" at any point. */
-function watch<T>(p: Promise<T>): { state: () => "pending" | "resolved" | "rejected"; value: () => T; error: () => unknown } {
+function watch<T>(p: Promise<T>): {
+  state: () => "pending" | "resolved" | "rejected";
+  value: () => T;
+  error: () => unknown;
+} {
   let state: "pending" | "resolved" | "rejected" = "pending";
   let value: T;
   let error: unknown;
-  p.then((v) => { state = "resolved"; value = v; }, (e: unknown) => { state = "rejected"; error = e; });
+  p.then(
+    (v) => {
+      state = "resolved";
+      value = v;
+    },
+    (e: unknown) => {
+      state = "rejected";
+      error = e;
+    },
+  );
   return { state: () => state, value: () => value, error: () => error };
 }
 
@@ -126,7 +139,10 @@ test("batcher - a full queue rejects at once with QUEUE_FULL and its numbers", a
   assert.equal(code(err), "QUEUE_FULL");
   assert.deepEqual((err as GraphError).details, { queueDepth: 2, maxQueueSize: 2 });
   assert.equal((err as GraphError).retryable, true);
-  assert.deepEqual(kept.map((w) => w.state()), ["pending", "pending"]);
+  assert.deepEqual(
+    kept.map((w) => w.state()),
+    ["pending", "pending"],
+  );
   assert.equal(batcher.queueDepth(), 2);
   t.mock.timers.tick(50);
   assert.deepEqual(calls[0]!.items, ["a", "b"], "the rejected item never reaches run");
@@ -140,7 +156,10 @@ test("batcher - running batches do not count against maxQueueSize", async (t) =>
   const waiting = [watch(batcher.enqueue("c")), watch(batcher.enqueue("d"))];
   const over = watch(batcher.enqueue("e"));
   await flush();
-  assert.deepEqual(waiting.map((w) => w.state()), ["pending", "pending"]);
+  assert.deepEqual(
+    waiting.map((w) => w.state()),
+    ["pending", "pending"],
+  );
   assert.equal(code(over.error()), "QUEUE_FULL");
 });
 
@@ -218,13 +237,19 @@ test("batcher - a run rejection fails only the callers of that batch", async (t)
     assert.equal(w.state(), "rejected");
     assert.equal(w.error(), modelErr, "MODEL_ERROR stays MODEL_ERROR");
   }
-  assert.deepEqual(second.map((w) => w.value()), ["r:c", "r:d"]);
+  assert.deepEqual(
+    second.map((w) => w.value()),
+    ["r:c", "r:d"],
+  );
 
   // A non-GraphError becomes INTERNAL for every caller of the batch, and the batcher keeps working.
   const third = ["e", "f"].map((x) => watch(batcher.enqueue(x)));
   calls[2]!.gate.reject(new Error("boom"));
   await flush();
-  assert.deepEqual(third.map((w) => code(w.error())), ["INTERNAL", "INTERNAL"]);
+  assert.deepEqual(
+    third.map((w) => code(w.error())),
+    ["INTERNAL", "INTERNAL"],
+  );
   const after = batcher.enqueue("g");
   t.mock.timers.tick(10);
   answer(3);
@@ -234,8 +259,12 @@ test("batcher - a run rejection fails only the callers of that batch", async (t)
 test("batcher - a synchronous throw from run fans out like a rejection", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const batcher = createBatcher<number, number>({
-    maxBatchSize: 2, maxQueueDelayMs: 5, maxQueueSize: 10,
-    run: () => { throw new GraphError("MODEL_ERROR", "sync"); },
+    maxBatchSize: 2,
+    maxQueueDelayMs: 5,
+    maxQueueSize: 10,
+    run: () => {
+      throw new GraphError("MODEL_ERROR", "sync");
+    },
   });
   const ps = [batcher.enqueue(1), batcher.enqueue(2)];
   for (const p of ps) await assert.rejects(p, (e) => code(e) === "MODEL_ERROR");
@@ -246,7 +275,10 @@ test("batcher - a wrong number of results is a CONTRACT_VIOLATION for every call
   const ws = ["a", "b", "c"].map((x) => watch(batcher.enqueue(x)));
   calls[0]!.gate.resolve(["only", "two"]);
   await flush();
-  assert.deepEqual(ws.map((w) => code(w.error())), ["CONTRACT_VIOLATION", "CONTRACT_VIOLATION", "CONTRACT_VIOLATION"]);
+  assert.deepEqual(
+    ws.map((w) => code(w.error())),
+    ["CONTRACT_VIOLATION", "CONTRACT_VIOLATION", "CONTRACT_VIOLATION"],
+  );
   assert.equal(code(batches[0]!.error), "CONTRACT_VIOLATION");
 });
 
@@ -334,9 +366,13 @@ test("batcher - onBatch reports size, per-item queue wait, compute time and erro
 test("batcher - a throwing onBatch does not break batching", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout", "Date"] });
   const batcher = createBatcher<number, number>({
-    maxBatchSize: 1, maxQueueDelayMs: 0, maxQueueSize: 10,
+    maxBatchSize: 1,
+    maxQueueDelayMs: 0,
+    maxQueueSize: 10,
     run: async (xs) => xs.map((x) => x * 2),
-    onBatch: () => { throw new Error("metrics down"); },
+    onBatch: () => {
+      throw new Error("metrics down");
+    },
   });
   assert.equal(await batcher.enqueue(1), 2);
   assert.equal(await batcher.enqueue(2), 4);
@@ -347,7 +383,10 @@ test("batcher - a custom now() drives waits and deadlines", async (t) => {
   let clock = 500;
   const seen: number[][] = [];
   const batcher = createBatcher<number, number>({
-    maxBatchSize: 4, maxQueueDelayMs: 10, maxQueueSize: 10, now: () => clock,
+    maxBatchSize: 4,
+    maxQueueDelayMs: 10,
+    maxQueueSize: 10,
+    now: () => clock,
     run: async (xs) => xs,
     onBatch: (info) => seen.push(info.queueWaitMs),
   });

@@ -8,19 +8,42 @@ import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compareFigures, figuresOf, formatComparison, prepareBaseline, BaselineError, type BaselineComparison } from "../../tools/perf/bench/baseline.ts";
+import {
+  compareFigures,
+  figuresOf,
+  formatComparison,
+  prepareBaseline,
+  BaselineError,
+  type BaselineComparison,
+} from "../../tools/perf/bench/baseline.ts";
 
-const level = (c: number, rps: number, p50: number, p99: number, extra: Record<string, unknown> = {}) => ({ concurrency: c, ok: 100, rps, latencyMs: { p50, p90: p50, p99, mean: p50, max: p99 }, ...extra });
+const level = (c: number, rps: number, p50: number, p99: number, extra: Record<string, unknown> = {}) => ({
+  concurrency: c,
+  ok: 100,
+  rps,
+  latencyMs: { p50, p90: p50, p99, mean: p50, max: p99 },
+  ...extra,
+});
 
 const result = (chainRps: number, chainP50: number, inferRps: number) => ({
   chain: { levels: [level(1, chainRps / 4, chainP50, 5), level(16, chainRps, chainP50 * 3, 12)] },
-  classify: { levels: [level(4, 40, 90, 180)], oneProcess: { levels: [level(4, 45, 80, 150)] }, comparison: { rows: [{ concurrency: 4, fraction: 40 / 45 }] } },
-  infer: { levels: [level(16, inferRps, 14, 40, { series: "infer", dtype: "uint8" }), level(16, 1900, 7, 24, { series: "bare", dtype: "uint8" })] },
+  classify: {
+    levels: [level(4, 40, 90, 180)],
+    oneProcess: { levels: [level(4, 45, 80, 150)] },
+    comparison: { rows: [{ concurrency: 4, fraction: 40 / 45 }] },
+  },
+  infer: {
+    levels: [
+      level(16, inferRps, 14, 40, { series: "infer", dtype: "uint8" }),
+      level(16, 1900, 7, 24, { series: "bare", dtype: "uint8" }),
+    ],
+  },
 });
 
 test("bench baseline - figures of a bench result: throughput, p50 and p99 per level and target; bare and one-process not judged", () => {
   const f = figuresOf(result(4000, 1, 1000));
-  const find = (target: string, lvl: string, metric: string) => f.find((x) => x.target === target && x.level === lvl && x.metric === metric);
+  const find = (target: string, lvl: string, metric: string) =>
+    f.find((x) => x.target === target && x.level === lvl && x.metric === metric);
   assert.equal(find("chain", "C=16", "req/s")?.value, 4000);
   assert.equal(find("chain", "C=16", "req/s")?.headline, true);
   assert.equal(find("chain", "C=1", "p50 ms")?.higherIsBetter, false);
@@ -39,7 +62,8 @@ test("bench baseline - ratios are over the mean of the passes; a headline figure
   const cur = [figuresOf(result(3400, 1.0, 1000)), figuresOf(result(3600, 1.0, 1000))];
   const base = [figuresOf(result(4000, 0.8, 1000)), figuresOf(result(4000, 0.8, 1080))];
   const c = compareFigures(cur, base);
-  const get = (target: string, lvl: string, metric: string) => c.find((x) => x.target === target && x.level === lvl && x.metric === metric)!;
+  const get = (target: string, lvl: string, metric: string) =>
+    c.find((x) => x.target === target && x.level === lvl && x.metric === metric)!;
   const rps = get("chain", "C=16", "req/s");
   assert.equal(rps.current, 3500);
   assert.deepEqual(rps.currentPasses, [3400, 3600]);
@@ -50,22 +74,36 @@ test("bench baseline - ratios are over the mean of the passes; a headline figure
   assert.equal(get("infer", "uint8 C=16", "images/s").regression, false, "0.96x: within 10%");
   assert.equal(get("classify", "C=4", "images/s").regression, false);
   // p99 and the control figures are shown, never called out
-  const worseP99 = compareFigures([figuresOf({ chain: { levels: [level(1, 100, 1, 50)] } })], [figuresOf({ chain: { levels: [level(1, 100, 1, 5)] } })]);
+  const worseP99 = compareFigures(
+    [figuresOf({ chain: { levels: [level(1, 100, 1, 50)] } })],
+    [figuresOf({ chain: { levels: [level(1, 100, 1, 5)] } })],
+  );
   assert.equal(worseP99.find((x) => x.metric === "p99 ms")!.regression, false);
   const table = formatComparison({
-    current: { dir: "/a", commit: "1234567890", dirty: true }, baseline: { dir: "/b", commit: "abcdef0123", rev: "v1" }, passes: 2,
-    order: ["this", "v1", "v1", "this"], args: [], figures: c, regressions: c.filter((x) => x.regression), results: { current: [], baseline: [] },
+    current: { dir: "/a", commit: "1234567890", dirty: true },
+    baseline: { dir: "/b", commit: "abcdef0123", rev: "v1" },
+    passes: 2,
+    order: ["this", "v1", "v1", "this"],
+    args: [],
+    figures: c,
+    regressions: c.filter((x) => x.regression),
+    results: { current: [], baseline: [] },
   } satisfies BaselineComparison);
   assert.match(table, /this checkout \(1234567 with uncommitted changes\) against v1 \(abcdef0\)/);
   assert.match(table, /\| chain \| C=16 \| req\/s \| 3500 \(3400-3600\) \| 4000 \| 0\.88x \| REGRESSION \|/);
   assert.match(table, /\| chain \| C=1 \| p99 ms \| 5\.00 \| 5\.00 \| 1\.00x \| \(not judged\) \|/);
-  assert.match(table, /REGRESSION: 4 headline figure\(s\) more than 10% worse than v1: chain C=1 req\/s 0\.88x; chain C=1 p50 ms 1\.25x; chain C=16 req\/s 0\.88x; chain C=16 p50 ms 1\.25x/);
+  assert.match(
+    table,
+    /REGRESSION: 4 headline figure\(s\) more than 10% worse than v1: chain C=1 req\/s 0\.88x; chain C=1 p50 ms 1\.25x; chain C=16 req\/s 0\.88x; chain C=16 p50 ms 1\.25x/,
+  );
 });
 
 test("bench baseline - the baseline checkout: the commit's files, this checkout's node_modules when the lock files match, made once", () => {
   const repo = mkdtempSync(join(tmpdir(), "sg-baseline-"));
   const git = (...args: string[]) => {
-    const r = spawnSync("git", ["-C", repo, "-c", "user.email=t@example.invalid", "-c", "user.name=t", ...args], { encoding: "utf8" });
+    const r = spawnSync("git", ["-C", repo, "-c", "user.email=t@example.invalid", "-c", "user.name=t", ...args], {
+      encoding: "utf8",
+    });
     assert.equal(r.status, 0, r.stderr);
     return r.stdout.trim();
   };
@@ -88,7 +126,10 @@ test("bench baseline - the baseline checkout: the commit's files, this checkout'
     const again = prepareBaseline(repo, "v1", (l) => lines.push(l));
     assert.equal(again.dir, b.dir);
     assert.equal(lines.length, 1, "made once, then reused");
-    assert.throws(() => prepareBaseline(repo, "no-such-rev", () => {}), (e: unknown) => e instanceof BaselineError && /no such commit/.test(e.message));
+    assert.throws(
+      () => prepareBaseline(repo, "no-such-rev", () => {}),
+      (e: unknown) => e instanceof BaselineError && /no such commit/.test(e.message),
+    );
     assert.ok(existsSync(join(repo, ".servegraph", "baselines")));
   } finally {
     rmSync(repo, { recursive: true, force: true });

@@ -8,16 +8,35 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { addBatches, batchMix } from "../../tools/perf/bench/batches.ts";
 import { compareWithOneProcess, mergePasses, type PassSample } from "../../tools/perf/bench/compare.ts";
-import { benchPixels, inferGoals, inferRows, type InferLevel, type InferReport } from "../../tools/perf/bench/infer-target.ts";
+import {
+  benchPixels,
+  inferGoals,
+  inferRows,
+  type InferLevel,
+  type InferReport,
+} from "../../tools/perf/bench/infer-target.ts";
 import { startCpuSample } from "../../tools/perf/bench/cpu.ts";
 import { percentile, summarize, type PassedLevel } from "../../tools/perf/bench/load.ts";
 import { addHistograms, diffHistogram, parseHistogram } from "../../tools/perf/bench/prom.ts";
 import { modelRateForMix, stageLimit } from "../../tools/perf/bench/stages.ts";
 import { escapeXml, niceScale, renderChart } from "../../tools/perf/bench/svg.ts";
 import { servedTargets } from "../../tools/perf/bench/target.ts";
-import { chartOf, comparisonLines, formatTable, inferLines, toJson, type BenchResult } from "../../tools/perf/bench/report.ts";
+import {
+  chartOf,
+  comparisonLines,
+  formatTable,
+  inferLines,
+  toJson,
+  type BenchResult,
+} from "../../tools/perf/bench/report.ts";
 
-const METRICS = (c1: number, c2: number, c4: number, c8: number, sum: number) => `# HELP sg_batch_size Requests per forward pass.
+const METRICS = (
+  c1: number,
+  c2: number,
+  c4: number,
+  c8: number,
+  sum: number,
+) => `# HELP sg_batch_size Requests per forward pass.
 # TYPE sg_batch_size histogram
 sg_batch_size_bucket{le="1",node="infer",replica="infer-1"} ${c1}
 sg_batch_size_bucket{le="2",node="infer",replica="infer-1"} ${c2}
@@ -44,7 +63,16 @@ test("bench prom - the difference of two scrapes is a non-cumulative histogram o
   const before = parseHistogram(METRICS(3, 5, 6, 7, 20), "sg_batch_size");
   const after = parseHistogram(METRICS(13, 15, 26, 27, 120), "sg_batch_size")!;
   const d = diffHistogram(before, after);
-  assert.deepEqual(d.buckets.map((b) => [b.range, b.count]), [["1", 10], ["2", 0], ["3-4", 10], ["5-8", 0], ["9+", 0]]);
+  assert.deepEqual(
+    d.buckets.map((b) => [b.range, b.count]),
+    [
+      ["1", 10],
+      ["2", 0],
+      ["3-4", 10],
+      ["5-8", 0],
+      ["9+", 0],
+    ],
+  );
   assert.equal(d.count, 20);
   assert.equal(d.sum, 100);
 });
@@ -78,13 +106,21 @@ test("bench stages - CPU stages add their times, a GPU model overlaps with prepr
     { batchSize: 4, runs: 5, medianMs: 20, imagesPerS: 200 },
   ];
   // 2 batches of 1 (20 ms) + 1 batch of 4 (20 ms): 6 images in 40 ms
-  assert.equal(modelRateForMix(batches, [{ size: 1, count: 2 }, { size: 4, count: 1 }]), 150);
+  assert.equal(
+    modelRateForMix(batches, [
+      { size: 1, count: 2 },
+      { size: 4, count: 1 },
+    ]),
+    150,
+  );
   assert.equal(modelRateForMix(batches, [{ size: 8, count: 1 }]), undefined);
 });
 
 test("bench batches - each bucket stands for its upper end, capped at the batch limit", () => {
   const batches = {
-    count: 7, requests: 40, meanSize: 40 / 7,
+    count: 7,
+    requests: 40,
+    meanSize: 40 / 7,
     histogram: [
       { range: "1", min: 1, max: 1, count: 2 },
       { range: "3-4", min: 3, max: 4, count: 0 },
@@ -92,8 +128,16 @@ test("bench batches - each bucket stands for its upper end, capped at the batch 
       { range: "33+", min: 33, max: Infinity, count: 2 },
     ],
   };
-  assert.deepEqual(batchMix(batches, 16), [{ size: 1, count: 2 }, { size: 8, count: 3 }, { size: 16, count: 2 }]);
-  assert.deepEqual(batchMix(batches, 4), [{ size: 1, count: 2 }, { size: 4, count: 3 }, { size: 4, count: 2 }]);
+  assert.deepEqual(batchMix(batches, 16), [
+    { size: 1, count: 2 },
+    { size: 8, count: 3 },
+    { size: 16, count: 2 },
+  ]);
+  assert.deepEqual(batchMix(batches, 4), [
+    { size: 1, count: 2 },
+    { size: 4, count: 3 },
+    { size: 4, count: 2 },
+  ]);
   assert.deepEqual(batchMix(null, 16), []);
 });
 
@@ -110,31 +154,87 @@ test("bench chart - niceScale rounds up to 1, 2, 2.5 or 5 steps", () => {
 });
 
 const level = (c: number, rps: number, p50: number) => ({
-  concurrency: c, durationS: 8, ok: Math.round(rps * 8), rps, latencyMs: { p50, p90: p50 * 2, p99: p50 * 4, mean: p50, max: p50 * 5 },
-  non2xx: 0, errors: 0, timeouts: 0, statusCodes: { "200": Math.round(rps * 8) },
+  concurrency: c,
+  durationS: 8,
+  ok: Math.round(rps * 8),
+  rps,
+  latencyMs: { p50, p90: p50 * 2, p99: p50 * 4, mean: p50, max: p50 * 5 },
+  non2xx: 0,
+  errors: 0,
+  timeouts: 0,
+  statusCodes: { "200": Math.round(rps * 8) },
   cpu: { machineCores: 2, ownCores: 1.9, otherCores: 0.1 },
 });
-const passed = (c: number, rps: number, p50: number, cpuMsPerImage: number | null = 50): PassedLevel => ({ ...level(c, rps, p50), cpuMsPerImage, passRps: [rps * 0.9, rps * 1.1] });
+const passed = (c: number, rps: number, p50: number, cpuMsPerImage: number | null = 50): PassedLevel => ({
+  ...level(c, rps, p50),
+  cpuMsPerImage,
+  passRps: [rps * 0.9, rps * 1.1],
+});
 
 function sample(): BenchResult {
   const graphLevels = [passed(1, 20, 40), passed(16, 30, 500)];
   const oneLevels = [passed(1, 22, 38.5), passed(16, 32, 480)];
   return {
-    version: 2, startedAt: "2026-11-25T07:00:00.000Z", finishedAt: "2026-11-25T07:01:00.000Z", command: "servegraph bench", commit: null,
-    machine: { cpuModel: "Test CPU <x>", logicalCores: 2, availableParallelism: 2, memoryGiB: 4, node: "v20.0.0", os: "linux", loadAvg1m: { start: 0.1, end: 1 }, busyCoresBefore: 0.05 },
-    graph: { source: "started", ingressUrl: "http://127.0.0.1:1", replicas: { "greeter-proxy": 1 }, tracing: false, loadGenerator: "autocannon" },
+    version: 2,
+    startedAt: "2026-11-25T07:00:00.000Z",
+    finishedAt: "2026-11-25T07:01:00.000Z",
+    command: "servegraph bench",
+    commit: null,
+    machine: {
+      cpuModel: "Test CPU <x>",
+      logicalCores: 2,
+      availableParallelism: 2,
+      memoryGiB: 4,
+      node: "v20.0.0",
+      os: "linux",
+      loadAvg1m: { start: 0.1, end: 1 },
+      busyCoresBefore: 0.05,
+    },
+    graph: {
+      source: "started",
+      ingressUrl: "http://127.0.0.1:1",
+      replicas: { "greeter-proxy": 1 },
+      tracing: false,
+      loadGenerator: "autocannon",
+    },
     settings: { durationS: 8, warmupS: 2, maxRequests: 1000, concurrency: [1, 16] },
     chain: {
-      route: "GET /greeting/<name>", levels: [level(1, 600, 1.2), level(16, 2500, 5)],
-      goals: { minRpsAtC16: 1484, maxP50MsAtC1: 2, seedRps: 742, rpsAtC16: 2500, p50MsAtC1: 1.2, rpsMet: true, p50Met: true },
+      route: "GET /greeting/<name>",
+      levels: [level(1, 600, 1.2), level(16, 2500, 5)],
+      goals: {
+        minRpsAtC16: 1484,
+        maxP50MsAtC1: 2,
+        seedRps: 742,
+        rpsAtC16: 2500,
+        p50MsAtC1: 1.2,
+        rpsMet: true,
+        p50Met: true,
+      },
     },
     classify: {
-      route: "POST /classify", imagesDir: "data/images", images: ["a.jpg"], maxBatchSize: 32, schedule: "2 passes of 4 s per level",
+      route: "POST /classify",
+      imagesDir: "data/images",
+      images: ["a.jpg"],
+      maxBatchSize: 32,
+      schedule: "2 passes of 4 s per level",
       levels: [
         { ...graphLevels[0]!, batches: null, fractionOfLimit: null, limitImagesPerS: null },
-        { ...graphLevels[1]!, batches: { count: 10, requests: 40, meanSize: 4, histogram: [{ range: "3-4", min: 3, max: 4, count: 10 }] }, fractionOfLimit: 0.6, limitImagesPerS: 50 },
+        {
+          ...graphLevels[1]!,
+          batches: { count: 10, requests: 40, meanSize: 4, histogram: [{ range: "3-4", min: 3, max: 4, count: 10 }] },
+          fractionOfLimit: 0.6,
+          limitImagesPerS: 50,
+        },
       ],
-      oneProcess: { what: "one process", url: "http://127.0.0.1:2", model: "m.onnx", executionProvider: "cpu", preprocessMode: "fast", intraOpNumThreads: 2, levels: oneLevels },
+      oneProcess: {
+        what: "one process",
+        url: "http://127.0.0.1:2",
+        model: "m.onnx",
+        executionProvider: "cpu",
+        preprocessMode: "fast",
+        intraOpNumThreads: 2,
+        levels: oneLevels,
+      },
       comparison: compareWithOneProcess(graphLevels, oneLevels),
     },
     stages: null,
@@ -143,23 +243,52 @@ function sample(): BenchResult {
   };
 }
 
-const inferLevel = (series: "infer" | "bare", dtype: "uint8" | "float32", c: number, rps: number, serverCpuMsPerRequest: number | null): InferLevel => ({
-  concurrency: c, durationS: 3, ok: Math.round(rps * 3), rps, latencyMs: rps > 0 ? { p50: 1000 * c / rps, p90: 2, p99: 3, mean: 1, max: 4 } : null, errors: 0, errorCodes: {},
-  series, dtype, requestBytes: dtype === "uint8" ? 150528 : 602112, serverCpuMsPerRequest, clientCpuMsPerRequest: 0.5,
+const inferLevel = (
+  series: "infer" | "bare",
+  dtype: "uint8" | "float32",
+  c: number,
+  rps: number,
+  serverCpuMsPerRequest: number | null,
+): InferLevel => ({
+  concurrency: c,
+  durationS: 3,
+  ok: Math.round(rps * 3),
+  rps,
+  latencyMs: rps > 0 ? { p50: (1000 * c) / rps, p90: 2, p99: 3, mean: 1, max: 4 } : null,
+  errors: 0,
+  errorCodes: {},
+  series,
+  dtype,
+  requestBytes: dtype === "uint8" ? 150528 : 602112,
+  serverCpuMsPerRequest,
+  clientCpuMsPerRequest: 0.5,
   cpu: { machineCores: 2, ownCores: 1.8, otherCores: 0.2 },
   batches: series === "infer" ? { count: 10, requests: 40, meanSize: 4, histogram: [] } : null,
 });
 
 function inferReport(): InferReport {
   const levels = [
-    inferLevel("infer", "uint8", 1, 300, 1.5), inferLevel("bare", "uint8", 1, 600, 0.5),
-    inferLevel("infer", "float32", 1, 100, 4), inferLevel("bare", "float32", 1, 200, 2),
-    inferLevel("infer", "uint8", 16, 900, 0.8), inferLevel("bare", "uint8", 16, 1200, 0.4),
-    inferLevel("infer", "float32", 16, 150, 3), inferLevel("bare", "float32", 16, 0, null),
+    inferLevel("infer", "uint8", 1, 300, 1.5),
+    inferLevel("bare", "uint8", 1, 600, 0.5),
+    inferLevel("infer", "float32", 1, 100, 4),
+    inferLevel("bare", "float32", 1, 200, 2),
+    inferLevel("infer", "uint8", 16, 900, 0.8),
+    inferLevel("bare", "uint8", 16, 1200, 0.4),
+    inferLevel("infer", "float32", 16, 150, 3),
+    inferLevel("bare", "float32", 16, 0, null),
   ];
   return {
-    subject: "sg.v1.infer.run", model: "/x/trivial-generated-seed0.onnx", executionProvider: "cpu", maxBatchSize: 32, replicas: 1,
-    requestBytes: { uint8: 150528, float32: 602112 }, replyBytes: 4000, client: "call", responder: "bare", levels, goals: inferGoals(levels),
+    subject: "sg.v1.infer.run",
+    model: "/x/trivial-generated-seed0.onnx",
+    executionProvider: "cpu",
+    maxBatchSize: 32,
+    replicas: 1,
+    requestBytes: { uint8: 150528, float32: 602112 },
+    replyBytes: 4000,
+    client: "call",
+    responder: "bare",
+    levels,
+    goals: inferGoals(levels),
   };
 }
 
@@ -200,14 +329,29 @@ test("bench report - infer's rows pair it with the bare responder, uint8 first, 
   const r = sample();
   r.infer = inferReport();
   const t = formatTable(r);
-  assert.match(t, /infer {2}sg\.v1\.infer\.run straight over NATS \(model \/x\/trivial-generated-seed0\.onnx on cpu, max batch 32, 1 replica; 150528 B uint8/);
+  assert.match(
+    t,
+    /infer {2}sg\.v1\.infer\.run straight over NATS \(model \/x\/trivial-generated-seed0\.onnx on cpu, max batch 32, 1 replica; 150528 B uint8/,
+  );
   assert.match(chartOf(r), /infer: sg\.v1\.infer\.run \(uint8\)/);
 });
 
 test("bench infer - the ceiling is the best uint8 level of infer, CPU per image judged there", () => {
   const g = inferReport().goals;
-  assert.deepEqual(g, { minImagesPerS: 800, maxCpuMsPerImage: 1, imagesPerS: 900, atConcurrency: 16, cpuMsPerImage: 0.8, rateMet: true, cpuMet: true });
-  const slow = inferGoals([inferLevel("infer", "uint8", 1, 400, 2.5), inferLevel("bare", "uint8", 1, 5000, 0.1), inferLevel("infer", "float32", 1, 900, 0.5)]);
+  assert.deepEqual(g, {
+    minImagesPerS: 800,
+    maxCpuMsPerImage: 1,
+    imagesPerS: 900,
+    atConcurrency: 16,
+    cpuMsPerImage: 0.8,
+    rateMet: true,
+    cpuMet: true,
+  });
+  const slow = inferGoals([
+    inferLevel("infer", "uint8", 1, 400, 2.5),
+    inferLevel("bare", "uint8", 1, 5000, 0.1),
+    inferLevel("infer", "float32", 1, 900, 0.5),
+  ]);
   assert.equal(slow.imagesPerS, 400);
   assert.equal(slow.rateMet, false);
   assert.equal(slow.cpuMet, false);
@@ -219,7 +363,15 @@ test("bench infer - the ceiling is the best uint8 level of infer, CPU per image 
 
 test("bench infer - rows pair infer with the bare responder at each dtype and concurrency", () => {
   const rows = inferRows(inferReport().levels);
-  assert.deepEqual(rows.map((r) => [r.dtype, r.concurrency, r.ofBare]), [["uint8", 1, 0.5], ["uint8", 16, 0.75], ["float32", 1, 0.5], ["float32", 16, null]]);
+  assert.deepEqual(
+    rows.map((r) => [r.dtype, r.concurrency, r.ofBare]),
+    [
+      ["uint8", 1, 0.5],
+      ["uint8", 16, 0.75],
+      ["float32", 1, 0.5],
+      ["float32", 16, null],
+    ],
+  );
   assert.equal(inferRows([inferLevel("infer", "uint8", 4, 10, 1)])[0]!.bare, undefined);
 });
 
@@ -231,9 +383,27 @@ test("bench infer - the pixels sent are the same bytes every run", () => {
 });
 
 test("bench compare - passes merge: answers and time add, latencies pool, CPU averages over time", () => {
-  const pass = (rps: number, durationS: number, lat: number[], otherCores: number, sutCpuS: number | null): PassSample => ({
-    result: { concurrency: 4, durationS, ok: lat.length, rps, latencyMs: summarize(Float64Array.from(lat)), non2xx: 1, errors: 0, timeouts: 0, statusCodes: { "200": lat.length, "500": 1 } },
-    latencies: Float64Array.from(lat), cpu: { machineCores: 2, ownCores: 2 - otherCores, otherCores }, sutCpuS,
+  const pass = (
+    rps: number,
+    durationS: number,
+    lat: number[],
+    otherCores: number,
+    sutCpuS: number | null,
+  ): PassSample => ({
+    result: {
+      concurrency: 4,
+      durationS,
+      ok: lat.length,
+      rps,
+      latencyMs: summarize(Float64Array.from(lat)),
+      non2xx: 1,
+      errors: 0,
+      timeouts: 0,
+      statusCodes: { "200": lat.length, "500": 1 },
+    },
+    latencies: Float64Array.from(lat),
+    cpu: { machineCores: 2, ownCores: 2 - otherCores, otherCores },
+    sutCpuS,
   });
   const m = mergePasses([pass(2, 1, [10, 20], 0, 0.1), pass(1, 3, [30, 40, 50], 0.4, 0.4)]);
   assert.equal(m.concurrency, 4);
@@ -253,9 +423,25 @@ test("bench compare - passes merge: answers and time add, latencies pool, CPU av
 
 test("bench compare - the graph as a fraction of the one-process composition, and the targets", () => {
   const c = compareWithOneProcess([passed(1, 9, 12), passed(16, 27, 300)], [passed(1, 10, 8), passed(16, 32, 250)]);
-  assert.deepEqual(c.rows.map((r) => [r.concurrency, r.fraction, r.p50DiffMs]), [[1, 0.9, 4], [16, 27 / 32, 50]]);
-  assert.deepEqual(c.goals, { minFractionAtC16: 0.9, maxP50DiffMsAtC1: 3, fractionAtC16: 27 / 32, p50DiffMsAtC1: 4, fractionMet: false, p50Met: false });
-  const ok = compareWithOneProcess([passed(1, 10, 10), passed(16, 29, 300)], [passed(1, 10, 8), passed(16, 32, 250)]).goals;
+  assert.deepEqual(
+    c.rows.map((r) => [r.concurrency, r.fraction, r.p50DiffMs]),
+    [
+      [1, 0.9, 4],
+      [16, 27 / 32, 50],
+    ],
+  );
+  assert.deepEqual(c.goals, {
+    minFractionAtC16: 0.9,
+    maxP50DiffMsAtC1: 3,
+    fractionAtC16: 27 / 32,
+    p50DiffMsAtC1: 4,
+    fractionMet: false,
+    p50Met: false,
+  });
+  const ok = compareWithOneProcess(
+    [passed(1, 10, 10), passed(16, 29, 300)],
+    [passed(1, 10, 8), passed(16, 32, 250)],
+  ).goals;
   assert.equal(ok.fractionMet, true);
   assert.equal(ok.p50Met, true);
   // a one-process level that answered nothing: no fraction
@@ -263,13 +449,36 @@ test("bench compare - the graph as a fraction of the one-process composition, an
 });
 
 test("bench batches - two passes' batches add bucket by bucket", () => {
-  const a = { count: 3, requests: 5, meanSize: 5 / 3, histogram: [{ range: "1", min: 1, max: 1, count: 2 }, { range: "3-4", min: 3, max: 4, count: 1 }] };
-  const b = { count: 2, requests: 9, meanSize: 4.5, histogram: [{ range: "3-4", min: 3, max: 4, count: 1 }, { range: "5-8", min: 5, max: 8, count: 1 }] };
+  const a = {
+    count: 3,
+    requests: 5,
+    meanSize: 5 / 3,
+    histogram: [
+      { range: "1", min: 1, max: 1, count: 2 },
+      { range: "3-4", min: 3, max: 4, count: 1 },
+    ],
+  };
+  const b = {
+    count: 2,
+    requests: 9,
+    meanSize: 4.5,
+    histogram: [
+      { range: "3-4", min: 3, max: 4, count: 1 },
+      { range: "5-8", min: 5, max: 8, count: 1 },
+    ],
+  };
   const s = addBatches(a, b)!;
   assert.equal(s.count, 5);
   assert.equal(s.requests, 14);
   assert.equal(s.meanSize, 14 / 5);
-  assert.deepEqual(s.histogram.map((h) => [h.range, h.count]), [["1", 2], ["3-4", 2], ["5-8", 1]]);
+  assert.deepEqual(
+    s.histogram.map((h) => [h.range, h.count]),
+    [
+      ["1", 2],
+      ["3-4", 2],
+      ["5-8", 1],
+    ],
+  );
   assert.equal(a.histogram[1]!.count, 1, "inputs untouched");
   assert.equal(addBatches(null, b), b);
   assert.equal(addBatches(null, null), null);
@@ -283,12 +492,26 @@ test("bench report - JSON keeps three decimals and writes an open last bucket as
   assert.equal(back.chain!.levels[0]!.rps, 600.123);
   assert.equal(back.classify!.levels[1]!.batches!.histogram[1]!.max, null);
   assert.equal(back.classify!.comparison!.rows[0]!.fraction, 0.909);
-  assert.deepEqual(Object.keys(back), ["version", "startedAt", "finishedAt", "command", "commit", "machine", "graph", "settings", "chain", "classify", "stages", "infer", "warnings"]);
+  assert.deepEqual(Object.keys(back), [
+    "version",
+    "startedAt",
+    "finishedAt",
+    "command",
+    "commit",
+    "machine",
+    "graph",
+    "settings",
+    "chain",
+    "classify",
+    "stages",
+    "infer",
+    "warnings",
+  ]);
 });
 
 test("bench chart - one panel per target, labelled axes, escaped text", () => {
   const svg = chartOf(sample());
-  assert.ok(svg.startsWith("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+  assert.ok(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"'));
   assert.ok(svg.trimEnd().endsWith("</svg>"));
   assert.match(svg, /chain: GET \/greeting\/&lt;name&gt;/);
   assert.match(svg, /classify: POST \/classify/);
@@ -300,18 +523,26 @@ test("bench chart - one panel per target, labelled axes, escaped text", () => {
   assert.match(svg, /concurrency \(connections, closed loop\)/);
   assert.match(svg, /Test CPU &lt;x&gt;/);
   assert.doesNotMatch(svg, /NaN|undefined/);
-  const empty = renderChart({ title: "t", subtitle: "s", panels: [{ title: "p", rateUnit: "req/s", levels: [{ concurrency: 1, rps: 0, p50Ms: null, p99Ms: null }] }] });
+  const empty = renderChart({
+    title: "t",
+    subtitle: "s",
+    panels: [{ title: "p", rateUnit: "req/s", levels: [{ concurrency: 1, rps: 0, p50Ms: null, p99Ms: null }] }],
+  });
   assert.doesNotMatch(empty, /NaN|Infinity/);
 });
 
-test("bench cpu - a busy bench process shows up as its own CPU, not as other processes'", { skip: existsSync("/proc/stat") ? false : "needs Linux /proc" }, () => {
-  const sample = startCpuSample([]);
-  const end = performance.now() + 300;
-  let x = 0;
-  while (performance.now() < end) x += Math.sqrt(x + 1);
-  const use = sample.stop();
-  assert.ok(use && x > 0);
-  assert.ok(use.ownCores > 0.5, `own ${use.ownCores}`);
-  assert.ok(use.machineCores >= use.ownCores);
-  assert.ok(Math.abs(use.otherCores - Math.max(0, use.machineCores - use.ownCores)) < 0.02);
-});
+test(
+  "bench cpu - a busy bench process shows up as its own CPU, not as other processes'",
+  { skip: existsSync("/proc/stat") ? false : "needs Linux /proc" },
+  () => {
+    const sample = startCpuSample([]);
+    const end = performance.now() + 300;
+    let x = 0;
+    while (performance.now() < end) x += Math.sqrt(x + 1);
+    const use = sample.stop();
+    assert.ok(use && x > 0);
+    assert.ok(use.ownCores > 0.5, `own ${use.ownCores}`);
+    assert.ok(use.machineCores >= use.ownCores);
+    assert.ok(Math.abs(use.otherCores - Math.max(0, use.machineCores - use.ownCores)) < 0.02);
+  },
+);

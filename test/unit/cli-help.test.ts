@@ -4,13 +4,22 @@ import assert from "node:assert/strict";
 import { COMMANDS, main } from "../../ops/cli.ts";
 import { PERF_COMMANDS, main as perfMain } from "../../tools/perf/cli.ts";
 
-async function capture(argv: string[], run: (argv: string[]) => Promise<number> = main): Promise<{ code: number; out: string; err: string }> {
+async function capture(
+  argv: string[],
+  run: (argv: string[]) => Promise<number> = main,
+): Promise<{ code: number; out: string; err: string }> {
   let out = "";
   let err = "";
   const write = process.stdout.write.bind(process.stdout);
   const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => { out += String(chunk); return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => { err += String(chunk); return true; }) as typeof process.stderr.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    err += String(chunk);
+    return true;
+  }) as typeof process.stderr.write;
   try {
     return { code: await run(argv), out, err };
   } finally {

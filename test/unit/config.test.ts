@@ -1,6 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { AUTOSCALE_DEFAULTS, BATCHING_DEFAULTS, durationToMs, GraphConfigError, loadGraph, resolveGraph, subjectOf } from "../../runtime/config.ts";
+import {
+  AUTOSCALE_DEFAULTS,
+  BATCHING_DEFAULTS,
+  durationToMs,
+  GraphConfigError,
+  loadGraph,
+  resolveGraph,
+  subjectOf,
+} from "../../runtime/config.ts";
 import { closure, nodesOfGraphs, subjectFor } from "../../runtime/graph-queries.ts";
 
 const FILE = "/srv/app/graph.config.ts";
@@ -50,21 +58,32 @@ test("config - the resolved graph is deeply frozen", () => {
   assert.ok(Object.isFrozen(g));
   assert.ok(Object.isFrozen(g.nodes.a));
   assert.ok(Object.isFrozen(g.nodes.a!.parameters));
-  assert.throws(() => { (g.nodes.a!.parameters as Record<string, string>).X = "1"; }, TypeError);
+  assert.throws(() => {
+    (g.nodes.a!.parameters as Record<string, string>).X = "1";
+  }, TypeError);
 });
 
 test("config - unknown keys are rejected (strict), with their path", () => {
   const bad = minimal();
   (bad.nodes.a as Record<string, unknown>).replica = 2;
   const issues = issuesOf(bad);
-  assert.ok(issues.some((i) => i.path === "nodes.a" && /replica/.test(i.message)), JSON.stringify(issues));
+  assert.ok(
+    issues.some((i) => i.path === "nodes.a" && /replica/.test(i.message)),
+    JSON.stringify(issues),
+  );
 });
 
 test("config - every problem is listed at once with its path", () => {
   const bad = {
     name: "Bad Name",
     nodes: {
-      a: { service: "services/a", dependsOn: ["ghost"], replicas: [3, 1], timeout: "soon", parameters: { "lower-case": "x" } },
+      a: {
+        service: "services/a",
+        dependsOn: ["ghost"],
+        replicas: [3, 1],
+        timeout: "soon",
+        parameters: { "lower-case": "x" },
+      },
     },
     graphs: { main: { nodes: ["a", "nobody"] } },
     defaultGraphs: ["main"],
@@ -103,7 +122,12 @@ test("config - batching knobs are validated (maxQueueSize >= maxBatchSize)", () 
   (g.nodes.b as Record<string, unknown>).batching = {};
   const ok = resolveGraph(g, FILE);
   assert.deepEqual(ok.nodes.b!.batching, BATCHING_DEFAULTS, "unset knobs resolve to the CPU defaults");
-  assert.deepEqual(ok.nodes.b!.batching, { maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 });
+  assert.deepEqual(ok.nodes.b!.batching, {
+    maxBatchSize: 32,
+    maxQueueDelayMs: 0,
+    maxQueueSize: 256,
+    maxConcurrentBatches: 1,
+  });
   assert.deepEqual(ok.nodes.b!.batchingDeclared, {}, "and the node knows which knobs the graph left to it");
 });
 
@@ -149,7 +173,12 @@ test("config - a node with replicas [min, max] gets an autoscale policy: declare
   assert.equal(r.nodes.b!.autoscale!.metric, "queueDepth");
   (g.nodes.b as Record<string, unknown>).autoscale = { metric: "batchFill", scaleUpAfter: "2s", scaleDownAfter: "1m" };
   r = resolveGraph(g, FILE);
-  assert.deepEqual(r.nodes.b!.autoscale, { metric: "batchFill", target: 0.8, scaleUpAfterMs: 2000, scaleDownAfterMs: 60_000 });
+  assert.deepEqual(r.nodes.b!.autoscale, {
+    metric: "batchFill",
+    target: 0.8,
+    scaleUpAfterMs: 2000,
+    scaleDownAfterMs: 60_000,
+  });
 });
 
 test("config - autoscale is checked: a range of replicas, a batch metric needs batching, batchFill is a fraction", () => {
@@ -186,7 +215,10 @@ test("config - a call to an endpoint its target's service does not define is ref
     defaultGraphs: ["main"],
   });
   assert.deepEqual(issuesOf(graph("gret")), [
-    { path: "nodes.caller.parameters.GREETER_SUBJECT", message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?' },
+    {
+      path: "nodes.caller.parameters.GREETER_SUBJECT",
+      message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?',
+    },
   ]);
   assert.match(issuesOf(graph("shout"))[0]!.message, /it serves greet$/, "no suggestion when nothing is close");
   assert.equal(resolveGraph(graph("greet"), FILE).nodes.caller!.parameters.GREETER_SUBJECT, "sg.v1.hello.greet");
@@ -206,16 +238,42 @@ test("config - calls are declared: subject parameters, `calls` and routes resolv
     graphs: { main: { nodes: ["web", "caller", "hello", "proxy"] } },
     defaultGraphs: ["main"],
   });
-  const g = resolveGraph(graph([subjectOf("proxy", "greeting"), subjectOf("hello", "greet")], { "GET /hi/:name": { call: subjectOf("proxy", "greeting") } }), FILE);
-  assert.deepEqual(g.nodes.caller!.calls, [
-    { node: "hello", endpoint: "greet", subject: "sg.v1.hello.greet", via: { parameter: "GREETER_SUBJECT" } },
-    { node: "proxy", endpoint: "greeting", subject: "sg.v1.proxy.greeting", via: { call: 0 } },
-  ], "one entry per subject, the first declaration kept");
-  assert.deepEqual(g.nodes.web!.calls.map((c) => c.subject), ["sg.v1.proxy.greeting"]);
-  assert.deepEqual(g.nodes.web!.routes, [{ key: "GET /hi/:name", method: "GET", path: "/hi/:name", params: ["name"], node: "proxy", endpoint: "greeting", subject: "sg.v1.proxy.greeting", body: "none" }]);
+  const g = resolveGraph(
+    graph([subjectOf("proxy", "greeting"), subjectOf("hello", "greet")], {
+      "GET /hi/:name": { call: subjectOf("proxy", "greeting") },
+    }),
+    FILE,
+  );
+  assert.deepEqual(
+    g.nodes.caller!.calls,
+    [
+      { node: "hello", endpoint: "greet", subject: "sg.v1.hello.greet", via: { parameter: "GREETER_SUBJECT" } },
+      { node: "proxy", endpoint: "greeting", subject: "sg.v1.proxy.greeting", via: { call: 0 } },
+    ],
+    "one entry per subject, the first declaration kept",
+  );
+  assert.deepEqual(
+    g.nodes.web!.calls.map((c) => c.subject),
+    ["sg.v1.proxy.greeting"],
+  );
+  assert.deepEqual(g.nodes.web!.routes, [
+    {
+      key: "GET /hi/:name",
+      method: "GET",
+      path: "/hi/:name",
+      params: ["name"],
+      node: "proxy",
+      endpoint: "greeting",
+      subject: "sg.v1.proxy.greeting",
+      body: "none",
+    },
+  ]);
   assert.deepEqual(issuesOf(graph([subjectOf("helo", "greet"), subjectOf("hello", "gret")])), [
     { path: "nodes.caller.calls.0", message: 'unknown node "helo"; did you mean "hello"?' },
-    { path: "nodes.caller.calls.1", message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?' },
+    {
+      path: "nodes.caller.calls.1",
+      message: 'node "hello" (services/greeter) has no endpoint "gret": it serves greet; did you mean "greet"?',
+    },
   ]);
 });
 
@@ -231,26 +289,48 @@ test("config - routes are checked: key syntax, reserved paths, path parameters a
     graphs: { main: { nodes: ["web", "proxy", "pre", "inf"] } },
     defaultGraphs: ["main"],
   });
-  const ok = resolveGraph(graph({ "POST /classify": { call: subjectOf("pre", "classify"), body: "image" }, "POST /greet": { call: subjectOf("proxy", "greeting") }, "GET /labels": { call: subjectOf("inf", "labels") } }), FILE);
-  assert.deepEqual(ok.nodes.web!.routes.map((r) => [r.key, r.body]), [["POST /classify", "image"], ["POST /greet", "json"], ["GET /labels", "none"]]);
-  const issues = issuesOf(graph({
-    "greet": { call: subjectOf("proxy", "greeting") },
-    "FETCH /x": { call: subjectOf("proxy", "greeting") },
-    "GET /metrics": { call: subjectOf("proxy", "greeting") },
-    "GET /hi/:who": { call: subjectOf("proxy", "greeting") },
-    "POST /run": { call: subjectOf("inf", "run") },
-    "POST /img": { call: subjectOf("proxy", "greeting"), body: "image" },
-    "POST /typo": { call: subjectOf("proxy", "greting") },
-  }));
+  const ok = resolveGraph(
+    graph({
+      "POST /classify": { call: subjectOf("pre", "classify"), body: "image" },
+      "POST /greet": { call: subjectOf("proxy", "greeting") },
+      "GET /labels": { call: subjectOf("inf", "labels") },
+    }),
+    FILE,
+  );
+  assert.deepEqual(
+    ok.nodes.web!.routes.map((r) => [r.key, r.body]),
+    [
+      ["POST /classify", "image"],
+      ["POST /greet", "json"],
+      ["GET /labels", "none"],
+    ],
+  );
+  const issues = issuesOf(
+    graph({
+      greet: { call: subjectOf("proxy", "greeting") },
+      "FETCH /x": { call: subjectOf("proxy", "greeting") },
+      "GET /metrics": { call: subjectOf("proxy", "greeting") },
+      "GET /hi/:who": { call: subjectOf("proxy", "greeting") },
+      "POST /run": { call: subjectOf("inf", "run") },
+      "POST /img": { call: subjectOf("proxy", "greeting"), body: "image" },
+      "POST /typo": { call: subjectOf("proxy", "greting") },
+    }),
+  );
   const at = (key: string) => issues.filter((i) => i.path.startsWith(`nodes.web.routes.${key}`)).map((i) => i.message);
   assert.match(at("greet")[0]!, /a route is "METHOD \/path"/);
   assert.match(at("FETCH /x")[0]!, /method FETCH is not one of GET, POST, PUT, PATCH, DELETE/);
   assert.match(at("GET /metrics")[0]!, /the HTTP node's own/);
-  assert.match(at("GET /hi/:who")[0]!, /path parameter :who is not a field of greeter-proxy.greeting's request \(name\)/);
+  assert.match(
+    at("GET /hi/:who")[0]!,
+    /path parameter :who is not a field of greeter-proxy.greeting's request \(name\)/,
+  );
   assert.match(at("POST /run")[0]!, /takes a tensor: an HTTP route cannot build one/);
   assert.match(at("POST /img")[0]!, /image bodies are for bytes endpoints/);
   assert.match(at("POST /typo")[0]!, /has no endpoint "greting".*did you mean "greeting"/);
-  assert.deepEqual(issuesOf(graph({ "GET /labels": { call: subjectOf("inf", "labels") } }, false)).map((i) => i.path), ["nodes.web.routes"]);
+  assert.deepEqual(
+    issuesOf(graph({ "GET /labels": { call: subjectOf("inf", "labels") } }, false)).map((i) => i.path),
+    ["nodes.web.routes"],
+  );
 });
 
 test("config - batching on a node that serves no batched endpoint is refused; on infer (a batched endpoint) it is not", () => {
@@ -261,14 +341,27 @@ test("config - batching on a node that serves no batched endpoint is refused; on
     defaultGraphs: ["main"],
   });
   assert.deepEqual(issuesOf(graph("services/greeter")), [
-    { path: "nodes.n.batching", message: "greeter serves no batched endpoint (greet): mark one `batched: true` in subjects/ and serve it with ctx.serveBatch, or remove `batching`" },
+    {
+      path: "nodes.n.batching",
+      message:
+        "greeter serves no batched endpoint (greet): mark one `batched: true` in subjects/ and serve it with ctx.serveBatch, or remove `batching`",
+    },
   ]);
   assert.equal(resolveGraph(graph("services/infer"), FILE).nodes.n!.batching!.maxBatchSize, 8);
 });
 
 test("config - a body limit larger than one NATS message (less room for headers) is refused", () => {
-  const g = (bytes: number) => ({ ...minimal(), nodes: { ...minimal().nodes, a: { ...minimal().nodes.a, parameters: { ...minimal().nodes.a.parameters, MAX_BODY_BYTES: bytes } } } });
+  const g = (bytes: number) => ({
+    ...minimal(),
+    nodes: {
+      ...minimal().nodes,
+      a: { ...minimal().nodes.a, parameters: { ...minimal().nodes.a.parameters, MAX_BODY_BYTES: bytes } },
+    },
+  });
   assert.doesNotThrow(() => resolveGraph(g(8 * 1024 * 1024), FILE));
-  assert.deepEqual(issuesOf(g(16 * 1024 * 1024)).map((i) => i.path), ["nodes.a.parameters.MAX_BODY_BYTES"]);
+  assert.deepEqual(
+    issuesOf(g(16 * 1024 * 1024)).map((i) => i.path),
+    ["nodes.a.parameters.MAX_BODY_BYTES"],
+  );
   assert.match(issuesOf(g(16 * 1024 * 1024))[0]!.message, /do not fit one NATS message: the brokers take 16777216/);
 });

@@ -3,7 +3,13 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { after, afterEach, before, test } from "node:test";
-import { fetchImage, isPublicAddress, type FetchImageOptions, type LookupFn, type ResolvedAddress } from "../../services/ingress/src/fetch-image.ts";
+import {
+  fetchImage,
+  isPublicAddress,
+  type FetchImageOptions,
+  type LookupFn,
+  type ResolvedAddress,
+} from "../../services/ingress/src/fetch-image.ts";
 import { GraphError, type ErrorCode } from "../../subjects/errors.ts";
 
 // ---- network guard: every socket these tests open must dial loopback, whatever the code under test does. ----
@@ -18,8 +24,9 @@ const isLoopback = (ip: string): boolean => /^127\./.test(ip) || ip === "::1" ||
 before(() => {
   net.Socket.prototype.connect = function guardedConnect(this: net.Socket, ...args: unknown[]) {
     const first = args[0];
-    const options = (Array.isArray(first) ? first[0] : typeof first === "object" ? first : { port: first, host: args[1] }) as
-      net.TcpNetConnectOpts & { path?: string };
+    const options = (
+      Array.isArray(first) ? first[0] : typeof first === "object" ? first : { port: first, host: args[1] }
+    ) as net.TcpNetConnectOpts & { path?: string };
     if (options.path === undefined) {
       const host = options.host ?? "localhost";
       if (net.isIP(host) !== 0) {
@@ -33,21 +40,24 @@ before(() => {
         throw new Error(`test network guard: refused to resolve ${host} with the system resolver`);
       } else {
         const lookup = options.lookup;
-        options.lookup = (hostname, opts, cb) => lookup(hostname, opts, (err, address, family) => {
-          const all = typeof address === "string" ? [address] : address.map((a) => a.address);
-          const bad = err === null ? all.filter((a) => !isLoopback(a)) : [];
-          dialled.push(...(err === null ? all : []));
-          if (bad.length > 0) {
-            violations.push(...bad);
-            cb(new Error(`test network guard: refused to dial ${bad.join(",")}`), "", 0);
-          } else cb(err, address, family);
-        });
+        options.lookup = (hostname, opts, cb) =>
+          lookup(hostname, opts, (err, address, family) => {
+            const all = typeof address === "string" ? [address] : address.map((a) => a.address);
+            const bad = err === null ? all.filter((a) => !isLoopback(a)) : [];
+            dialled.push(...(err === null ? all : []));
+            if (bad.length > 0) {
+              violations.push(...bad);
+              cb(new Error(`test network guard: refused to dial ${bad.join(",")}`), "", 0);
+            } else cb(err, address, family);
+          });
       }
     }
     return (realConnect as (...a: unknown[]) => net.Socket).apply(this, args);
   } as typeof realConnect;
 });
-after(() => { net.Socket.prototype.connect = realConnect; });
+after(() => {
+  net.Socket.prototype.connect = realConnect;
+});
 afterEach(() => {
   assert.deepEqual(violations, [], "a test tried to reach a non-loopback address");
   dialled.length = 0;
@@ -55,22 +65,44 @@ afterEach(() => {
 
 // ---- local servers ----
 
-interface TestServer { port: number; url: string; requests: http.IncomingMessage[]; connections: number; server: http.Server }
+interface TestServer {
+  port: number;
+  url: string;
+  requests: http.IncomingMessage[];
+  connections: number;
+  server: http.Server;
+}
 
-async function startServer(t: { after: (fn: () => Promise<void>) => void }, handler: http.RequestListener): Promise<TestServer> {
+async function startServer(
+  t: { after: (fn: () => Promise<void>) => void },
+  handler: http.RequestListener,
+): Promise<TestServer> {
   const server = http.createServer();
   const s: TestServer = { port: 0, url: "", requests: [], connections: 0, server };
-  server.on("connection", () => { s.connections++; });
-  server.on("request", (req, res) => { s.requests.push(req); handler(req, res); });
+  server.on("connection", () => {
+    s.connections++;
+  });
+  server.on("request", (req, res) => {
+    s.requests.push(req);
+    handler(req, res);
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   s.port = (server.address() as net.AddressInfo).port;
   s.url = `http://127.0.0.1:${s.port}`;
-  t.after(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
+  t.after(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
   return s;
 }
 
 const IMAGE = Buffer.from("89504e470d0a1a0a0000000d49484452", "hex");
-const serveImage: http.RequestListener = (_req, res) => { res.writeHead(200, { "content-type": "image/png" }).end(IMAGE); };
+const serveImage: http.RequestListener = (_req, res) => {
+  res.writeHead(200, { "content-type": "image/png" }).end(IMAGE);
+};
 
 const PUBLIC_V4 = "93.184.216.34";
 const base = { maxBytes: 1 << 20, timeoutMs: 2_000, allowPrivateAddresses: true } satisfies FetchImageOptions;
@@ -98,7 +130,10 @@ function toLoopback(): NonNullable<FetchImageOptions["_connectHook"]> & { seen: 
 }
 
 async function rejectsWith(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<GraphError> {
-  const err = await p.then(() => assert.fail(`expected ${code}, got a result`), (e: unknown) => e);
+  const err = await p.then(
+    () => assert.fail(`expected ${code}, got a result`),
+    (e: unknown) => e,
+  );
   assert.ok(err instanceof GraphError, `expected a GraphError, got ${String(err)}`);
   assert.equal(err.code, code, `${err.code}: ${err.message}`);
   if (message !== undefined) assert.match(err.message, message);
@@ -112,13 +147,28 @@ test("fetchImage - refuses non-public and non-http URLs before connecting", asyn
   const lookup = recordingLookup({ localhost: ["127.0.0.1", "::1"] });
   const hook = toLoopback();
   const refused = [
-    `http://127.0.0.1:${srv.port}/x`, `http://localhost:${srv.port}/`, `http://[::1]:${srv.port}/`,
-    "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/",
-    "http://0x7f000001/", "http://2130706433/", "http://[64:ff9b::a9fe:a9fe]/", "https://[fe80::1]/", "http://[fd00::1]/",
-    "file:///etc/passwd", "ftp://example.com/a.png", "gopher://example.com/", "javascript:alert(1)",
-    "data:image/png;base64,iVBORw0KGgo=", "ws://example.com/", "http://user:pass@example.com/a.png",
+    `http://127.0.0.1:${srv.port}/x`,
+    `http://localhost:${srv.port}/`,
+    `http://[::1]:${srv.port}/`,
+    "http://169.254.169.254/latest/meta-data",
+    "http://10.0.0.1/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://0.0.0.0/",
+    "http://0x7f000001/",
+    "http://2130706433/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "https://[fe80::1]/",
+    "http://[fd00::1]/",
+    "file:///etc/passwd",
+    "ftp://example.com/a.png",
+    "gopher://example.com/",
+    "javascript:alert(1)",
+    "data:image/png;base64,iVBORw0KGgo=",
+    "ws://example.com/",
+    "http://user:pass@example.com/a.png",
   ];
-  for (const url of refused) await rejectsWith(fetchImage(url, { ...strict, lookup, _connectHook: hook }), "URL_NOT_ALLOWED");
+  for (const url of refused)
+    await rejectsWith(fetchImage(url, { ...strict, lookup, _connectHook: hook }), "URL_NOT_ALLOWED");
   assert.deepEqual(lookup.calls, ["localhost"]);
   assert.deepEqual(hook.seen, []);
   assert.deepEqual(dialled, []);
@@ -126,18 +176,28 @@ test("fetchImage - refuses non-public and non-http URLs before connecting", asyn
 });
 
 test("fetchImage - scheme and credential checks hold even when private addresses are allowed", async () => {
-  for (const url of ["file:///etc/passwd", "ftp://127.0.0.1/", "data:,x", "http://user@127.0.0.1/", "http://:pw@127.0.0.1/"]) {
+  for (const url of [
+    "file:///etc/passwd",
+    "ftp://127.0.0.1/",
+    "data:,x",
+    "http://user@127.0.0.1/",
+    "http://:pw@127.0.0.1/",
+  ]) {
     await rejectsWith(fetchImage(url, base), "URL_NOT_ALLOWED");
   }
   assert.deepEqual(dialled, []);
 });
 
 test("fetchImage - an invalid URL string is BAD_REQUEST", async () => {
-  for (const url of ["not a url", "", "http://", "http://[::1/"]) await rejectsWith(fetchImage(url, strict), "BAD_REQUEST");
+  for (const url of ["not a url", "", "http://", "http://[::1/"])
+    await rejectsWith(fetchImage(url, strict), "BAD_REQUEST");
 });
 
 test("fetchImage - a host with any non-public address is refused", async () => {
-  const lookup = recordingLookup({ "mixed.test": [PUBLIC_V4, "10.1.2.3"], "v6.test": ["2606:4700:4700::1111", "fd00::1"] });
+  const lookup = recordingLookup({
+    "mixed.test": [PUBLIC_V4, "10.1.2.3"],
+    "v6.test": ["2606:4700:4700::1111", "fd00::1"],
+  });
   await rejectsWith(fetchImage("http://mixed.test/a.png", { ...strict, lookup }), "URL_NOT_ALLOWED", /non-public/);
   await rejectsWith(fetchImage("http://v6.test/a.png", { ...strict, lookup }), "URL_NOT_ALLOWED", /non-public/);
   assert.deepEqual(dialled, []);
@@ -154,11 +214,24 @@ test("fetchImage - localhost through the system resolver is refused", async (t) 
 
 test("fetchImage - resolution failures", async () => {
   const lookup = recordingLookup({ "empty.test": [], "bogus.test": ["not-an-ip"] });
-  await rejectsWith(fetchImage("http://nxdomain.test/", { ...strict, lookup }), "URL_NOT_ALLOWED", /^image_url host could not be resolved$/);
-  await rejectsWith(fetchImage("http://empty.test/", { ...strict, lookup }), "URL_NOT_ALLOWED", /could not be resolved/);
+  await rejectsWith(
+    fetchImage("http://nxdomain.test/", { ...strict, lookup }),
+    "URL_NOT_ALLOWED",
+    /^image_url host could not be resolved$/,
+  );
+  await rejectsWith(
+    fetchImage("http://empty.test/", { ...strict, lookup }),
+    "URL_NOT_ALLOWED",
+    /could not be resolved/,
+  );
   await rejectsWith(fetchImage("http://bogus.test/", { ...base, lookup }), "URL_NOT_ALLOWED", /could not be resolved/);
-  const flaky: LookupFn = () => Promise.reject(Object.assign(new Error("getaddrinfo EAI_AGAIN x"), { code: "EAI_AGAIN" }));
-  await rejectsWith(fetchImage("http://flaky.test/", { ...strict, lookup: flaky }), "UPSTREAM_FETCH_FAILED", /EAI_AGAIN/);
+  const flaky: LookupFn = () =>
+    Promise.reject(Object.assign(new Error("getaddrinfo EAI_AGAIN x"), { code: "EAI_AGAIN" }));
+  await rejectsWith(
+    fetchImage("http://flaky.test/", { ...strict, lookup: flaky }),
+    "UPSTREAM_FETCH_FAILED",
+    /EAI_AGAIN/,
+  );
   assert.deepEqual(dialled, []);
 });
 
@@ -169,7 +242,11 @@ test("fetchImage - a public name is fetched from the validated address with the 
   const lookup = recordingLookup({ "public.test": [PUBLIC_V4] });
   const hook = toLoopback();
   const got = await fetchImage(`http://public.test:${srv.port}/img.png?s=1`, { ...strict, lookup, _connectHook: hook });
-  assert.deepEqual(got, { bytes: IMAGE, contentType: "image/png", finalUrl: `http://public.test:${srv.port}/img.png?s=1` });
+  assert.deepEqual(got, {
+    bytes: IMAGE,
+    contentType: "image/png",
+    finalUrl: `http://public.test:${srv.port}/img.png?s=1`,
+  });
   assert.deepEqual(lookup.calls, ["public.test"]);
   assert.deepEqual(hook.seen, [PUBLIC_V4]);
   assert.equal(srv.requests[0]?.headers.host, `public.test:${srv.port}`);
@@ -188,7 +265,11 @@ test("fetchImage - DNS rebinding: the second answer is never used", async (t) =>
     seen.push(target.address);
     throw Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" });
   };
-  await rejectsWith(fetchImage(`http://rebind.test:${srv.port}/`, { ...strict, lookup, _connectHook: hook }), "UPSTREAM_FETCH_FAILED", /ECONNREFUSED/);
+  await rejectsWith(
+    fetchImage(`http://rebind.test:${srv.port}/`, { ...strict, lookup, _connectHook: hook }),
+    "UPSTREAM_FETCH_FAILED",
+    /ECONNREFUSED/,
+  );
   assert.equal(lookups, 1);
   assert.deepEqual(seen, [PUBLIC_V4]);
   assert.equal(srv.connections, 0);
@@ -199,19 +280,28 @@ test("fetchImage - every fetch dials afresh: no pooled socket outlives its check
   const srv = await startServer(t, serveImage);
   const lookup = recordingLookup({ "public.test": [PUBLIC_V4] });
   const hook = toLoopback();
-  for (let i = 0; i < 2; i++) await fetchImage(`http://public.test:${srv.port}/`, { ...strict, lookup, _connectHook: hook });
+  for (let i = 0; i < 2; i++)
+    await fetchImage(`http://public.test:${srv.port}/`, { ...strict, lookup, _connectHook: hook });
   assert.equal(srv.connections, 2);
   assert.deepEqual(hook.seen, [PUBLIC_V4, PUBLIC_V4]);
 });
 
 test("fetchImage - https sends the original hostname as SNI to the validated address", async (t) => {
   let hello: Buffer = Buffer.alloc(0);
-  const raw = net.createServer((sock) => sock.once("data", (d: Buffer) => { hello = d; sock.destroy(); }));
+  const raw = net.createServer((sock) =>
+    sock.once("data", (d: Buffer) => {
+      hello = d;
+      sock.destroy();
+    }),
+  );
   await new Promise<void>((resolve) => raw.listen(0, "127.0.0.1", resolve));
   t.after(() => new Promise<void>((resolve) => raw.close(() => resolve())));
   const port = (raw.address() as net.AddressInfo).port;
   const lookup = recordingLookup({ "public.test": [PUBLIC_V4] });
-  await rejectsWith(fetchImage(`https://public.test:${port}/a.png`, { ...strict, lookup, _connectHook: toLoopback() }), "UPSTREAM_FETCH_FAILED");
+  await rejectsWith(
+    fetchImage(`https://public.test:${port}/a.png`, { ...strict, lookup, _connectHook: toLoopback() }),
+    "UPSTREAM_FETCH_FAILED",
+  );
   assert.ok(hello.includes("public.test"), "ClientHello carries the SNI name");
 });
 
@@ -227,42 +317,70 @@ test("fetchImage - follows a redirect chain", async (t) => {
   const got = await fetchImage(`${srv.url}/a`, base);
   assert.equal(got.finalUrl, `${srv.url}/img`);
   assert.deepEqual(got.bytes, IMAGE);
-  assert.deepEqual(srv.requests.map((r) => r.url), ["/a", "/b", "/c", "/img"]);
+  assert.deepEqual(
+    srv.requests.map((r) => r.url),
+    ["/a", "/b", "/c", "/img"],
+  );
 });
 
 test("fetchImage - too many redirects is UPSTREAM_FETCH_FAILED", async (t) => {
-  const srv = await startServer(t, (_req, res) => { res.writeHead(308, { location: "/loop" }).end(); });
-  await rejectsWith(fetchImage(`${srv.url}/loop`, { ...base, maxRedirects: 3 }), "UPSTREAM_FETCH_FAILED", /redirected more than 3/);
+  const srv = await startServer(t, (_req, res) => {
+    res.writeHead(308, { location: "/loop" }).end();
+  });
+  await rejectsWith(
+    fetchImage(`${srv.url}/loop`, { ...base, maxRedirects: 3 }),
+    "UPSTREAM_FETCH_FAILED",
+    /redirected more than 3/,
+  );
   assert.equal(srv.requests.length, 4);
   await rejectsWith(fetchImage(`${srv.url}/loop`, { ...base, maxRedirects: 0 }), "UPSTREAM_FETCH_FAILED");
   assert.equal(srv.requests.length, 5);
 });
 
 test("fetchImage - a redirect without Location is UPSTREAM_FETCH_FAILED", async (t) => {
-  const srv = await startServer(t, (_req, res) => { res.writeHead(302).end(); });
+  const srv = await startServer(t, (_req, res) => {
+    res.writeHead(302).end();
+  });
   await rejectsWith(fetchImage(srv.url, base), "UPSTREAM_FETCH_FAILED", /Location/);
 });
 
 test("fetchImage - each redirect hop is re-validated", async (t) => {
   const inner = await startServer(t, serveImage);
-  const targets = [`http://internal.test:${inner.port}/secret`, `http://127.0.0.1:${inner.port}/secret`,
-    "http://169.254.169.254/latest/meta-data", "file:///etc/passwd"];
-  const outer = await startServer(t, (req, res) => { res.writeHead(302, { location: targets[Number(req.url?.slice(1))] }).end(); });
+  const targets = [
+    `http://internal.test:${inner.port}/secret`,
+    `http://127.0.0.1:${inner.port}/secret`,
+    "http://169.254.169.254/latest/meta-data",
+    "file:///etc/passwd",
+  ];
+  const outer = await startServer(t, (req, res) => {
+    res.writeHead(302, { location: targets[Number(req.url?.slice(1))] }).end();
+  });
   const lookup = recordingLookup({ "public.test": [PUBLIC_V4], "internal.test": ["10.0.0.7"] });
   const hook = toLoopback();
   for (const [i] of targets.entries()) {
-    await rejectsWith(fetchImage(`http://public.test:${outer.port}/${i}`, { ...strict, lookup, _connectHook: hook }), "URL_NOT_ALLOWED");
+    await rejectsWith(
+      fetchImage(`http://public.test:${outer.port}/${i}`, { ...strict, lookup, _connectHook: hook }),
+      "URL_NOT_ALLOWED",
+    );
   }
   assert.equal(outer.requests.length, targets.length);
   assert.equal(inner.connections, 0);
-  assert.deepEqual(hook.seen, targets.map(() => PUBLIC_V4));
-  assert.deepEqual(lookup.calls.filter((h) => h === "internal.test"), ["internal.test"]);
+  assert.deepEqual(
+    hook.seen,
+    targets.map(() => PUBLIC_V4),
+  );
+  assert.deepEqual(
+    lookup.calls.filter((h) => h === "internal.test"),
+    ["internal.test"],
+  );
 });
 
 // ---- upstream failures, caps and deadlines (private addresses allowed: plain loopback servers) ----
 
 test("fetchImage - a non-2xx answer is UPSTREAM_FETCH_FAILED with the status", async (t) => {
-  const srv = await startServer(t, (_req, res) => { res.writeHead(404).end("nope"); });
+  const srv = await startServer(t, (_req, res) => {
+    res.writeHead(404).end("nope");
+  });
   const err = await rejectsWith(fetchImage(`${srv.url}/missing.png`, base), "UPSTREAM_FETCH_FAILED", /HTTP 404/);
   assert.deepEqual(err.details, { status: 404 });
 });
@@ -286,7 +404,9 @@ test("fetchImage - a body of exactly maxBytes is accepted", async (t) => {
 
 test("fetchImage - a declared Content-Length over the cap is refused without reading the body", async (t) => {
   let onClose = (): void => {};
-  const closed = new Promise<void>((resolve) => { onClose = resolve; });
+  const closed = new Promise<void>((resolve) => {
+    onClose = resolve;
+  });
   const srv = await startServer(t, (_req, res) => {
     res.writeHead(200, { "content-type": "image/jpeg", "content-length": "1000000" }).flushHeaders();
     res.on("close", onClose);
@@ -297,7 +417,9 @@ test("fetchImage - a declared Content-Length over the cap is refused without rea
 
 test("fetchImage - a chunked body over the cap is cut off while streaming", async (t) => {
   let onClose = (): void => {};
-  const closed = new Promise<void>((resolve) => { onClose = resolve; });
+  const closed = new Promise<void>((resolve) => {
+    onClose = resolve;
+  });
   const srv = await startServer(t, (_req, res) => {
     res.writeHead(200, { "content-type": "image/jpeg" });
     for (let i = 0; i < 3; i++) res.write(Buffer.alloc(64 * 1024, i));
@@ -308,7 +430,9 @@ test("fetchImage - a chunked body over the cap is cut off while streaming", asyn
 });
 
 test("fetchImage - a stalled body hits DEADLINE_EXCEEDED at about timeoutMs", async (t) => {
-  const srv = await startServer(t, (_req, res) => { res.writeHead(200).write("partial"); });
+  const srv = await startServer(t, (_req, res) => {
+    res.writeHead(200).write("partial");
+  });
   const started = performance.now();
   await rejectsWith(fetchImage(srv.url, { ...base, timeoutMs: 300 }), "DEADLINE_EXCEEDED");
   const elapsedMs = performance.now() - started;
@@ -322,8 +446,15 @@ test("fetchImage - a stalled resolver hits DEADLINE_EXCEEDED", async () => {
 
 test("fetchImage - the caller's signal aborts the fetch", async (t) => {
   const ac = new AbortController();
-  const srv = await startServer(t, (_req, res) => { res.writeHead(200).flushHeaders(); ac.abort(); });
-  await rejectsWith(fetchImage(srv.url, { ...base, timeoutMs: 10_000, signal: ac.signal }), "DEADLINE_EXCEEDED", /aborted/);
+  const srv = await startServer(t, (_req, res) => {
+    res.writeHead(200).flushHeaders();
+    ac.abort();
+  });
+  await rejectsWith(
+    fetchImage(srv.url, { ...base, timeoutMs: 10_000, signal: ac.signal }),
+    "DEADLINE_EXCEEDED",
+    /aborted/,
+  );
   await rejectsWith(fetchImage(srv.url, { ...base, signal: AbortSignal.abort() }), "DEADLINE_EXCEEDED");
   assert.equal(srv.requests.length, 1);
 });
@@ -331,19 +462,85 @@ test("fetchImage - the caller's signal aborts the fetch", async (t) => {
 // ---- address policy ----
 
 test("isPublicAddress - classifies IPv4 and IPv6 like Python's is_global (stricter where noted)", () => {
-  const publicAddrs = ["1.1.1.1", "8.8.8.8", PUBLIC_V4, "100.63.255.255", "100.128.0.0", "172.32.0.0", "192.0.0.9",
-    "192.0.0.10", "192.88.99.1", "192.169.0.0", "198.20.0.0", "203.0.114.0", "223.255.255.255",
-    "2606:4700:4700::1111", "2a00:1450:4001:81d::200e", "2001:200::1", "::ffff:8.8.8.8", "::ffff:808:808",
-    "64:ff9b::8.8.8.8", "2001:4:112::1", "2001:20::1"];
-  const nonPublic = ["0.0.0.0", "0.1.2.3", "10.0.0.1", "100.64.0.1", "100.127.255.255", "127.0.0.1", "127.255.255.254",
-    "169.254.169.254", "172.16.0.1", "172.31.255.255", "192.0.0.1", "192.0.0.170", "192.0.2.1", "192.168.1.1",
-    "198.18.0.1", "198.19.255.255", "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250", "240.0.0.1",
+  const publicAddrs = [
+    "1.1.1.1",
+    "8.8.8.8",
+    PUBLIC_V4,
+    "100.63.255.255",
+    "100.128.0.0",
+    "172.32.0.0",
+    "192.0.0.9",
+    "192.0.0.10",
+    "192.88.99.1",
+    "192.169.0.0",
+    "198.20.0.0",
+    "203.0.114.0",
+    "223.255.255.255",
+    "2606:4700:4700::1111",
+    "2a00:1450:4001:81d::200e",
+    "2001:200::1",
+    "::ffff:8.8.8.8",
+    "::ffff:808:808",
+    "64:ff9b::8.8.8.8",
+    "2001:4:112::1",
+    "2001:20::1",
+  ];
+  const nonPublic = [
+    "0.0.0.0",
+    "0.1.2.3",
+    "10.0.0.1",
+    "100.64.0.1",
+    "100.127.255.255",
+    "127.0.0.1",
+    "127.255.255.254",
+    "169.254.169.254",
+    "172.16.0.1",
+    "172.31.255.255",
+    "192.0.0.1",
+    "192.0.0.170",
+    "192.0.2.1",
+    "192.168.1.1",
+    "198.18.0.1",
+    "198.19.255.255",
+    "198.51.100.7",
+    "203.0.113.9",
+    "224.0.0.1",
+    "239.255.255.250",
+    "240.0.0.1",
     "255.255.255.255",
-    "::", "::1", "::127.0.0.1", "::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
-    "64:ff9b::127.0.0.1", "64:ff9b::a00:1", "64:ff9b:1::1", "100::1", "2001::1", "2001:1ff::1", "2001:db8::1",
-    "2002::1", "2002:7f00:1::1", "3fff::1", "4000::1", "fc00::1", "fd12:3456::1", "fe80::1", "fe80::1%eth0",
-    "febf::1", "fec0::1", "ff02::1", "ff0e::1",
-    "not-an-ip", "1.2.3", "[::1]", "", "localhost", "01.02.03.04"];
+    "::",
+    "::1",
+    "::127.0.0.1",
+    "::ffff:127.0.0.1",
+    "::ffff:7f00:1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::127.0.0.1",
+    "64:ff9b::a00:1",
+    "64:ff9b:1::1",
+    "100::1",
+    "2001::1",
+    "2001:1ff::1",
+    "2001:db8::1",
+    "2002::1",
+    "2002:7f00:1::1",
+    "3fff::1",
+    "4000::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "fe80::1",
+    "fe80::1%eth0",
+    "febf::1",
+    "fec0::1",
+    "ff02::1",
+    "ff0e::1",
+    "not-an-ip",
+    "1.2.3",
+    "[::1]",
+    "",
+    "localhost",
+    "01.02.03.04",
+  ];
   for (const ip of publicAddrs) assert.equal(isPublicAddress(ip), true, ip);
   for (const ip of nonPublic) assert.equal(isPublicAddress(ip), false, ip);
 });

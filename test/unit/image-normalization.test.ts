@@ -4,7 +4,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { IMAGENET_MEAN, IMAGENET_STD, hwcToChw, normalizeChw, normalizeHwc, normalizedValue } from "../../subjects/image-normalization.ts";
+import {
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  hwcToChw,
+  normalizeChw,
+  normalizeHwc,
+  normalizedValue,
+} from "../../subjects/image-normalization.ts";
 import { mulberry32 } from "../helpers/random.ts";
 
 const f = Math.fround;
@@ -16,7 +23,8 @@ function randomBytes(n: number, seed: number): Uint8Array {
 }
 
 test("image-normalization - every byte of every channel is f32(f32(f32(v / 255) - mean) / std)", () => {
-  for (const c of [0, 1, 2] as const) for (let v = 0; v < 256; v++) assert.equal(normalizedValue(c, v), reference(c, v), `channel ${c} byte ${v}`);
+  for (const c of [0, 1, 2] as const)
+    for (let v = 0; v < 256; v++) assert.equal(normalizedValue(c, v), reference(c, v), `channel ${c} byte ${v}`);
   // The extremes of the golden tensors: R of 0 and B of 255.
   assert.equal(normalizedValue(0, 0), -2.1179039478302);
   assert.equal(normalizedValue(2, 255), 2.640000104904175);
@@ -30,9 +38,16 @@ test("image-normalization - normalizeChw maps each plane with its channel, at an
   const pixels = Buffer.from(bytes.buffer).subarray(3, 3 + 3 * plane); // odd byteOffset, as nats.js hands them out
   const out = new Float32Array(4 * 3 * plane).fill(7);
   normalizeChw(pixels, out, 3 * plane);
-  for (let i = 0; i < 3 * plane; i++) assert.equal(out[3 * plane + i], reference(Math.floor(i / plane) as 0 | 1 | 2, pixels[i]!), `element ${i}`);
-  assert.ok(out.subarray(0, 3 * plane).every((x) => x === 7), "nothing before the row is written");
-  assert.ok(out.subarray(6 * plane).every((x) => x === 7), "nothing after the row is written");
+  for (let i = 0; i < 3 * plane; i++)
+    assert.equal(out[3 * plane + i], reference(Math.floor(i / plane) as 0 | 1 | 2, pixels[i]!), `element ${i}`);
+  assert.ok(
+    out.subarray(0, 3 * plane).every((x) => x === 7),
+    "nothing before the row is written",
+  );
+  assert.ok(
+    out.subarray(6 * plane).every((x) => x === 7),
+    "nothing after the row is written",
+  );
 });
 
 test("image-normalization - a SharedArrayBuffer batch slot takes the same values", () => {
@@ -46,9 +61,11 @@ test("image-normalization - HWC -> CHW pixels, normalised, equal normalising the
   const [w, h] = [6, 4];
   const hwc = randomBytes(3 * w * h, 3);
   const chw = hwcToChw(hwc, w, h);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) {
-    assert.equal(chw[c * w * h + y * w + x], hwc[(y * w + x) * 3 + c]);
-  }
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        assert.equal(chw[c * w * h + y * w + x], hwc[(y * w + x) * 3 + c]);
+      }
   assert.deepEqual(normalizeChw(chw, new Float32Array(chw.length)), normalizeHwc(hwc, w, h));
 });
 

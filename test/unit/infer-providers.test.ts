@@ -14,14 +14,26 @@ import { writeBatchRow } from "../../services/infer/src/batch-input.ts";
 import { GPU_BATCHING, batchingFor } from "../../services/infer/src/batching.ts";
 import { formatAdapter, probeGpu, webgpuAdapterOf, webgpuSkipReason } from "../../services/infer/src/gpu-devices.ts";
 import {
-  ProviderSelectionError, formatFallbacks, plainReason, providerCandidates, selectProvider, type ExecutionProvider,
+  ProviderSelectionError,
+  formatFallbacks,
+  plainReason,
+  providerCandidates,
+  selectProvider,
+  type ExecutionProvider,
 } from "../../services/infer/src/providers.ts";
 
-interface Deferred<T> { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void }
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+}
 function deferred<T>(): Deferred<T> {
   let resolve!: (v: T) => void;
   let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej; });
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   return { promise, resolve, reject };
 }
 
@@ -38,10 +50,20 @@ function fakeCreate(fails: Partial<Record<ExecutionProvider, string>>) {
 }
 
 test("infer providers - auto tries cuda, webgpu, cpu in order and records why each failed", async () => {
-  const { calls, create } = fakeCreate({ cuda: "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library", webgpu: "no adapter\nsecond line" });
+  const { calls, create } = fakeCreate({
+    cuda: "OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library",
+    webgpu: "no adapter\nsecond line",
+  });
   let t = 0;
   const logged: string[] = [];
-  const r = await selectProvider("auto", async (p) => { t += p === "webgpu" ? 70 : 1; return create(p); }, { now: () => t, onFallback: (a) => logged.push(a.provider) });
+  const r = await selectProvider(
+    "auto",
+    async (p) => {
+      t += p === "webgpu" ? 70 : 1;
+      return create(p);
+    },
+    { now: () => t, onFallback: (a) => logged.push(a.provider) },
+  );
   assert.deepEqual(calls, ["cuda", "webgpu", "cpu"]);
   assert.equal(r.provider, "cpu");
   assert.equal(r.session, "session on cpu");
@@ -50,7 +72,10 @@ test("infer providers - auto tries cuda, webgpu, cpu in order and records why ea
     { provider: "webgpu", reason: "no adapter", ms: 70 },
   ]);
   assert.deepEqual(logged, ["cuda", "webgpu"]);
-  assert.equal(formatFallbacks(r.fallbacks), "cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library; webgpu: no adapter");
+  assert.equal(
+    formatFallbacks(r.fallbacks),
+    "cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library; webgpu: no adapter",
+  );
 });
 
 test("infer providers - auto stops at the first provider that starts", async () => {
@@ -58,7 +83,10 @@ test("infer providers - auto stops at the first provider that starts", async () 
   const r = await selectProvider("auto", create);
   assert.equal(r.provider, "webgpu");
   assert.deepEqual(calls, ["cuda", "webgpu"]);
-  assert.deepEqual(r.fallbacks.map((f) => f.provider), ["cuda"]);
+  assert.deepEqual(
+    r.fallbacks.map((f) => f.provider),
+    ["cuda"],
+  );
 });
 
 test("infer providers - a forced provider is tried alone: failing is an error with its reason, never a CPU run", async () => {
@@ -67,20 +95,31 @@ test("infer providers - a forced provider is tried alone: failing is an error wi
     await assert.rejects(selectProvider(forced, create), (e: unknown) => {
       assert.ok(e instanceof ProviderSelectionError);
       assert.equal(e.message, `execution provider ${forced} did not start: it broke`);
-      assert.deepEqual(e.attempts.map((a) => a.provider), [forced]);
+      assert.deepEqual(
+        e.attempts.map((a) => a.provider),
+        [forced],
+      );
       return true;
     });
     assert.deepEqual(calls, [forced], "no other provider is tried");
   }
   const cpu = fakeCreate({ cpu: "Load model from m.onnx failed: bad protobuf" });
-  await assert.rejects(selectProvider("cpu", cpu.create), /could not create an onnxruntime session on cpu: Load model from m.onnx failed/);
+  await assert.rejects(
+    selectProvider("cpu", cpu.create),
+    /could not create an onnxruntime session on cpu: Load model from m.onnx failed/,
+  );
   assert.deepEqual(providerCandidates("webgpu"), ["webgpu"]);
 });
 
 test("infer providers - when every provider fails, auto says why for each", async () => {
   const { create } = fakeCreate({ cuda: "a", webgpu: "b", cpu: "c" });
-  await assert.rejects(selectProvider("auto", create), (e: unknown) =>
-    e instanceof ProviderSelectionError && e.message === "no execution provider could start (cuda: a; webgpu: b; cpu: c)" && e.attempts.length === 3);
+  await assert.rejects(
+    selectProvider("auto", create),
+    (e: unknown) =>
+      e instanceof ProviderSelectionError &&
+      e.message === "no execution provider could start (cuda: a; webgpu: b; cpu: c)" &&
+      e.attempts.length === 3,
+  );
   await assert.rejects(selectProvider("tpu" as never, create), TypeError);
 });
 
@@ -88,11 +127,15 @@ test("infer providers - a slow provider is waited for; the next one is not tried
   const slow = deferred<string>();
   const started: ExecutionProvider[] = [];
   let t = 0;
-  const selection = selectProvider("auto", (p) => {
-    started.push(p);
-    if (p === "cuda") return slow.promise;
-    return Promise.resolve(`session on ${p}`);
-  }, { now: () => t });
+  const selection = selectProvider(
+    "auto",
+    (p) => {
+      started.push(p);
+      if (p === "cuda") return slow.promise;
+      return Promise.resolve(`session on ${p}`);
+    },
+    { now: () => t },
+  );
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(started, ["cuda"], "one provider at a time: no device is initialised by two providers at once");
   t = 5_000;
@@ -104,7 +147,9 @@ test("infer providers - a slow provider is waited for; the next one is not tried
 
   // ...and a slow provider that does start is the one used.
   const slowOk = deferred<string>();
-  const pending = selectProvider("auto", (p) => (p === "cuda" ? slowOk.promise : Promise.reject(new Error("not reached"))));
+  const pending = selectProvider("auto", (p) =>
+    p === "cuda" ? slowOk.promise : Promise.reject(new Error("not reached")),
+  );
   slowOk.resolve("session on cuda");
   const ok = await pending;
   assert.equal(ok.provider, "cuda");
@@ -113,10 +158,17 @@ test("infer providers - a slow provider is waited for; the next one is not tried
 
 test("infer providers - plainReason keeps the error's first line without onnxruntime's source location", () => {
   assert.equal(
-    plainReason(new Error("/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n")),
+    plainReason(
+      new Error(
+        "/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n",
+      ),
+    ),
     "Failed to get a WebGPU adapter: No supported adapters",
   );
-  assert.equal(plainReason(new Error("[ONNXRuntimeError] : 1 : FAIL : Load model from /x.onnx failed:Protobuf parsing failed.")), "Load model from /x.onnx failed:Protobuf parsing failed.");
+  assert.equal(
+    plainReason(new Error("[ONNXRuntimeError] : 1 : FAIL : Load model from /x.onnx failed:Protobuf parsing failed.")),
+    "Load model from /x.onnx failed:Protobuf parsing failed.",
+  );
   assert.equal(plainReason(new Error("\n\n  first\nsecond")), "first");
   assert.equal(plainReason("a string"), "a string");
   assert.equal(plainReason(new Error("x".repeat(1000))).length, 303);
@@ -124,14 +176,28 @@ test("infer providers - plainReason keeps the error's first line without onnxrun
 
 test("infer batching - CPU keeps the CPU defaults, a GPU batches bigger, later and two at a time", () => {
   assert.deepEqual(batchingFor("cpu"), BATCHING_DEFAULTS);
-  assert.deepEqual(batchingFor("cpu"), { maxBatchSize: 32, maxQueueDelayMs: 0, maxQueueSize: 256, maxConcurrentBatches: 1 });
+  assert.deepEqual(batchingFor("cpu"), {
+    maxBatchSize: 32,
+    maxQueueDelayMs: 0,
+    maxQueueSize: 256,
+    maxConcurrentBatches: 1,
+  });
   for (const gpu of ["cuda", "webgpu"] as const) assert.deepEqual(batchingFor(gpu), GPU_BATCHING);
-  assert.ok(GPU_BATCHING.maxBatchSize >= 32 && GPU_BATCHING.maxBatchSize <= 64 && GPU_BATCHING.maxQueueDelayMs > 0 && GPU_BATCHING.maxConcurrentBatches === 2);
+  assert.ok(
+    GPU_BATCHING.maxBatchSize >= 32 &&
+      GPU_BATCHING.maxBatchSize <= 64 &&
+      GPU_BATCHING.maxQueueDelayMs > 0 &&
+      GPU_BATCHING.maxConcurrentBatches === 2,
+  );
 });
 
 test("infer batching - what graph.config.ts declares wins; a small declared queue bounds the default batch", () => {
   assert.deepEqual(batchingFor("webgpu", { maxQueueDelayMs: 0 }), { ...GPU_BATCHING, maxQueueDelayMs: 0 });
-  assert.deepEqual(batchingFor("cpu", { maxBatchSize: 6, maxQueueDelayMs: 1000 }), { ...BATCHING_DEFAULTS, maxBatchSize: 6, maxQueueDelayMs: 1000 });
+  assert.deepEqual(batchingFor("cpu", { maxBatchSize: 6, maxQueueDelayMs: 1000 }), {
+    ...BATCHING_DEFAULTS,
+    maxBatchSize: 6,
+    maxQueueDelayMs: 1000,
+  });
   assert.equal(batchingFor("cuda", { maxQueueSize: 40 }).maxBatchSize, 40);
   assert.equal(batchingFor("cuda", { maxQueueSize: 40, maxBatchSize: 16 }).maxBatchSize, 16);
 });
@@ -146,7 +212,10 @@ test("infer batch rows - uint8 pixels are normalised into their row, float32 row
   writeBatchRow(batch, 0, row, pixels, "uint8");
   writeBatchRow(batch, 2, row, wire.subarray(1), "float32");
   assert.deepEqual(batch.subarray(0, row), normalizeChw(pixels, new Float32Array(row)));
-  assert.ok(batch.subarray(row, 2 * row).every((x) => x === 9), "row 1 untouched");
+  assert.ok(
+    batch.subarray(row, 2 * row).every((x) => x === 9),
+    "row 1 untouched",
+  );
   assert.deepEqual(batch.subarray(2 * row), floats);
   assert.throws(() => writeBatchRow(batch, 3, row, pixels, "uint8"), RangeError);
   assert.throws(() => writeBatchRow(batch, 0, row, pixels, "float32"), RangeError);
@@ -159,11 +228,18 @@ test("infer providers - auto passes over a provider the machine rules out, with 
     if (p === "cuda") throw new Error("libcudart.so.12: cannot open shared object file");
     return `session on ${p}`;
   };
-  const skip = (p: ExecutionProvider) => (p === "webgpu" ? "only a software adapter (lavapipe) could run it" : undefined);
+  const skip = (p: ExecutionProvider) =>
+    p === "webgpu" ? "only a software adapter (lavapipe) could run it" : undefined;
   const auto = await selectProvider("auto", create, { skip });
   assert.equal(auto.provider, "cpu");
   assert.deepEqual(tried, ["cuda", "cpu"], "webgpu was not tried");
-  assert.deepEqual(auto.fallbacks.map((f) => [f.provider, f.reason]), [["cuda", "libcudart.so.12: cannot open shared object file"], ["webgpu", "only a software adapter (lavapipe) could run it"]]);
+  assert.deepEqual(
+    auto.fallbacks.map((f) => [f.provider, f.reason]),
+    [
+      ["cuda", "libcudart.so.12: cannot open shared object file"],
+      ["webgpu", "only a software adapter (lavapipe) could run it"],
+    ],
+  );
   tried.length = 0;
   const forced = await selectProvider("webgpu", create, { skip });
   assert.equal(forced.provider, "webgpu");
@@ -178,20 +254,43 @@ test("gpu devices - no GPU device node and a software Vulkan driver: WebGPU is a
     mkdirSync(join(dev, "dri"), { recursive: true });
     mkdirSync(icd);
     writeFileSync(join(dev, "dri", "card0"), ""); // a display node, not a render node
-    writeFileSync(join(icd, "lvp_icd.x86_64.json"), JSON.stringify({ file_format_version: "1.0.1", ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so", api_version: "1.4.305" } }));
-    writeFileSync(join(icd, "radeon_icd.x86_64.json"), JSON.stringify({ ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_radeon.so" } }));
+    writeFileSync(
+      join(icd, "lvp_icd.x86_64.json"),
+      JSON.stringify({
+        file_format_version: "1.0.1",
+        ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so", api_version: "1.4.305" },
+      }),
+    );
+    writeFileSync(
+      join(icd, "radeon_icd.x86_64.json"),
+      JSON.stringify({ ICD: { library_path: "/usr/lib/x86_64-linux-gnu/libvulkan_radeon.so" } }),
+    );
     writeFileSync(join(icd, "broken.json"), "{not json");
     const soft = probeGpu({ env: {}, devDir: dev, icdDirs: [icd] });
     assert.deepEqual(soft.devices, []);
     assert.equal(soft.vulkanDrivers.length, 2, "the broken manifest is left out");
-    assert.deepEqual(webgpuAdapterOf(soft), { kind: "software", name: "lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)" });
+    assert.deepEqual(webgpuAdapterOf(soft), {
+      kind: "software",
+      name: "lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)",
+    });
     assert.match(webgpuSkipReason(soft) ?? "", /^only a software adapter \(lavapipe/);
-    assert.equal(formatAdapter(webgpuAdapterOf(soft)), "software: lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)");
+    assert.equal(
+      formatAdapter(webgpuAdapterOf(soft)),
+      "software: lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)",
+    );
 
     // VK_ICD_FILENAMES names the drivers the loader uses: only those count.
-    const named = probeGpu({ env: { VK_ICD_FILENAMES: join(icd, "radeon_icd.x86_64.json") }, devDir: dev, icdDirs: [icd] });
+    const named = probeGpu({
+      env: { VK_ICD_FILENAMES: join(icd, "radeon_icd.x86_64.json") },
+      devDir: dev,
+      icdDirs: [icd],
+    });
     assert.deepEqual(named.softwareDrivers, []);
-    assert.equal(webgpuSkipReason(named), undefined, "no software driver either: WebGPU is tried and fails with Dawn's own reason");
+    assert.equal(
+      webgpuSkipReason(named),
+      undefined,
+      "no software driver either: WebGPU is tried and fails with Dawn's own reason",
+    );
 
     // A render node (any DRM GPU) or an NVIDIA device: a hardware adapter may exist, WebGPU is tried.
     writeFileSync(join(dev, "dri", "renderD128"), "");

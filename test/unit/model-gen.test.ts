@@ -37,7 +37,10 @@ test("model-gen - the same seed gives identical bytes and another seed differs",
 test("model-gen - the graph is ResNet18-shaped with 11,684,712 parameters, opset 13, IR 8, dynamic batch", () => {
   const model = onnx.ModelProto.decode(seed0Bytes());
   assert.equal(Number(model.irVersion), 8);
-  assert.deepEqual(model.opsetImport.map((o) => [o.domain ?? "", Number(o.version)]), [["", 13]]);
+  assert.deepEqual(
+    model.opsetImport.map((o) => [o.domain ?? "", Number(o.version)]),
+    [["", 13]],
+  );
   const graph = model.graph!;
   const initializers = graph.initializer ?? [];
   const nodes = graph.node ?? [];
@@ -87,73 +90,86 @@ test("model-gen - ensureGeneratedModel writes the file once, atomically, and the
   assert.deepEqual(await readdir(cacheDir), ["resnet18-generated-seed0.onnx"], "no temporary file left behind");
 });
 
+test(
+  "model-gen - the generated model runs in onnxruntime at batch 1 and 3, batched rows equal single runs",
+  { timeout: 120_000 },
+  async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));
+    tmpDirs.push(dir);
+    const file = path.join(dir, "m.onnx");
+    await writeFile(file, seed0Bytes());
 
-test("model-gen - the generated model runs in onnxruntime at batch 1 and 3, batched rows equal single runs", { timeout: 120_000 }, async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));
-  tmpDirs.push(dir);
-  const file = path.join(dir, "m.onnx");
-  await writeFile(file, seed0Bytes());
+    let host: ModelHost | undefined;
+    try {
+      host = await createModelHost({ modelPath: file, executionProvider: "cpu" });
+      assert.equal(host.executionProvider, "cpu");
+      assert.deepEqual(host.inputShape, [3, 224, 224]);
+      assert.equal(host.outputSize, 1000);
+      const row = 3 * 224 * 224;
 
-  let host: ModelHost | undefined;
-  try {
-    host = await createModelHost({ modelPath: file, executionProvider: "cpu" });
-    assert.equal(host.executionProvider, "cpu");
-    assert.deepEqual(host.inputShape, [3, 224, 224]);
-    assert.equal(host.outputSize, 1000);
-    const row = 3 * 224 * 224;
+      const inputs = [0, 1, 2].map((i) => randomInput(row, 100 + i));
+      const singles: Float32Array[] = [];
+      for (const x of inputs) {
+        const r = await host.run(x.slice(), 1);
+        assert.equal(r.output.length, 1000);
+        assert.ok(r.output.every(Number.isFinite));
+        singles.push(r.output);
+      }
+      const batch = new Float32Array(3 * row);
+      inputs.forEach((x, i) => batch.set(x, i * row));
+      const { output } = await host.run(batch, 3);
+      assert.equal(output.length, 3 * 1000);
+      assert.ok(output.every(Number.isFinite));
 
-    const inputs = [0, 1, 2].map((i) => randomInput(row, 100 + i));
-    const singles: Float32Array[] = [];
-    for (const x of inputs) {
-      const r = await host.run(x.slice(), 1);
-      assert.equal(r.output.length, 1000);
-      assert.ok(r.output.every(Number.isFinite));
-      singles.push(r.output);
+      let maxDiff = 0;
+      for (let i = 0; i < 3; i++) {
+        const got = output.subarray(i * 1000, (i + 1) * 1000);
+        for (let k = 0; k < 1000; k++) maxDiff = Math.max(maxDiff, Math.abs(got[k]! - singles[i]![k]!));
+      }
+      assert.ok(maxDiff < 1e-4, `batch rows differ from single runs by ${maxDiff}`);
+      // different inputs give different logits: the weights are not degenerate
+      assert.ok(singles[0]!.some((v, k) => Math.abs(v - singles[1]![k]!) > 1e-3));
+    } finally {
+      await host?.close();
     }
-    const batch = new Float32Array(3 * row);
-    inputs.forEach((x, i) => batch.set(x, i * row));
-    const { output } = await host.run(batch, 3);
-    assert.equal(output.length, 3 * 1000);
-    assert.ok(output.every(Number.isFinite));
+  },
+);
 
-    let maxDiff = 0;
-    for (let i = 0; i < 3; i++) {
-      const got = output.subarray(i * 1000, (i + 1) * 1000);
-      for (let k = 0; k < 1000; k++) maxDiff = Math.max(maxDiff, Math.abs(got[k]! - singles[i]![k]!));
+test(
+  "model-gen - the trivial model has ResNet18's interface, almost no compute, and is cached under its own name",
+  { timeout: 60_000 },
+  async () => {
+    const bytes = generateTrivialOnnx(0);
+    assert.equal(sha256(generateTrivialOnnx(0)), sha256(bytes), "deterministic");
+    assert.ok(bytes.length < 64 * 1024, `${bytes.length} bytes`);
+    const graph = onnx.ModelProto.decode(bytes).graph!;
+    assert.deepEqual(
+      (graph.node ?? []).map((n) => n.opType),
+      ["ReduceMean", "MatMul", "Add"],
+    );
+    assert.equal(graph.node!.length, TRIVIAL_MODEL_NODE_COUNT);
+
+    const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));
+    tmpDirs.push(dir);
+    const file = await ensureGeneratedModel(dir, 0, GeneratedModel.trivial);
+    assert.equal(path.basename(file), "trivial-generated-seed0.onnx");
+    assert.equal(sha256(await readFile(file)), sha256(bytes));
+
+    let host: ModelHost | undefined;
+    try {
+      host = await createModelHost({ modelPath: file, executionProvider: "cpu" });
+      assert.deepEqual(host.inputShape, [3, 224, 224]);
+      assert.equal(host.outputSize, 1000);
+      const row = 3 * 224 * 224;
+      const { output } = await host.run(Float32Array.from([...randomInput(row, 1), ...randomInput(row, 2)]), 2);
+      assert.equal(output.length, 2000);
+      assert.ok(output.every(Number.isFinite));
+      assert.ok(
+        output.subarray(0, 1000).some((v, k) => v !== output[1000 + k]),
+        "different images give different logits",
+      );
+    } finally {
+      await host?.close();
     }
-    assert.ok(maxDiff < 1e-4, `batch rows differ from single runs by ${maxDiff}`);
-    // different inputs give different logits: the weights are not degenerate
-    assert.ok(singles[0]!.some((v, k) => Math.abs(v - singles[1]![k]!) > 1e-3));
-  } finally {
-    await host?.close();
-  }
-});
-
-test("model-gen - the trivial model has ResNet18's interface, almost no compute, and is cached under its own name", { timeout: 60_000 }, async () => {
-  const bytes = generateTrivialOnnx(0);
-  assert.equal(sha256(generateTrivialOnnx(0)), sha256(bytes), "deterministic");
-  assert.ok(bytes.length < 64 * 1024, `${bytes.length} bytes`);
-  const graph = onnx.ModelProto.decode(bytes).graph!;
-  assert.deepEqual((graph.node ?? []).map((n) => n.opType), ["ReduceMean", "MatMul", "Add"]);
-  assert.equal(graph.node!.length, TRIVIAL_MODEL_NODE_COUNT);
-
-  const dir = await mkdtemp(path.join(os.tmpdir(), "sg-model-gen-"));
-  tmpDirs.push(dir);
-  const file = await ensureGeneratedModel(dir, 0, GeneratedModel.trivial);
-  assert.equal(path.basename(file), "trivial-generated-seed0.onnx");
-  assert.equal(sha256(await readFile(file)), sha256(bytes));
-
-  let host: ModelHost | undefined;
-  try {
-    host = await createModelHost({ modelPath: file, executionProvider: "cpu" });
-    assert.deepEqual(host.inputShape, [3, 224, 224]);
-    assert.equal(host.outputSize, 1000);
-    const row = 3 * 224 * 224;
-    const { output } = await host.run(Float32Array.from([...randomInput(row, 1), ...randomInput(row, 2)]), 2);
-    assert.equal(output.length, 2000);
-    assert.ok(output.every(Number.isFinite));
-    assert.ok(output.subarray(0, 1000).some((v, k) => v !== output[1000 + k]), "different images give different logits");
-  } finally {
-    await host?.close();
-  }
-});
+  },
+);

@@ -61,13 +61,16 @@ function referenceLineBoxBlur(lineIn: Uint8Array, floatRadius: number): Uint8Arr
 /** planes[c][y][x] from interleaved RGB, and back. */
 function toPlanes(data: Uint8Array, width: number, height: number): Uint8Array[][] {
   return [0, 1, 2].map((c) =>
-    Array.from({ length: height }, (_, y) => Uint8Array.from({ length: width }, (_, x) => data[(y * width + x) * 3 + c]!)),
+    Array.from({ length: height }, (_, y) =>
+      Uint8Array.from({ length: width }, (_, x) => data[(y * width + x) * 3 + c]!),
+    ),
   );
 }
 
 function fromPlanes(planes: Uint8Array[][], width: number, height: number): Uint8Array {
   const out = new Uint8Array(width * height * 3);
-  for (let c = 0; c < 3; c++) for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) out[(y * width + x) * 3 + c] = planes[c]![y]![x]!;
+  for (let c = 0; c < 3; c++)
+    for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) out[(y * width + x) * 3 + c] = planes[c]![y]![x]!;
   return out;
 }
 
@@ -75,7 +78,13 @@ function transpose(plane: Uint8Array[], width: number, height: number): Uint8Arr
   return Array.from({ length: width }, (_, x) => Uint8Array.from({ length: height }, (_, y) => plane[y]![x]!));
 }
 
-function referenceBoxBlur(data: Uint8Array, width: number, height: number, floatRadius: number, passes: number): Uint8Array {
+function referenceBoxBlur(
+  data: Uint8Array,
+  width: number,
+  height: number,
+  floatRadius: number,
+  passes: number,
+): Uint8Array {
   const planes = toPlanes(data, width, height).map((plane) => {
     let rows = plane;
     for (let p = 0; p < passes; p++) rows = rows.map((row) => referenceLineBoxBlur(row, floatRadius));
@@ -103,7 +112,11 @@ function referenceCoeffs(inSize: number, outSize: number): { bounds: number[][];
       w.push(t < 1.0 ? 1.0 - t : 0.0);
     }
     const ww = w.reduce((a, b) => a + b, 0);
-    k.push(w.map((v) => (ww !== 0 ? v / ww : v)).map((v) => (v < 0 ? Math.trunc(-0.5 + v * 2 ** 22) : Math.trunc(0.5 + v * 2 ** 22))));
+    k.push(
+      w
+        .map((v) => (ww !== 0 ? v / ww : v))
+        .map((v) => (v < 0 ? Math.trunc(-0.5 + v * 2 ** 22) : Math.trunc(0.5 + v * 2 ** 22))),
+    );
     bounds.push([xmin, xmax]);
   }
   return { bounds, k };
@@ -141,7 +154,16 @@ test("pil-exact - gaussian blur radius is Pillow's float32 extended-box radius",
 });
 
 test("pil-exact - box blur matches a line-by-line transcription of BoxBlur.c", () => {
-  const sizes: [number, number][] = [[1, 1], [2, 3], [3, 2], [1, 7], [7, 1], [5, 5], [17, 9], [40, 31]];
+  const sizes: [number, number][] = [
+    [1, 1],
+    [2, 3],
+    [3, 2],
+    [1, 7],
+    [7, 1],
+    [5, 5],
+    [17, 9],
+    [40, 31],
+  ];
   const radii = [gaussianBlurBoxRadius(1.0, 3), 0.6, 1.5, 2.75, 10.3];
   let seed = 1;
   for (const [w, h] of sizes) {
@@ -160,19 +182,36 @@ test("pil-exact - box blur matches a line-by-line transcription of BoxBlur.c", (
 
 test("pil-exact - bilinear resize matches a transcription of Resample.c, up and down", () => {
   const cases: [number, number, number, number][] = [
-    [40, 31, 224, 224], [300, 200, 224, 224], [17, 9, 5, 3], [1, 1, 7, 5], [2, 3, 224, 224],
-    [224, 100, 224, 224], [100, 224, 224, 224], [9, 9, 9, 9], [513, 47, 31, 60],
+    [40, 31, 224, 224],
+    [300, 200, 224, 224],
+    [17, 9, 5, 3],
+    [1, 1, 7, 5],
+    [2, 3, 224, 224],
+    [224, 100, 224, 224],
+    [100, 224, 224, 224],
+    [9, 9, 9, 9],
+    [513, 47, 31, 60],
   ];
   let seed = 100;
   for (const [w, h, ow, oh] of cases) {
     const img = randomRgb(w, h, seed++);
-    assert.deepEqual(resizeBilinearRgb(img, w, h, ow, oh), referenceResize(img, w, h, ow, oh), `${w}x${h} -> ${ow}x${oh}`);
+    assert.deepEqual(
+      resizeBilinearRgb(img, w, h, ow, oh),
+      referenceResize(img, w, h, ow, oh),
+      `${w}x${h} -> ${ow}x${oh}`,
+    );
   }
 });
 
 test("pil-exact - a constant image stays constant through blur and resize", () => {
   const colour = [12, 200, 255] as const;
-  for (const [w, h] of [[1, 1], [2, 3], [3, 2], [64, 48], [500, 300]] as const) {
+  for (const [w, h] of [
+    [1, 1],
+    [2, 3],
+    [3, 2],
+    [64, 48],
+    [500, 300],
+  ] as const) {
     const img = solidRgb(w, h, colour);
     assert.deepEqual(gaussianBlurRgb(img, w, h), img, `blur ${w}x${h}`);
     assert.deepEqual(resizeBilinearRgb(img, w, h, 224, 224), solidRgb(224, 224, colour), `resize ${w}x${h}`);
@@ -191,7 +230,13 @@ test("pil-exact - outputs have the requested dimensions and leave the input unto
 });
 
 test("pil-exact - bilinear coefficients sum to one in 22-bit fixed point", () => {
-  for (const [inSize, outSize] of [[1000, 224], [188, 224], [224, 224], [1, 224], [2, 3]] as const) {
+  for (const [inSize, outSize] of [
+    [1000, 224],
+    [188, 224],
+    [224, 224],
+    [1, 224],
+    [2, 3],
+  ] as const) {
     const { kernelSize, bounds, weights } = bilinearCoeffs(inSize, outSize);
     for (let i = 0; i < outSize; i++) {
       const n = bounds[i * 2 + 1]!;
@@ -217,7 +262,10 @@ test("pil-exact - normalisation is numpy float32 ((v / 255) - mean) / std in CHW
 test("pil-exact - tiny inputs (1x1, 2x3) produce a full 3x224x224 tensor", () => {
   const one = pilPreprocessRgb(new Uint8Array([10, 20, 30]), 1, 1);
   assert.equal(one.length, 3 * 224 * 224);
-  assert.ok(one.subarray(0, 224 * 224).every((v) => v === one[0]), "constant R plane");
+  assert.ok(
+    one.subarray(0, 224 * 224).every((v) => v === one[0]),
+    "constant R plane",
+  );
   const six = pilPreprocessRgb(randomRgb(2, 3, 3), 2, 3);
   assert.equal(six.length, 3 * 224 * 224);
   assert.ok(six.every(Number.isFinite));

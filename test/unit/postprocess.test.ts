@@ -41,8 +41,14 @@ test("postprocess - topK ranks by score, best first, with labels", () => {
 
 test("postprocess - topK breaks ties by the lower index", () => {
   const got = topK([0.2, 0.3, 0.2, 0.3, 0.2], 5, []);
-  assert.deepEqual(got.map((c) => c.index), [1, 3, 0, 2, 4]);
-  assert.deepEqual(topK([0.5, 0.5, 0.5], 2, []).map((c) => c.index), [0, 1]);
+  assert.deepEqual(
+    got.map((c) => c.index),
+    [1, 3, 0, 2, 4],
+  );
+  assert.deepEqual(
+    topK([0.5, 0.5, 0.5], 2, []).map((c) => c.index),
+    [0, 1],
+  );
 });
 
 test("postprocess - topK clamps k to the vector length and to zero", () => {
@@ -65,5 +71,8 @@ test("postprocess - topK agrees with a full stable sort on random scores", () =>
     .sort((a, b) => b.p - a.p || a.index - b.index)
     .slice(0, 25)
     .map((x) => x.index);
-  assert.deepEqual(topK(probs, 25, []).map((c) => c.index), expected);
+  assert.deepEqual(
+    topK(probs, 25, []).map((c) => c.index),
+    expected,
+  );
 });

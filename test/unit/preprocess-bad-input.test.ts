@@ -76,7 +76,10 @@ function assertSolid(t: Float32Array, rgb: readonly [number, number, number], wh
   const expected = solidTensor(...rgb);
   for (let c = 0; c < 3; c++) {
     const plane = t.subarray(c * PLANE, (c + 1) * PLANE);
-    assert.ok(plane.every((v) => v === expected[c]), `${what}: channel ${c} is not ${rgb[c]}`);
+    assert.ok(
+      plane.every((v) => v === expected[c]),
+      `${what}: channel ${c} is not ${rgb[c]}`,
+    );
   }
 }
 
@@ -84,25 +87,67 @@ let jpeg: Buffer;
 let inputs: { name: string; bytes: Buffer; solid?: readonly [number, number, number] }[];
 
 before(async () => {
-  jpeg = await sharp(noiseRgb(320, 240, 1), raw(320, 240)).jpeg({ quality: 90 }).toBuffer();
+  jpeg = await sharp(noiseRgb(320, 240, 1), raw(320, 240))
+    .jpeg({ quality: 90 })
+    .toBuffer();
   const twoFrames = Buffer.concat([
     await solid(40, 30, "#ff0000").raw().toBuffer(),
     await solid(40, 30, "#00ff00").raw().toBuffer(),
   ]);
   const animated = { raw: { width: 40, height: 60, channels: 3 as const, pageHeight: 30 } };
   inputs = [
-    { name: "grayscale JPEG", bytes: await sharp(noiseRgb(64, 48, 2), raw(64, 48)).grayscale().jpeg().toBuffer() },
+    {
+      name: "grayscale JPEG",
+      bytes: await sharp(noiseRgb(64, 48, 2), raw(64, 48))
+        .grayscale()
+        .jpeg()
+        .toBuffer(),
+    },
     { name: "grayscale PNG", bytes: await solid(50, 40, "#404040").grayscale().png().toBuffer(), solid: [64, 64, 64] },
-    { name: "grey + alpha PNG", bytes: await solid(50, 40, { r: 90, g: 90, b: 90, alpha: 0.5 }, 4).grayscale().png().toBuffer(), solid: [90, 90, 90] },
-    { name: "RGBA PNG", bytes: await solid(50, 40, { r: 10, g: 120, b: 250, alpha: 0.25 }, 4).png().toBuffer(), solid: [10, 120, 250] },
-    { name: "16-bit RGB PNG", bytes: await solid(50, 40, "#c86432").toColourspace("rgb16").png().toBuffer(), solid: [200, 100, 50] },
+    {
+      name: "grey + alpha PNG",
+      bytes: await solid(50, 40, { r: 90, g: 90, b: 90, alpha: 0.5 }, 4).grayscale().png().toBuffer(),
+      solid: [90, 90, 90],
+    },
+    {
+      name: "RGBA PNG",
+      bytes: await solid(50, 40, { r: 10, g: 120, b: 250, alpha: 0.25 }, 4).png().toBuffer(),
+      solid: [10, 120, 250],
+    },
+    {
+      name: "16-bit RGB PNG",
+      bytes: await solid(50, 40, "#c86432").toColourspace("rgb16").png().toBuffer(),
+      solid: [200, 100, 50],
+    },
     { name: "16-bit grey PNG", bytes: await solid(50, 40, "#1e1e1e").toColourspace("grey16").png().toBuffer() },
-    { name: "palette PNG", bytes: await sharp(noiseRgb(64, 48, 3), raw(64, 48)).png({ palette: true, colours: 16 }).toBuffer() },
+    {
+      name: "palette PNG",
+      bytes: await sharp(noiseRgb(64, 48, 3), raw(64, 48))
+        .png({ palette: true, colours: 16 })
+        .toBuffer(),
+    },
     { name: "GIF", bytes: await solid(30, 20, "#0000ff").gif().toBuffer(), solid: [0, 0, 255] },
-    { name: "animated GIF (first frame)", bytes: await sharp(twoFrames, animated).gif({ loop: 0 }).toBuffer(), solid: [255, 0, 0] },
-    { name: "WebP", bytes: await sharp(noiseRgb(64, 48, 4), raw(64, 48)).webp().toBuffer() },
-    { name: "animated WebP (first frame)", bytes: await sharp(twoFrames, animated).webp({ lossless: true, loop: 0 }).toBuffer(), solid: [255, 0, 0] },
-    { name: "TIFF", bytes: await solid(30, 20, "#336699").tiff({ compression: "lzw" }).toBuffer(), solid: [0x33, 0x66, 0x99] },
+    {
+      name: "animated GIF (first frame)",
+      bytes: await sharp(twoFrames, animated).gif({ loop: 0 }).toBuffer(),
+      solid: [255, 0, 0],
+    },
+    {
+      name: "WebP",
+      bytes: await sharp(noiseRgb(64, 48, 4), raw(64, 48))
+        .webp()
+        .toBuffer(),
+    },
+    {
+      name: "animated WebP (first frame)",
+      bytes: await sharp(twoFrames, animated).webp({ lossless: true, loop: 0 }).toBuffer(),
+      solid: [255, 0, 0],
+    },
+    {
+      name: "TIFF",
+      bytes: await solid(30, 20, "#336699").tiff({ compression: "lzw" }).toBuffer(),
+      solid: [0x33, 0x66, 0x99],
+    },
     { name: "1x1 PNG", bytes: await solid(1, 1, "#ffffff").png().toBuffer(), solid: [255, 255, 255] },
   ];
 });
@@ -121,7 +166,10 @@ for (const mode of ["fast", "exact"] as const) {
 
     test("preprocess - random bytes and text are INVALID_IMAGE", async () => {
       await rejectsWith(pre.toTensor(noiseRgb(1000, 1, 5)), "INVALID_IMAGE");
-      await rejectsWith(pre.toTensor(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: example\r\n\r\n")), "INVALID_IMAGE");
+      await rejectsWith(
+        pre.toTensor(new TextEncoder().encode("GET / HTTP/1.1\r\nhost: example\r\n\r\n")),
+        "INVALID_IMAGE",
+      );
     });
 
     test("preprocess - a truncated JPEG is INVALID_IMAGE", async () => {
@@ -184,7 +232,11 @@ test("preprocess - exact mode equals the Pillow port on sharp's decode, under co
   const pre = createPreprocessor({ mode: "exact", ...LIMITS, exactWorkers: 2 });
   try {
     const images = await Promise.all(
-      [1, 2, 3, 4, 5].map((seed) => sharp(noiseRgb(150 + seed * 7, 90 + seed, seed), raw(150 + seed * 7, 90 + seed)).jpeg().toBuffer()),
+      [1, 2, 3, 4, 5].map((seed) =>
+        sharp(noiseRgb(150 + seed * 7, 90 + seed, seed), raw(150 + seed * 7, 90 + seed))
+          .jpeg()
+          .toBuffer(),
+      ),
     );
     const tensors = await Promise.all(images.map((b) => pre.toTensor(b)));
     for (const [i, bytes] of images.entries()) {

@@ -12,6 +12,10 @@ test("tracing - trace context headers are read whatever their case (another clie
   }
   const none = headers();
   none.set("Other", "x");
-  assert.equal(natsHeaderGetter.get(none, "traceparent"), undefined, "a missing header is undefined, not an empty string");
+  assert.equal(
+    natsHeaderGetter.get(none, "traceparent"),
+    undefined,
+    "a missing header is undefined, not an empty string",
+  );
   assert.equal(natsHeaderGetter.get(undefined, "traceparent"), undefined);
 });

@@ -50,7 +50,11 @@ export function startClosedLoop(opts: {
         status = res.status;
         const body = await res.text();
         if (status !== 200) {
-          try { code = (JSON.parse(body) as { code?: string }).code; } catch { code = body.slice(0, 100); }
+          try {
+            code = (JSON.parse(body) as { code?: string }).code;
+          } catch {
+            code = body.slice(0, 100);
+          }
         }
       } catch (err) {
         code = err instanceof Error ? `${err.name}: ${err.message}` : String(err);

@@ -59,7 +59,12 @@ async function getJson<T>(url: string, timeoutMs = 1000): Promise<T> {
 }
 
 /** The config of one server of the cluster. */
-export function clusterServerConfig(o: { serverName: string; clusterName: string; address: string; peers: readonly string[] }): string {
+export function clusterServerConfig(o: {
+  serverName: string;
+  clusterName: string;
+  address: string;
+  peers: readonly string[];
+}): string {
   return [
     `server_name: "${o.serverName}"`,
     `listen: "${o.address}:${NATS_CLIENT_PORT}"`,
@@ -78,7 +83,10 @@ export function clusterServerConfig(o: { serverName: string; clusterName: string
 }
 
 /** Starts one server per host of `net` (all of them, or `hosts`) and waits until each answers its monitor port. */
-export async function startNatsCluster(net: HostNetwork, opts: { hosts?: readonly string[]; log?: (line: string) => void } = {}): Promise<NatsCluster> {
+export async function startNatsCluster(
+  net: HostNetwork,
+  opts: { hosts?: readonly string[]; log?: (line: string) => void } = {},
+): Promise<NatsCluster> {
   const bin = findNatsServer();
   if (!bin) throw new Error(NATS_INSTALL_HINT);
   const names = opts.hosts ?? Object.keys(net.hosts);
@@ -88,55 +96,86 @@ export async function startNatsCluster(net: HostNetwork, opts: { hosts?: readonl
     const h = net.hosts[host]!;
     const conf = join(net.dir, `nats-${h.name}.conf`);
     const serverName = `${clusterName}-${h.name}`;
-    writeFileSync(conf, clusterServerConfig({
-      serverName, clusterName, address: h.address,
-      peers: names.filter((n) => n !== host).map((n) => net.hosts[n]!.address),
-    }));
+    writeFileSync(
+      conf,
+      clusterServerConfig({
+        serverName,
+        clusterName,
+        address: h.address,
+        peers: names.filter((n) => n !== host).map((n) => net.hosts[n]!.address),
+      }),
+    );
     const logFile = createWriteStream(join(net.dir, `nats-${h.name}.log`));
     const c = net.spawnIn(host, bin, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
     c.stderr!.pipe(logFile);
     const alive = (): boolean => c.exitCode === null && c.signalCode === null;
     servers[host] = {
-      host, name: serverName, url: `nats://${h.address}:${NATS_CLIENT_PORT}`, monitorUrl: `http://${h.address}:${NATS_MONITOR_PORT}`,
-      process: c, alive,
-      kill: (signal = "SIGKILL") => { if (alive()) c.kill(signal); },
+      host,
+      name: serverName,
+      url: `nats://${h.address}:${NATS_CLIENT_PORT}`,
+      monitorUrl: `http://${h.address}:${NATS_MONITOR_PORT}`,
+      process: c,
+      alive,
+      kill: (signal = "SIGKILL") => {
+        if (alive()) c.kill(signal);
+      },
     };
   }
   const t0 = Date.now();
   for (const s of Object.values(servers)) {
     for (;;) {
-      if (!s.alive()) throw new Error(`nats-server of host ${s.host} exited (${s.process.exitCode ?? s.process.signalCode}); see ${join(net.dir, `nats-${s.host}.log`)}`);
+      if (!s.alive())
+        throw new Error(
+          `nats-server of host ${s.host} exited (${s.process.exitCode ?? s.process.signalCode}); see ${join(net.dir, `nats-${s.host}.log`)}`,
+        );
       try {
         await getJson(`${s.monitorUrl}/varz`, 500);
         break;
       } catch {
-        if (Date.now() - t0 > START_TIMEOUT_MS) throw new Error(`nats-server of host ${s.host} did not answer on ${s.monitorUrl} in ${START_TIMEOUT_MS / 1000} s`);
+        if (Date.now() - t0 > START_TIMEOUT_MS)
+          throw new Error(
+            `nats-server of host ${s.host} did not answer on ${s.monitorUrl} in ${START_TIMEOUT_MS / 1000} s`,
+          );
         await sleep(50);
       }
     }
   }
-  opts.log?.(`NATS cluster ${clusterName}: ${Object.values(servers).map((s) => `${s.host} ${s.url}`).join(", ")}`);
+  opts.log?.(
+    `NATS cluster ${clusterName}: ${Object.values(servers)
+      .map((s) => `${s.host} ${s.url}`)
+      .join(", ")}`,
+  );
 
   const waitFormed = async (timeoutMs = START_TIMEOUT_MS): Promise<void> => {
     const start = Date.now();
     for (;;) {
       const live = Object.values(servers).filter((s) => s.alive());
-      const routes = await Promise.all(live.map((s) => getJson<{ num_routes: number }>(`${s.monitorUrl}/routez`).then((r) => r.num_routes, () => -1)));
+      const routes = await Promise.all(
+        live.map((s) =>
+          getJson<{ num_routes: number }>(`${s.monitorUrl}/routez`).then(
+            (r) => r.num_routes,
+            () => -1,
+          ),
+        ),
+      );
       if (routes.every((n) => n >= live.length - 1)) return;
-      if (Date.now() - start > timeoutMs) throw new Error(`NATS cluster not formed after ${timeoutMs} ms (routes per server: ${routes.join(", ")})`);
+      if (Date.now() - start > timeoutMs)
+        throw new Error(`NATS cluster not formed after ${timeoutMs} ms (routes per server: ${routes.join(", ")})`);
       await sleep(100);
     }
   };
 
   const stop = async (graceMs = 2000): Promise<void> => {
-    await Promise.all(Object.values(servers).map(async (s) => {
-      if (!s.alive()) return;
-      const exited = new Promise((r) => s.process.once("exit", r));
-      s.kill("SIGTERM");
-      const t = setTimeout(() => s.kill("SIGKILL"), graceMs);
-      await exited;
-      clearTimeout(t);
-    }));
+    await Promise.all(
+      Object.values(servers).map(async (s) => {
+        if (!s.alive()) return;
+        const exited = new Promise((r) => s.process.once("exit", r));
+        s.kill("SIGTERM");
+        const t = setTimeout(() => s.kill("SIGKILL"), graceMs);
+        await exited;
+        clearTimeout(t);
+      }),
+    );
   };
   return { name: clusterName, servers, waitFormed, stop };
 }
@@ -144,7 +183,9 @@ export async function startNatsCluster(net: HostNetwork, opts: { hosts?: readonl
 /** The client connections a server has now (its /connz); [] when it does not answer. */
 export async function connectionsOf(server: ClusterServer): Promise<ConnzEntry[]> {
   try {
-    return (await getJson<{ connections?: ConnzEntry[] }>(`${server.monitorUrl}/connz?limit=4096`, 1000)).connections ?? [];
+    return (
+      (await getJson<{ connections?: ConnzEntry[] }>(`${server.monitorUrl}/connz?limit=4096`, 1000)).connections ?? []
+    );
   } catch {
     return [];
   }

@@ -79,14 +79,18 @@ export function findIp(): string | undefined {
 
 function ipOrThrow(): string {
   const ip = findIp();
-  if (!ip) throw new NetnsUnavailableError("iproute2 is not installed (`ip` not found): on Debian/Ubuntu `apt-get install -y iproute2`");
+  if (!ip)
+    throw new NetnsUnavailableError(
+      "iproute2 is not installed (`ip` not found): on Debian/Ubuntu `apt-get install -y iproute2`",
+    );
   return ip;
 }
 
 /** Runs `ip args`; throws with its stderr unless `tolerate` says the failure is fine. */
 function ip(args: readonly string[], tolerate = false): string {
   const r = spawnSync(ipOrThrow(), args, { encoding: "utf8", timeout: 10_000 });
-  if (r.status !== 0 && !tolerate) throw new Error(`ip ${args.join(" ")}: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}`);
+  if (r.status !== 0 && !tolerate)
+    throw new Error(`ip ${args.join(" ")}: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}`);
   return r.stdout ?? "";
 }
 
@@ -97,7 +101,8 @@ export function netnsUnavailableReason(): string | undefined {
   if (!findIp()) return "iproute2 is not installed (`ip` not found): on Debian/Ubuntu `apt-get install -y iproute2`";
   const probe = `sg-${randomBytes(3).toString("hex")}-probe`;
   const r = spawnSync(findIp()!, ["netns", "add", probe], { encoding: "utf8", timeout: 10_000 });
-  if (r.status !== 0) return `cannot create a network namespace (\`ip netns add\`: ${(r.stderr || "").trim() || `exit ${r.status}`})`;
+  if (r.status !== 0)
+    return `cannot create a network namespace (\`ip netns add\`: ${(r.stderr || "").trim() || `exit ${r.status}`})`;
   spawnSync(findIp()!, ["netns", "del", probe], { timeout: 10_000 });
   return undefined;
 }
@@ -112,7 +117,9 @@ function usedPrefixes(): [number, number][] {
       const [a, len] = r.dst.split("/");
       if (a && /^\d+\.\d+\.\d+\.\d+$/.test(a)) out.push([toInt(a), len === undefined ? 32 : Number(len)]);
     }
-    for (const l of JSON.parse(ip(["-j", "-4", "addr"])) as { addr_info?: { local?: string; prefixlen?: number }[] }[]) {
+    for (const l of JSON.parse(ip(["-j", "-4", "addr"])) as {
+      addr_info?: { local?: string; prefixlen?: number }[];
+    }[]) {
       for (const a of l.addr_info ?? []) if (a.local) out.push([toInt(a.local), a.prefixlen ?? 32]);
     }
   } catch {
@@ -124,11 +131,12 @@ function usedPrefixes(): [number, number][] {
 /** A 10.x.y.0/24 (x in 200..254) that overlaps no route or address here. */
 function pickSubnet(): string {
   const used = usedPrefixes();
-  const overlaps = (net: number): boolean => used.some(([n, len]) => {
-    const common = Math.min(len, 24);
-    const mask = common === 0 ? 0 : (0xffffffff << (32 - common)) >>> 0;
-    return ((n & mask) >>> 0) === ((net & mask) >>> 0);
-  });
+  const overlaps = (net: number): boolean =>
+    used.some(([n, len]) => {
+      const common = Math.min(len, 24);
+      const mask = common === 0 ? 0 : (0xffffffff << (32 - common)) >>> 0;
+      return (n & mask) >>> 0 === (net & mask) >>> 0;
+    });
   for (let i = 0; i < 200; i++) {
     const x = 200 + Math.floor(Math.random() * 55);
     const y = Math.floor(Math.random() * 256);
@@ -138,7 +146,11 @@ function pickSubnet(): string {
   throw new Error("no free 10.x.y.0/24 for the run's hosts");
 }
 
-const nsSuffix = (name: string): string => name.toLowerCase().replace(/[^a-z0-9]/g, "").slice(0, 8) || "h";
+const nsSuffix = (name: string): string =>
+  name
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, "")
+    .slice(0, 8) || "h";
 
 /**
  * Creates one namespace per name in `hosts` (at most 200), bridged together and to the calling namespace.
@@ -154,8 +166,13 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
   const subnet = pickSubnet();
   const base = subnet.split(".").slice(0, 3).join(".");
   const hosts: Record<string, Host> = {};
-  opts.hosts.forEach((name, i) => { hosts[name] = { name, ns: `sg-${runId}-${nsSuffix(name)}`, address: `${base}.${i + 1}` }; });
-  if (new Set(Object.values(hosts).map((h) => h.ns)).size !== opts.hosts.length || Object.values(hosts).some((h) => h.ns === sw)) {
+  opts.hosts.forEach((name, i) => {
+    hosts[name] = { name, ns: `sg-${runId}-${nsSuffix(name)}`, address: `${base}.${i + 1}` };
+  });
+  if (
+    new Set(Object.values(hosts).map((h) => h.ns)).size !== opts.hosts.length ||
+    Object.values(hosts).some((h) => h.ns === sw)
+  ) {
     throw new Error(`host names must differ in their first 8 letters and digits: ${opts.hosts.join(", ")}`);
   }
   const namespaces = [sw, ...Object.values(hosts).map((h) => h.ns)];
@@ -164,11 +181,18 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
 
   const killPids = (pids: Iterable<number>): void => {
     for (const pid of pids) {
-      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
     }
   };
   const nsPids = (ns: string): number[] =>
-    ip(["netns", "pids", ns], true).split("\n").map(Number).filter((n) => Number.isInteger(n) && n > 0);
+    ip(["netns", "pids", ns], true)
+      .split("\n")
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 0);
 
   const destroy = (): void => {
     if (destroyed) return;
@@ -178,7 +202,11 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
     process.removeListener("SIGTERM", onSignal);
     for (const c of children) {
       if (c.pid && c.exitCode === null && c.signalCode === null) {
-        try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
+        try {
+          process.kill(-c.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
       }
     }
     // Whatever still runs in a namespace (a process that left its group) or carries the marker.
@@ -224,7 +252,11 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
     destroy();
     throw err;
   }
-  opts.log?.(`hosts ${Object.values(hosts).map((h) => `${h.name}=${h.address} (netns ${h.ns})`).join(", ")}; this namespace ${base}.${ROOT_HOST_OCTET} on ${link}`);
+  opts.log?.(
+    `hosts ${Object.values(hosts)
+      .map((h) => `${h.name}=${h.address} (netns ${h.ns})`)
+      .join(", ")}; this namespace ${base}.${ROOT_HOST_OCTET} on ${link}`,
+  );
 
   const hostOf = (name: string): Host => {
     const h = hosts[name];
@@ -232,11 +264,17 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
     return h;
   };
   return {
-    runId, subnet, rootAddress: `${base}.${ROOT_HOST_OCTET}`, hosts, dir,
+    runId,
+    subnet,
+    rootAddress: `${base}.${ROOT_HOST_OCTET}`,
+    hosts,
+    dir,
     spawnIn(host, cmd, args, so = {}) {
       if (destroyed) throw new Error("the host network was destroyed");
       const c = spawn(ipOrThrow(), ["netns", "exec", hostOf(host).ns, cmd, ...args], {
-        ...so, detached: true, env: { ...(so.env ?? process.env), [RUN_ENV]: runId },
+        ...so,
+        detached: true,
+        env: { ...(so.env ?? process.env), [RUN_ENV]: runId },
       });
       c.on("error", () => {}); // a failed spawn also exits; the caller sees the exit
       children.add(c);
@@ -245,7 +283,11 @@ export function createHostNetwork(opts: { hosts: readonly string[]; log?: (line:
     },
     killGroup(child, signal = "SIGKILL") {
       if (!child.pid) return;
-      try { process.kill(-child.pid, signal); } catch { /* gone */ }
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        /* gone */
+      }
     },
     pidsIn: (host) => nsPids(hostOf(host).ns),
     destroy,
@@ -258,7 +300,11 @@ export function pidsOfRun(runId?: string): number[] {
   const want = runId ? `${RUN_ENV}=${runId}` : `${RUN_ENV}=`;
   const out: number[] = [];
   let entries: string[];
-  try { entries = readdirSync("/proc"); } catch { return out; }
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return out;
+  }
   for (const e of entries) {
     if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
     try {
@@ -277,16 +323,27 @@ export function pidsOfRun(runId?: string): number[] {
 export function findLeftovers(runId?: string): Leftovers {
   const mine = (name: string): boolean => (runId ? name.includes(runId) : true);
   const namespaces = findIp()
-    ? ip(["netns", "list"], true).split("\n").map((l) => l.split(" ")[0]!).filter((n) => NAMESPACE_RE.test(n) && mine(n))
+    ? ip(["netns", "list"], true)
+        .split("\n")
+        .map((l) => l.split(" ")[0]!)
+        .filter((n) => NAMESPACE_RE.test(n) && mine(n))
     : [];
   let links: string[] = [];
   try {
-    links = (JSON.parse(ip(["-j", "link"], true) || "[]") as { ifname: string }[]).map((l) => l.ifname).filter((n) => LINK_RE.test(n) && mine(n));
+    links = (JSON.parse(ip(["-j", "link"], true) || "[]") as { ifname: string }[])
+      .map((l) => l.ifname)
+      .filter((n) => LINK_RE.test(n) && mine(n));
   } catch {
     // no iproute2 JSON
   }
   let dirs: string[] = [];
-  try { dirs = readdirSync(tmpdir()).filter((d) => DIR_RE.test(d) && mine(d)).map((d) => join(tmpdir(), d)); } catch { /* none */ }
+  try {
+    dirs = readdirSync(tmpdir())
+      .filter((d) => DIR_RE.test(d) && mine(d))
+      .map((d) => join(tmpdir(), d));
+  } catch {
+    /* none */
+  }
   return { namespaces, links, dirs, pids: pidsOfRun(runId) };
 }
 
@@ -294,9 +351,14 @@ export function findLeftovers(runId?: string): Leftovers {
 export function cleanupLeftovers(runId?: string): Leftovers {
   const found = findLeftovers(runId);
   const pids = new Set(found.pids);
-  for (const ns of found.namespaces) for (const p of ip(["netns", "pids", ns], true).split("\n").map(Number)) if (p > 0) pids.add(p);
+  for (const ns of found.namespaces)
+    for (const p of ip(["netns", "pids", ns], true).split("\n").map(Number)) if (p > 0) pids.add(p);
   for (const pid of pids) {
-    try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
   }
   for (const ns of found.namespaces) ip(["netns", "del", ns], true);
   for (const l of found.links) ip(["link", "del", l], true);

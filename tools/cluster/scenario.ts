@@ -123,11 +123,33 @@ interface UpProcess {
 }
 
 /** Starts `servegraph up --only ... --host <host>` inside the host, connected to its own server; resolves when ready. */
-async function startUp(net: HostNetwork, cluster: NatsCluster, host: (typeof HOSTS)[number], extra: string[], env: NodeJS.ProcessEnv): Promise<UpProcess> {
+async function startUp(
+  net: HostNetwork,
+  cluster: NatsCluster,
+  host: (typeof HOSTS)[number],
+  extra: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<UpProcess> {
   const logFile: WriteStream = createWriteStream(join(net.dir, `up-${host}.log`));
   const up = startUpProcess({
-    args: ["classify", "--graph", CLUSTER_GRAPH_FILE, "--nats", cluster.servers[host]!.url, "--only", ONLY[host], "--host", host, ...extra],
-    cwd: REPO_ROOT, cli: CLI, env, keepNatsEnv: true, startTimeoutMs: START_TIMEOUT_MS, label: `up on host ${host}`,
+    args: [
+      "classify",
+      "--graph",
+      CLUSTER_GRAPH_FILE,
+      "--nats",
+      cluster.servers[host]!.url,
+      "--only",
+      ONLY[host],
+      "--host",
+      host,
+      ...extra,
+    ],
+    cwd: REPO_ROOT,
+    cli: CLI,
+    env,
+    keepNatsEnv: true,
+    startTimeoutMs: START_TIMEOUT_MS,
+    label: `up on host ${host}`,
     spawn: (command, args, options) => net.spawnIn(host, command, args, options),
     onOutput: (d) => logFile.write(d),
   });
@@ -157,7 +179,8 @@ type Served = Map<string, { node: string; host: string; requests: number }>;
 /** Records every replica's num_requests (last value seen per replica: a lost replica keeps its last count). */
 async function sampleServed(nc: NatsConnection, url: string, served: Served): Promise<void> {
   const s = await collectStatus(nc, url, [], 300);
-  for (const n of s.nodes) for (const r of n.replica_list) served.set(r.id, { node: n.node, host: r.host, requests: r.requests });
+  for (const n of s.nodes)
+    for (const r of n.replica_list) served.set(r.id, { node: n.node, host: r.host, requests: r.requests });
 }
 
 function servedBy(served: Served, node?: string): Record<string, Record<string, number>> {
@@ -188,10 +211,17 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     cluster = await startNatsCluster(net, { log });
     await cluster.waitFormed();
     log("NATS cluster formed: every server routes to the other two");
-    const env: NodeJS.ProcessEnv = { ...process.env, SG_LOG_LEVEL: "warn", OTEL_TRACES_EXPORTER: "none", SG_STATE_FILE: join(net.dir, "state.json") };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      SG_LOG_LEVEL: "warn",
+      OTEL_TRACES_EXPORTER: "none",
+      SG_STATE_FILE: join(net.dir, "state.json"),
+    };
     delete env.NATS_URL;
     delete env.HOST;
-    log(`starting: A ${ONLY.A}, B ${ONLY.B}, C ${ONLY.C} (each \`servegraph up --only ... --host X\` in its namespace, on its own server)`);
+    log(
+      `starting: A ${ONLY.A}, B ${ONLY.B}, C ${ONLY.C} (each \`servegraph up --only ... --host X\` in its namespace, on its own server)`,
+    );
     const t0 = Date.now();
     const [a, b, c] = await Promise.all([
       // The ingress listens on A's address, where this process (and any other host) reaches it.
@@ -206,14 +236,30 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
 
     nc = await connectNats({ name: "cluster-scenario", servers: cluster.servers.A!.url, waitOnFirstConnect: false });
     const status = await collectStatus(nc, cluster.servers.A!.url, [], 300);
-    for (const n of status.nodes) log(`  ${n.node.padEnd(12)} ${n.replicas} replica(s)  ${Object.entries(n.hosts).map(([h, k]) => `${h}:${k}`).join(" ")}`);
-    const bPreprocess = status.nodes.find((n) => n.node === "preprocess")?.replica_list.filter((r) => r.host === "B").map((r) => r.id) ?? [];
+    for (const n of status.nodes)
+      log(
+        `  ${n.node.padEnd(12)} ${n.replicas} replica(s)  ${Object.entries(n.hosts)
+          .map(([h, k]) => `${h}:${k}`)
+          .join(" ")}`,
+      );
+    const bPreprocess =
+      status.nodes
+        .find((n) => n.node === "preprocess")
+        ?.replica_list.filter((r) => r.host === "B")
+        .map((r) => r.id) ?? [];
 
     const served: Served = new Map();
     const loadStart = nowMs();
     load = startClosedLoop({
-      clients, requestTimeoutMs: 60_000,
-      send: (_i, signal) => fetch(`${ingress}/classify`, { method: "POST", body: image, headers: { "content-type": "image/jpeg" }, signal }),
+      clients,
+      requestTimeoutMs: 60_000,
+      send: (_i, signal) =>
+        fetch(`${ingress}/classify`, {
+          method: "POST",
+          body: image,
+          headers: { "content-type": "image/jpeg" },
+          signal,
+        }),
     });
     log(`load: ${clients} closed-loop clients POST /classify (${image.length} B JPEG)`);
     await sleep(warmMs);
@@ -230,7 +276,9 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     const bServer = cluster.servers.B!;
     const bServerGone = new Promise((r) => bServer.process.once("exit", r));
     bServer.kill("SIGKILL");
-    log(`SIGKILL nats-server of host B (${bConns.length} connections of B's processes on it; ${inFlightAtKill} requests in flight)`);
+    log(
+      `SIGKILL nats-server of host B (${bConns.length} connections of B's processes on it; ${inFlightAtKill} requests in flight)`,
+    );
     // Both watched at once from the kill: B's connections on the other servers, and B's replicas answering again.
     const reconnectedTo: Record<string, string> = {};
     const watchReconnect = async (): Promise<number | null> => {
@@ -262,9 +310,15 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
       return null;
     };
     const [reconnectMs, rejoinMs] = await Promise.all([watchReconnect(), watchRejoin()]);
-    log(reconnectMs === null
-      ? `B's processes did not reconnect within ${RECONNECT_TIMEOUT_MS / 1000} s`
-      : `B reconnected in ${reconnectMs.toFixed(1)} ms (${Object.entries(reconnectedTo).map(([n, h]) => `${n} -> ${h}`).join(", ")}); B's preprocess replicas answer PING through the cluster after ${rejoinMs?.toFixed(0) ?? "-"} ms`);
+    log(
+      reconnectMs === null
+        ? `B's processes did not reconnect within ${RECONNECT_TIMEOUT_MS / 1000} s`
+        : `B reconnected in ${reconnectMs.toFixed(1)} ms (${Object.entries(reconnectedTo)
+            .map(([n, h]) => `${n} -> ${h}`)
+            .join(
+              ", ",
+            )}); B's preprocess replicas answer PING through the cluster after ${rejoinMs?.toFixed(0) ?? "-"} ms`,
+    );
     await sleep(Math.max(0, afterNatsKillMs - (nowMs() - natsKill)));
 
     // --- host B is lost --------------------------------------------------------------------------------------
@@ -273,7 +327,9 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     const bPids = net.pidsIn("B");
     const hostLoss = nowMs();
     net.killGroup(b.proc, "SIGKILL");
-    log(`SIGKILL host B's up and its replicas (process group ${b.proc.pid}, ${bPids.length} processes); ${load.inFlight()} requests in flight`);
+    log(
+      `SIGKILL host B's up and its replicas (process group ${b.proc.pid}, ${bPids.length} processes); ${load.inFlight()} requests in flight`,
+    );
     await sleep(LIVENESS_MS + afterHostLossMs);
     const records = await load.stop();
     const loadEnd = nowMs();
@@ -285,30 +341,60 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
     // --- verdict ---------------------------------------------------------------------------------------------
     const retryEnd = hostLoss + LIVENESS_MS + 1000;
     const phaseDefs: [string, number, number][] = [
-      ["warm", loadStart, natsKill], ["nats-b-killed", natsKill, hostLoss], ["host-b-lost", hostLoss, retryEnd], ["after", retryEnd, loadEnd],
+      ["warm", loadStart, natsKill],
+      ["nats-b-killed", natsKill, hostLoss],
+      ["host-b-lost", hostLoss, retryEnd],
+      ["after", retryEnd, loadEnd],
     ];
     const phases = phaseDefs.map(([name, from, to]): PhaseSummary => {
       const rs = records.filter((r) => r.startMs >= from && r.startMs < to);
       const ok = rs.filter((r) => r.status === 200).length;
       const maxMs = rs.reduce((m, r) => Math.max(m, r.endMs - r.startMs), 0);
-      return { name, start_ms: Math.round(from - loadStart), duration_ms: Math.round(to - from), requests: rs.length, ok, failed: rs.length - ok, max_ms: Math.round(maxMs) };
+      return {
+        name,
+        start_ms: Math.round(from - loadStart),
+        duration_ms: Math.round(to - from),
+        requests: rs.length,
+        ok,
+        failed: rs.length - ok,
+        max_ms: Math.round(maxMs),
+      };
     });
     const failed = records.filter((r) => r.status !== 200);
     const failures: Record<string, number> = {};
-    for (const r of failed) failures[`${r.status} ${r.code ?? ""}`.trim()] = (failures[`${r.status} ${r.code ?? ""}`.trim()] ?? 0) + 1;
+    for (const r of failed)
+      failures[`${r.status} ${r.code ?? ""}`.trim()] = (failures[`${r.status} ${r.code ?? ""}`.trim()] ?? 0) + 1;
     const violations: string[] = [];
-    const inFlightAt = (t: number) => (r: RequestRecord): boolean => r.startMs <= t && r.endMs >= t;
+    const inFlightAt =
+      (t: number) =>
+      (r: RequestRecord): boolean =>
+        r.startMs <= t && r.endMs >= t;
     const outside = failed.filter((r) => !(inFlightAt(natsKill)(r) && r.status === 503 && r.code === "UNAVAILABLE"));
     if (outside.length) {
-      violations.push(`${outside.length} failed request(s) beyond the bound (not a 503 UNAVAILABLE of a request in flight at the NATS kill): ${outside.slice(0, 5).map((r) => `${r.status} ${r.code ?? ""} sent ${Math.round(r.startMs - natsKill)} ms after the NATS kill, ${Math.round(r.startMs - hostLoss)} ms after the host loss`).join("; ")}`);
+      violations.push(
+        `${outside.length} failed request(s) beyond the bound (not a 503 UNAVAILABLE of a request in flight at the NATS kill): ${outside
+          .slice(0, 5)
+          .map(
+            (r) =>
+              `${r.status} ${r.code ?? ""} sent ${Math.round(r.startMs - natsKill)} ms after the NATS kill, ${Math.round(r.startMs - hostLoss)} ms after the host loss`,
+          )
+          .join("; ")}`,
+      );
     }
-    if (failed.length > inFlightAtKill) violations.push(`${failed.length} failed, more than the ${inFlightAtKill} in flight at the NATS kill`);
-    if (!(warmServed.B! > 0) || !(warmServed.C! > 0)) violations.push(`preprocess did not serve on both B and C before the faults: ${JSON.stringify(warmServed)}`);
-    if (reconnectMs === null) violations.push(`B's processes did not reconnect to another server within ${RECONNECT_TIMEOUT_MS / 1000} s`);
-    if (rejoinMs === null) violations.push(`B's preprocess replicas did not answer through the cluster again within ${RECONNECT_TIMEOUT_MS / 1000} s`);
+    if (failed.length > inFlightAtKill)
+      violations.push(`${failed.length} failed, more than the ${inFlightAtKill} in flight at the NATS kill`);
+    if (!(warmServed.B! > 0) || !(warmServed.C! > 0))
+      violations.push(`preprocess did not serve on both B and C before the faults: ${JSON.stringify(warmServed)}`);
+    if (reconnectMs === null)
+      violations.push(`B's processes did not reconnect to another server within ${RECONNECT_TIMEOUT_MS / 1000} s`);
+    if (rejoinMs === null)
+      violations.push(
+        `B's preprocess replicas did not answer through the cluster again within ${RECONNECT_TIMEOUT_MS / 1000} s`,
+      );
     const after = phases.find((p) => p.name === "after")!;
     if (after.ok === 0) violations.push("no request succeeded after host B was lost");
-    if (cAfter <= cBefore) violations.push(`C's preprocess served nothing after host B was lost (${cBefore} -> ${cAfter})`);
+    if (cAfter <= cBefore)
+      violations.push(`C's preprocess served nothing after host B was lost (${cBefore} -> ${cAfter})`);
     if (leftOnB.length) violations.push(`${leftOnB.length} process(es) still ran in host B after its loss`);
 
     const servedByNode = servedBy(served);
@@ -319,7 +405,10 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
       failed: failed.length,
       failures,
       failed_requests: failed.slice(0, 20).map((r) => ({
-        status: r.status, code: r.code ?? null, sent_ms: Math.round(r.startMs - natsKill), answered_ms: Math.round(r.endMs - natsKill),
+        status: r.status,
+        code: r.code ?? null,
+        sent_ms: Math.round(r.startMs - natsKill),
+        answered_ms: Math.round(r.endMs - natsKill),
       })),
       per_host_served: servedByNode.preprocess ?? {},
       served_by_node: servedByNode,
@@ -332,7 +421,11 @@ export async function runClusterScenario(opts: ClusterScenarioOptions = {}): Pro
         rule: "only requests in flight when B's nats-server died may fail, each once, as 503 UNAVAILABLE; none from B's host loss (lost attempts are retried once on C) nor at any other time",
       },
       after_loss: { requests: after.requests, ok: after.ok, served_by_c: cAfter - cBefore },
-      phases, violations, run_id: net.runId, subnet: net.subnet, clients,
+      phases,
+      violations,
+      run_id: net.runId,
+      subnet: net.subnet,
+      clients,
     };
     return summary;
   } finally {

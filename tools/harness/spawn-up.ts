@@ -70,7 +70,9 @@ export function startUpProcess(o: SpawnUpOptions): UpProcess {
   proc.stderr!.on("data", (d: Buffer) => {
     o.onOutput?.(d, "stderr");
     err += d.toString();
-    for (const w of waiters.splice(0)) if (w.re.test(err)) w.resolve(); else waiters.push(w);
+    for (const w of waiters.splice(0))
+      if (w.re.test(err)) w.resolve();
+      else waiters.push(w);
   });
   const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
   const tail = (): string => err.trim().split("\n").slice(-8).join("\n");
@@ -95,20 +97,40 @@ export function startUpProcess(o: SpawnUpOptions): UpProcess {
       const line = out.split("\n").find((l) => l.startsWith("{"));
       if (line) {
         clearTimeout(t);
-        try { resolveUp(JSON.parse(line) as UpSummary); } catch (e) { reject(e); }
+        try {
+          resolveUp(JSON.parse(line) as UpSummary);
+        } catch (e) {
+          reject(e);
+        }
       }
     });
-    void exited.then((code) => { clearTimeout(t); reject(new Error(`${label} exited (${code ?? proc.signalCode}) before it was up:\n${tail()}`)); });
+    void exited.then((code) => {
+      clearTimeout(t);
+      reject(new Error(`${label} exited (${code ?? proc.signalCode}) before it was up:\n${tail()}`));
+    });
   });
   summary.catch(() => {});
   return {
-    proc, summary, exited, stop,
+    proc,
+    summary,
+    exited,
+    stop,
     stderr: () => err,
-    waitLog: (re, timeoutMs = 60_000) => new Promise<void>((res, rej) => {
-      if (re.test(err)) return res();
-      const t = setTimeout(() => rej(new Error(`no ${re} in ${label}'s stderr after ${timeoutMs} ms:\n${tail()}`)), timeoutMs);
-      waiters.push({ re, resolve: () => { clearTimeout(t); res(); } });
-    }),
+    waitLog: (re, timeoutMs = 60_000) =>
+      new Promise<void>((res, rej) => {
+        if (re.test(err)) return res();
+        const t = setTimeout(
+          () => rej(new Error(`no ${re} in ${label}'s stderr after ${timeoutMs} ms:\n${tail()}`)),
+          timeoutMs,
+        );
+        waiters.push({
+          re,
+          resolve: () => {
+            clearTimeout(t);
+            res();
+          },
+        });
+      }),
   };
 }
 

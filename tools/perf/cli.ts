@@ -45,7 +45,9 @@ export async function main(argv: string[]): Promise<number> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   main(process.argv.slice(2)).then(
-    (code) => { process.exitCode = code; },
+    (code) => {
+      process.exitCode = code;
+    },
     (err: unknown) => {
       process.stderr.write(`servegraph perf: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exitCode = 1;

@@ -117,7 +117,10 @@ function failureForReason(reason: string | null, rule: RoutingRule, ruleName: st
     case "Unrecognized":
       return { kind: FailureKind.UNRECOGNIZED, detail: `${rule.kind} "${ruleName}" is not in the rules` };
     case "Unsupported":
-      return { kind: FailureKind.UNSUPPORTED, detail: `${rule.kind} "${ruleName}" uses a condition this SDK cannot evaluate` };
+      return {
+        kind: FailureKind.UNSUPPORTED,
+        detail: `${rule.kind} "${ruleName}" uses a condition this SDK cannot evaluate`,
+      };
     default:
       return null;
   }
@@ -139,7 +142,9 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
   const initTimeoutMs = opts.initTimeoutMs ?? DEFAULT_INIT_TIMEOUT_MS;
   const redact = createRedact(serverKey);
   const log = redactingLog(opts.log ?? defaultLog(), redact);
-  const sdkLogger = createSdkLogger(redact, (level, text) => log(level, "statsig sdk message", { rule: ruleName, message: text }));
+  const sdkLogger = createSdkLogger(redact, (level, text) =>
+    log(level, "statsig sdk message", { rule: ruleName, message: text }),
+  );
   const evalOptions = mode === "offline" ? { disableExposureLogging: true } : undefined;
 
   const warned = new Set<FailureKind>();
@@ -160,7 +165,12 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
 
   const fallback = (userKey: string, why: Failure): Decision => {
     warnOnce(why);
-    return { variant: fallbackVariant(userKey, ruleName), source: "fallback", reason: `${why.kind}: ${why.detail}`, rule: ruleName };
+    return {
+      variant: fallbackVariant(userKey, ruleName),
+      source: "fallback",
+      reason: `${why.kind}: ${why.detail}`,
+      rule: ruleName,
+    };
   };
 
   /** Starts the SDK; resolves with why it cannot decide, or null. */
@@ -168,7 +178,12 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
     let timer: NodeJS.Timeout | undefined;
     try {
       installSdkOutputLogger(sdkLogger, serverKey ?? OFFLINE_SDK_KEY);
-      const options = sdkOptions({ offline: mode === "offline", bootstrapValues, logger: sdkLogger, networkOverrideFunc: opts.networkOverrideFunc });
+      const options = sdkOptions({
+        offline: mode === "offline",
+        bootstrapValues,
+        logger: sdkLogger,
+        networkOverrideFunc: opts.networkOverrideFunc,
+      });
       const s = createStatsigServer(serverKey ?? OFFLINE_SDK_KEY, options);
       server = s;
       // Our own clearable timer instead of the SDK's initTimeoutMs, whose timer is never cleared.
@@ -177,7 +192,8 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
         timer = setTimeout(() => resolve("timeout"), initTimeoutMs);
       });
       const outcome = await Promise.race([s.initializeAsync(), timedOut]);
-      if (outcome === "timeout") return { kind: FailureKind.INIT_TIMEOUT, detail: `statsig init did not finish within ${initTimeoutMs} ms` };
+      if (outcome === "timeout")
+        return { kind: FailureKind.INIT_TIMEOUT, detail: `statsig init did not finish within ${initTimeoutMs} ms` };
       if (!outcome.success) return failed(FailureKind.INIT_FAILED, outcome.error ?? "statsig init reported failure");
       return null;
     } catch (err) {
@@ -192,7 +208,9 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
     liveEvaluators += 1;
     counted = true;
     if (liveEvaluators > 1) {
-      log("warn", "more than one ab gate evaluator is live in this process; the statsig SDK logger is process-global", { rule: ruleName });
+      log("warn", "more than one ab gate evaluator is live in this process; the statsig SDK logger is process-global", {
+        rule: ruleName,
+      });
     }
 
     let bootstrap: string | null;
@@ -213,7 +231,10 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
         // A usable probe wins over a reported init failure; otherwise the init failure is the better explanation.
         initFailure = probe === null ? null : (initFailure ?? probe);
       } catch (err) {
-        initFailure ??= failed(isUninitializedError(err) ? FailureKind.UNINITIALIZED : FailureKind.EVALUATION_ERROR, err);
+        initFailure ??= failed(
+          isUninitializedError(err) ? FailureKind.UNINITIALIZED : FailureKind.EVALUATION_ERROR,
+          err,
+        );
       }
     }
     const initMs = Math.round((performance.now() - startMs) * 100) / 100;
@@ -243,10 +264,18 @@ export function createStatsigEvaluator(opts: StatsigEvaluatorOptions): GateEvalu
           // Prefer the init failure as the explanation when the SDK merely reports it has no rules.
           return fallback(userKey, f.kind === FailureKind.UNINITIALIZED && initFailure !== null ? initFailure : f);
         }
-        return { variant: r.b ? "B" : "A", source: "statsig", reason: `${r.reason}:${r.ruleId || "default"}`, rule: ruleName };
+        return {
+          variant: r.b ? "B" : "A",
+          source: "statsig",
+          reason: `${r.reason}:${r.ruleId || "default"}`,
+          rule: ruleName,
+        };
       } catch (err) {
         if (isUninitializedError(err)) {
-          return fallback(userKey, initFailure ?? { kind: FailureKind.UNINITIALIZED, detail: "the SDK is not initialised" });
+          return fallback(
+            userKey,
+            initFailure ?? { kind: FailureKind.UNINITIALIZED, detail: "the SDK is not initialised" },
+          );
         }
         return fallback(userKey, failed(FailureKind.EVALUATION_ERROR, err));
       }

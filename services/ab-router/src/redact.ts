@@ -19,7 +19,7 @@ export function createRedact(secret: string | undefined): Redact {
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   try {
-    return typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
+    return typeof err === "string" ? err : (JSON.stringify(err) ?? String(err));
   } catch {
     return String(err);
   }

@@ -25,7 +25,10 @@ const MAX_DISTINCT_SDK_MESSAGES = 100;
  * A logger for the SDK's own warnings and errors: redacted, deduplicated by text (at most
  * {@link MAX_DISTINCT_SDK_MESSAGES} distinct texts) so a retrying SDK cannot flood the log; debug and info dropped.
  */
-export function createSdkLogger(redact: Redact, emit: (level: "warn" | "error", text: string) => void): LoggerInterface {
+export function createSdkLogger(
+  redact: Redact,
+  emit: (level: "warn" | "error", text: string) => void,
+): LoggerInterface {
   const seen = new Set<string>();
   const forward = (level: "warn" | "error", parts: unknown[]): void => {
     const text = redact(parts.map((p) => (typeof p === "string" ? p : errorMessage(p))).join(" "));
@@ -117,5 +120,9 @@ export function evaluateRule(
     return { b: g.value === true, reason: g.evaluationDetails?.reason ?? null, ruleId: g.ruleID };
   }
   const c = server.getExperiment(user, rule.experiment, options);
-  return { b: c.value?.[rule.parameter] === rule.valueForB, reason: c.getEvaluationDetails()?.reason ?? null, ruleId: c.getRuleID() };
+  return {
+    b: c.value?.[rule.parameter] === rule.valueForB,
+    reason: c.getEvaluationDetails()?.reason ?? null,
+    ruleId: c.getRuleID(),
+  };
 }

@@ -7,14 +7,20 @@ import { Greet, GreeterEndpointsEndpoint, Greeting } from "../../../subjects/ind
 import { runNode } from "../../../runtime/index.ts";
 import Params from "./params.ts";
 
-await runNode(async (ctx) => {
-  const patternA = ctx.subjectOf("greeter", Greet.name);
-  const patternB = ctx.params.GREETER_SUBJECT ?? null;
-  if (patternB !== null && patternB !== patternA) {
-    ctx.log.warn("GREETER_SUBJECT differs from the graph; using the injected one", { pattern_a: patternA, pattern_b: patternB });
-  }
-  const greeter = patternB ?? patternA;
+await runNode(
+  async (ctx) => {
+    const patternA = ctx.subjectOf("greeter", Greet.name);
+    const patternB = ctx.params.GREETER_SUBJECT ?? null;
+    if (patternB !== null && patternB !== patternA) {
+      ctx.log.warn("GREETER_SUBJECT differs from the graph; using the injected one", {
+        pattern_a: patternA,
+        pattern_b: patternB,
+      });
+    }
+    const greeter = patternB ?? patternA;
 
-  ctx.serve(Greeting, (body, req) => ctx.client.call(Greet, greeter, body, { deadlineEpochMs: req.deadlineEpochMs }));
-  ctx.serve(GreeterEndpointsEndpoint, () => ({ pattern_a: patternA, pattern_b: patternB }));
-}, { params: Params });
+    ctx.serve(Greeting, (body, req) => ctx.client.call(Greet, greeter, body, { deadlineEpochMs: req.deadlineEpochMs }));
+    ctx.serve(GreeterEndpointsEndpoint, () => ({ pattern_a: patternA, pattern_b: patternB }));
+  },
+  { params: Params },
+);

@@ -7,14 +7,22 @@
 import { normalizeChw, TensorDtype } from "../../../subjects/index.ts";
 
 /** Writes `data` (a checked tensor of `rowElems` elements of `dtype`) as row `i` of `batch`. */
-export function writeBatchRow(batch: Float32Array, i: number, rowElems: number, data: Uint8Array, dtype: TensorDtype): void {
+export function writeBatchRow(
+  batch: Float32Array,
+  i: number,
+  rowElems: number,
+  data: Uint8Array,
+  dtype: TensorDtype,
+): void {
   const at = i * rowElems;
-  if (at < 0 || at + rowElems > batch.length) throw new RangeError(`row ${i} is outside a batch of ${batch.length / rowElems} rows`);
+  if (at < 0 || at + rowElems > batch.length)
+    throw new RangeError(`row ${i} is outside a batch of ${batch.length / rowElems} rows`);
   if (dtype === TensorDtype.uint8) {
     if (data.length !== rowElems) throw new RangeError(`uint8 row has ${data.length} bytes, expected ${rowElems}`);
     normalizeChw(data, batch, at);
   } else {
-    if (data.length !== rowElems * 4) throw new RangeError(`float32 row has ${data.length} bytes, expected ${rowElems * 4}`);
+    if (data.length !== rowElems * 4)
+      throw new RangeError(`float32 row has ${data.length} bytes, expected ${rowElems * 4}`);
     new Uint8Array(batch.buffer, batch.byteOffset + at * 4, rowElems * 4).set(data);
   }
 }

@@ -14,10 +14,18 @@ import type { ExecutionProvider } from "./providers.ts";
 
 export type BatchingKnobs = NonNullable<ResolvedNode["batching"]>;
 
-export const GPU_BATCHING: BatchingKnobs = Object.freeze({ maxBatchSize: 64, maxQueueDelayMs: 2, maxQueueSize: 256, maxConcurrentBatches: 2 });
+export const GPU_BATCHING: BatchingKnobs = Object.freeze({
+  maxBatchSize: 64,
+  maxQueueDelayMs: 2,
+  maxQueueSize: 256,
+  maxConcurrentBatches: 2,
+});
 
 /** The defaults of `provider` under what graph.config.ts declares. */
-export function batchingFor(provider: ExecutionProvider, declared: Readonly<Partial<BatchingKnobs>> = {}): BatchingKnobs {
+export function batchingFor(
+  provider: ExecutionProvider,
+  declared: Readonly<Partial<BatchingKnobs>> = {},
+): BatchingKnobs {
   const defaults = provider === "cpu" ? BATCHING_DEFAULTS : GPU_BATCHING;
   const b = { ...defaults, ...declared };
   // A declared queue smaller than the provider's default batch bounds the batch (config validation checks the

@@ -17,7 +17,9 @@ if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
 }
 const kind = (kindArg ?? GeneratedModel.resnet18) as GeneratedModel;
 if (!Object.values(GeneratedModel).includes(kind)) {
-  process.stderr.write(`model must be one of ${Object.values(GeneratedModel).join(", ")}, got ${JSON.stringify(kindArg)}\n`);
+  process.stderr.write(
+    `model must be one of ${Object.values(GeneratedModel).join(", ")}, got ${JSON.stringify(kindArg)}\n`,
+  );
   process.exit(2);
 }
 process.stdout.write(`${await ensureGeneratedModel(outDir, seed, kind)}\n`);

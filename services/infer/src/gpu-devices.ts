@@ -48,7 +48,11 @@ export interface ProbeOptions {
 }
 
 /** The Vulkan loader's standard ICD manifest folders on Linux. */
-export const VULKAN_ICD_DIRS: readonly string[] = ["/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d", "/usr/share/vulkan/icd.d"];
+export const VULKAN_ICD_DIRS: readonly string[] = [
+  "/etc/vulkan/icd.d",
+  "/usr/local/share/vulkan/icd.d",
+  "/usr/share/vulkan/icd.d",
+];
 
 const SOFTWARE_VULKAN: readonly { test: RegExp; name: string }[] = [
   { test: /lvp/, name: "lavapipe (Mesa's Vulkan driver on the CPU, llvmpipe)" },
@@ -66,7 +70,12 @@ const list = (dir: string): string[] => {
 function manifests(env: NodeJS.ProcessEnv, icdDirs: readonly string[]): string[] {
   const named = env.VK_DRIVER_FILES || env.VK_ICD_FILENAMES;
   if (named) return named.split(":").filter((f) => f !== "");
-  return icdDirs.flatMap((d) => list(d).filter((f) => f.endsWith(".json")).sort().map((f) => join(d, f)));
+  return icdDirs.flatMap((d) =>
+    list(d)
+      .filter((f) => f.endsWith(".json"))
+      .sort()
+      .map((f) => join(d, f)),
+  );
 }
 
 function libraryOf(manifest: string): string | undefined {
@@ -82,14 +91,22 @@ export function probeGpu(opts: ProbeOptions = {}): GpuProbe {
   const env = opts.env ?? process.env;
   const dev = opts.devDir ?? "/dev";
   const devices = [
-    ...list(dev).filter((f) => /^nvidia[0-9]+$/.test(f)).map((f) => join(dev, f)),
-    ...list(join(dev, "dri")).filter((f) => /^renderD[0-9]+$/.test(f)).map((f) => join(dev, "dri", f)),
+    ...list(dev)
+      .filter((f) => /^nvidia[0-9]+$/.test(f))
+      .map((f) => join(dev, f)),
+    ...list(join(dev, "dri"))
+      .filter((f) => /^renderD[0-9]+$/.test(f))
+      .map((f) => join(dev, "dri", f)),
   ].sort();
   const vulkanDrivers = manifests(env, opts.icdDirs ?? VULKAN_ICD_DIRS).flatMap((manifest) => {
     const library = libraryOf(manifest);
     return library ? [{ manifest, library }] : [];
   });
-  const softwareDrivers = [...new Set(vulkanDrivers.flatMap(({ library }) => SOFTWARE_VULKAN.filter((s) => s.test.test(library)).map((s) => s.name)))];
+  const softwareDrivers = [
+    ...new Set(
+      vulkanDrivers.flatMap(({ library }) => SOFTWARE_VULKAN.filter((s) => s.test.test(library)).map((s) => s.name)),
+    ),
+  ];
   return { devices, vulkanDrivers, softwareDrivers };
 }
 

@@ -105,7 +105,8 @@ function tensorValueInfo(name: string, dims: Array<number | string>): onnxProto.
 
 /** Builds the ModelProto bytes of the generated ResNet18 for `seed` (uint32). Takes ~0.5 s, returns ~46.7 MB. */
 export function generateResnet18Onnx(seed = 0): Uint8Array {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be a uint32, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new RangeError(`seed must be a uint32, got ${seed}`);
   const normal = normalSource(seed);
   const nodes: onnxProto.onnx.INodeProto[] = [];
   const initializers: onnxProto.onnx.ITensorProto[] = [];
@@ -116,7 +117,14 @@ export function generateResnet18Onnx(seed = 0): Uint8Array {
 
   /** Conv with BN folded into weights + bias; `scale` damps the output (residual branch). */
   const conv = (
-    prefix: string, x: string, cin: number, cout: number, k: number, stride: number, pad: number, scale = 1,
+    prefix: string,
+    x: string,
+    cin: number,
+    cout: number,
+    k: number,
+    stride: number,
+    pad: number,
+    scale = 1,
   ): string => {
     const fanIn = cin * k * k;
     const w = new Float32Array(cout * fanIn);
@@ -177,7 +185,13 @@ export function generateResnet18Onnx(seed = 0): Uint8Array {
   });
 
   nodes.push({ name: "avgpool", opType: "GlobalAveragePool", input: [x], output: ["avgpool.out"] });
-  nodes.push({ name: "flatten", opType: "Flatten", input: ["avgpool.out"], output: ["flatten.out"], attribute: [intAttr("axis", 1)] });
+  nodes.push({
+    name: "flatten",
+    opType: "Flatten",
+    input: ["avgpool.out"],
+    output: ["flatten.out"],
+    attribute: [intAttr("axis", 1)],
+  });
   const fcW = new Float32Array(NUM_CLASSES * cin);
   normal(fcW, Math.sqrt(2 / cin));
   addInitializer("fc.weight", [NUM_CLASSES, cin], fcW);
@@ -220,7 +234,8 @@ export const TRIVIAL_MODEL_NODE_COUNT = 3;
  * one read of the input. Opset 13 (ReduceMean's axes are still an attribute there), IR 8.
  */
 export function generateTrivialOnnx(seed = 0): Uint8Array {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be a uint32, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new RangeError(`seed must be a uint32, got ${seed}`);
   const normal = normalSource(seed);
   const w = new Float32Array(3 * NUM_CLASSES);
   normal(w, 1);
@@ -235,12 +250,23 @@ export function generateTrivialOnnx(seed = 0): Uint8Array {
     graph: {
       name: `trivial_generated_seed${seed}`,
       node: [
-        { name: "mean", opType: "ReduceMean", input: [GENERATED_MODEL_INPUT_NAME], output: ["mean.out"], attribute: [intsAttr("axes", [2, 3]), intAttr("keepdims", 0)] },
+        {
+          name: "mean",
+          opType: "ReduceMean",
+          input: [GENERATED_MODEL_INPUT_NAME],
+          output: ["mean.out"],
+          attribute: [intsAttr("axes", [2, 3]), intAttr("keepdims", 0)],
+        },
         { name: "fc", opType: "MatMul", input: ["mean.out", "fc.weight"], output: ["fc.out"] },
         { name: "bias", opType: "Add", input: ["fc.out", "fc.bias"], output: [GENERATED_MODEL_OUTPUT_NAME] },
       ],
       initializer: [
-        { name: "fc.weight", dims: [3, NUM_CLASSES], dataType: onnx.TensorProto.DataType.FLOAT, rawData: floatBytes(w) },
+        {
+          name: "fc.weight",
+          dims: [3, NUM_CLASSES],
+          dataType: onnx.TensorProto.DataType.FLOAT,
+          rawData: floatBytes(w),
+        },
         { name: "fc.bias", dims: [NUM_CLASSES], dataType: onnx.TensorProto.DataType.FLOAT, rawData: floatBytes(b) },
       ],
       input: [tensorValueInfo(GENERATED_MODEL_INPUT_NAME, ["batch", 3, 224, 224])],
@@ -269,7 +295,11 @@ export function generatedModelFileName(seed = 0, kind: GeneratedModel = Generate
  * first if it is absent. The file is written to a unique temporary name and renamed into place, so concurrent
  * callers (processes or tests) never see a partial file; the last rename wins with identical bytes.
  */
-export async function ensureGeneratedModel(cacheDir: string, seed = 0, kind: GeneratedModel = GeneratedModel.resnet18): Promise<string> {
+export async function ensureGeneratedModel(
+  cacheDir: string,
+  seed = 0,
+  kind: GeneratedModel = GeneratedModel.resnet18,
+): Promise<string> {
   const generate = GENERATORS[kind];
   if (!generate) throw new TypeError(`unknown generated model ${JSON.stringify(kind)}`);
   const file = path.resolve(cacheDir, generatedModelFileName(seed, kind));

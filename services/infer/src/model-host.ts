@@ -35,7 +35,13 @@ import { GraphError } from "../../../subjects/errors.ts";
 import type { HostToWorker, OrtWorkerData, WorkerToHost } from "./ort-worker.ts";
 import { formatAdapter, type AdapterInfo } from "./gpu-devices.ts";
 import {
-  EXECUTION_PROVIDER_CHOICES, formatFallbacks, isExecutionProviderChoice, providerCandidates, type ExecutionProvider, type ExecutionProviderChoice, type ProviderAttempt,
+  EXECUTION_PROVIDER_CHOICES,
+  formatFallbacks,
+  isExecutionProviderChoice,
+  providerCandidates,
+  type ExecutionProvider,
+  type ExecutionProviderChoice,
+  type ProviderAttempt,
 } from "./providers.ts";
 
 export type { ExecutionProvider, ExecutionProviderChoice, ProviderAttempt };
@@ -144,13 +150,22 @@ function ensureXdgRuntimeDir(): void {
 }
 
 function validateOptions(opts: ModelHostOptions): Required<Omit<ModelHostOptions, "log" | "onBroken">> {
-  if (typeof opts.modelPath !== "string" || opts.modelPath.length === 0) throw new TypeError("modelPath must be a non-empty string");
+  if (typeof opts.modelPath !== "string" || opts.modelPath.length === 0)
+    throw new TypeError("modelPath must be a non-empty string");
   if (!isExecutionProviderChoice(opts.executionProvider)) {
-    throw new TypeError(`executionProvider must be one of ${EXECUTION_PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(opts.executionProvider)}`);
+    throw new TypeError(
+      `executionProvider must be one of ${EXECUTION_PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(opts.executionProvider)}`,
+    );
   }
   const intraOpNumThreads = opts.intraOpNumThreads ?? 0;
-  if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0) throw new RangeError("intraOpNumThreads must be an integer >= 0");
-  return { modelPath: opts.modelPath, executionProvider: opts.executionProvider, intraOpNumThreads, allowSpinning: opts.allowSpinning ?? true };
+  if (!Number.isInteger(intraOpNumThreads) || intraOpNumThreads < 0)
+    throw new RangeError("intraOpNumThreads must be an integer >= 0");
+  return {
+    modelPath: opts.modelPath,
+    executionProvider: opts.executionProvider,
+    intraOpNumThreads,
+    allowSpinning: opts.allowSpinning ?? true,
+  };
 }
 
 /**
@@ -202,10 +217,12 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
         readyResolve(msg);
         return;
       case "init-error":
-        readyReject(new GraphError("MODEL_ERROR", msg.message, {
-          details: { executionProvider: cfg.executionProvider, ...(msg.attempts ? { attempts: msg.attempts } : {}) },
-          cause: new Error(msg.message),
-        }));
+        readyReject(
+          new GraphError("MODEL_ERROR", msg.message, {
+            details: { executionProvider: cfg.executionProvider, ...(msg.attempts ? { attempts: msg.attempts } : {}) },
+            cause: new Error(msg.message),
+          }),
+        );
         return;
       case "result":
       case "run-error": {
@@ -214,14 +231,21 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
         inFlight.delete(msg.id);
         if (run.slot) freeSlots.push(run.slot);
         if (msg.type === "run-error") {
-          run.reject(new GraphError("MODEL_ERROR", "model run failed", {
-            details: { batchSize: run.batchSize, reason: msg.message },
-            cause: new Error(msg.message),
-          }));
-        } else if (outputSize > 0 && (msg.output.length !== run.batchSize * outputSize || msg.outputDims[0] !== run.batchSize)) {
-          run.reject(new GraphError("MODEL_ERROR", "model output has an unexpected shape", {
-            details: { batchSize: run.batchSize, outputDims: msg.outputDims, expectedRowSize: outputSize },
-          }));
+          run.reject(
+            new GraphError("MODEL_ERROR", "model run failed", {
+              details: { batchSize: run.batchSize, reason: msg.message },
+              cause: new Error(msg.message),
+            }),
+          );
+        } else if (
+          outputSize > 0 &&
+          (msg.output.length !== run.batchSize * outputSize || msg.outputDims[0] !== run.batchSize)
+        ) {
+          run.reject(
+            new GraphError("MODEL_ERROR", "model output has an unexpected shape", {
+              details: { batchSize: run.batchSize, outputDims: msg.outputDims, expectedRowSize: outputSize },
+            }),
+          );
         } else {
           run.resolve({ output: msg.output, computeMs: msg.computeMs });
         }
@@ -243,7 +267,10 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     const err = new GraphError(
       intended ? "UNAVAILABLE" : "MODEL_ERROR",
       intended ? "model host is closed" : "model worker exited",
-      { details: { exitCode, ...(workerError ? { reason: workerError.message } : {}) }, ...(workerError ? { cause: workerError } : {}) },
+      {
+        details: { exitCode, ...(workerError ? { reason: workerError.message } : {}) },
+        ...(workerError ? { cause: workerError } : {}),
+      },
     );
     readyReject(err);
     if (!intended) {
@@ -260,12 +287,16 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
   const refusal = (batchSize: number): GraphError | undefined => {
     if (state === "broken") return new GraphError("MODEL_ERROR", "model host is broken (its worker exited)");
     if (state === "closing" || state === "closed") return new GraphError("UNAVAILABLE", "model host is closed");
-    if (!Number.isInteger(batchSize) || batchSize < 1) return new GraphError("BAD_REQUEST", "batchSize must be a positive integer", { details: { batchSize } });
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      return new GraphError("BAD_REQUEST", "batchSize must be a positive integer", { details: { batchSize } });
     return undefined;
   };
 
   /** Sends a run of `input` (its buffer transferred) or of a slot's rows; the result settles the returned promise. */
-  const dispatch = (batchSize: number, what: { input: Float32Array } | { slot: Slot; pixelRows: number[] }): Promise<ModelRunResult> =>
+  const dispatch = (
+    batchSize: number,
+    what: { input: Float32Array } | { slot: Slot; pixelRows: number[] },
+  ): Promise<ModelRunResult> =>
     new Promise<ModelRunResult>((resolve, reject) => {
       const id = nextId++;
       const dims = [batchSize, ...inputShape];
@@ -280,13 +311,19 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
 
   const allocateSlot = (rows: number): Slot => {
     const buffer = new SharedArrayBuffer(rows * rowSize * Float32Array.BYTES_PER_ELEMENT);
-    const slot: Slot = { index: slotsAllocated++, values: new Float32Array(buffer), bytes: new Uint8Array(buffer), rows };
+    const slot: Slot = {
+      index: slotsAllocated++,
+      values: new Float32Array(buffer),
+      bytes: new Uint8Array(buffer),
+      rows,
+    };
     send({ type: "slot", index: slot.index, buffer });
     return slot;
   };
 
   const reserveSlots = (rows: number, count: number): void => {
-    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(count) || count < 0) throw new RangeError("reserveSlots(rows >= 1, count >= 0)");
+    if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(count) || count < 0)
+      throw new RangeError("reserveSlots(rows >= 1, count >= 0)");
     slotRows = Math.max(slotRows, rows);
     // Slots too small for the new size are dropped (the ones on the worker are replaced when they come back).
     for (let i = freeSlots.length - 1; i >= 0; i--) if (freeSlots[i]!.rows < rows) freeSlots.splice(i, 1);
@@ -294,7 +331,10 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     while (freeSlots.length + slotsOut < count) freeSlots.push(allocateSlot(slotRows));
   };
 
-  const runBatch = (batchSize: number, fill: (input: Float32Array, pixels: PixelRows) => void): Promise<ModelRunResult> => {
+  const runBatch = (
+    batchSize: number,
+    fill: (input: Float32Array, pixels: PixelRows) => void,
+  ): Promise<ModelRunResult> => {
     const refused = refusal(batchSize);
     if (refused) return Promise.reject(refused);
     let i = freeSlots.findIndex((s) => s.rows >= batchSize);
@@ -306,7 +346,8 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     const pixelRows: number[] = [];
     const pixels: PixelRows = {
       set(row, px) {
-        if (!Number.isInteger(row) || row < 0 || row >= batchSize) throw new RangeError(`row ${row} is outside a batch of ${batchSize}`);
+        if (!Number.isInteger(row) || row < 0 || row >= batchSize)
+          throw new RangeError(`row ${row} is outside a batch of ${batchSize}`);
         if (px.length !== rowSize) throw new RangeError(`a pixel row has ${rowSize} bytes, got ${px.length}`);
         slot.bytes.set(px, row * rowSize * Float32Array.BYTES_PER_ELEMENT);
         if (!pixelRows.includes(row)) pixelRows.push(row);
@@ -325,11 +366,19 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     const refused = refusal(batchSize);
     if (refused) return Promise.reject(refused);
     if (!(input instanceof Float32Array) || input.length !== batchSize * rowSize) {
-      return Promise.reject(new GraphError("BAD_REQUEST", "input length does not match batchSize x input shape", {
-        details: { batchSize, inputShape, expectedLength: batchSize * rowSize, actualLength: (input as { length?: unknown })?.length },
-      }));
+      return Promise.reject(
+        new GraphError("BAD_REQUEST", "input length does not match batchSize x input shape", {
+          details: {
+            batchSize,
+            inputShape,
+            expectedLength: batchSize * rowSize,
+            actualLength: (input as { length?: unknown })?.length,
+          },
+        }),
+      );
     }
-    const owned = input.byteOffset === 0 && input.byteLength === input.buffer.byteLength && input.buffer instanceof ArrayBuffer;
+    const owned =
+      input.byteOffset === 0 && input.byteLength === input.buffer.byteLength && input.buffer instanceof ArrayBuffer;
     return dispatch(batchSize, { input: owned ? input : input.slice() });
   };
 
@@ -350,7 +399,10 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
   if (rowDims.length > 0 && rowDims.every((d): d is number => typeof d === "number" && d > 0)) {
     inputShape = Object.freeze(rowDims);
   } else {
-    log("model input shape is not fully declared; assuming the default", { declared: readyMsg.inputDims, assumed: DEFAULT_INPUT_SHAPE });
+    log("model input shape is not fully declared; assuming the default", {
+      declared: readyMsg.inputDims,
+      assumed: DEFAULT_INPUT_SHAPE,
+    });
   }
   rowSize = product(inputShape);
 
@@ -364,7 +416,9 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     outputSize = warm.output.length;
   } catch (err) {
     const e = GraphError.from(err);
-    return abortStart(e.code === "MODEL_ERROR" ? e : new GraphError("MODEL_ERROR", "model warm-up run failed", { cause: err }));
+    return abortStart(
+      e.code === "MODEL_ERROR" ? e : new GraphError("MODEL_ERROR", "model warm-up run failed", { cause: err }),
+    );
   }
 
   log("model host ready", {
@@ -388,7 +442,10 @@ export async function createModelHost(opts: ModelHostOptions): Promise<ModelHost
     closing ??= (async () => {
       if (state === "broken" || state === "closed") return;
       state = "closing";
-      if (inFlight.size > 0) await new Promise<void>((res) => { onDrained = res; });
+      if (inFlight.size > 0)
+        await new Promise<void>((res) => {
+          onDrained = res;
+        });
       if ((state as string) === "closing") {
         send({ type: "close" });
         // Last resort if the idle worker does not exit; safe only because no run is in flight here.

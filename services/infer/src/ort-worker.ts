@@ -33,7 +33,12 @@ import * as ort from "onnxruntime-node";
 import { normalizeChw } from "../../../subjects/image-normalization.ts";
 import { AdapterKind, probeGpu, webgpuAdapterOf, webgpuSkipReason, type AdapterInfo } from "./gpu-devices.ts";
 import {
-  ExecutionProvider, ProviderSelectionError, providerCandidates, selectProvider, type ExecutionProviderChoice, type ProviderAttempt,
+  ExecutionProvider,
+  ProviderSelectionError,
+  providerCandidates,
+  selectProvider,
+  type ExecutionProviderChoice,
+  type ProviderAttempt,
 } from "./providers.ts";
 
 export type { ExecutionProviderChoice };
@@ -56,19 +61,19 @@ export type HostToWorker =
 
 export type WorkerToHost =
   | {
-    type: "ready";
-    executionProvider: ExecutionProvider;
-    /** Providers tried before the one in use, with why each did not start (empty: the first choice worked). */
-    fallbacks: ProviderAttempt[];
-    /** What a GPU provider runs on (./gpu-devices.ts); absent on the CPU provider. */
-    adapter?: AdapterInfo;
-    inputName: string;
-    outputName: string;
-    /** Model-declared dims; symbolic dims are strings, unknown metadata gives []. */
-    inputDims: Array<number | string>;
-    outputDims: Array<number | string>;
-    createMs: number;
-  }
+      type: "ready";
+      executionProvider: ExecutionProvider;
+      /** Providers tried before the one in use, with why each did not start (empty: the first choice worked). */
+      fallbacks: ProviderAttempt[];
+      /** What a GPU provider runs on (./gpu-devices.ts); absent on the CPU provider. */
+      adapter?: AdapterInfo;
+      inputName: string;
+      outputName: string;
+      /** Model-declared dims; symbolic dims are strings, unknown metadata gives []. */
+      inputDims: Array<number | string>;
+      outputDims: Array<number | string>;
+      createMs: number;
+    }
   /** `attempts`: present when no provider could start (each with its reason). */
   | { type: "init-error"; message: string; attempts?: ProviderAttempt[] }
   | { type: "result"; id: number; output: Float32Array; outputDims: number[]; computeMs: number }
@@ -84,9 +89,12 @@ function errorMessage(err: unknown): string {
 
 function providerConfig(p: ExecutionProvider): ort.InferenceSession.ExecutionProviderConfig {
   switch (p) {
-    case ExecutionProvider.cuda: return { name: "cuda", deviceId: 0 };
-    case ExecutionProvider.webgpu: return { name: "webgpu" };
-    case ExecutionProvider.cpu: return "cpu";
+    case ExecutionProvider.cuda:
+      return { name: "cuda", deviceId: 0 };
+    case ExecutionProvider.webgpu:
+      return { name: "webgpu" };
+    case ExecutionProvider.cpu:
+      return "cpu";
   }
 }
 
@@ -126,11 +134,19 @@ try {
   // each reason once, in plain words, instead.
   if (providerCandidates(data.executionProvider).some((p) => p !== ExecutionProvider.cpu)) ort.env.logLevel = "fatal";
   const gpu = probeGpu();
-  const selected = await selectProvider(data.executionProvider, (p) => ort.InferenceSession.create(data.modelPath, sessionOptions(p)), {
-    skip: (p) => (p === ExecutionProvider.webgpu ? webgpuSkipReason(gpu) : undefined),
-  });
-  const adapter: AdapterInfo | undefined = selected.provider === ExecutionProvider.webgpu ? webgpuAdapterOf(gpu)
-    : selected.provider === ExecutionProvider.cuda ? { kind: AdapterKind.hardware, name: gpu.devices.join(", ") || "CUDA device 0" } : undefined;
+  const selected = await selectProvider(
+    data.executionProvider,
+    (p) => ort.InferenceSession.create(data.modelPath, sessionOptions(p)),
+    {
+      skip: (p) => (p === ExecutionProvider.webgpu ? webgpuSkipReason(gpu) : undefined),
+    },
+  );
+  const adapter: AdapterInfo | undefined =
+    selected.provider === ExecutionProvider.webgpu
+      ? webgpuAdapterOf(gpu)
+      : selected.provider === ExecutionProvider.cuda
+        ? { kind: AdapterKind.hardware, name: gpu.devices.join(", ") || "CUDA device 0" }
+        : undefined;
   session = selected.session;
   const inputName = session.inputNames[0];
   const outputName = session.outputNames[0];
@@ -147,7 +163,11 @@ try {
     createMs: performance.now() - t0,
   });
 } catch (err) {
-  post({ type: "init-error", message: errorMessage(err), ...(err instanceof ProviderSelectionError ? { attempts: [...err.attempts] } : {}) });
+  post({
+    type: "init-error",
+    message: errorMessage(err),
+    ...(err instanceof ProviderSelectionError ? { attempts: [...err.attempts] } : {}),
+  });
   port.close();
 }
 
@@ -179,7 +199,8 @@ if (session) {
     const isPixels = new Uint8Array(rows);
     for (const r of pixelRows) isPixels[r] = 1;
     for (let r = 0; r < rows; r++) {
-      if (isPixels[r]) normalizeChw(new Uint8Array(shared.buffer, r * row * Float32Array.BYTES_PER_ELEMENT, row), x, r * row);
+      if (isPixels[r])
+        normalizeChw(new Uint8Array(shared.buffer, r * row * Float32Array.BYTES_PER_ELEMENT, row), x, r * row);
       else x.set(shared.subarray(r * row, (r + 1) * row), r * row);
     }
     return x;
@@ -205,7 +226,13 @@ if (session) {
         // ORT output data may be a view at a byteOffset into a larger buffer (or an external, non-transferable
         // one): transfer only a buffer the array owns exactly, otherwise copy first.
         let output = ownedCopy(out.data as Float32Array);
-        const reply = (o: Float32Array): WorkerToHost => ({ type: "result", id, output: o, outputDims: [...out.dims], computeMs });
+        const reply = (o: Float32Array): WorkerToHost => ({
+          type: "result",
+          id,
+          output: o,
+          outputDims: [...out.dims],
+          computeMs,
+        });
         try {
           post(reply(output), [output.buffer as ArrayBuffer]);
         } catch {

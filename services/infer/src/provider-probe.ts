@@ -38,17 +38,29 @@ export interface ProviderProbe {
 const REPO_ROOT = resolve(import.meta.dirname, "../../..");
 
 await runJsonScript("infer provider-probe", Input, async (input) => {
-  const modelPath = input.modelPath ?? await ensureGeneratedModel(resolve(REPO_ROOT, ".cache/models"), 0, GeneratedModel.trivial);
+  const modelPath =
+    input.modelPath ?? (await ensureGeneratedModel(resolve(REPO_ROOT, ".cache/models"), 0, GeneratedModel.trivial));
   const providers: ProviderProbe[] = [];
   for (const provider of input.providers) {
     const t0 = performance.now();
     try {
       const host = await createModelHost({ modelPath, executionProvider: provider, intraOpNumThreads: 1 });
       await host.close();
-      providers.push({ provider, loaded: true, ...(host.adapter ? { adapter: formatAdapter(host.adapter) } : {}), ms: Math.round(performance.now() - t0) });
+      providers.push({
+        provider,
+        loaded: true,
+        ...(host.adapter ? { adapter: formatAdapter(host.adapter) } : {}),
+        ms: Math.round(performance.now() - t0),
+      });
     } catch (err) {
-      const attempts = err instanceof GraphError ? (err.details as { attempts?: ProviderAttempt[] } | undefined)?.attempts : undefined;
-      providers.push({ provider, loaded: false, reason: attempts?.[0]?.reason ?? plainReason(err), ms: Math.round(performance.now() - t0) });
+      const attempts =
+        err instanceof GraphError ? (err.details as { attempts?: ProviderAttempt[] } | undefined)?.attempts : undefined;
+      providers.push({
+        provider,
+        loaded: false,
+        reason: attempts?.[0]?.reason ?? plainReason(err),
+        ms: Math.round(performance.now() - t0),
+      });
     }
   }
   return { providers };

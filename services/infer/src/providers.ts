@@ -19,7 +19,11 @@ export const EXECUTION_PROVIDER_CHOICES = ["auto", "cuda", "webgpu", "cpu"] as c
 export type ExecutionProviderChoice = (typeof EXECUTION_PROVIDER_CHOICES)[number];
 
 /** The order `auto` tries. */
-export const AUTO_ORDER: readonly ExecutionProvider[] = [ExecutionProvider.cuda, ExecutionProvider.webgpu, ExecutionProvider.cpu];
+export const AUTO_ORDER: readonly ExecutionProvider[] = [
+  ExecutionProvider.cuda,
+  ExecutionProvider.webgpu,
+  ExecutionProvider.cpu,
+];
 
 /** One provider that was tried and did not start. */
 export interface ProviderAttempt {
@@ -39,13 +43,18 @@ export interface ProviderSelection<S> {
 
 /** No provider could start: a forced one failed, or (`auto`) every one did. */
 export class ProviderSelectionError extends Error {
-  constructor(readonly choice: ExecutionProviderChoice, readonly attempts: readonly ProviderAttempt[]) {
+  constructor(
+    readonly choice: ExecutionProviderChoice,
+    readonly attempts: readonly ProviderAttempt[],
+  ) {
     const reason = attempts[0]?.reason ?? "not tried";
-    super(choice === "auto"
-      ? `no execution provider could start (${attempts.map((a) => `${a.provider}: ${a.reason}`).join("; ")})`
-      : choice === "cpu"
-        ? `could not create an onnxruntime session on cpu: ${reason}`
-        : `execution provider ${choice} did not start: ${reason}`);
+    super(
+      choice === "auto"
+        ? `no execution provider could start (${attempts.map((a) => `${a.provider}: ${a.reason}`).join("; ")})`
+        : choice === "cpu"
+          ? `could not create an onnxruntime session on cpu: ${reason}`
+          : `execution provider ${choice} did not start: ${reason}`,
+    );
     this.name = "ProviderSelectionError";
   }
 }
@@ -70,7 +79,11 @@ const MAX_REASON_CHARS = 300;
  */
 export function plainReason(err: unknown): string {
   const raw = err instanceof Error ? err.message : typeof err === "string" ? err : String(err);
-  let line = raw.split("\n").map((l) => l.trim()).find((l) => l !== "") ?? "";
+  let line =
+    raw
+      .split("\n")
+      .map((l) => l.trim())
+      .find((l) => l !== "") ?? "";
   // "<file>.cc:<line> <function> <check> was false. <message>": keep the message.
   const check = /^\S+\.(?:cc|cpp|h|hpp|c):\d+ .*? was (?:false|true)\.\s+(.+)$/.exec(line);
   if (check) line = check[1]!;
@@ -101,7 +114,8 @@ export async function selectProvider<S>(
   create: (provider: ExecutionProvider) => Promise<S>,
   opts: SelectOptions = {},
 ): Promise<ProviderSelection<S>> {
-  if (!isExecutionProviderChoice(choice)) throw new TypeError(`unknown execution provider choice ${JSON.stringify(choice)}`);
+  if (!isExecutionProviderChoice(choice))
+    throw new TypeError(`unknown execution provider choice ${JSON.stringify(choice)}`);
   const now = opts.now ?? (() => performance.now());
   const failed: ProviderAttempt[] = [];
   for (const provider of providerCandidates(choice)) {

@@ -11,17 +11,40 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from "fastify-type-provider-zod";
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
 import { z } from "zod";
 import { basename } from "node:path";
 import { GraphError, Headers, endpointDef, type EndpointDef, type ErrorCode } from "../../../subjects/index.ts";
 import {
-  metricsText, objectShape, observeReplicas, type Client, type Logger, type ResolvedGraph, type ResolvedNode, type RouteBody, type RouteMethod,
+  metricsText,
+  objectShape,
+  observeReplicas,
+  type Client,
+  type Logger,
+  type ResolvedGraph,
+  type ResolvedNode,
+  type RouteBody,
+  type RouteMethod,
 } from "../../../runtime/index.ts";
 import { registerDashboard, type DashboardDeps } from "./dashboard/index.ts";
 import { fetchImage } from "./fetch-image.ts";
 import {
-  BODY_CODES, EDGE_CODES, MAX_PARAM_LENGTH, PARAM_CODES, callCodes, createMethodIndex, errorResponses, frameworkErrors, notFound, sendError, httpErrorToGraphError,
+  BODY_CODES,
+  EDGE_CODES,
+  MAX_PARAM_LENGTH,
+  PARAM_CODES,
+  callCodes,
+  createMethodIndex,
+  errorResponses,
+  frameworkErrors,
+  notFound,
+  sendError,
+  httpErrorToGraphError,
 } from "./http-errors.ts";
 import { observeHttp } from "./http-observe.ts";
 import { DEFAULT_TIMEOUTS, guardRequests, guardServer, serverOptions, type IngressTimeouts } from "./http-server.ts";
@@ -49,7 +72,11 @@ export interface IngressRoute {
 }
 
 /** The routes of a resolved HTTP node whose targets are running (`active`; all when undefined) and defined. */
-export function ingressRoutesOf(graph: ResolvedGraph, node: ResolvedNode, active?: ReadonlySet<string>): IngressRoute[] {
+export function ingressRoutesOf(
+  graph: ResolvedGraph,
+  node: ResolvedNode,
+  active?: ReadonlySet<string>,
+): IngressRoute[] {
   const out: IngressRoute[] = [];
   for (const r of node.routes) {
     if (active && !active.has(r.node)) continue;
@@ -66,7 +93,10 @@ export function ingressRoutesOf(graph: ResolvedGraph, node: ResolvedNode, active
  * lower case, dashes to underscores). Content-Type comes from the HTTP request's own.
  */
 export function queryNameOf(header: string): string {
-  return header.replace(/^Graph-/i, "").toLowerCase().replace(/-/g, "_");
+  return header
+    .replace(/^Graph-/i, "")
+    .toLowerCase()
+    .replace(/-/g, "_");
 }
 
 export interface IngressDeps {
@@ -101,14 +131,33 @@ function bearerMatches(header: string | undefined, keyDigest: Buffer): boolean {
 }
 
 /** Codes of fetching an `image_url` (fetch-image.ts). */
-const FETCH_CODES: readonly ErrorCode[] = ["BAD_REQUEST", "URL_NOT_ALLOWED", "UPSTREAM_FETCH_FAILED", "DEADLINE_EXCEEDED", "PAYLOAD_TOO_LARGE"];
+const FETCH_CODES: readonly ErrorCode[] = [
+  "BAD_REQUEST",
+  "URL_NOT_ALLOWED",
+  "UPSTREAM_FETCH_FAILED",
+  "DEADLINE_EXCEEDED",
+  "PAYLOAD_TOO_LARGE",
+];
 
-const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
+const IMAGE_CONTENT_TYPES = [
+  "image/jpeg",
+  "image/png",
+  "image/webp",
+  "image/gif",
+  "image/avif",
+  "image/tiff",
+  "image/*",
+  "application/octet-stream",
+];
 
 const DRAIN_CAP_BYTES = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT_MS = 5000;
 
-function drainRequest(raw: NodeJS.ReadableStream & { complete: boolean; destroy(): void }, capBytes: number, timeoutMs: number): Promise<void> {
+function drainRequest(
+  raw: NodeJS.ReadableStream & { complete: boolean; destroy(): void },
+  capBytes: number,
+  timeoutMs: number,
+): Promise<void> {
   return new Promise((resolve) => {
     let seen = 0;
     const finish = (): void => {
@@ -150,7 +199,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => {
-    if (body === "") return done(new GraphError("BAD_REQUEST", "empty JSON body") as unknown as FastifyError, undefined);
+    if (body === "")
+      return done(new GraphError("BAD_REQUEST", "empty JSON body") as unknown as FastifyError, undefined);
     try {
       done(null, JSON.parse(body as string));
     } catch {
@@ -162,7 +212,12 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   await app.register(swagger, {
     openapi: {
-      info: { title: "servegraph ingress", description: "HTTP way into the serving graph. Every error is `{code, message, details?}` with the status of its code (docs/errors.md); each operation lists the statuses it can answer. Any path may also answer 404 NOT_FOUND, or 405 METHOD_NOT_ALLOWED with `Allow` for a method it does not serve.", version: deps.version ?? "0.1.0" },
+      info: {
+        title: "servegraph ingress",
+        description:
+          "HTTP way into the serving graph. Every error is `{code, message, details?}` with the status of its code (docs/errors.md); each operation lists the statuses it can answer. Any path may also answer 404 NOT_FOUND, or 405 METHOD_NOT_ALLOWED with `Allow` for a method it does not serve.",
+        version: deps.version ?? "0.1.0",
+      },
     },
     transform: jsonSchemaTransform,
   });
@@ -175,7 +230,8 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       await drainRequest(req.raw, DRAIN_CAP_BYTES, DRAIN_TIMEOUT_MS);
       void reply.header("connection", "close");
     }
-    if (ge.code === "INTERNAL") deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
+    if (ge.code === "INTERNAL")
+      deps.log?.error("request failed", { route: req.routeOptions.url, error: err.stack ?? err.message });
     void sendError(reply, ge);
   });
   app.setNotFoundHandler(notFound(methods));
@@ -192,32 +248,47 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
 
   const edgeNodes = [...new Set(deps.routes.map((e) => e.node))];
   /** Replicas of each downstream node (0 when the count fails). */
-  const replicaCounts = () => Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
+  const replicaCounts = () =>
+    Promise.all(edgeNodes.map(async (n) => [n, await deps.countReplicas(n).catch(() => 0)] as const));
   observeReplicas(async () => Object.fromEntries(await replicaCounts()));
 
   /** Error responses of a route in the OpenAPI document: what any request may get, plus `codes`. */
   const errors = (open: boolean, ...codes: (readonly ErrorCode[])[]) =>
     errorResponses([...EDGE_CODES, ...(apiKey && !open ? ["UNAUTHENTICATED" as const] : []), ...codes.flat()]);
 
-  app.get("/healthz", {
-    schema: {
-      description: "Liveness: 200 while the ingress process runs and serves HTTP. It checks neither NATS nor the graph (that is /readyz): a broker outage makes the ingress unready, it does not make it restart.",
-      response: { 200: z.object({ status: z.literal("ok") }), ...errors(true) },
+  app.get(
+    "/healthz",
+    {
+      schema: {
+        description:
+          "Liveness: 200 while the ingress process runs and serves HTTP. It checks neither NATS nor the graph (that is /readyz): a broker outage makes the ingress unready, it does not make it restart.",
+        response: { 200: z.object({ status: z.literal("ok") }), ...errors(true) },
+      },
     },
-  }, async () => ({ status: "ok" as const }));
-  app.get("/readyz", {
-    schema: {
-      description: "Readiness: 200 when the ingress's NATS connection is up and every downstream node of the ingress has at least one replica; otherwise 503 UNAVAILABLE.",
-      response: { 200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }), ...errors(true) },
+    async () => ({ status: "ok" as const }),
+  );
+  app.get(
+    "/readyz",
+    {
+      schema: {
+        description:
+          "Readiness: 200 when the ingress's NATS connection is up and every downstream node of the ingress has at least one replica; otherwise 503 UNAVAILABLE.",
+        response: {
+          200: z.object({ status: z.literal("ready"), replicas: z.record(z.string(), z.number()) }),
+          ...errors(true),
+        },
+      },
     },
-  }, async () => {
-    if (!deps.isConnected()) throw new GraphError("UNAVAILABLE", "the ingress is not connected to NATS");
-    const counts = await replicaCounts();
-    const replicas = Object.fromEntries(counts);
-    const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
-    if (missing.length) throw new GraphError("UNAVAILABLE", `no replica of ${missing.join(", ")}`, { details: { replicas } });
-    return { status: "ready" as const, replicas };
-  });
+    async () => {
+      if (!deps.isConnected()) throw new GraphError("UNAVAILABLE", "the ingress is not connected to NATS");
+      const counts = await replicaCounts();
+      const replicas = Object.fromEntries(counts);
+      const missing = counts.filter(([, c]) => c === 0).map(([n]) => n);
+      if (missing.length)
+        throw new GraphError("UNAVAILABLE", `no replica of ${missing.join(", ")}`, { details: { replicas } });
+      return { status: "ready" as const, replicas };
+    },
+  );
   app.get("/metrics", { schema: { hide: true } }, async (_req, reply) => {
     const { contentType, body } = await metricsText();
     return reply.header("content-type", contentType).send(body);
@@ -246,14 +317,20 @@ type ErrorsOf = (open: boolean, ...codes: (readonly ErrorCode[])[]) => ReturnTyp
 function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressDeps, errors: ErrorsOf): void {
   const { def } = route;
   const description = route.description ?? def.description;
-  const codes = [...(route.params.length ? PARAM_CODES : []), ...(route.body !== "none" ? BODY_CODES : []), ...(route.body === "image" ? FETCH_CODES : []), ...callCodes(def)];
+  const codes = [
+    ...(route.params.length ? PARAM_CODES : []),
+    ...(route.body !== "none" ? BODY_CODES : []),
+    ...(route.body === "image" ? FETCH_CODES : []),
+    ...callCodes(def),
+  ];
   const response = { ...(def.reply.kind === "json" ? { 200: def.reply.schema } : {}), ...errors(false, codes) };
   const deadline = (): number => Date.now() + route.timeoutMs;
   const call = async (reply: FastifyReply, input: unknown): Promise<unknown> => {
     let timing: string | undefined;
     const t0 = performance.now();
     const out = await deps.client.call(def, route.subject, input as never, {
-      deadlineEpochMs: deadline(), onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)),
+      deadlineEpochMs: deadline(),
+      onReplyHeaders: (h) => void (timing = h(Headers.ServerTiming)),
     });
     void reply.header("server-timing", serverTimingOf(route.node, reply.elapsedTime, performance.now() - t0, timing));
     return out;
@@ -262,12 +339,18 @@ function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressD
 
   if (def.request.kind === "json") {
     const shape = objectShape(def.request.schema);
-    const params = shape && route.params.length ? z.strictObject(Object.fromEntries(route.params.map((p) => [p, shape[p]!]))) : undefined;
-    const rest = shape ? Object.fromEntries(Object.entries(shape).filter(([k]) => !route.params.includes(k))) : undefined;
+    const params =
+      shape && route.params.length
+        ? z.strictObject(Object.fromEntries(route.params.map((p) => [p, shape[p]!])))
+        : undefined;
+    const rest = shape
+      ? Object.fromEntries(Object.entries(shape).filter(([k]) => !route.params.includes(k)))
+      : undefined;
     const inQuery = route.body === "none" && rest && Object.keys(rest).length > 0;
     const bodySchema = route.body === "json" ? (shape ? z.strictObject(rest!) : def.request.schema) : undefined;
     typed.route({
-      method: route.method, url: route.path,
+      method: route.method,
+      url: route.path,
       schema: {
         description,
         ...(params ? { params } : {}),
@@ -286,7 +369,10 @@ function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressD
     return;
   }
 
-  if (def.request.kind !== "bytes") throw new Error(`route ${route.key}: ${def.service}.${def.name} takes ${def.request.kind}, which no HTTP route can build`);
+  if (def.request.kind !== "bytes")
+    throw new Error(
+      `route ${route.key}: ${def.service}.${def.name} takes ${def.request.kind}, which no HTTP route can build`,
+    );
   const headerShape = objectShape(def.request.headers) ?? {};
   const fromQuery = Object.keys(headerShape).filter((h) => h.toLowerCase() !== Headers.ContentType.toLowerCase());
   const query = z.object(Object.fromEntries(fromQuery.map((h) => [queryNameOf(h), headerShape[h]!])));
@@ -298,15 +384,23 @@ function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressD
   };
   // Buffer first: zod tries the options in order, and a strictObject check of a Buffer visits every byte as a key
   // (~30 ms of CPU per 100 KB image). The JSON errors are the same either way.
-  const body = route.body === "image"
-    ? z.union([z.instanceof(Buffer).describe("raw image bytes"), z.strictObject({ image_url: z.string().min(1).max(4096), ...query.shape })]).optional()
-    : z.instanceof(Buffer).describe("the raw body").optional();
+  const body =
+    route.body === "image"
+      ? z
+          .union([
+            z.instanceof(Buffer).describe("raw image bytes"),
+            z.strictObject({ image_url: z.string().min(1).max(4096), ...query.shape }),
+          ])
+          .optional()
+      : z.instanceof(Buffer).describe("the raw body").optional();
   typed.route({
-    method: route.method, url: route.path,
+    method: route.method,
+    url: route.path,
     schema: {
-      description: route.body === "image"
-        ? `${description} Send the raw image as the body (image/*, application/octet-stream) with the query parameters, or JSON \`{image_url, ...}\` with them as fields: the ingress fetches the URL (http(s) to public addresses only).`
-        : description,
+      description:
+        route.body === "image"
+          ? `${description} Send the raw image as the body (image/*, application/octet-stream) with the query parameters, or JSON \`{image_url, ...}\` with them as fields: the ingress fetches the URL (http(s) to public addresses only).`
+          : description,
       querystring: query,
       body,
       response,
@@ -314,11 +408,22 @@ function registerRoute(app: FastifyInstance, route: IngressRoute, deps: IngressD
     handler: async (req, reply) => {
       const b = req.body;
       if (b === undefined || b === null) {
-        throw new GraphError("BAD_REQUEST", route.body === "image" ? "send JSON {image_url, ...} or an image body" : "send the request as the body");
+        throw new GraphError(
+          "BAD_REQUEST",
+          route.body === "image" ? "send JSON {image_url, ...} or an image body" : "send the request as the body",
+        );
       }
-      if (Buffer.isBuffer(b)) return call(reply, { data: b, headers: headersOf(req.query as Record<string, unknown>, req.headers["content-type"]) });
+      if (Buffer.isBuffer(b))
+        return call(reply, {
+          data: b,
+          headers: headersOf(req.query as Record<string, unknown>, req.headers["content-type"]),
+        });
       const { image_url, ...fields } = b as { image_url: string } & Record<string, unknown>;
-      const img = await fetchImage(image_url, { maxBytes: deps.maxBodyBytes, timeoutMs: deps.imageFetchTimeoutMs, allowPrivateAddresses: deps.allowPrivateImageUrls });
+      const img = await fetchImage(image_url, {
+        maxBytes: deps.maxBodyBytes,
+        timeoutMs: deps.imageFetchTimeoutMs,
+        allowPrivateAddresses: deps.allowPrivateImageUrls,
+      });
       return call(reply, { data: img.bytes, headers: headersOf(fields, img.contentType) });
     },
   });

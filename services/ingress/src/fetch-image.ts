@@ -12,7 +12,10 @@ import https from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
 import { GraphError } from "../../../subjects/errors.ts";
 
-export interface ResolvedAddress { address: string; family: 4 | 6 }
+export interface ResolvedAddress {
+  address: string;
+  family: 4 | 6;
+}
 export type LookupFn = (hostname: string) => Promise<ResolvedAddress[]>;
 
 export interface FetchImageOptions {
@@ -34,7 +37,11 @@ export interface FetchImageOptions {
   _connectHook?: (target: ResolvedAddress) => ResolvedAddress;
 }
 
-export interface FetchedImage { bytes: Buffer; contentType: string | undefined; finalUrl: string }
+export interface FetchedImage {
+  bytes: Buffer;
+  contentType: string | undefined;
+  finalUrl: string;
+}
 
 const DEFAULT_MAX_REDIRECTS = 3;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -48,8 +55,12 @@ export async function fetchImage(url: string, opts: FetchImageOptions): Promise<
     throw new GraphError("BAD_REQUEST", "image_url is not a valid URL");
   }
   const ac = new AbortController();
-  const timer = setTimeout(() => ac.abort(new GraphError("DEADLINE_EXCEEDED", `image fetch exceeded ${opts.timeoutMs} ms`)), opts.timeoutMs);
-  const onAbort = (): void => ac.abort(new GraphError("DEADLINE_EXCEEDED", "image fetch aborted", { cause: opts.signal?.reason }));
+  const timer = setTimeout(
+    () => ac.abort(new GraphError("DEADLINE_EXCEEDED", `image fetch exceeded ${opts.timeoutMs} ms`)),
+    opts.timeoutMs,
+  );
+  const onAbort = (): void =>
+    ac.abort(new GraphError("DEADLINE_EXCEEDED", "image fetch aborted", { cause: opts.signal?.reason }));
   if (opts.signal?.aborted) onAbort();
   else opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
@@ -61,7 +72,8 @@ export async function fetchImage(url: string, opts: FetchImageOptions): Promise<
       const status = res.statusCode ?? 0;
       if (REDIRECT_STATUSES.has(status)) {
         req.destroy();
-        if (hop >= maxRedirects) throw new GraphError("UPSTREAM_FETCH_FAILED", `image_url redirected more than ${maxRedirects} times`);
+        if (hop >= maxRedirects)
+          throw new GraphError("UPSTREAM_FETCH_FAILED", `image_url redirected more than ${maxRedirects} times`);
         current = redirectTarget(current, res.headers.location);
         continue;
       }
@@ -79,9 +91,15 @@ export async function fetchImage(url: string, opts: FetchImageOptions): Promise<
 }
 
 /** Validates one hop; returns the addresses to pin the connection to (undefined for an IP-literal host). */
-async function checkTarget(url: URL, opts: FetchImageOptions, signal: AbortSignal): Promise<ResolvedAddress[] | undefined> {
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw new GraphError("URL_NOT_ALLOWED", "image_url must use http or https");
-  if (url.username !== "" || url.password !== "") throw new GraphError("URL_NOT_ALLOWED", "image_url must not contain credentials");
+async function checkTarget(
+  url: URL,
+  opts: FetchImageOptions,
+  signal: AbortSignal,
+): Promise<ResolvedAddress[] | undefined> {
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new GraphError("URL_NOT_ALLOWED", "image_url must use http or https");
+  if (url.username !== "" || url.password !== "")
+    throw new GraphError("URL_NOT_ALLOWED", "image_url must not contain credentials");
   const host = hostOf(url);
   if (host === "") throw new GraphError("URL_NOT_ALLOWED", "image_url must include a hostname");
   const allowed = (ip: string): boolean => opts.allowPrivateAddresses || isPublicAddress(ip);
@@ -95,32 +113,45 @@ async function checkTarget(url: URL, opts: FetchImageOptions, signal: AbortSigna
   } catch (err) {
     if (err instanceof GraphError) throw err;
     const code = (err as NodeJS.ErrnoException | undefined)?.code;
-    if (code !== undefined && !NOT_RESOLVED.has(code)) throw new GraphError("UPSTREAM_FETCH_FAILED", `image_url host lookup failed (${code})`, { cause: err });
+    if (code !== undefined && !NOT_RESOLVED.has(code))
+      throw new GraphError("UPSTREAM_FETCH_FAILED", `image_url host lookup failed (${code})`, { cause: err });
     throw new GraphError("URL_NOT_ALLOWED", "image_url host could not be resolved", { cause: err });
   }
   // Re-derive the family from the text: a resolver cannot smuggle a non-IP string past the check.
-  const pinned = found.map(({ address }) => ({ address, family: isIP(address) })).filter((a): a is ResolvedAddress => a.family !== 0);
-  if (pinned.length === 0 || pinned.length !== found.length) throw new GraphError("URL_NOT_ALLOWED", "image_url host could not be resolved");
+  const pinned = found
+    .map(({ address }) => ({ address, family: isIP(address) }))
+    .filter((a): a is ResolvedAddress => a.family !== 0);
+  if (pinned.length === 0 || pinned.length !== found.length)
+    throw new GraphError("URL_NOT_ALLOWED", "image_url host could not be resolved");
   // Like the reference: one non-public answer refuses the host, so no address order can reach a private one.
-  if (!pinned.every((a) => allowed(a.address))) throw new GraphError("URL_NOT_ALLOWED", "image_url host resolves to a non-public address");
+  if (!pinned.every((a) => allowed(a.address)))
+    throw new GraphError("URL_NOT_ALLOWED", "image_url host resolves to a non-public address");
   return pinned;
 }
 
 const defaultLookup: LookupFn = async (hostname) =>
   (await dns.lookup(hostname, { all: true })).map(({ address, family }) => ({ address, family: family === 6 ? 6 : 4 }));
 
-function send(url: URL, pinned: ResolvedAddress[] | undefined, opts: FetchImageOptions, signal: AbortSignal): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
+function send(
+  url: URL,
+  pinned: ResolvedAddress[] | undefined,
+  opts: FetchImageOptions,
+  signal: AbortSignal,
+): Promise<{ req: http.ClientRequest; res: http.IncomingMessage }> {
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === "https:" ? https : http).request({
-      host: hostOf(url), // also the Host header and, for https, the SNI name
-      port: url.port === "" ? undefined : Number(url.port),
-      path: url.pathname + url.search,
-      method: "GET",
-      agent: false, // no pooled socket can outlive the check that admitted it
-      signal,
-      headers: { accept: "image/*", "accept-encoding": "identity", "user-agent": "servegraph-ingress" },
-      ...(pinned === undefined ? {} : { lookup: pinnedLookup(pinned, opts._connectHook) }),
-    }, (res) => resolve({ req, res }));
+    const req = (url.protocol === "https:" ? https : http).request(
+      {
+        host: hostOf(url), // also the Host header and, for https, the SNI name
+        port: url.port === "" ? undefined : Number(url.port),
+        path: url.pathname + url.search,
+        method: "GET",
+        agent: false, // no pooled socket can outlive the check that admitted it
+        signal,
+        headers: { accept: "image/*", "accept-encoding": "identity", "user-agent": "servegraph-ingress" },
+        ...(pinned === undefined ? {} : { lookup: pinnedLookup(pinned, opts._connectHook) }),
+      },
+      (res) => resolve({ req, res }),
+    );
     req.on("error", (err) => reject(fetchError(err, signal)));
     req.end();
   });
@@ -128,22 +159,29 @@ function send(url: URL, pinned: ResolvedAddress[] | undefined, opts: FetchImageO
 
 /** Answers the socket's lookup with the validated addresses only (the name is not resolved again). */
 function pinnedLookup(pinned: ResolvedAddress[], hook: FetchImageOptions["_connectHook"]): LookupFunction {
-  return (_hostname, options, callback) => process.nextTick(() => {
-    let targets: ResolvedAddress[];
-    try {
-      targets = hook === undefined ? pinned : pinned.map(hook);
-    } catch (err) {
-      callback(err as NodeJS.ErrnoException, "", 0);
-      return;
-    }
-    const first = targets[0] as ResolvedAddress;
-    if (options.all === true) callback(null, targets);
-    else callback(null, first.address, first.family);
-  });
+  return (_hostname, options, callback) =>
+    process.nextTick(() => {
+      let targets: ResolvedAddress[];
+      try {
+        targets = hook === undefined ? pinned : pinned.map(hook);
+      } catch (err) {
+        callback(err as NodeJS.ErrnoException, "", 0);
+        return;
+      }
+      const first = targets[0] as ResolvedAddress;
+      if (options.all === true) callback(null, targets);
+      else callback(null, first.address, first.family);
+    });
 }
 
-async function readBody(req: http.ClientRequest, res: http.IncomingMessage, maxBytes: number, signal: AbortSignal): Promise<Buffer> {
-  const tooLarge = (): GraphError => new GraphError("PAYLOAD_TOO_LARGE", `image exceeds ${maxBytes} bytes`, { details: { maxBytes } });
+async function readBody(
+  req: http.ClientRequest,
+  res: http.IncomingMessage,
+  maxBytes: number,
+  signal: AbortSignal,
+): Promise<Buffer> {
+  const tooLarge = (): GraphError =>
+    new GraphError("PAYLOAD_TOO_LARGE", `image exceeds ${maxBytes} bytes`, { details: { maxBytes } });
   const declared = Number(res.headers["content-length"]);
   if (Number.isFinite(declared) && declared > maxBytes) {
     req.destroy();
@@ -211,25 +249,42 @@ function ranges(family: Family, cidrs: readonly string[]): BlockList {
 }
 
 /** The ranges that are not public, and the exceptions inside them that are. */
-interface RangePolicy { notGlobal: BlockList; exceptions: BlockList }
+interface RangePolicy {
+  notGlobal: BlockList;
+  exceptions: BlockList;
+}
 const isAllowedBy = (policy: RangePolicy, ip: string, family: Family): boolean =>
   policy.exceptions.check(ip, family) || !policy.notGlobal.check(ip, family);
 
 // Python's ipaddress `_private_networks` (3.13) plus 100.64/10 (not global there either) and multicast 224/4,
 // which Python calls global but is never a fetchable unicast host.
-const V4_NOT_GLOBAL = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-  "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
-  "240.0.0.0/4"];
+const V4_NOT_GLOBAL = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.0.0.0/24",
+  "192.0.2.0/24",
+  "192.168.0.0/16",
+  "198.18.0.0/15",
+  "198.51.100.0/24",
+  "203.0.113.0/24",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
 const V4_GLOBAL_EXCEPTIONS = ["192.0.0.9/32", "192.0.0.10/32"];
 // BlockList applies IPv4 ranges to IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) as well.
 const V4: RangePolicy = { notGlobal: ranges("ipv4", V4_NOT_GLOBAL), exceptions: ranges("ipv4", V4_GLOBAL_EXCEPTIONS) };
 const V4_MAPPED = ranges("ipv6", ["::ffff:0:0/96"]);
 // NAT64 well-known prefix: 64:ff9b::a.b.c.d is judged by a.b.c.d, through the same ranges moved under the prefix.
 const NAT64 = ranges("ipv6", ["64:ff9b::/96"]);
-const underNat64 = (cidrs: readonly string[]): string[] => cidrs.map((c) => {
-  const [base = "", bits = ""] = c.split("/");
-  return `64:ff9b::${base}/${96 + Number(bits)}`;
-});
+const underNat64 = (cidrs: readonly string[]): string[] =>
+  cidrs.map((c) => {
+    const [base = "", bits = ""] = c.split("/");
+    return `64:ff9b::${base}/${96 + Number(bits)}`;
+  });
 const V4_VIA_NAT64: RangePolicy = {
   notGlobal: ranges("ipv6", underNat64(V4_NOT_GLOBAL)),
   exceptions: ranges("ipv6", underNat64(V4_GLOBAL_EXCEPTIONS)),
@@ -239,7 +294,14 @@ const V4_VIA_NAT64: RangePolicy = {
 const V6_GLOBAL_UNICAST = ranges("ipv6", ["2000::/3"]);
 const V6: RangePolicy = {
   notGlobal: ranges("ipv6", ["2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20"]),
-  exceptions: ranges("ipv6", ["2001:1::1/128", "2001:1::2/128", "2001:3::/32", "2001:4:112::/48", "2001:20::/28", "2001:30::/28"]),
+  exceptions: ranges("ipv6", [
+    "2001:1::1/128",
+    "2001:1::2/128",
+    "2001:3::/32",
+    "2001:4:112::/48",
+    "2001:20::/28",
+    "2001:30::/28",
+  ]),
 };
 
 /**

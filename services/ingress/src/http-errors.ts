@@ -22,28 +22,49 @@ export function httpErrorToGraphError(err: unknown): GraphError {
   if (err instanceof GraphError) return err;
   if (hasZodFastifySchemaValidationErrors(err)) {
     const issues = err.validation.map((v) => ({ path: v.instancePath, message: v.message }));
-    return new GraphError("BAD_REQUEST", `${err.validationContext ?? "request"}${issues[0]?.path ?? ""}: ${issues[0]?.message ?? "invalid"}`, { details: issues });
+    return new GraphError(
+      "BAD_REQUEST",
+      `${err.validationContext ?? "request"}${issues[0]?.path ?? ""}: ${issues[0]?.message ?? "invalid"}`,
+      { details: issues },
+    );
   }
   const fe = (typeof err === "object" && err !== null ? err : {}) as Partial<FastifyError>;
   switch (fe.code) {
-    case "FST_ERR_CTP_BODY_TOO_LARGE": return new GraphError("PAYLOAD_TOO_LARGE", "request body is too large");
-    case "FST_ERR_CTP_INVALID_MEDIA_TYPE": return new GraphError("UNSUPPORTED_MEDIA_TYPE", "unsupported Content-Type; send application/json or an image (image/*, application/octet-stream)");
-    case "FST_ERR_CTP_EMPTY_JSON_BODY": return new GraphError("BAD_REQUEST", "empty JSON body");
-    case "FST_ERR_CTP_INVALID_JSON_BODY": return new GraphError("BAD_REQUEST", "request body is not valid JSON");
-    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH": return new GraphError("BAD_REQUEST", "request body size did not match Content-Length");
-    case "FST_ERR_BAD_URL": return new GraphError("BAD_REQUEST", "the URL path is not valid percent-encoded UTF-8");
-    case "FST_ERR_MAX_PARAM_LENGTH": return new GraphError("URI_TOO_LONG", `a path segment is longer than ${MAX_PARAM_LENGTH} characters`);
-    case "FST_ERR_NOT_FOUND": return new GraphError("NOT_FOUND", "not found");
-    case "FST_ERR_VALIDATION": return new GraphError("BAD_REQUEST", fe.message ?? "invalid request");
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new GraphError("PAYLOAD_TOO_LARGE", "request body is too large");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new GraphError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        "unsupported Content-Type; send application/json or an image (image/*, application/octet-stream)",
+      );
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new GraphError("BAD_REQUEST", "empty JSON body");
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+      return new GraphError("BAD_REQUEST", "request body is not valid JSON");
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return new GraphError("BAD_REQUEST", "request body size did not match Content-Length");
+    case "FST_ERR_BAD_URL":
+      return new GraphError("BAD_REQUEST", "the URL path is not valid percent-encoded UTF-8");
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      return new GraphError("URI_TOO_LONG", `a path segment is longer than ${MAX_PARAM_LENGTH} characters`);
+    case "FST_ERR_NOT_FOUND":
+      return new GraphError("NOT_FOUND", "not found");
+    case "FST_ERR_VALIDATION":
+      return new GraphError("BAD_REQUEST", fe.message ?? "invalid request");
   }
   const code = codeForStatus(typeof fe.statusCode === "number" ? fe.statusCode : 500);
-  return code === "INTERNAL" ? new GraphError("INTERNAL", "internal error", { cause: err }) : new GraphError(code, fe.message || code);
+  return code === "INTERNAL"
+    ? new GraphError("INTERNAL", "internal error", { cause: err })
+    : new GraphError(code, fe.message || code);
 }
 
 /** The one way an error leaves: the table's status, JSON `{code, message, details?}` (a string, so no response schema re-checks it). */
 export function sendError(reply: FastifyReply, ge: GraphError): FastifyReply {
   if (ge.code === "UNAUTHENTICATED") void reply.header("www-authenticate", "Bearer");
-  return reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
+  return reply
+    .status(ge.status)
+    .header("content-type", "application/json; charset=utf-8")
+    .send(JSON.stringify(ge.toJSON()));
 }
 
 /**
@@ -71,7 +92,12 @@ export function createMethodIndex(): MethodIndex {
     add({ method, url }) {
       let r = routes.get(url);
       if (!r) {
-        const src = url.split("/").map((seg) => seg === "*" ? ".*" : seg.startsWith(":") ? "[^/]+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("/");
+        const src = url
+          .split("/")
+          .map((seg) =>
+            seg === "*" ? ".*" : seg.startsWith(":") ? "[^/]+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"),
+          )
+          .join("/");
         r = { pattern: new RegExp(`^${src}$`), methods: new Set() };
         routes.set(url, r);
       }
@@ -92,7 +118,10 @@ export function notFound(index: MethodIndex) {
     const allow = index.allowed(path);
     if (allow.length === 0) return sendError(reply, new GraphError("NOT_FOUND", `no route ${req.method} ${path}`));
     void reply.header("allow", allow.join(", "));
-    return sendError(reply, new GraphError("METHOD_NOT_ALLOWED", `${req.method} is not allowed on ${path}; allowed: ${allow.join(", ")}`));
+    return sendError(
+      reply,
+      new GraphError("METHOD_NOT_ALLOWED", `${req.method} is not allowed on ${path}; allowed: ${allow.join(", ")}`),
+    );
   };
 }
 
@@ -102,7 +131,13 @@ export function notFound(index: MethodIndex) {
  * Codes any request may get, whatever its route: the HTTP parser's and the validators' BAD_REQUEST, the
  * timeouts, over-long headers, a request arriving during shutdown (UNAVAILABLE), and a bug (INTERNAL).
  */
-export const EDGE_CODES: readonly ErrorCode[] = ["BAD_REQUEST", "REQUEST_TIMEOUT", "HEADERS_TOO_LARGE", "INTERNAL", "UNAVAILABLE"];
+export const EDGE_CODES: readonly ErrorCode[] = [
+  "BAD_REQUEST",
+  "REQUEST_TIMEOUT",
+  "HEADERS_TOO_LARGE",
+  "INTERNAL",
+  "UNAVAILABLE",
+];
 /** Codes of a route with path parameters: a parameter over {@link MAX_PARAM_LENGTH}. */
 export const PARAM_CODES: readonly ErrorCode[] = ["URI_TOO_LONG"];
 /** Codes of a route that reads a body. */
@@ -120,9 +155,18 @@ export function errorResponses(codes: Iterable<ErrorCode>): Record<number, z.Zod
     const s = ErrorCodes[c].status;
     byStatus.set(s, [...(byStatus.get(s) ?? []), c]);
   }
-  return Object.fromEntries([...byStatus].sort(([a], [b]) => a - b).map(([status, cs]) => [
-    status,
-    z.object({ code: z.enum(cs as [ErrorCode, ...ErrorCode[]]), message: z.string(), details: z.unknown().optional() })
-      .describe(`${cs.join(" or ")}: see docs/errors.md`),
-  ]));
+  return Object.fromEntries(
+    [...byStatus]
+      .sort(([a], [b]) => a - b)
+      .map(([status, cs]) => [
+        status,
+        z
+          .object({
+            code: z.enum(cs as [ErrorCode, ...ErrorCode[]]),
+            message: z.string(),
+            details: z.unknown().optional(),
+          })
+          .describe(`${cs.join(" or ")}: see docs/errors.md`),
+      ]),
+  );
 }

@@ -32,7 +32,10 @@ const httpDuration = new client.Histogram({
 const UNTRACED = /^\/(metrics|healthz|docs)(\/|$)/;
 
 export function observeHttp(app: FastifyInstance): void {
-  const live = new WeakMap<FastifyRequest, { span: Span; ctx: Context; errorCode: string | undefined; startMs: number }>();
+  const live = new WeakMap<
+    FastifyRequest,
+    { span: Span; ctx: Context; errorCode: string | undefined; startMs: number }
+  >();
   app.addHook("onRoute", (route) => {
     if (UNTRACED.test(route.url)) return;
     const handler = route.handler;
@@ -47,7 +50,12 @@ export function observeHttp(app: FastifyInstance): void {
     metrics.httpInFlight.inc();
     const q = req.url.indexOf("?");
     const { span, ctx } = startHttpServerSpan({
-      method: req.method, route, path: q < 0 ? req.url : req.url.slice(0, q), scheme: req.protocol, headers: req.headers, userAgent: req.headers["user-agent"],
+      method: req.method,
+      route,
+      path: q < 0 ? req.url : req.url.slice(0, q),
+      scheme: req.protocol,
+      headers: req.headers,
+      userAgent: req.headers["user-agent"],
     });
     live.set(req, { span, ctx, errorCode: undefined, startMs: performance.now() });
   });
@@ -61,16 +69,21 @@ export function observeHttp(app: FastifyInstance): void {
     if (!t) return;
     live.delete(req);
     metrics.httpInFlight.dec();
-    endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : errorCode ?? t.errorCode);
+    endHttpServerSpan(t.span, statusCode, statusCode === undefined ? "aborted" : (errorCode ?? t.errorCode));
   };
   app.addHook("onResponse", async (req, reply) => {
-    httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode)).observe(reply.elapsedTime / 1000);
+    httpDuration
+      .labels(req.routeOptions.url ?? "unmatched", req.method, String(reply.statusCode))
+      .observe(reply.elapsedTime / 1000);
     finish(req, reply.statusCode);
   });
   app.addHook("onRequestAbort", async (req) => {
     const raw = rawAnswerOf(req.raw.socket);
     const t = live.get(req);
-    if (raw && t) httpDuration.labels(req.routeOptions.url ?? "unmatched", req.method, String(raw.status)).observe((performance.now() - t.startMs) / 1000);
+    if (raw && t)
+      httpDuration
+        .labels(req.routeOptions.url ?? "unmatched", req.method, String(raw.status))
+        .observe((performance.now() - t.startMs) / 1000);
     finish(req, raw?.status, raw?.code);
   });
 }

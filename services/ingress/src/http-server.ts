@@ -63,14 +63,22 @@ export function answerRaw(socket: Duplex, ge: GraphError, headers: Record<string
   if (!answered.has(socket) && socket.writable && !res?.headersSent) {
     answered.set(socket, ge);
     const body = JSON.stringify(ge.toJSON());
-    const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-    socket.write(`HTTP/1.1 ${ge.status} ${STATUS_CODES[ge.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`);
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join("");
+    socket.write(
+      `HTTP/1.1 ${ge.status} ${STATUS_CODES[ge.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}Connection: close\r\n\r\n${body}`,
+    );
   }
   socket.destroy();
 }
 
 /** The code of a `clientError`: Node's HTTP parser errors (llhttp `HPE_*`) and its request timeouts. */
-export function clientErrorToGraphError(err: Error & { code?: string }, socket: Duplex, t: IngressTimeouts): GraphError {
+export function clientErrorToGraphError(
+  err: Error & { code?: string },
+  socket: Duplex,
+  t: IngressTimeouts,
+): GraphError {
   switch (err.code) {
     case "ERR_HTTP_REQUEST_TIMEOUT":
       // A response object exists once the headers were parsed: then it is the whole request that was too slow.
@@ -83,13 +91,20 @@ export function clientErrorToGraphError(err: Error & { code?: string }, socket: 
       return new GraphError("PAYLOAD_TOO_LARGE", "chunk extensions are too large");
     default: {
       const reason = err.message.replace(/^Parse Error:\s*/, "");
-      return new GraphError("BAD_REQUEST", `malformed HTTP request: ${reason}`, { details: { parser: err.code ?? "unknown" } });
+      return new GraphError("BAD_REQUEST", `malformed HTTP request: ${reason}`, {
+        details: { parser: err.code ?? "unknown" },
+      });
     }
   }
 }
 
 /** Fastify server options for these timeouts, with our answers to client errors and to shutdown. */
-export function serverOptions(t: IngressTimeouts): Pick<FastifyHttpOptions<Server>, "connectionTimeout" | "requestTimeout" | "keepAliveTimeout" | "http" | "clientErrorHandler" | "return503OnClosing"> {
+export function serverOptions(
+  t: IngressTimeouts,
+): Pick<
+  FastifyHttpOptions<Server>,
+  "connectionTimeout" | "requestTimeout" | "keepAliveTimeout" | "http" | "clientErrorHandler" | "return503OnClosing"
+> {
   return {
     connectionTimeout: t.connectionTimeoutMs,
     requestTimeout: t.requestTimeoutMs,
@@ -122,12 +137,15 @@ export function guardServer(app: FastifyInstance, t: IngressTimeouts): void {
   server.on("timeout", (socket: HttpSocket) => {
     const res = socket._httpMessage;
     if (res && !res.headersSent && res.req.complete) return; // the route is at work; its deadline bounds it
-    if (res && !res.headersSent) answerRaw(socket, new GraphError("REQUEST_TIMEOUT", `no byte of the request for ${t.connectionTimeoutMs} ms`));
+    if (res && !res.headersSent)
+      answerRaw(socket, new GraphError("REQUEST_TIMEOUT", `no byte of the request for ${t.connectionTimeoutMs} ms`));
     else socket.destroy();
   });
   server.on("checkExpectation", (req: IncomingMessage, res: ServerResponse) => server.emit("request", req, res));
   server.on("connect", (_req: IncomingMessage, socket: Duplex) => {
-    answerRaw(socket, new GraphError("METHOD_NOT_ALLOWED", "CONNECT is not served: the ingress is not a proxy"), { Allow: "" });
+    answerRaw(socket, new GraphError("METHOD_NOT_ALLOWED", "CONNECT is not served: the ingress is not a proxy"), {
+      Allow: "",
+    });
   });
 }
 
@@ -142,6 +160,7 @@ export function guardRequests(app: FastifyInstance): void {
       void reply.header("connection", "close");
       throw new GraphError("UNAVAILABLE", "the ingress is shutting down");
     }
-    if (req.raw.httpVersion === "1.1" && req.headers.host === undefined) throw new GraphError("BAD_REQUEST", "missing Host header (required by HTTP/1.1)");
+    if (req.raw.httpVersion === "1.1" && req.headers.host === undefined)
+      throw new GraphError("BAD_REQUEST", "missing Host header (required by HTTP/1.1)");
   });
 }

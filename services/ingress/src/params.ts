@@ -20,16 +20,32 @@ export const TIMEOUT_DEFAULTS = {
 const ms = (description: string) => param.number(description, { int: true, min: 1, max: 3_600_000 });
 
 export default defineParams({
-  MAX_BODY_BYTES: param.number("Largest request body, and largest image fetched from a URL, in bytes.", { int: true, min: 1 }).default(8 * 1024 * 1024),
+  MAX_BODY_BYTES: param
+    .number("Largest request body, and largest image fetched from a URL, in bytes.", { int: true, min: 1 })
+    .default(8 * 1024 * 1024),
   IMAGE_FETCH_TIMEOUT_MS: param.number("Time allowed to fetch an image URL.", { int: true, min: 1 }).default(10_000),
-  ALLOW_PRIVATE_IMAGE_URLS: param.bool("Allow image URLs that resolve to private, loopback or link-local addresses (local testing only).").default(false),
-  HEADERS_TIMEOUT_MS: ms("Time to receive a request's headers, from its first byte (Node's headersTimeout); at most REQUEST_TIMEOUT_MS.").default(TIMEOUT_DEFAULTS.HEADERS_TIMEOUT_MS),
-  REQUEST_TIMEOUT_MS: ms("Time to receive a whole request, headers and body (Node's requestTimeout).").default(TIMEOUT_DEFAULTS.REQUEST_TIMEOUT_MS),
-  CONNECTION_TIMEOUT_MS: ms("Longest silence of a connection while a request is received or its answer written (Fastify's connectionTimeout); a route waiting on the graph is not cut by it.").default(TIMEOUT_DEFAULTS.CONNECTION_TIMEOUT_MS),
-  KEEP_ALIVE_TIMEOUT_MS: ms("How long an idle keep-alive connection stays open between requests.").default(TIMEOUT_DEFAULTS.KEEP_ALIVE_TIMEOUT_MS),
+  ALLOW_PRIVATE_IMAGE_URLS: param
+    .bool("Allow image URLs that resolve to private, loopback or link-local addresses (local testing only).")
+    .default(false),
+  HEADERS_TIMEOUT_MS: ms(
+    "Time to receive a request's headers, from its first byte (Node's headersTimeout); at most REQUEST_TIMEOUT_MS.",
+  ).default(TIMEOUT_DEFAULTS.HEADERS_TIMEOUT_MS),
+  REQUEST_TIMEOUT_MS: ms("Time to receive a whole request, headers and body (Node's requestTimeout).").default(
+    TIMEOUT_DEFAULTS.REQUEST_TIMEOUT_MS,
+  ),
+  CONNECTION_TIMEOUT_MS: ms(
+    "Longest silence of a connection while a request is received or its answer written (Fastify's connectionTimeout); a route waiting on the graph is not cut by it.",
+  ).default(TIMEOUT_DEFAULTS.CONNECTION_TIMEOUT_MS),
+  KEEP_ALIVE_TIMEOUT_MS: ms("How long an idle keep-alive connection stays open between requests.").default(
+    TIMEOUT_DEFAULTS.KEEP_ALIVE_TIMEOUT_MS,
+  ),
 }).superRefine((p, ctx) => {
   // Node refuses a server whose headers timeout exceeds its request timeout.
   if (p.HEADERS_TIMEOUT_MS > p.REQUEST_TIMEOUT_MS) {
-    ctx.addIssue({ code: "custom", path: ["HEADERS_TIMEOUT_MS"], message: `must be at most REQUEST_TIMEOUT_MS (${p.REQUEST_TIMEOUT_MS})` });
+    ctx.addIssue({
+      code: "custom",
+      path: ["HEADERS_TIMEOUT_MS"],
+      message: `must be at most REQUEST_TIMEOUT_MS (${p.REQUEST_TIMEOUT_MS})`,
+    });
   }
 });

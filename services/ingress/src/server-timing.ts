@@ -13,9 +13,16 @@
 import { formatServerTiming, isTimingDetail, parseServerTiming, type TimingEntry } from "../../../subjects/index.ts";
 
 /** `totalMs`: the route's time so far (Fastify's `reply.elapsedTime`); `callMs`: the NATS call's. */
-export function serverTimingOf(node: string, totalMs: number, callMs: number, calleeHeader: string | undefined): string {
+export function serverTimingOf(
+  node: string,
+  totalMs: number,
+  callMs: number,
+  calleeHeader: string | undefined,
+): string {
   const own = new Set([node, "ingress", "total"]);
-  const below = parseServerTiming(calleeHeader).filter((e) => !own.has(e.name) && !e.name.startsWith("ingress.") && !e.name.startsWith("total."));
+  const below = parseServerTiming(calleeHeader).filter(
+    (e) => !own.has(e.name) && !e.name.startsWith("ingress.") && !e.name.startsWith("total."),
+  );
   const belowMs = below.filter((e) => !isTimingDetail(e)).reduce((a, e) => a + e.durMs, 0);
   const entries: TimingEntry[] = [
     { name: "ingress", durMs: totalMs - callMs },

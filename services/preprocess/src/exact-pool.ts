@@ -25,7 +25,9 @@ export interface ExactPool {
 }
 
 export function deadlineExceeded(signal: AbortSignal): GraphError {
-  return new GraphError("DEADLINE_EXCEEDED", "deadline exceeded before preprocessing finished", { cause: signal.reason });
+  return new GraphError("DEADLINE_EXCEEDED", "deadline exceeded before preprocessing finished", {
+    cause: signal.reason,
+  });
 }
 
 const closedError = (): GraphError => new GraphError("UNAVAILABLE", "preprocessor is closed");
@@ -81,7 +83,12 @@ export function createExactPool(size: number): ExactPool {
       slot.job = undefined;
       worker.unref();
       if (job !== undefined && job.id === msg.id) {
-        finish(job, "pixels" in msg ? msg.pixels : new GraphError("INTERNAL", "preprocessing failed", { cause: new Error(msg.error) }));
+        finish(
+          job,
+          "pixels" in msg
+            ? msg.pixels
+            : new GraphError("INTERNAL", "preprocessing failed", { cause: new Error(msg.error) }),
+        );
       }
       dispatch();
     });
@@ -122,11 +129,15 @@ export function createExactPool(size: number): ExactPool {
         const standalone = job.rgb.byteOffset === 0 && job.rgb.byteLength === job.rgb.buffer.byteLength;
         let rgb = standalone ? job.rgb : copy();
         try {
-          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [rgb.buffer as ArrayBuffer]);
+          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [
+            rgb.buffer as ArrayBuffer,
+          ]);
         } catch (err) {
           if (!(err instanceof Error && err.name === "DataCloneError")) throw err;
           rgb = copy();
-          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [rgb.buffer as ArrayBuffer]);
+          worker.postMessage({ id: job.id, rgb, width: job.width, height: job.height } satisfies ExactJobMessage, [
+            rgb.buffer as ArrayBuffer,
+          ]);
         }
       }
     }

@@ -18,8 +18,7 @@ export interface ExactJobMessage {
 }
 
 export type ExactReplyMessage =
-  | { readonly id: number; readonly pixels: Uint8Array }
-  | { readonly id: number; readonly error: string };
+  { readonly id: number; readonly pixels: Uint8Array } | { readonly id: number; readonly error: string };
 
 const port = parentPort;
 if (port !== null) {

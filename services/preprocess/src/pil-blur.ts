@@ -48,15 +48,24 @@ function clampIndex(i: number, last: number): number {
  * out[x] = (ww * sum(in[x-r..x+r]) + fw * (in[x-r-1] + in[x+r+1]) + 2^23) >> 24, indices clamped.
  */
 function boxBlurRow(
-  src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, width: number, w: BoxWeights,
+  src: Uint8Array,
+  srcOff: number,
+  dst: Uint8Array,
+  dstOff: number,
+  width: number,
+  w: BoxWeights,
 ): void {
   const { radius: r, inner: ww, edge: fw } = w;
   const last = width - 1;
   // The accumulator for x = -1 covers [-r-1, r-1], clamped.
-  let a0 = 0, a1 = 0, a2 = 0;
+  let a0 = 0,
+    a1 = 0,
+    a2 = 0;
   for (let i = -r - 1; i <= r - 1; i++) {
     const p = srcOff + clampIndex(i, last) * 3;
-    a0 += src[p]!; a1 += src[p + 1]!; a2 += src[p + 2]!;
+    a0 += src[p]!;
+    a1 += src[p + 1]!;
+    a2 += src[p + 2]!;
   }
   // Unclamped middle: x - r - 1 >= 0 and x + r + 1 <= last.
   const midStart = Math.min(r + 1, width);
@@ -66,7 +75,9 @@ function boxBlurRow(
     const sub = srcOff + clampIndex(x - r - 1, last) * 3;
     const add = srcOff + clampIndex(x + r, last) * 3;
     const far = srcOff + clampIndex(x + r + 1, last) * 3;
-    a0 += src[add]! - src[sub]!; a1 += src[add + 1]! - src[sub + 1]!; a2 += src[add + 2]! - src[sub + 2]!;
+    a0 += src[add]! - src[sub]!;
+    a1 += src[add + 1]! - src[sub + 1]!;
+    a2 += src[add + 2]! - src[sub + 2]!;
     const o = dstOff + x * 3;
     dst[o] = (a0 * ww + (src[sub]! + src[far]!) * fw + FIXED_BLUR_HALF) >>> 24;
     dst[o + 1] = (a1 * ww + (src[sub + 1]! + src[far + 1]!) * fw + FIXED_BLUR_HALF) >>> 24;
@@ -76,17 +87,23 @@ function boxBlurRow(
   let add = srcOff + (x + r) * 3;
   let o = dstOff + x * 3;
   for (; x < midEnd; x++) {
-    a0 += src[add]! - src[sub]!; a1 += src[add + 1]! - src[sub + 1]!; a2 += src[add + 2]! - src[sub + 2]!;
+    a0 += src[add]! - src[sub]!;
+    a1 += src[add + 1]! - src[sub + 1]!;
+    a2 += src[add + 2]! - src[sub + 2]!;
     dst[o] = (a0 * ww + (src[sub]! + src[add + 3]!) * fw + FIXED_BLUR_HALF) >>> 24;
     dst[o + 1] = (a1 * ww + (src[sub + 1]! + src[add + 4]!) * fw + FIXED_BLUR_HALF) >>> 24;
     dst[o + 2] = (a2 * ww + (src[sub + 2]! + src[add + 5]!) * fw + FIXED_BLUR_HALF) >>> 24;
-    sub += 3; add += 3; o += 3;
+    sub += 3;
+    add += 3;
+    o += 3;
   }
   for (; x <= last; x++) {
     const s = srcOff + clampIndex(x - r - 1, last) * 3;
     const ad = srcOff + clampIndex(x + r, last) * 3;
     const far = srcOff + clampIndex(x + r + 1, last) * 3;
-    a0 += src[ad]! - src[s]!; a1 += src[ad + 1]! - src[s + 1]!; a2 += src[ad + 2]! - src[s + 2]!;
+    a0 += src[ad]! - src[s]!;
+    a1 += src[ad + 1]! - src[s + 1]!;
+    a2 += src[ad + 2]! - src[s + 2]!;
     const oo = dstOff + x * 3;
     dst[oo] = (a0 * ww + (src[s]! + src[far]!) * fw + FIXED_BLUR_HALF) >>> 24;
     dst[oo + 1] = (a1 * ww + (src[s + 1]! + src[far + 1]!) * fw + FIXED_BLUR_HALF) >>> 24;
@@ -99,7 +116,12 @@ function boxBlurRow(
  * (one per byte of a row), so every read is sequential. Same arithmetic as {@link boxBlurRow} along y.
  */
 function boxBlurColumns(
-  src: Uint8Array, dst: Uint8Array, width: number, height: number, w: BoxWeights, acc: Int32Array,
+  src: Uint8Array,
+  dst: Uint8Array,
+  width: number,
+  height: number,
+  w: BoxWeights,
+  acc: Int32Array,
 ): void {
   const { radius: r, inner: ww, edge: fw } = w;
   const n = width * 3;
@@ -130,7 +152,15 @@ function boxBlurColumns(
  * wrap modulo 2^32, and since the true (C `UINT32`) sum is below 2^32, `>>> 24` of the wrapped value
  * is the same byte.
  */
-function blurRow3Tap(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, width: number, ww: number, fw: number): void {
+function blurRow3Tap(
+  src: Uint8Array,
+  srcOff: number,
+  dst: Uint8Array,
+  dstOff: number,
+  width: number,
+  ww: number,
+  fw: number,
+): void {
   const end = (width - 1) * 3;
   const next = width > 1 ? 3 : 0;
   for (let c = 0; c < 3; c++) {
@@ -139,7 +169,8 @@ function blurRow3Tap(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: n
   }
   for (let i = 3; i < end; i++) {
     const s = srcOff + i;
-    dst[dstOff + i] = (((Math.imul(src[s]!, ww) + Math.imul(src[s - 3]! + src[s + 3]!, fw)) | 0) + FIXED_BLUR_HALF | 0) >>> 24;
+    dst[dstOff + i] =
+      ((((Math.imul(src[s]!, ww) + Math.imul(src[s - 3]! + src[s + 3]!, fw)) | 0) + FIXED_BLUR_HALF) | 0) >>> 24;
   }
   if (width > 1) {
     for (let c = 0; c < 3; c++) {
@@ -152,10 +183,18 @@ function blurRow3Tap(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: n
 
 /** One vertical 3-tap pass producing one row from three input rows (already clamped by the caller). */
 function blurRows3Tap(
-  prev: Uint8Array, cur: Uint8Array, next: Uint8Array, dst: Uint8Array, dstOff: number, n: number, ww: number, fw: number,
+  prev: Uint8Array,
+  cur: Uint8Array,
+  next: Uint8Array,
+  dst: Uint8Array,
+  dstOff: number,
+  n: number,
+  ww: number,
+  fw: number,
 ): void {
   for (let i = 0; i < n; i++) {
-    dst[dstOff + i] = (((Math.imul(cur[i]!, ww) + Math.imul(prev[i]! + next[i]!, fw)) | 0) + FIXED_BLUR_HALF | 0) >>> 24;
+    dst[dstOff + i] =
+      ((((Math.imul(cur[i]!, ww) + Math.imul(prev[i]! + next[i]!, fw)) | 0) + FIXED_BLUR_HALF) | 0) >>> 24;
   }
 }
 
@@ -182,10 +221,13 @@ function boxBlurRadius0(data: Uint8Array, width: number, height: number, passes:
         blurRow3Tap(data, t * n, dst, 0, width, ww, fw);
       } else {
         blurRow3Tap(data, t * n, rowA, 0, width, ww, fw);
-        let from = rowA, to = rowB;
+        let from = rowA,
+          to = rowB;
         for (let p = 1; p < passes - 1; p++) {
           blurRow3Tap(from, 0, to, 0, width, ww, fw);
-          const tmp = from; from = to; to = tmp;
+          const tmp = from;
+          from = to;
+          to = tmp;
         }
         blurRow3Tap(from, 0, dst, 0, width, ww, fw);
       }
@@ -209,7 +251,13 @@ function boxBlurRadius0(data: Uint8Array, width: number, height: number, passes:
  * then `passes` vertical passes (Pillow transposes; we walk columns row-major), each rounded to 8 bits.
  * A zero radius returns a copy, like Pillow.
  */
-export function boxBlurRgb(data: Uint8Array, width: number, height: number, floatRadius: number, passes: number): Uint8Array {
+export function boxBlurRgb(
+  data: Uint8Array,
+  width: number,
+  height: number,
+  floatRadius: number,
+  passes: number,
+): Uint8Array {
   assertRgb(data, width, height);
   if (!Number.isInteger(passes) || passes < 1) throw new RangeError("number of passes must be greater than zero");
   if (!(floatRadius >= 0)) throw new RangeError("radius must be >= 0");
@@ -228,10 +276,13 @@ export function boxBlurRgb(data: Uint8Array, width: number, height: number, floa
       continue;
     }
     boxBlurRow(data, off, rowA, 0, width, w);
-    let from = rowA, to = rowB;
+    let from = rowA,
+      to = rowB;
     for (let p = 1; p < passes - 1; p++) {
       boxBlurRow(from, 0, to, 0, width, w);
-      const t = from; from = to; to = t;
+      const t = from;
+      from = to;
+      to = t;
     }
     boxBlurRow(from, 0, out, off, width, w);
   }
@@ -239,7 +290,9 @@ export function boxBlurRgb(data: Uint8Array, width: number, height: number, floa
   const acc = new Int32Array(n);
   for (let p = 0; p < passes; p++) {
     boxBlurColumns(out, spare, width, height, w, acc);
-    const t = out; out = spare; spare = t;
+    const t = out;
+    out = spare;
+    spare = t;
   }
   return out;
 }

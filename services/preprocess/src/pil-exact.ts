@@ -52,7 +52,12 @@ export function pilPixelsRgb(data: Uint8Array, width: number, height: number, si
  * The whole reference transform after decoding: GaussianBlur(1.0) -> resize(224x224, BILINEAR) ->
  * normalised float32 CHW (3 x 224 x 224).
  */
-export function pilPreprocessRgb(data: Uint8Array, width: number, height: number, size = MODEL_INPUT_SIZE): Float32Array {
+export function pilPreprocessRgb(
+  data: Uint8Array,
+  width: number,
+  height: number,
+  size = MODEL_INPUT_SIZE,
+): Float32Array {
   const blurred = gaussianBlurRgb(data, width, height, 1.0);
   const resized = resizeBilinearRgb(blurred, width, height, size, size);
   return normalizeToChw(resized, size, size);

@@ -68,7 +68,12 @@ function clip8(ss: number): number {
 }
 
 function resampleHorizontal(
-  src: Uint8Array, srcWidth: number, firstRow: number, rows: number, outWidth: number, c: ResampleCoeffs,
+  src: Uint8Array,
+  srcWidth: number,
+  firstRow: number,
+  rows: number,
+  outWidth: number,
+  c: ResampleCoeffs,
 ): Uint8Array {
   const { kernelSize, bounds, weights } = c;
   const inStride = srcWidth * 3;
@@ -81,20 +86,32 @@ function resampleHorizontal(
       const taps = bounds[xx * 2 + 1]!;
       let p = rowOff + bounds[xx * 2]! * 3;
       let kOff = xx * kernelSize;
-      let s0 = RESAMPLE_HALF, s1 = RESAMPLE_HALF, s2 = RESAMPLE_HALF;
+      let s0 = RESAMPLE_HALF,
+        s1 = RESAMPLE_HALF,
+        s2 = RESAMPLE_HALF;
       for (let x = 0; x < taps; x++) {
         const kv = weights[kOff++]!;
-        s0 += src[p]! * kv; s1 += src[p + 1]! * kv; s2 += src[p + 2]! * kv;
+        s0 += src[p]! * kv;
+        s1 += src[p + 1]! * kv;
+        s2 += src[p + 2]! * kv;
         p += 3;
       }
-      dst[o++] = clip8(s0); dst[o++] = clip8(s1); dst[o++] = clip8(s2);
+      dst[o++] = clip8(s0);
+      dst[o++] = clip8(s1);
+      dst[o++] = clip8(s2);
     }
   }
   return dst;
 }
 
 /** Vertical pass, row-major: each output row accumulates whole source rows (sequential reads). */
-function resampleVertical(src: Uint8Array, width: number, rowShift: number, outHeight: number, c: ResampleCoeffs): Uint8Array {
+function resampleVertical(
+  src: Uint8Array,
+  width: number,
+  rowShift: number,
+  outHeight: number,
+  c: ResampleCoeffs,
+): Uint8Array {
   const { kernelSize, bounds, weights } = c;
   const n = width * 3;
   const dst = new Uint8Array(outHeight * n);
@@ -120,7 +137,13 @@ function resampleVertical(src: Uint8Array, width: number, rowShift: number, outH
  * box). The horizontal pass runs only over the source rows the vertical pass reads, as in Pillow; an
  * axis whose size does not change is not resampled.
  */
-export function resizeBilinearRgb(data: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
+export function resizeBilinearRgb(
+  data: Uint8Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
   assertRgb(data, width, height);
   if (!Number.isInteger(outWidth) || !Number.isInteger(outHeight) || outWidth < 1 || outHeight < 1) {
     throw new RangeError(`output dimensions must be positive integers, got ${outWidth}x${outHeight}`);

@@ -109,9 +109,16 @@ function decodeError(err: unknown, maxInputPixels: number): GraphError {
   if (err instanceof GraphError) return err;
   const message = err instanceof Error ? err.message : "";
   if (/pixel limit/i.test(message)) {
-    return new GraphError("PAYLOAD_TOO_LARGE", "image has more pixels than allowed", { details: { maxInputPixels }, cause: err });
+    return new GraphError("PAYLOAD_TOO_LARGE", "image has more pixels than allowed", {
+      details: { maxInputPixels },
+      cause: err,
+    });
   }
-  return new GraphError("INVALID_IMAGE", "the bytes are not a decodable image (corrupt, truncated or unsupported format)", { cause: err });
+  return new GraphError(
+    "INVALID_IMAGE",
+    "the bytes are not a decodable image (corrupt, truncated or unsupported format)",
+    { cause: err },
+  );
 }
 
 interface DecodeLimits {
@@ -129,7 +136,11 @@ interface OpenedImage {
  * Size checks on the encoded bytes and on the header (no pixel is decoded), then a sharp pipeline
  * that decodes the first frame to 8-bit sRGB without alpha.
  */
-async function openImage(bytes: Uint8Array, limits: DecodeLimits, signal: AbortSignal | undefined): Promise<OpenedImage> {
+async function openImage(
+  bytes: Uint8Array,
+  limits: DecodeLimits,
+  signal: AbortSignal | undefined,
+): Promise<OpenedImage> {
   throwIfAborted(signal);
   if (!(bytes instanceof Uint8Array) || bytes.length === 0) {
     throw new GraphError("INVALID_IMAGE", "the image is empty");
@@ -156,7 +167,9 @@ async function openImage(bytes: Uint8Array, limits: DecodeLimits, signal: AbortS
   }
   throwIfAborted(signal);
   if (meta.format === undefined || !ACCEPTED_FORMATS.has(meta.format)) {
-    throw new GraphError("INVALID_IMAGE", "unsupported image format", { details: { format: meta.format ?? "unknown" } });
+    throw new GraphError("INVALID_IMAGE", "unsupported image format", {
+      details: { format: meta.format ?? "unknown" },
+    });
   }
   const width = meta.width;
   const height = meta.pageHeight ?? meta.height;
@@ -201,7 +214,11 @@ const rawInput = (img: RawRgb): SharpOptions => ({
  * An image with alpha is decoded to RGB first: sharp blurs premultiplied RGBA and removes the alpha
  * only at the end, which would change the colours (10 -> 7 at alpha 0.25) where Pillow just drops it.
  */
-async function fastPixels(bytes: Uint8Array, limits: DecodeLimits, signal: AbortSignal | undefined): Promise<Uint8Array> {
+async function fastPixels(
+  bytes: Uint8Array,
+  limits: DecodeLimits,
+  signal: AbortSignal | undefined,
+): Promise<Uint8Array> {
   const { image, hasAlpha } = await openImage(bytes, limits, signal);
   let blurred: RawRgb;
   if (hasAlpha) {
@@ -223,7 +240,9 @@ async function fastPixels(bytes: Uint8Array, limits: DecodeLimits, signal: Abort
   }
   throwIfAborted(signal);
   if (resized.length !== TENSOR_LENGTH) {
-    throw new GraphError("INTERNAL", "resize produced an unexpected pixel layout", { details: { bytes: resized.length } });
+    throw new GraphError("INTERNAL", "resize produced an unexpected pixel layout", {
+      details: { bytes: resized.length },
+    });
   }
   return hwcToChw(resized, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
 }

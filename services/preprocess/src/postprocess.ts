@@ -42,7 +42,8 @@ export function topK(probs: ArrayLike<number>, k: number, labels: readonly strin
   // Partial selection: keep a sorted list of the best `count` indices (count is small in practice).
   const best: number[] = [];
   const better = (a: number, b: number): boolean => {
-    const pa = probs[a]!, pb = probs[b]!;
+    const pa = probs[a]!,
+      pb = probs[b]!;
     return pa > pb || (pa === pb && a < b);
   };
   for (let i = 0; i < n; i++) {

@@ -3,10 +3,14 @@ import { VariantProcess } from "../../../subjects/index.ts";
 import { runNode } from "../../../runtime/index.ts";
 import Params from "./params.ts";
 
-await runNode(async (ctx) => {
-  const { VARIANT: variant, ALGORITHM: algorithm } = ctx.params;
-  ctx.serve(VariantProcess, ({ message }) => {
-    const out = variant === "A" ? `Processed by variant A: ${message}` : `Processed by variant B: ${message.toUpperCase()}`;
-    return { variant, message: out, algorithm };
-  });
-}, { params: Params });
+await runNode(
+  async (ctx) => {
+    const { VARIANT: variant, ALGORITHM: algorithm } = ctx.params;
+    ctx.serve(VariantProcess, ({ message }) => {
+      const out =
+        variant === "A" ? `Processed by variant A: ${message}` : `Processed by variant B: ${message.toUpperCase()}`;
+      return { variant, message: out, algorithm };
+    });
+  },
+  { params: Params },
+);

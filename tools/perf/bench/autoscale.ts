@@ -54,7 +54,11 @@ const median = (xs: number[]): number | null => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-interface Sample { t_ms: number; replicas: number; serving: number }
+interface Sample {
+  t_ms: number;
+  replicas: number;
+  serving: number;
+}
 
 interface NodeStep {
   node: string;
@@ -106,7 +110,10 @@ function closedLoop(send: (i: number) => Promise<Response>) {
     set(n: number): void {
       target = n;
       for (; running < n; running++) {
-        const p = worker(running).finally(() => { workers.delete(p); running--; });
+        const p = worker(running).finally(() => {
+          workers.delete(p);
+          running--;
+        });
         workers.add(p);
       }
     },
@@ -137,15 +144,40 @@ async function startUp(graphFile: string | undefined, dir: string, chainDelayMs:
   let log = "";
   const flush = (): void => writeFileSync(logFile, log);
   const up = await spawnUp({
-    args: ["chain", "classify", "ab", "--port", "0", "--param", `greeter.DELAY_MS=${chainDelayMs}`, ...(graphFile ? ["--graph", graphFile] : [])],
-    env: { SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" }, startTimeoutMs: 180_000, cli: CLI, cwd: REPO_ROOT,
-    onOutput: (d, stream) => { if (stream === "stderr") log += d.toString(); },
-  }).catch((e: unknown) => { flush(); throw e; });
+    args: [
+      "chain",
+      "classify",
+      "ab",
+      "--port",
+      "0",
+      "--param",
+      `greeter.DELAY_MS=${chainDelayMs}`,
+      ...(graphFile ? ["--graph", graphFile] : []),
+    ],
+    env: { SG_STATE_FILE: stateFile, SG_LOG_LEVEL: "info" },
+    startTimeoutMs: 180_000,
+    cli: CLI,
+    cwd: REPO_ROOT,
+    onOutput: (d, stream) => {
+      if (stream === "stderr") log += d.toString();
+    },
+  }).catch((e: unknown) => {
+    flush();
+    throw e;
+  });
   const { proc, summary } = up;
   const state = JSON.parse(readFileSync(stateFile, "utf8")) as { natsUser: string; natsPassword: string };
-  const nc = await connect({ servers: summary.nats, user: state.natsUser, pass: state.natsPassword, name: "bench-autoscale" });
+  const nc = await connect({
+    servers: summary.nats,
+    user: state.natsUser,
+    pass: state.natsPassword,
+    name: "bench-autoscale",
+  });
   return {
-    proc, nc, ingress: summary.ingress ?? "", logFile,
+    proc,
+    nc,
+    ingress: summary.ingress ?? "",
+    logFile,
     async stop() {
       await nc.close().catch(() => {});
       await up.stop();
@@ -156,12 +188,16 @@ async function startUp(graphFile: string | undefined, dir: string, chainDelayMs:
 
 async function control<T>(nc: NatsConnection, body: unknown, timeoutMs = 130_000): Promise<T> {
   const m = await nc.request(OPS_CONTROL_SUBJECT, JSON.stringify(body), { timeout: timeoutMs });
-  if (m.headers?.get(Headers.ServiceErrorCode)) throw new Error(`control ${JSON.stringify(body)}: ${m.headers.get(Headers.ServiceError)}`);
+  if (m.headers?.get(Headers.ServiceErrorCode))
+    throw new Error(`control ${JSON.stringify(body)}: ${m.headers.get(Headers.ServiceError)}`);
   return m.json() as T;
 }
 
 /** Count per node (this up's, from its autoscaler) and replicas answering $SRV.PING. */
-async function read(nc: NatsConnection, nodes: readonly string[]): Promise<{ snap: AutoscalerSnapshot; serving: Record<string, number> }> {
+async function read(
+  nc: NatsConnection,
+  nodes: readonly string[],
+): Promise<{ snap: AutoscalerSnapshot; serving: Record<string, number> }> {
   const [snap, ...pings] = await Promise.all([
     control<AutoscalerSnapshot>(nc, { op: "autoscaler" }, 5000),
     ...nodes.map((n) => gather(nc, Discovery.ping(n), PING_WINDOW_MS).then((x) => x.length)),
@@ -171,15 +207,35 @@ async function read(nc: NatsConnection, nodes: readonly string[]): Promise<{ sna
 
 /** Runs one step: sets the callers, samples every node until `done` or `maxMs`. */
 async function step(o: {
-  nc: NatsConnection; loop: ReturnType<typeof closedLoop>; graph: StepResult["graph"]; kind: StepResult["step"]; from: number; to: number;
-  nodes: readonly string[]; maxMs: number; done: (snap: AutoscalerSnapshot, serving: Record<string, number>) => boolean;
+  nc: NatsConnection;
+  loop: ReturnType<typeof closedLoop>;
+  graph: StepResult["graph"];
+  kind: StepResult["step"];
+  from: number;
+  to: number;
+  nodes: readonly string[];
+  maxMs: number;
+  done: (snap: AutoscalerSnapshot, serving: Record<string, number>) => boolean;
 }): Promise<StepResult> {
   const before = await read(o.nc, o.nodes);
   const lastDecisionAt = new Map(before.snap.nodes.map((n) => [n.node, n.last_decision?.at ?? ""]));
-  const per = new Map<string, NodeStep>(o.nodes.map((n) => {
-    const s = before.snap.nodes.find((x) => x.node === n)!;
-    return [n, { node: n, from: s.replicas, to: s.replicas, first_change_ms: null, settled_ms: null, decisions: [], samples: [] }];
-  }));
+  const per = new Map<string, NodeStep>(
+    o.nodes.map((n) => {
+      const s = before.snap.nodes.find((x) => x.node === n)!;
+      return [
+        n,
+        {
+          node: n,
+          from: s.replicas,
+          to: s.replicas,
+          first_change_ms: null,
+          settled_ms: null,
+          decisions: [],
+          samples: [],
+        },
+      ];
+    }),
+  );
   o.loop.take();
   const t0 = performance.now();
   const wall0 = Date.now();
@@ -193,9 +249,11 @@ async function step(o: {
       const s = snap.nodes.find((x) => x.node === n)!;
       const ns = per.get(n)!;
       const last = ns.samples.at(-1);
-      if (!last || last.replicas !== s.replicas || last.serving !== serving[n]) ns.samples.push({ t_ms: t, replicas: s.replicas, serving: serving[n]! });
+      if (!last || last.replicas !== s.replicas || last.serving !== serving[n])
+        ns.samples.push({ t_ms: t, replicas: s.replicas, serving: serving[n]! });
       // Counted in the step's direction only: under load a replica may answer a PING late and read as missing.
-      if (ns.first_change_ms === null && (o.kind === "up" ? serving[n]! > ns.from : serving[n]! < ns.from)) ns.first_change_ms = t;
+      if (ns.first_change_ms === null && (o.kind === "up" ? serving[n]! > ns.from : serving[n]! < ns.from))
+        ns.first_change_ms = t;
       const d = s.last_decision;
       if (d && d.at !== lastDecisionAt.get(n)) {
         lastDecisionAt.set(n, d.at);
@@ -214,18 +272,36 @@ async function step(o: {
     ns.settled_ms = hit ? hit.t_ms : null;
   }
   const failed = Object.values(failures).reduce((a, b) => a + b, 0);
-  progress(`${o.graph} ${o.kind}: ${[...per.values()].map((n) => `${n.node} ${n.from} -> ${n.to}${n.settled_ms !== null ? ` serving after ${(n.settled_ms / 1000).toFixed(1)} s` : ""}`).join(", ")}; ${ok + failed} requests, ${failed} failed`);
-  return { graph: o.graph, step: o.kind, callers_from: o.from, callers_to: o.to, duration_ms: durationMs, requests: ok + failed, failed, failures, nodes: [...per.values()] };
+  progress(
+    `${o.graph} ${o.kind}: ${[...per.values()].map((n) => `${n.node} ${n.from} -> ${n.to}${n.settled_ms !== null ? ` serving after ${(n.settled_ms / 1000).toFixed(1)} s` : ""}`).join(", ")}; ${ok + failed} requests, ${failed} failed`,
+  );
+  return {
+    graph: o.graph,
+    step: o.kind,
+    callers_from: o.from,
+    callers_to: o.to,
+    duration_ms: durationMs,
+    requests: ok + failed,
+    failed,
+    failures,
+    nodes: [...per.values()],
+  };
 }
 
 async function stepped(o: {
-  nc: NatsConnection; graphDef: ResolvedGraph; graph: StepResult["graph"]; nodes: string[]; high: number; holdMs: number;
+  nc: NatsConnection;
+  graphDef: ResolvedGraph;
+  graph: StepResult["graph"];
+  nodes: string[];
+  high: number;
+  holdMs: number;
   send: (i: number) => Promise<Response>;
 }): Promise<StepResult[]> {
   const loop = closedLoop(o.send);
   const mins = Object.fromEntries(o.nodes.map((n) => [n, o.graphDef.nodes[n]!.replicas.min]));
   const downMs = Math.max(...o.nodes.map((n) => o.graphDef.nodes[n]!.autoscale!.scaleDownAfterMs));
-  const atMin = (snap: AutoscalerSnapshot): boolean => o.nodes.every((n) => snap.nodes.find((x) => x.node === n)!.replicas === mins[n]);
+  const atMin = (snap: AutoscalerSnapshot): boolean =>
+    o.nodes.every((n) => snap.nodes.find((x) => x.node === n)!.replicas === mins[n]);
   // Down: until the stopped replicas are gone from discovery too (they drain first).
   const servingMin = (serving: Record<string, number>): boolean => o.nodes.every((n) => serving[n] === mins[n]);
   try {
@@ -235,11 +311,32 @@ async function stepped(o: {
     for (;;) {
       const { snap } = await read(o.nc, o.nodes);
       if (atMin(snap) && performance.now() - t0 > REST_MS) break;
-      if (performance.now() - t0 > downMs + 90_000) throw new Error(`${o.graph}: the nodes did not come to rest at their min`);
+      if (performance.now() - t0 > downMs + 90_000)
+        throw new Error(`${o.graph}: the nodes did not come to rest at their min`);
       await sleep(500);
     }
-    const up = await step({ nc: o.nc, loop, graph: o.graph, kind: "up", from: 1, to: o.high, nodes: o.nodes, maxMs: o.holdMs, done: () => false });
-    const down = await step({ nc: o.nc, loop, graph: o.graph, kind: "down", from: o.high, to: 1, nodes: o.nodes, maxMs: downMs + 60_000, done: (snap, serving) => atMin(snap) && servingMin(serving) });
+    const up = await step({
+      nc: o.nc,
+      loop,
+      graph: o.graph,
+      kind: "up",
+      from: 1,
+      to: o.high,
+      nodes: o.nodes,
+      maxMs: o.holdMs,
+      done: () => false,
+    });
+    const down = await step({
+      nc: o.nc,
+      loop,
+      graph: o.graph,
+      kind: "down",
+      from: o.high,
+      to: 1,
+      nodes: o.nodes,
+      maxMs: downMs + 60_000,
+      done: (snap, serving) => atMin(snap) && servingMin(serving),
+    });
     return [up, down];
   } finally {
     await loop.stop();
@@ -250,14 +347,20 @@ async function stepped(o: {
 async function usersOfB(ingress: string, count: number): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; out.length < count && i < 200; i++) {
-    const r = await fetch(`${ingress}/process/probe?user_key=bench-user-${i}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    const r = await fetch(`${ingress}/process/probe?user_key=bench-user-${i}`, {
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
     const body = (await r.json()) as { ab_test_result?: { selected_variant?: string } };
     if (body.ab_test_result?.selected_variant === "B") out.push(`bench-user-${i}`);
   }
   return out;
 }
 
-async function coldStarts(nc: NatsConnection, ingress: string, n: number): Promise<{ node: string; runs_ms: number[]; failed: number; median_ms: number | null }> {
+async function coldStarts(
+  nc: NatsConnection,
+  ingress: string,
+  n: number,
+): Promise<{ node: string; runs_ms: number[]; failed: number; median_ms: number | null }> {
   const [user] = await usersOfB(ingress, 1);
   if (!user) throw new Error("no user key routed to variant B in 200 tries");
   const runs: number[] = [];
@@ -275,10 +378,13 @@ async function coldStarts(nc: NatsConnection, ingress: string, n: number): Promi
       }
       await sleep(1000); // the machine settles after the replica's exit
       const t0 = performance.now();
-      const r = await fetch(`${ingress}/process/cold-${i}?user_key=${user}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      const r = await fetch(`${ingress}/process/cold-${i}?user_key=${user}`, {
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
       await r.arrayBuffer();
       const ms = performance.now() - t0;
-      if (r.status === 200) runs.push(Math.round(ms)); else failed++;
+      if (r.status === 200) runs.push(Math.round(ms));
+      else failed++;
       progress(`cold start ${i + 1}/${n}: ${COLD_NODE} answered ${r.status} after ${ms.toFixed(0)} ms`);
     }
   } finally {
@@ -293,9 +399,15 @@ export async function run(argv: string[]): Promise<number> {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        "high-chain": { type: "string", default: "32" }, "high-classify": { type: "string", default: "16" }, hold: { type: "string", default: "30" },
-        "cold-starts": { type: "string", default: "5" }, "chain-delay-ms": { type: "string", default: "100" }, images: { type: "string", default: join(REPO_ROOT, "data/images") },
-        out: { type: "string", default: join(projectRoot(), "bench-results") }, json: { type: "boolean" }, graph: { type: "string" },
+        "high-chain": { type: "string", default: "32" },
+        "high-classify": { type: "string", default: "16" },
+        hold: { type: "string", default: "30" },
+        "cold-starts": { type: "string", default: "5" },
+        "chain-delay-ms": { type: "string", default: "100" },
+        images: { type: "string", default: join(REPO_ROOT, "data/images") },
+        out: { type: "string", default: join(projectRoot(), "bench-results") },
+        json: { type: "boolean" },
+        graph: { type: "string" },
       },
     }));
   } catch (e) {
@@ -311,13 +423,25 @@ export async function run(argv: string[]): Promise<number> {
   const holdS = int("hold", 5, 600);
   const colds = int("cold-starts", 0, 50);
   const chainDelayMs = int("chain-delay-ms", 0, 10_000);
-  if (highChain === undefined || highClassify === undefined || holdS === undefined || colds === undefined || chainDelayMs === undefined) {
-    process.stderr.write("servegraph bench autoscale: --high-chain/--high-classify 2..1024, --hold 5..600 s, --cold-starts 0..50, --chain-delay-ms 0..10000\n");
+  if (
+    highChain === undefined ||
+    highClassify === undefined ||
+    holdS === undefined ||
+    colds === undefined ||
+    chainDelayMs === undefined
+  ) {
+    process.stderr.write(
+      "servegraph bench autoscale: --high-chain/--high-classify 2..1024, --hold 5..600 s, --cold-starts 0..50, --chain-delay-ms 0..10000\n",
+    );
     return 2;
   }
   const graphDef = await loadGraph(values.graph as string | undefined);
   const images = loadImages(values.images as string);
-  const small: RequestBody[] = images.files.map((f, i) => ({ f, i, size: statSync(f).size })).sort((a, b) => a.size - b.size).slice(0, 4).map((x) => images.bodies[x.i]!);
+  const small: RequestBody[] = images.files
+    .map((f, i) => ({ f, i, size: statSync(f).size }))
+    .sort((a, b) => a.size - b.size)
+    .slice(0, 4)
+    .map((x) => images.bodies[x.i]!);
   if (!small.length) {
     process.stderr.write(`servegraph bench autoscale: no images in ${values.images}\n`);
     return 2;
@@ -331,17 +455,36 @@ export async function run(argv: string[]): Promise<number> {
   let cold: Awaited<ReturnType<typeof coldStarts>> | null = null;
   let upLog = "";
   try {
-    steps.push(...await stepped({
-      nc: up.nc, graphDef, graph: "chain", nodes: ["greeter-proxy", "greeter"], high: highChain, holdMs: holdS * 1000,
-      send: (i) => fetch(`${up.ingress}/greeting/b${i % 1000}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
-    }));
-    steps.push(...await stepped({
-      nc: up.nc, graphDef, graph: "classify", nodes: ["preprocess", "infer"], high: highClassify, holdMs: holdS * 1000,
-      send: (i) => {
-        const b = small[i % small.length]!;
-        return fetch(`${up.ingress}/classify`, { method: "POST", body: b.body, headers: { "content-type": b.contentType }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
-      },
-    }));
+    steps.push(
+      ...(await stepped({
+        nc: up.nc,
+        graphDef,
+        graph: "chain",
+        nodes: ["greeter-proxy", "greeter"],
+        high: highChain,
+        holdMs: holdS * 1000,
+        send: (i) => fetch(`${up.ingress}/greeting/b${i % 1000}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+      })),
+    );
+    steps.push(
+      ...(await stepped({
+        nc: up.nc,
+        graphDef,
+        graph: "classify",
+        nodes: ["preprocess", "infer"],
+        high: highClassify,
+        holdMs: holdS * 1000,
+        send: (i) => {
+          const b = small[i % small.length]!;
+          return fetch(`${up.ingress}/classify`, {
+            method: "POST",
+            body: b.body,
+            headers: { "content-type": b.contentType },
+            signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+          });
+        },
+      })),
+    );
     if (colds > 0) cold = await coldStarts(up.nc, up.ingress, colds);
   } finally {
     await up.stop();
@@ -349,11 +492,25 @@ export async function run(argv: string[]): Promise<number> {
     rmSync(dir, { recursive: true, force: true });
   }
   const result = {
-    kind: "autoscale", startedAt, finishedAt: new Date().toISOString(), command: ["servegraph bench autoscale", ...argv].join(" "),
-    commit: gitCommit(REPO_ROOT), machine: { ...machine, loadAvg1mEnd: loadavg()[0] }, chain_greeter_delay_ms: chainDelayMs,
-    windows: Object.fromEntries(["greeter-proxy", "greeter", "preprocess", "infer", COLD_NODE].map((n) => [n, { replicas: graphDef.nodes[n]!.replicas, ...graphDef.nodes[n]!.autoscale }])),
-    steps, cold_start: cold,
-    autoscaler_log: upLog.split("\n").filter((l) => / autoscale |activator:/.test(l)).map((l) => l.replace(/\s+node=.*$/, "")),
+    kind: "autoscale",
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    command: ["servegraph bench autoscale", ...argv].join(" "),
+    commit: gitCommit(REPO_ROOT),
+    machine: { ...machine, loadAvg1mEnd: loadavg()[0] },
+    chain_greeter_delay_ms: chainDelayMs,
+    windows: Object.fromEntries(
+      ["greeter-proxy", "greeter", "preprocess", "infer", COLD_NODE].map((n) => [
+        n,
+        { replicas: graphDef.nodes[n]!.replicas, ...graphDef.nodes[n]!.autoscale },
+      ]),
+    ),
+    steps,
+    cold_start: cold,
+    autoscaler_log: upLog
+      .split("\n")
+      .filter((l) => / autoscale |activator:/.test(l))
+      .map((l) => l.replace(/\s+node=.*$/, "")),
   };
   const out = resolve(values.out as string);
   mkdirSync(out, { recursive: true });
@@ -364,14 +521,24 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(result) + "\n");
   } else {
     const s = (ms: number | null): string => (ms === null ? "-" : `${(ms / 1000).toFixed(1)} s`);
-    const lines = ["", `autoscale bench (${result.commit ?? "?"}, ${machine.logicalCores} cores), windows from graph.config.ts, greeter delay ${chainDelayMs} ms`, "",
-      "  graph     step                node           replicas  first serving  all serving  requests  failed"];
+    const lines = [
+      "",
+      `autoscale bench (${result.commit ?? "?"}, ${machine.logicalCores} cores), windows from graph.config.ts, greeter delay ${chainDelayMs} ms`,
+      "",
+      "  graph     step                node           replicas  first serving  all serving  requests  failed",
+    ];
     for (const st of steps) {
       for (const [i, n] of st.nodes.entries()) {
-        lines.push(`  ${(i ? "" : st.graph).padEnd(10)}${(i ? "" : `${st.step} ${st.callers_from}->${st.callers_to} callers`).padEnd(20)}${n.node.padEnd(15)}${`${n.from} -> ${n.to}`.padEnd(10)}${s(n.first_change_ms).padEnd(15)}${s(n.settled_ms).padEnd(13)}${(i ? "" : String(st.requests)).padEnd(10)}${i ? "" : st.failed}`);
+        lines.push(
+          `  ${(i ? "" : st.graph).padEnd(10)}${(i ? "" : `${st.step} ${st.callers_from}->${st.callers_to} callers`).padEnd(20)}${n.node.padEnd(15)}${`${n.from} -> ${n.to}`.padEnd(10)}${s(n.first_change_ms).padEnd(15)}${s(n.settled_ms).padEnd(13)}${(i ? "" : String(st.requests)).padEnd(10)}${i ? "" : st.failed}`,
+        );
       }
     }
-    if (cold) lines.push("", `  cold start of ${cold.node} from 0 replicas to its first answer (through ingress and ab-router): median ${s(cold.median_ms)} of ${cold.runs_ms.length} (${cold.runs_ms.map((x) => `${x} ms`).join(", ")})${cold.failed ? `, ${cold.failed} failed` : ""}`);
+    if (cold)
+      lines.push(
+        "",
+        `  cold start of ${cold.node} from 0 replicas to its first answer (through ingress and ab-router): median ${s(cold.median_ms)} of ${cold.runs_ms.length} (${cold.runs_ms.map((x) => `${x} ms`).join(", ")})${cold.failed ? `, ${cold.failed} failed` : ""}`,
+      );
     lines.push("", `  written to ${join(out, `autoscale-${stamp}.json`)}`, "");
     process.stdout.write(lines.join("\n"));
   }

@@ -33,7 +33,8 @@ export interface BaselineSide {
 
 /** One figure of one bench result: `chain C=16 req/s`. */
 export interface Figure {
-  target: "chain" | "classify" | "classify one-process" | "classify graph / one-process" | "infer" | "infer bare responder";
+  target:
+    "chain" | "classify" | "classify one-process" | "classify graph / one-process" | "infer" | "infer bare responder";
   level: string;
   metric: "req/s" | "images/s" | "p50 ms" | "p99 ms" | "fraction";
   headline: boolean;
@@ -78,17 +79,29 @@ interface LevelLike {
 export function figuresOf(result: unknown): Figure[] {
   const r = (result ?? {}) as {
     chain?: { levels?: LevelLike[] } | null;
-    classify?: { levels?: LevelLike[]; oneProcess?: { levels?: LevelLike[] } | null; comparison?: { rows?: { concurrency?: number; fraction?: number | null }[] } | null } | null;
+    classify?: {
+      levels?: LevelLike[];
+      oneProcess?: { levels?: LevelLike[] } | null;
+      comparison?: { rows?: { concurrency?: number; fraction?: number | null }[] } | null;
+    } | null;
     infer?: { levels?: LevelLike[] } | null;
   };
   const out: Figure[] = [];
-  const add = (target: Figure["target"], unit: "req/s" | "images/s", levels: LevelLike[] | undefined, headline: boolean, label = (l: LevelLike) => `C=${l.concurrency}`): void => {
+  const add = (
+    target: Figure["target"],
+    unit: "req/s" | "images/s",
+    levels: LevelLike[] | undefined,
+    headline: boolean,
+    label = (l: LevelLike) => `C=${l.concurrency}`,
+  ): void => {
     for (const l of levels ?? []) {
       if (typeof l.concurrency !== "number" || typeof l.rps !== "number" || !(l.ok === undefined || l.ok > 0)) continue;
       const level = label(l);
       out.push({ target, level, metric: unit, headline, higherIsBetter: true, value: l.rps });
-      if (typeof l.latencyMs?.p50 === "number") out.push({ target, level, metric: "p50 ms", headline, higherIsBetter: false, value: l.latencyMs.p50 });
-      if (typeof l.latencyMs?.p99 === "number") out.push({ target, level, metric: "p99 ms", headline: false, higherIsBetter: false, value: l.latencyMs.p99 });
+      if (typeof l.latencyMs?.p50 === "number")
+        out.push({ target, level, metric: "p50 ms", headline, higherIsBetter: false, value: l.latencyMs.p50 });
+      if (typeof l.latencyMs?.p99 === "number")
+        out.push({ target, level, metric: "p99 ms", headline: false, higherIsBetter: false, value: l.latencyMs.p99 });
     }
   };
   add("chain", "req/s", r.chain?.levels, true);
@@ -97,12 +110,31 @@ export function figuresOf(result: unknown): Figure[] {
   // The split's cost as each side measured it against its own one-process composition in the same pass.
   for (const row of r.classify?.comparison?.rows ?? []) {
     if (typeof row.concurrency === "number" && typeof row.fraction === "number") {
-      out.push({ target: "classify graph / one-process", level: `C=${row.concurrency}`, metric: "fraction", headline: true, higherIsBetter: true, value: row.fraction });
+      out.push({
+        target: "classify graph / one-process",
+        level: `C=${row.concurrency}`,
+        metric: "fraction",
+        headline: true,
+        higherIsBetter: true,
+        value: row.fraction,
+      });
     }
   }
   const inferLabel = (l: LevelLike) => `${l.dtype ?? "?"} C=${l.concurrency}`;
-  add("infer", "images/s", r.infer?.levels?.filter((l) => l.series !== "bare"), true, inferLabel);
-  add("infer bare responder", "req/s", r.infer?.levels?.filter((l) => l.series === "bare"), false, inferLabel);
+  add(
+    "infer",
+    "images/s",
+    r.infer?.levels?.filter((l) => l.series !== "bare"),
+    true,
+    inferLabel,
+  );
+  add(
+    "infer bare responder",
+    "req/s",
+    r.infer?.levels?.filter((l) => l.series === "bare"),
+    false,
+    inferLabel,
+  );
   return out;
 }
 
@@ -113,11 +145,12 @@ const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / 
 export function compareFigures(current: readonly Figure[][], baseline: readonly Figure[][]): ComparedFigure[] {
   const byKey = (passes: readonly Figure[][]) => {
     const m = new Map<string, { f: Figure; values: number[] }>();
-    for (const pass of passes) for (const f of pass) {
-      const e = m.get(keyOf(f)) ?? { f, values: [] };
-      e.values.push(f.value);
-      m.set(keyOf(f), e);
-    }
+    for (const pass of passes)
+      for (const f of pass) {
+        const e = m.get(keyOf(f)) ?? { f, values: [] };
+        e.values.push(f.value);
+        m.set(keyOf(f), e);
+      }
     return m;
   };
   const cur = byKey(current);
@@ -131,7 +164,15 @@ export function compareFigures(current: readonly Figure[][], baseline: readonly 
     const bm = mean(b.values);
     const ratio = bm > 0 ? cm / bm : NaN;
     const worse = meta.higherIsBetter ? ratio < 1 - REGRESSION : ratio > 1 + REGRESSION;
-    out.push({ ...meta, current: cm, baseline: bm, currentPasses: c.values, baselinePasses: b.values, ratio, regression: meta.headline && Number.isFinite(ratio) && worse });
+    out.push({
+      ...meta,
+      current: cm,
+      baseline: bm,
+      currentPasses: c.values,
+      baselinePasses: b.values,
+      ratio,
+      regression: meta.headline && Number.isFinite(ratio) && worse,
+    });
   }
   return out;
 }
@@ -149,7 +190,10 @@ export function formatComparison(c: BaselineComparison): string {
     "",
     "| target | level | figure | this | baseline | this / baseline | |",
     "|---|---|---|---|---|---|---|",
-    ...c.figures.map((f) => `| ${f.target} | ${f.level} | ${f.metric} | ${fmt(f.current)}${range(f.currentPasses)} | ${fmt(f.baseline)}${range(f.baselinePasses)} | ${Number.isFinite(f.ratio) ? `${f.ratio.toFixed(2)}x` : "-"} | ${f.regression ? "REGRESSION" : f.headline ? "" : "(not judged)"} |`),
+    ...c.figures.map(
+      (f) =>
+        `| ${f.target} | ${f.level} | ${f.metric} | ${fmt(f.current)}${range(f.currentPasses)} | ${fmt(f.baseline)}${range(f.baselinePasses)} | ${Number.isFinite(f.ratio) ? `${f.ratio.toFixed(2)}x` : "-"} | ${f.regression ? "REGRESSION" : f.headline ? "" : "(not judged)"} |`,
+    ),
     "",
     c.regressions.length
       ? `REGRESSION: ${c.regressions.length} headline figure(s) more than ${REGRESSION * 100}% worse than ${c.baseline.rev}: ${c.regressions.map((f) => `${f.target} ${f.level} ${f.metric} ${f.ratio.toFixed(2)}x`).join("; ")}`
@@ -162,7 +206,8 @@ export class BaselineError extends Error {}
 
 function git(repo: string, args: string[]): string {
   const r = spawnSync("git", ["-C", repo, ...args], { encoding: "utf8" });
-  if (r.status !== 0) throw new BaselineError(`git ${args.join(" ")}: ${(r.stderr || r.error?.message || "failed").trim()}`);
+  if (r.status !== 0)
+    throw new BaselineError(`git ${args.join(" ")}: ${(r.stderr || r.error?.message || "failed").trim()}`);
   return r.stdout.trim();
 }
 
@@ -184,14 +229,20 @@ export function prepareBaseline(repo: string, rev: string, progress: (line: stri
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   progress(`extracting ${rev} (${commit.slice(0, 7)}) into ${dir}`);
-  const x = spawnSync("sh", ["-c", 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"', "sh", repo, commit, dir], { encoding: "utf8" });
+  const x = spawnSync("sh", ["-c", 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"', "sh", repo, commit, dir], {
+    encoding: "utf8",
+  });
   if (x.status !== 0) throw new BaselineError(`extracting ${rev}: ${x.stderr.trim()}`);
-  const lock = (d: string) => (existsSync(join(d, "package-lock.json")) ? readFileSync(join(d, "package-lock.json"), "utf8") : undefined);
+  const lock = (d: string) =>
+    existsSync(join(d, "package-lock.json")) ? readFileSync(join(d, "package-lock.json"), "utf8") : undefined;
   if (lock(dir) !== undefined && lock(dir) === lock(repo) && existsSync(join(repo, "node_modules"))) {
     symlinkSync(join(repo, "node_modules"), join(dir, "node_modules"), "dir");
   } else {
     progress(`${rev} has other dependencies: npm ci in its checkout`);
-    const ci = spawnSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: dir, stdio: ["ignore", 2, 2] });
+    const ci = spawnSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
+      cwd: dir,
+      stdio: ["ignore", 2, 2],
+    });
     if (ci.status !== 0) throw new BaselineError(`npm ci for ${rev} failed (exit ${ci.status}); see above`);
   }
   writeFileSync(ready, `${commit}\n`);
@@ -202,7 +253,10 @@ export function prepareBaseline(repo: string, rev: string, progress: (line: stri
 export function listening(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ host, port });
-    const done = (v: boolean) => { s.destroy(); resolve(v); };
+    const done = (v: boolean) => {
+      s.destroy();
+      resolve(v);
+    };
     s.once("connect", () => done(true));
     s.once("error", () => done(false));
     s.setTimeout(1000, () => done(false));
@@ -221,23 +275,41 @@ export function benchEntryOf(dir: string): string {
 export function benchIn(dir: string, args: readonly string[], tag: string, signal: AbortSignal): Promise<unknown> {
   const out = mkdtempSync(join(tmpdir(), "sg-bench-side-"));
   return new Promise<unknown>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", benchEntryOf(dir), "bench", ...args, "--json", "--out", out], {
-      cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SG_STATE_FILE: join(out, "no-state.json") },
-    });
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", benchEntryOf(dir), "bench", ...args, "--json", "--out", out],
+      {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, SG_STATE_FILE: join(out, "no-state.json") },
+      },
+    );
     let stdout = "";
     let tail = "";
-    child.stdout!.on("data", (d: Buffer) => { stdout += d.toString(); });
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
     child.stderr!.on("data", (d: Buffer) => {
       const s = d.toString();
       tail = (tail + s).slice(-4000);
-      process.stderr.write(s.split(/(?<=\n)/).map((l) => `[${tag}] ${l}`).join(""));
+      process.stderr.write(
+        s
+          .split(/(?<=\n)/)
+          .map((l) => `[${tag}] ${l}`)
+          .join(""),
+      );
     });
     const stop = () => child.kill("SIGINT");
     signal.addEventListener("abort", stop, { once: true });
     child.once("exit", (code) => {
       signal.removeEventListener("abort", stop);
       rmSync(out, { recursive: true, force: true });
-      if (code !== 0) return reject(new BaselineError(`${tag}: servegraph bench exited ${code}: ${tail.trim().split("\n").slice(-3).join(" / ")}`));
+      if (code !== 0)
+        return reject(
+          new BaselineError(
+            `${tag}: servegraph bench exited ${code}: ${tail.trim().split("\n").slice(-3).join(" / ")}`,
+          ),
+        );
       try {
         resolve(JSON.parse(stdout));
       } catch {
@@ -262,10 +334,15 @@ export interface BaselinePlan {
 
 export async function runBaseline(p: BaselinePlan): Promise<BaselineComparison> {
   if (p.ingress && (await listening(p.ingress.host, p.ingress.port))) {
-    throw new BaselineError(`something answers on ${p.ingress.host}:${p.ingress.port}, where each side starts its graph: stop the running graph first (--baseline runs one side at a time on the same cores and ports)`);
+    throw new BaselineError(
+      `something answers on ${p.ingress.host}:${p.ingress.port}, where each side starts its graph: stop the running graph first (--baseline runs one side at a time on the same cores and ports)`,
+    );
   }
   const baseline = prepareBaseline(p.repo, p.rev, p.progress);
-  const dirty = spawnSync("git", ["-C", p.repo, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() !== "";
+  const dirty =
+    spawnSync("git", ["-C", p.repo, "status", "--porcelain", "--untracked-files=no"], {
+      encoding: "utf8",
+    }).stdout.trim() !== "";
   const current: BaselineSide = { dir: p.repo, commit: p.currentCommit, dirty };
   const order: string[] = [];
   const results = { current: [] as unknown[], baseline: [] as unknown[] };
@@ -275,7 +352,12 @@ export async function runBaseline(p: BaselinePlan): Promise<BaselineComparison> 
       if (p.signal.aborted) break;
       p.progress(`pass ${i + 1}/${p.passes}: ${side === "current" ? "this checkout" : p.rev}`);
       order.push(side === "current" ? "this" : p.rev);
-      const r = await benchIn(side === "current" ? current.dir : baseline.dir, p.args, side === "current" ? "this" : p.rev, p.signal);
+      const r = await benchIn(
+        side === "current" ? current.dir : baseline.dir,
+        p.args,
+        side === "current" ? "this" : p.rev,
+        p.signal,
+      );
       // The extracted checkout has no .git of its own: its bench would read the commit of the checkout around it.
       if (side === "baseline" && r && typeof r === "object") (r as { commit?: string | null }).commit = baseline.commit;
       results[side].push(r);
@@ -283,8 +365,14 @@ export async function runBaseline(p: BaselinePlan): Promise<BaselineComparison> 
   }
   const figures = compareFigures(results.current.map(figuresOf), results.baseline.map(figuresOf));
   return {
-    current, baseline: { ...baseline, rev: p.rev }, passes: p.passes, order, args: p.args, figures,
-    regressions: figures.filter((f) => f.regression), results,
+    current,
+    baseline: { ...baseline, rev: p.rev },
+    passes: p.passes,
+    order,
+    args: p.args,
+    figures,
+    regressions: figures.filter((f) => f.regression),
+    results,
   };
 }
 

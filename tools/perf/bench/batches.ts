@@ -32,39 +32,57 @@ export interface LevelBatches {
  * The infer replicas and the batch limit they run with: infer's `info` endpoint when it answers, else the
  * graph's `batching` of infer (the schema's defaults when it declares none); null when the graph has no infer.
  */
-export async function discoverInfer(nc: NatsConnection | undefined, graph: ResolvedGraph, warnings: string[]): Promise<{ replicas: InferReplica[]; maxBatchSize: number | null }> {
+export async function discoverInfer(
+  nc: NatsConnection | undefined,
+  graph: ResolvedGraph,
+  warnings: string[],
+): Promise<{ replicas: InferReplica[]; maxBatchSize: number | null }> {
   const node = graph.nodes.infer;
   let maxBatchSize: number | null = node ? (node.batching ?? BATCHING_DEFAULTS).maxBatchSize : null;
   if (!nc) return { replicas: [], maxBatchSize };
   const infos = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.info("infer"), 300);
   const replicas = infos.map((i) => {
     const pid = Number(i.metadata?.pid);
-    return { metricsUrl: i.metadata?.metrics_url, model: i.metadata?.model, executionProvider: i.metadata?.execution_provider, pid: Number.isInteger(pid) && pid > 0 ? pid : undefined };
+    return {
+      metricsUrl: i.metadata?.metrics_url,
+      model: i.metadata?.model,
+      executionProvider: i.metadata?.execution_provider,
+      pid: Number.isInteger(pid) && pid > 0 ? pid : undefined,
+    };
   });
   if (node) {
     const info = await nc.request(subjectFor(graph, "infer", "info"), "{}", { timeout: 2000 }).catch(() => undefined);
     const mbs = info ? (info.json() as { max_batch_size?: unknown }).max_batch_size : undefined;
     if (typeof mbs === "number") maxBatchSize = mbs;
   }
-  if (!replicas.some((r) => r.metricsUrl)) warnings.push("no infer replica advertises metrics_url: batch sizes from $SRV.STATS (mean only)");
+  if (!replicas.some((r) => r.metricsUrl))
+    warnings.push("no infer replica advertises metrics_url: batch sizes from $SRV.STATS (mean only)");
   return { replicas, maxBatchSize };
 }
 
 async function scrapeBatchSizes(replicas: readonly InferReplica[]): Promise<HistogramSnapshot | undefined> {
-  const snaps = await Promise.all(replicas.filter((r) => r.metricsUrl).map(async (r) => {
-    try {
-      const res = await fetch(r.metricsUrl!, { signal: AbortSignal.timeout(3000) });
-      return parseHistogram(await res.text(), "sg_batch_size");
-    } catch {
-      return undefined;
-    }
-  }));
+  const snaps = await Promise.all(
+    replicas
+      .filter((r) => r.metricsUrl)
+      .map(async (r) => {
+        try {
+          const res = await fetch(r.metricsUrl!, { signal: AbortSignal.timeout(3000) });
+          return parseHistogram(await res.text(), "sg_batch_size");
+        } catch {
+          return undefined;
+        }
+      }),
+  );
   return addHistograms(snaps.filter((s): s is HistogramSnapshot => s !== undefined));
 }
 
 /** Cumulative batches and batched requests over every replica, from $SRV.STATS. */
 async function batchTotals(nc: NatsConnection): Promise<{ batches: number; requests: number } | undefined> {
-  const stats = await gather<{ endpoints?: { data?: { batches?: number; batched_requests?: number } }[] }>(nc, Discovery.stats("infer"), 300);
+  const stats = await gather<{ endpoints?: { data?: { batches?: number; batched_requests?: number } }[] }>(
+    nc,
+    Discovery.stats("infer"),
+    300,
+  );
   let batches = 0;
   let requests = 0;
   let seen = false;
@@ -83,7 +101,10 @@ async function batchTotals(nc: NatsConnection): Promise<{ batches: number; reque
  * Reads infer's counters now; the function it returns reads them again and gives the batches in between
  * (null when neither /metrics nor $SRV.STATS answered).
  */
-export async function startBatchCount(nc: NatsConnection | undefined, replicas: readonly InferReplica[]): Promise<() => Promise<LevelBatches | null>> {
+export async function startBatchCount(
+  nc: NatsConnection | undefined,
+  replicas: readonly InferReplica[],
+): Promise<() => Promise<LevelBatches | null>> {
   const histBefore = await scrapeBatchSizes(replicas);
   const totalsBefore = !histBefore && nc ? await batchTotals(nc) : undefined;
   return async () => {
@@ -107,7 +128,9 @@ export async function startBatchCount(nc: NatsConnection | undefined, replicas: 
  */
 export function batchMix(batches: LevelBatches | null, maxBatchSize: number | null): { size: number; count: number }[] {
   const cap = maxBatchSize ?? BATCHING_DEFAULTS.maxBatchSize;
-  return (batches?.histogram ?? []).filter((b) => b.count > 0).map((b) => ({ size: Math.min(b.max === Infinity ? cap : b.max, cap), count: b.count }));
+  return (batches?.histogram ?? [])
+    .filter((b) => b.count > 0)
+    .map((b) => ({ size: Math.min(b.max === Infinity ? cap : b.max, cap), count: b.count }));
 }
 
 /** Two levels' batches together (two passes at one concurrency): counts and histogram buckets added. */

@@ -14,16 +14,28 @@ export interface HelperProcess<T> {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function startHelper<T>(script: string, input: unknown, o: { cwd: string; readyTimeoutMs: number; env?: NodeJS.ProcessEnv; parse: (line: unknown) => T }): Promise<HelperProcess<T>> {
-  const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(input)], { cwd: o.cwd, stdio: ["ignore", "pipe", "pipe"], env: o.env ?? process.env });
+export function startHelper<T>(
+  script: string,
+  input: unknown,
+  o: { cwd: string; readyTimeoutMs: number; env?: NodeJS.ProcessEnv; parse: (line: unknown) => T },
+): Promise<HelperProcess<T>> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(input)], {
+    cwd: o.cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: o.env ?? process.env,
+  });
   let stderr = "";
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => { stderr = (stderr + d).slice(-4000); });
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => {
+    stderr = (stderr + d).slice(-4000);
+  });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   const alive = (): boolean => child.exitCode === null && child.signalCode === null;
   const stop = async (graceMs = 5000): Promise<void> => {
     if (!alive()) return;
     child.kill("SIGTERM");
-    const t = setTimeout(() => { if (alive()) child.kill("SIGKILL"); }, graceMs);
+    const t = setTimeout(() => {
+      if (alive()) child.kill("SIGKILL");
+    }, graceMs);
     await exited;
     clearTimeout(t);
   };
@@ -52,7 +64,8 @@ export function startHelper<T>(script: string, input: unknown, o: { cwd: string;
       }
       resolve({ child, pid: child.pid ?? 0, ready, stop });
     };
-    const onExit = (code: number | null, sig: NodeJS.Signals | null): void => fail(`exited before it was ready (${sig ?? `exit code ${code}`})`);
+    const onExit = (code: number | null, sig: NodeJS.Signals | null): void =>
+      fail(`exited before it was ready (${sig ?? `exit code ${code}`})`);
     child.stdout!.setEncoding("utf8").on("data", onData);
     child.once("exit", onExit);
     child.once("error", (err) => fail(err.message));

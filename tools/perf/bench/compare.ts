@@ -18,7 +18,18 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { addBatches, startBatchCount, type InferReplica, type LevelBatches } from "./batches.ts";
 import { startCpuSample, startProcessCpu, type CpuUse } from "./cpu.ts";
-import { runLevel, runLevelWithSamples, summarize, type ClassifyLevel, type ClassifyReport, type ImageSet, type LoadLevelOptions, type LoadLevelResult, type LoadPlan, type PassedLevel } from "./load.ts";
+import {
+  runLevel,
+  runLevelWithSamples,
+  summarize,
+  type ClassifyLevel,
+  type ClassifyReport,
+  type ImageSet,
+  type LoadLevelOptions,
+  type LoadLevelResult,
+  type LoadPlan,
+  type PassedLevel,
+} from "./load.ts";
 import type { OneProcess } from "./one-process/launch.ts";
 
 export const PASSES = 2;
@@ -83,20 +94,28 @@ export function mergePasses(passes: readonly PassSample[]): PassedLevel {
     at += p.latencies.length;
   }
   const statusCodes: Record<string, number> = {};
-  for (const p of passes) for (const [k, v] of Object.entries(p.result.statusCodes)) statusCodes[k] = (statusCodes[k] ?? 0) + v;
+  for (const p of passes)
+    for (const [k, v] of Object.entries(p.result.statusCodes)) statusCodes[k] = (statusCodes[k] ?? 0) + v;
   const cpus = passes.map((p) => p.cpu);
-  const avg = (k: keyof CpuUse): number => Math.round((passes.reduce((a, p) => a + p.cpu![k] * p.result.durationS, 0) / durationS) * 100) / 100;
-  const cpu = cpus.every((c) => c !== null) && durationS > 0 ? { machineCores: avg("machineCores"), ownCores: avg("ownCores"), otherCores: avg("otherCores") } : null;
+  const avg = (k: keyof CpuUse): number =>
+    Math.round((passes.reduce((a, p) => a + p.cpu![k] * p.result.durationS, 0) / durationS) * 100) / 100;
+  const cpu =
+    cpus.every((c) => c !== null) && durationS > 0
+      ? { machineCores: avg("machineCores"), ownCores: avg("ownCores"), otherCores: avg("otherCores") }
+      : null;
   const sut = passes.map((p) => p.sutCpuS);
   const sutS = sut.every((s) => s !== null) ? sut.reduce((a, s) => a + s!, 0) : null;
   return {
     concurrency: passes[0]!.result.concurrency,
-    durationS, ok, rps: durationS > 0 ? ok / durationS : 0,
+    durationS,
+    ok,
+    rps: durationS > 0 ? ok / durationS : 0,
     latencyMs: summarize(pooled),
     non2xx: passes.reduce((a, p) => a + p.result.non2xx, 0),
     errors: passes.reduce((a, p) => a + p.result.errors, 0),
     timeouts: passes.reduce((a, p) => a + p.result.timeouts, 0),
-    statusCodes, cpu,
+    statusCodes,
+    cpu,
     cpuMsPerImage: sutS !== null && ok > 0 ? (sutS * 1000) / ok : null,
     passRps: passes.map((p) => p.result.rps),
   };
@@ -111,10 +130,15 @@ export function compareWithOneProcess(graph: readonly PassedLevel[], one: readon
     const gp = g.latencyMs?.p50 ?? null;
     const op = o.latencyMs?.p50 ?? null;
     rows.push({
-      concurrency: g.concurrency, graphRps: g.rps, oneProcessRps: o.rps,
+      concurrency: g.concurrency,
+      graphRps: g.rps,
+      oneProcessRps: o.rps,
       fraction: o.rps > 0 ? g.rps / o.rps : null,
-      graphP50Ms: gp, oneProcessP50Ms: op, p50DiffMs: gp !== null && op !== null ? gp - op : null,
-      graphCpuMsPerImage: g.cpuMsPerImage, oneProcessCpuMsPerImage: o.cpuMsPerImage,
+      graphP50Ms: gp,
+      oneProcessP50Ms: op,
+      p50DiffMs: gp !== null && op !== null ? gp - op : null,
+      graphCpuMsPerImage: g.cpuMsPerImage,
+      oneProcessCpuMsPerImage: o.cpuMsPerImage,
     });
   }
   const fractionAtC16 = rows.find((r) => r.concurrency === 16)?.fraction ?? null;
@@ -122,7 +146,9 @@ export function compareWithOneProcess(graph: readonly PassedLevel[], one: readon
   return {
     rows,
     goals: {
-      ...ONE_PROCESS_GOALS, fractionAtC16, p50DiffMsAtC1,
+      ...ONE_PROCESS_GOALS,
+      fractionAtC16,
+      p50DiffMsAtC1,
       fractionMet: fractionAtC16 === null ? null : fractionAtC16 >= ONE_PROCESS_GOALS.minFractionAtC16,
       p50Met: p50DiffMsAtC1 === null ? null : p50DiffMsAtC1 <= ONE_PROCESS_GOALS.maxP50DiffMsAtC1,
     },
@@ -153,7 +179,10 @@ export async function runClassify(plan: ClassifyPlan): Promise<ClassifyReport> {
   const allPids = one ? [...graphPids, one.pid] : graphPids;
 
   /** Lets the requests a level abandoned finish (see the top of this file). */
-  const settle = (r: LoadLevelResult): Promise<void> => new Promise((res) => setTimeout(res, plan.signal.aborted ? 0 : Math.min(SETTLE_MAX_MS, (r.latencyMs?.max ?? 0) + 100)));
+  const settle = (r: LoadLevelResult): Promise<void> =>
+    new Promise((res) =>
+      setTimeout(res, plan.signal.aborted ? 0 : Math.min(SETTLE_MAX_MS, (r.latencyMs?.max ?? 0) + 100)),
+    );
   const level = async (o: LoadLevelOptions, sutPids: number[]): Promise<PassSample> => {
     const cpu = startCpuSample(allPids);
     const sut = startProcessCpu(sutPids);
@@ -165,8 +194,19 @@ export async function runClassify(plan: ClassifyPlan): Promise<ClassifyReport> {
 
   if (plan.warmupS > 0) {
     plan.progress(`classify warm-up: graph${one ? " and one-process" : ""} at C=${maxC} for ${plan.warmupS} s each`);
-    await settle(await runLevel({ ...graphReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal));
-    if (oneReq) await settle(await runLevel({ ...oneReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal));
+    await settle(
+      await runLevel(
+        { ...graphReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests },
+        plan.signal,
+      ),
+    );
+    if (oneReq)
+      await settle(
+        await runLevel(
+          { ...oneReq, connections: maxC, durationS: plan.warmupS, maxRequests: plan.maxRequests },
+          plan.signal,
+        ),
+      );
   }
   const graphPasses = new Map<number, PassSample[]>();
   const onePasses = new Map<number, PassSample[]>();
@@ -175,27 +215,44 @@ export async function runClassify(plan: ClassifyPlan): Promise<ClassifyReport> {
     for (const c of plan.concurrency) {
       if (plan.signal.aborted) break;
       const o = { connections: c, durationS: perPassS, maxRequests: plan.maxRequests };
-      plan.progress(`classify pass ${pass}/${PASSES} C=${c}: graph ${perPassS} s${one ? `, one-process ${perPassS} s` : ""}`);
+      plan.progress(
+        `classify pass ${pass}/${PASSES} C=${c}: graph ${perPassS} s${one ? `, one-process ${perPassS} s` : ""}`,
+      );
       const batchesSince = await startBatchCount(plan.nc, plan.inferReplicas);
       const g = await level({ ...graphReq, ...o }, graphPids);
       const b = await batchesSince();
       batches.set(c, batches.has(c) ? addBatches(batches.get(c)!, b) : b);
       graphPasses.set(c, [...(graphPasses.get(c) ?? []), g]);
-      if (oneReq && !plan.signal.aborted) onePasses.set(c, [...(onePasses.get(c) ?? []), await level({ ...oneReq, ...o }, [one!.pid])]);
+      if (oneReq && !plan.signal.aborted)
+        onePasses.set(c, [...(onePasses.get(c) ?? []), await level({ ...oneReq, ...o }, [one!.pid])]);
     }
   }
-  const levels: ClassifyLevel[] = [...graphPasses].map(([c, ps]) => ({ ...mergePasses(ps), batches: batches.get(c) ?? null, fractionOfLimit: null, limitImagesPerS: null }));
+  const levels: ClassifyLevel[] = [...graphPasses].map(([c, ps]) => ({
+    ...mergePasses(ps),
+    batches: batches.get(c) ?? null,
+    fractionOfLimit: null,
+    limitImagesPerS: null,
+  }));
   const oneLevels = [...onePasses].map(([, ps]) => mergePasses(ps));
   const oneProcess: OneProcessReport | null = one
     ? {
-      what: "the same parts in one process (tools/perf/bench/one-process/server.ts): Fastify, createPreprocessor, createModelHost, softmax + top-k; no NATS, no batching (one forward pass of batch 1 per request)",
-      url: one.ready.url, model: one.ready.model, executionProvider: one.ready.executionProvider, preprocessMode: one.ready.mode,
-      intraOpNumThreads: one.ready.intraOpNumThreads, levels: oneLevels,
-    }
+        what: "the same parts in one process (tools/perf/bench/one-process/server.ts): Fastify, createPreprocessor, createModelHost, softmax + top-k; no NATS, no batching (one forward pass of batch 1 per request)",
+        url: one.ready.url,
+        model: one.ready.model,
+        executionProvider: one.ready.executionProvider,
+        preprocessMode: one.ready.mode,
+        intraOpNumThreads: one.ready.intraOpNumThreads,
+        levels: oneLevels,
+      }
     : null;
   return {
-    route: ROUTE, imagesDir: plan.imagesDir, images: plan.images.names, maxBatchSize: plan.maxBatchSize,
+    route: ROUTE,
+    imagesDir: plan.imagesDir,
+    images: plan.images.names,
+    maxBatchSize: plan.maxBatchSize,
     schedule: `${PASSES} passes of ${perPassS} s per level, ${one ? "graph then one-process at each concurrency" : "graph alone"}, after a ${plan.warmupS} s warm-up of each at C=${maxC}`,
-    levels, oneProcess, comparison: oneProcess ? compareWithOneProcess(levels, oneLevels) : null,
+    levels,
+    oneProcess,
+    comparison: oneProcess ? compareWithOneProcess(levels, oneLevels) : null,
   };
 }

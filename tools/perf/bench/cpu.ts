@@ -107,7 +107,11 @@ export function startCpuSample(pids: readonly number[]): { stop(): CpuUse | null
         const machineCores = m1.total > m0.total ? ((m1.busy - m0.busy) / (m1.total - m0.total)) * ncpu : 0;
         const ownCores = Math.min(machineCores, (p1 - p0) / TICKS_PER_S / wallS);
         const r = (x: number): number => Math.round(x * 100) / 100;
-        return { machineCores: r(machineCores), ownCores: r(ownCores), otherCores: r(Math.max(0, machineCores - ownCores)) };
+        return {
+          machineCores: r(machineCores),
+          ownCores: r(ownCores),
+          otherCores: r(Math.max(0, machineCores - ownCores)),
+        };
       } catch {
         return null;
       }

@@ -15,7 +15,11 @@ import { z } from "zod";
 const Input = z.strictObject({
   natsUrl: z.string().min(1),
   subject: z.string().min(1),
-  replyBytes: z.number().int().min(0).max(1 << 20),
+  replyBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(1 << 20),
 });
 
 let input: z.output<typeof Input>;
@@ -28,7 +32,12 @@ try {
 
 const nc = await connect({ servers: input.natsUrl, name: "servegraph-bench-echo" });
 const reply = new Uint8Array(input.replyBytes).fill(7);
-nc.subscribe(input.subject, { queue: "bench-echo", callback: (_err, msg) => { msg.respond(reply); } });
+nc.subscribe(input.subject, {
+  queue: "bench-echo",
+  callback: (_err, msg) => {
+    msg.respond(reply);
+  },
+});
 await nc.flush();
 process.stdout.write(JSON.stringify({ ready: true }) + "\n");
 

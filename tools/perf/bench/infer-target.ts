@@ -21,8 +21,22 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import { connectNats, createClient, subjectFor, telemetryWanted, withParameterOverrides, type ResolvedGraph } from "../../../runtime/index.ts";
-import { Headers, IMAGE_TENSOR_SHAPE, InferRun, TensorDtype, formatShape, normalizeChw } from "../../../subjects/index.ts";
+import {
+  connectNats,
+  createClient,
+  subjectFor,
+  telemetryWanted,
+  withParameterOverrides,
+  type ResolvedGraph,
+} from "../../../runtime/index.ts";
+import {
+  Headers,
+  IMAGE_TENSOR_SHAPE,
+  InferRun,
+  TensorDtype,
+  formatShape,
+  normalizeChw,
+} from "../../../subjects/index.ts";
 import { startNats, type LocalNats } from "../../../ops/nats-server.ts";
 import { startSupervisor, type Supervisor } from "../../../ops/supervisor.ts";
 import { discoverInfer, startBatchCount, type InferReplica, type LevelBatches } from "./batches.ts";
@@ -101,7 +115,10 @@ export function inferGoals(levels: readonly InferLevel[]): InferGoals {
   const imagesPerS = best?.rps ?? null;
   const cpuMsPerImage = best?.serverCpuMsPerRequest ?? null;
   return {
-    ...INFER_GOALS, imagesPerS, atConcurrency: best?.concurrency ?? null, cpuMsPerImage,
+    ...INFER_GOALS,
+    imagesPerS,
+    atConcurrency: best?.concurrency ?? null,
+    cpuMsPerImage,
     rateMet: imagesPerS === null ? null : imagesPerS >= INFER_GOALS.minImagesPerS,
     cpuMet: cpuMsPerImage === null ? null : cpuMsPerImage <= INFER_GOALS.maxCpuMsPerImage,
   };
@@ -115,7 +132,13 @@ export function inferRows(levels: readonly InferLevel[]): InferRow[] {
     for (const c of cs) {
       const infer = levels.find((l) => l.dtype === dtype && l.concurrency === c && l.series === Series.INFER);
       const bare = levels.find((l) => l.dtype === dtype && l.concurrency === c && l.series === Series.BARE);
-      rows.push({ dtype, concurrency: c, infer, bare, ofBare: infer && bare && bare.rps > 0 ? infer.rps / bare.rps : null });
+      rows.push({
+        dtype,
+        concurrency: c,
+        infer,
+        bare,
+        ofBare: infer && bare && bare.rps > 0 ? infer.rps / bare.rps : null,
+      });
     }
   }
   return rows;
@@ -174,19 +197,34 @@ async function stopAll(s: Started, progress: (l: string) => void): Promise<void>
 export async function runInferTarget(p: InferPlan): Promise<InferRun> {
   const base = withParameterOverrides(p.graph, [`infer.MODEL=${TRIVIAL_MODEL}`, ...p.params]);
   if (!base.nodes.infer) throw new Error(`${p.graph.file} has no infer node`);
-  const graph: ResolvedGraph = { ...base, graphs: { ...base.graphs, [BENCH_GRAPH]: { description: "infer alone (servegraph bench --target infer)", nodes: ["infer"] } } };
+  const graph: ResolvedGraph = {
+    ...base,
+    graphs: {
+      ...base.graphs,
+      [BENCH_GRAPH]: { description: "infer alone (servegraph bench --target infer)", nodes: ["infer"] },
+    },
+  };
   const model = graph.nodes.infer!.parameters.MODEL ?? "";
   p.progress(`starting nats-server and one infer replica (MODEL=${model || "<generated ResNet18>"})`);
   const nats = await startNats();
   const s: Started = { nats, nc: await connectNats({ servers: nats.url, name: NAME }) };
   try {
     s.sup = await startSupervisor({
-      graph, graphs: [BENCH_GRAPH], natsUrl: nats.url, nc: s.nc, restart: false, stdio: "inherit", signal: p.signal,
-      env: { SG_LOG_LEVEL: process.env.SG_LOG_LEVEL ?? "warn" }, log: p.progress,
+      graph,
+      graphs: [BENCH_GRAPH],
+      natsUrl: nats.url,
+      nc: s.nc,
+      restart: false,
+      stdio: "inherit",
+      signal: p.signal,
+      env: { SG_LOG_LEVEL: process.env.SG_LOG_LEVEL ?? "warn" },
+      log: p.progress,
     });
     const { replicas, maxBatchSize } = await discoverInfer(s.nc, graph, p.warnings);
     if (model === TRIVIAL_MODEL && !replicas.some((r) => r.model?.includes(TRIVIAL_MODEL))) {
-      p.warnings.push(`infer reports model ${replicas[0]?.model ?? "unknown"}, not the trivial one: its numbers include the model's compute`);
+      p.warnings.push(
+        `infer reports model ${replicas[0]?.model ?? "unknown"}, not the trivial one: its numbers include the model's compute`,
+      );
     }
     const subject = subjectFor(graph, "infer", "run");
     const client = createClient(s.nc, { caller: NAME, defaultTimeoutMs: CALL_TIMEOUT_MS });
@@ -194,9 +232,17 @@ export async function runInferTarget(p: InferPlan): Promise<InferRun> {
     const f32 = normalizeChw(pixels, new Float32Array(pixels.length));
     const payload: Record<TensorDtype, Uint8Array> = { uint8: pixels, float32: new Uint8Array(f32.buffer) };
     // infer's reply size, from one call: the bare responder answers with as many bytes
-    const probe = await client.call(InferRun, subject, { data: pixels, shape: IMAGE_TENSOR_SHAPE, dtype: TensorDtype.uint8 });
+    const probe = await client.call(InferRun, subject, {
+      data: pixels,
+      shape: IMAGE_TENSOR_SHAPE,
+      dtype: TensorDtype.uint8,
+    });
     const replyBytes = probe.data.length;
-    s.echo = await startHelper(`${p.scriptsDir}/echo-responder.ts`, { natsUrl: nats.url, subject: ECHO_SUBJECT, replyBytes }, { cwd: graph.root, readyTimeoutMs: 30_000, parse: (x) => x });
+    s.echo = await startHelper(
+      `${p.scriptsDir}/echo-responder.ts`,
+      { natsUrl: nats.url, subject: ECHO_SUBJECT, replyBytes },
+      { cwd: graph.root, readyTimeoutMs: 30_000, parse: (x) => x },
+    );
 
     const hdrs = (dtype: TensorDtype): MsgHdrs => {
       const h = natsHeaders();
@@ -204,20 +250,36 @@ export async function runInferTarget(p: InferPlan): Promise<InferRun> {
       h.set(Headers.Shape, formatShape(IMAGE_TENSOR_SHAPE));
       return h;
     };
-    const bareHeaders: Record<TensorDtype, MsgHdrs> = { uint8: hdrs(TensorDtype.uint8), float32: hdrs(TensorDtype.float32) };
-    const send = (series: Series, dtype: TensorDtype) => series === Series.INFER
-      ? () => client.call(InferRun, subject, { data: payload[dtype], shape: IMAGE_TENSOR_SHAPE, dtype })
-      : () => s.nc.request(ECHO_SUBJECT, payload[dtype], { timeout: CALL_TIMEOUT_MS, headers: bareHeaders[dtype] });
+    const bareHeaders: Record<TensorDtype, MsgHdrs> = {
+      uint8: hdrs(TensorDtype.uint8),
+      float32: hdrs(TensorDtype.float32),
+    };
+    const send = (series: Series, dtype: TensorDtype) =>
+      series === Series.INFER
+        ? () => client.call(InferRun, subject, { data: payload[dtype], shape: IMAGE_TENSOR_SHAPE, dtype })
+        : () => s.nc.request(ECHO_SUBJECT, payload[dtype], { timeout: CALL_TIMEOUT_MS, headers: bareHeaders[dtype] });
     const inferPids = replicas.map((r) => r.pid).filter((x): x is number => x !== undefined);
     if (inferPids.length === 0) p.warnings.push("no infer replica advertises its pid: no CPU per image");
     const serverPids = (series: Series): number[] => (series === Series.INFER ? inferPids : [s.echo!.pid]);
     const allPids = [nats.process.pid ?? 0, ...inferPids, s.echo.pid];
-    const order: [Series, TensorDtype][] = [[Series.INFER, TensorDtype.uint8], [Series.BARE, TensorDtype.uint8], [Series.INFER, TensorDtype.float32], [Series.BARE, TensorDtype.float32]];
+    const order: [Series, TensorDtype][] = [
+      [Series.INFER, TensorDtype.uint8],
+      [Series.BARE, TensorDtype.uint8],
+      [Series.INFER, TensorDtype.float32],
+      [Series.BARE, TensorDtype.float32],
+    ];
 
     if (p.warmupS > 0) {
       const c = Math.max(...p.concurrency);
       p.progress(`warm-up: each series at C=${c} for ${p.warmupS / 2} s`);
-      for (const [series, dtype] of order) await runNatsLevel({ concurrency: c, durationS: p.warmupS / 2, maxRequests: p.maxRequests, send: send(series, dtype), signal: p.signal });
+      for (const [series, dtype] of order)
+        await runNatsLevel({
+          concurrency: c,
+          durationS: p.warmupS / 2,
+          maxRequests: p.maxRequests,
+          send: send(series, dtype),
+          signal: p.signal,
+        });
     }
     const levels: InferLevel[] = [];
     for (const c of p.concurrency) {
@@ -228,11 +290,20 @@ export async function runInferTarget(p: InferPlan): Promise<InferRun> {
         const cpu = startCpuSample(allPids);
         const server = startProcessCpu(serverPids(series));
         const client0 = process.cpuUsage();
-        const l = await runNatsLevel({ concurrency: c, durationS: p.durationS, maxRequests: p.maxRequests, send: send(series, dtype), signal: p.signal });
+        const l = await runNatsLevel({
+          concurrency: c,
+          durationS: p.durationS,
+          maxRequests: p.maxRequests,
+          send: send(series, dtype),
+          signal: p.signal,
+        });
         const clientCpu = process.cpuUsage(client0);
         const serverS = server.stop();
         levels.push({
-          ...l, series, dtype, requestBytes: payload[dtype].length,
+          ...l,
+          series,
+          dtype,
+          requestBytes: payload[dtype].length,
           serverCpuMsPerRequest: serverS !== null && l.ok > 0 ? (serverS * 1000) / l.ok : null,
           clientCpuMsPerRequest: l.ok > 0 ? (clientCpu.user + clientCpu.system) / 1000 / l.ok : null,
           cpu: cpu.stop(),
@@ -243,11 +314,18 @@ export async function runInferTarget(p: InferPlan): Promise<InferRun> {
     const first: InferReplica | undefined = replicas[0];
     return {
       report: {
-        subject, model: first?.model ?? null, executionProvider: first?.executionProvider ?? null, maxBatchSize, replicas: replicas.length,
-        requestBytes: { uint8: payload.uint8.length, float32: payload.float32.length }, replyBytes,
-        client: "runtime client call(InferRun) from the bench process (infer); plain nc.request with the same payload and headers (bare)",
+        subject,
+        model: first?.model ?? null,
+        executionProvider: first?.executionProvider ?? null,
+        maxBatchSize,
+        replicas: replicas.length,
+        requestBytes: { uint8: payload.uint8.length, float32: payload.float32.length },
+        replyBytes,
+        client:
+          "runtime client call(InferRun) from the bench process (infer); plain nc.request with the same payload and headers (bare)",
         responder: `bare nats.js responder in a process of its own: replies ${replyBytes} bytes at once, no batching, no model`,
-        levels, goals: inferGoals(levels),
+        levels,
+        goals: inferGoals(levels),
       },
       replicas: { infer: replicas.length },
       tracing: telemetryWanted(),

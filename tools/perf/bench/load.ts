@@ -27,7 +27,13 @@ export type Target = (typeof Target)[keyof typeof Target];
 export const CHAIN_GOALS = { seedRps: 742, minRpsAtC16: 1484, maxP50MsAtC1: 2 } as const;
 
 const IMAGE_TYPES: Record<string, string> = {
-  ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".png": "image/png",
+  ".webp": "image/webp",
+  ".gif": "image/gif",
+  ".tif": "image/tiff",
+  ".tiff": "image/tiff",
 };
 
 export interface RequestBody {
@@ -86,7 +92,13 @@ export function summarize(latencies: Float64Array): LatencySummary | null {
   const s = latencies.slice().sort();
   let sum = 0;
   for (const v of s) sum += v;
-  return { p50: percentile(s, 0.5), p90: percentile(s, 0.9), p99: percentile(s, 0.99), mean: sum / s.length, max: s[s.length - 1]! };
+  return {
+    p50: percentile(s, 0.5),
+    p90: percentile(s, 0.9),
+    p99: percentile(s, 0.99),
+    mean: sum / s.length,
+    max: s[s.length - 1]!,
+  };
 }
 
 export function runLevel(o: LoadLevelOptions, signal?: AbortSignal): Promise<LoadLevelResult> {
@@ -94,7 +106,10 @@ export function runLevel(o: LoadLevelOptions, signal?: AbortSignal): Promise<Loa
 }
 
 /** {@link runLevel}, with the response time of every 2xx answer (ms, in arrival order), to merge passes. */
-export function runLevelWithSamples(o: LoadLevelOptions, signal?: AbortSignal): Promise<{ result: LoadLevelResult; latencies: Float64Array }> {
+export function runLevelWithSamples(
+  o: LoadLevelOptions,
+  signal?: AbortSignal,
+): Promise<{ result: LoadLevelResult; latencies: Float64Array }> {
   let lat = new Float64Array(1 << 16);
   let ok = 0;
   let answered = 0;
@@ -109,34 +124,37 @@ export function runLevelWithSamples(o: LoadLevelOptions, signal?: AbortSignal): 
   }
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const inst = autocannon({
-      url: o.url,
-      connections: o.connections,
-      duration: o.durationS,
-      timeout: o.timeoutS ?? 30,
-      requests: [request],
-    }, (err: unknown, r: autocannon.Result) => {
-      signal?.removeEventListener("abort", stop);
-      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
-      const wallS = (performance.now() - t0) / 1000;
-      const statusCodes: Record<string, number> = {};
-      for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = v.count ?? 0;
-      const latencies = lat.subarray(0, ok);
-      resolve({
-        result: {
-          concurrency: o.connections,
-          durationS: wallS,
-          ok,
-          rps: ok / wallS,
-          latencyMs: summarize(latencies),
-          non2xx: r.non2xx,
-          errors: r.errors,
-          timeouts: r.timeouts,
-          statusCodes,
-        },
-        latencies,
-      });
-    });
+    const inst = autocannon(
+      {
+        url: o.url,
+        connections: o.connections,
+        duration: o.durationS,
+        timeout: o.timeoutS ?? 30,
+        requests: [request],
+      },
+      (err: unknown, r: autocannon.Result) => {
+        signal?.removeEventListener("abort", stop);
+        if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+        const wallS = (performance.now() - t0) / 1000;
+        const statusCodes: Record<string, number> = {};
+        for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) statusCodes[code] = v.count ?? 0;
+        const latencies = lat.subarray(0, ok);
+        resolve({
+          result: {
+            concurrency: o.connections,
+            durationS: wallS,
+            ok,
+            rps: ok / wallS,
+            latencyMs: summarize(latencies),
+            non2xx: r.non2xx,
+            errors: r.errors,
+            timeouts: r.timeouts,
+            statusCodes,
+          },
+          latencies,
+        });
+      },
+    );
     const stop = (): void => inst.stop();
     signal?.addEventListener("abort", stop, { once: true });
     inst.on("response", (_client, statusCode, _bytes, responseTimeMs) => {
@@ -177,7 +195,15 @@ export interface ClassifyLevel extends PassedLevel {
 export interface ChainReport {
   route: string;
   levels: MeasuredLevel[];
-  goals: { minRpsAtC16: number; maxP50MsAtC1: number; seedRps: number; rpsAtC16: number | null; p50MsAtC1: number | null; rpsMet: boolean | null; p50Met: boolean | null };
+  goals: {
+    minRpsAtC16: number;
+    maxP50MsAtC1: number;
+    seedRps: number;
+    rpsAtC16: number | null;
+    p50MsAtC1: number | null;
+    rpsMet: boolean | null;
+    p50Met: boolean | null;
+  };
 }
 
 export interface ClassifyReport {
@@ -215,9 +241,15 @@ export interface ImageSet {
 
 /** The images of `dir` (by extension), sorted by name. */
 export function loadImages(dir: string): ImageSet {
-  const names = readdirSync(dir).filter((f) => IMAGE_TYPES[extname(f).toLowerCase()]).sort();
+  const names = readdirSync(dir)
+    .filter((f) => IMAGE_TYPES[extname(f).toLowerCase()])
+    .sort();
   const files = names.map((f) => join(dir, f));
-  return { names, files, bodies: files.map((f) => ({ body: readFileSync(f), contentType: IMAGE_TYPES[extname(f).toLowerCase()]! })) };
+  return {
+    names,
+    files,
+    bodies: files.map((f) => ({ body: readFileSync(f), contentType: IMAGE_TYPES[extname(f).toLowerCase()]! })),
+  };
 }
 
 async function measuredLevel(plan: LoadPlan, o: LoadLevelOptions): Promise<MeasuredLevel> {
@@ -226,8 +258,15 @@ async function measuredLevel(plan: LoadPlan, o: LoadLevelOptions): Promise<Measu
   return { ...l, cpu: sample.stop() };
 }
 
-async function warmUp(plan: LoadPlan, req: Pick<LoadLevelOptions, "url" | "method" | "path" | "bodies">): Promise<void> {
-  if (plan.warmupS > 0) await runLevel({ ...req, connections: Math.max(...plan.concurrency), durationS: plan.warmupS, maxRequests: plan.maxRequests }, plan.signal);
+async function warmUp(
+  plan: LoadPlan,
+  req: Pick<LoadLevelOptions, "url" | "method" | "path" | "bodies">,
+): Promise<void> {
+  if (plan.warmupS > 0)
+    await runLevel(
+      { ...req, connections: Math.max(...plan.concurrency), durationS: plan.warmupS, maxRequests: plan.maxRequests },
+      plan.signal,
+    );
 }
 
 export async function runChain(plan: LoadPlan): Promise<ChainReport> {
@@ -237,15 +276,20 @@ export async function runChain(plan: LoadPlan): Promise<ChainReport> {
   for (const c of plan.concurrency) {
     if (plan.signal.aborted) break;
     plan.progress(`chain C=${c} for ${plan.durationS} s`);
-    levels.push(await measuredLevel(plan, { ...req, connections: c, durationS: plan.durationS, maxRequests: plan.maxRequests }));
+    levels.push(
+      await measuredLevel(plan, { ...req, connections: c, durationS: plan.durationS, maxRequests: plan.maxRequests }),
+    );
   }
   const at = (c: number) => levels.find((l) => l.concurrency === c);
   const rpsAtC16 = at(16)?.rps ?? null;
   const p50MsAtC1 = at(1)?.latencyMs?.p50 ?? null;
   return {
-    route: "GET /greeting/<name>", levels,
+    route: "GET /greeting/<name>",
+    levels,
     goals: {
-      ...CHAIN_GOALS, rpsAtC16, p50MsAtC1,
+      ...CHAIN_GOALS,
+      rpsAtC16,
+      p50MsAtC1,
       rpsMet: rpsAtC16 === null ? null : rpsAtC16 >= CHAIN_GOALS.minRpsAtC16,
       p50Met: p50MsAtC1 === null ? null : p50MsAtC1 < CHAIN_GOALS.maxP50MsAtC1,
     },

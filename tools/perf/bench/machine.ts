@@ -32,7 +32,14 @@ export function machineInfo(): MachineInfo {
 
 export function gitCommit(repoRoot: string): string | null {
   try {
-    return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 2000 }).trim() || null;
+    return (
+      execFileSync("git", ["rev-parse", "--short", "HEAD"], {
+        cwd: repoRoot,
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+        timeout: 2000,
+      }).trim() || null
+    );
   } catch {
     return null;
   }
@@ -41,7 +48,16 @@ export function gitCommit(repoRoot: string): string | null {
 /** Name and memory of every NVIDIA GPU (nvidia-smi); undefined where there is none. */
 export function gpuName(): string | undefined {
   try {
-    return execFileSync("nvidia-smi", ["--query-gpu=name,memory.total", "--format=csv,noheader"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 5000 }).trim().split("\n").join("; ") || undefined;
+    return (
+      execFileSync("nvidia-smi", ["--query-gpu=name,memory.total", "--format=csv,noheader"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+        timeout: 5000,
+      })
+        .trim()
+        .split("\n")
+        .join("; ") || undefined
+    );
   } catch {
     return undefined;
   }

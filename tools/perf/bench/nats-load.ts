@@ -32,7 +32,8 @@ export interface NatsLevelResult {
   errorCodes: Record<string, number>;
 }
 
-const codeOf = (err: unknown): string => (err instanceof GraphError ? err.code : err instanceof Error ? err.name : "unknown");
+const codeOf = (err: unknown): string =>
+  err instanceof GraphError ? err.code : err instanceof Error ? err.name : "unknown";
 
 export async function runNatsLevel(o: NatsLevelOptions): Promise<NatsLevelResult> {
   let lat = new Float64Array(1 << 14);
@@ -63,5 +64,13 @@ export async function runNatsLevel(o: NatsLevelOptions): Promise<NatsLevelResult
   };
   await Promise.all(Array.from({ length: o.concurrency }, lane));
   const wallS = (performance.now() - t0) / 1000;
-  return { concurrency: o.concurrency, durationS: wallS, ok, rps: ok / wallS, latencyMs: summarize(lat.subarray(0, ok)), errors, errorCodes };
+  return {
+    concurrency: o.concurrency,
+    durationS: wallS,
+    ok,
+    rps: ok / wallS,
+    latencyMs: summarize(lat.subarray(0, ok)),
+    errors,
+    errorCodes,
+  };
 }

@@ -67,20 +67,30 @@ export function parseHistogram(text: string, name: string): HistogramSnapshot | 
 export function addHistograms(snaps: readonly HistogramSnapshot[]): HistogramSnapshot | undefined {
   if (snaps.length === 0) return undefined;
   const bounds = [...new Set(snaps.flatMap((s) => s.bounds))].sort((a, b) => a - b);
-  const cumulative = bounds.map((b) => snaps.reduce((acc, s) => {
-    // cumulative count at bound b = count of the largest bound <= b
-    let v = 0;
-    for (let i = 0; i < s.bounds.length && s.bounds[i]! <= b; i++) v = s.cumulative[i]!;
-    return acc + v;
-  }, 0));
-  return { bounds, cumulative, sum: snaps.reduce((a, s) => a + s.sum, 0), count: snaps.reduce((a, s) => a + s.count, 0) };
+  const cumulative = bounds.map((b) =>
+    snaps.reduce((acc, s) => {
+      // cumulative count at bound b = count of the largest bound <= b
+      let v = 0;
+      for (let i = 0; i < s.bounds.length && s.bounds[i]! <= b; i++) v = s.cumulative[i]!;
+      return acc + v;
+    }, 0),
+  );
+  return {
+    bounds,
+    cumulative,
+    sum: snaps.reduce((a, s) => a + s.sum, 0),
+    count: snaps.reduce((a, s) => a + s.count, 0),
+  };
 }
 
 /**
  * What was observed between two scrapes, as non-cumulative buckets of integer values. A replica
  * restarted in between makes counts go down: those are clamped at 0 (the result is then a lower bound).
  */
-export function diffHistogram(before: HistogramSnapshot | undefined, after: HistogramSnapshot): { buckets: HistogramBucket[]; count: number; sum: number } {
+export function diffHistogram(
+  before: HistogramSnapshot | undefined,
+  after: HistogramSnapshot,
+): { buckets: HistogramBucket[]; count: number; sum: number } {
   const at = (s: HistogramSnapshot | undefined, b: number): number => {
     if (!s) return 0;
     let v = 0;

@@ -25,7 +25,9 @@ const LOAD_OPTIONS = {
 } as const;
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
-type LoadValues<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: O & typeof LOAD_OPTIONS; allowPositionals: false }>>["values"];
+type LoadValues<O extends OptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O & typeof LOAD_OPTIONS; allowPositionals: false }>
+>["values"];
 
 export interface LoadArgs<O extends OptionsConfig> {
   values: LoadValues<O>;
@@ -39,7 +41,11 @@ export interface LoadArgs<O extends OptionsConfig> {
  * Parses `argv` with the command's `own` flags and the shared ones; a parse error goes to `usage` (which prints
  * it and gives the exit code, returned here).
  */
-export function parseLoadArgs<const O extends OptionsConfig>(argv: string[], own: O, usage: (msg: string) => number): LoadArgs<O> | number {
+export function parseLoadArgs<const O extends OptionsConfig>(
+  argv: string[],
+  own: O,
+  usage: (msg: string) => number,
+): LoadArgs<O> | number {
   let values: LoadValues<O>;
   try {
     ({ values } = parseArgs({ args: argv, options: { ...own, ...LOAD_OPTIONS }, allowPositionals: false }));
@@ -62,12 +68,20 @@ export async function machineBeforeRun(warnings: string[], consequence = ""): Pr
   const machine = machineInfo();
   machine.busyCoresBefore = await busyCores(1000);
   if (machine.busyCoresBefore !== null && machine.busyCoresBefore > BUSY_CORES_WARNING) {
-    warnings.push(`other processes used ${machine.busyCoresBefore.toFixed(2)} of ${machine.logicalCores} cores just before the run${consequence}`);
+    warnings.push(
+      `other processes used ${machine.busyCoresBefore.toFixed(2)} of ${machine.logicalCores} cores just before the run${consequence}`,
+    );
   }
   return machine;
 }
 
 /** A result as JSON: three decimals are plenty for ms and rates, and keep the file small. */
 export function resultJson(r: unknown): string {
-  return JSON.stringify(r, (_k, v: unknown) => (typeof v === "number" && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v), 2) + "\n";
+  return (
+    JSON.stringify(
+      r,
+      (_k, v: unknown) => (typeof v === "number" && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v),
+      2,
+    ) + "\n"
+  );
 }

@@ -82,25 +82,51 @@ const SCRIPT_GRACE_MS = 120_000;
  * of its stdout, parsed by `schema`. Rejects with the end of its stderr when it fails, with an AbortError
  * when `signal` aborts (the script is killed).
  */
-function runStageScript<S extends z.ZodType>(graph: ResolvedGraph, node: string, input: unknown, schema: S, timeoutMs: number, signal: AbortSignal): Promise<z.output<S>> {
+function runStageScript<S extends z.ZodType>(
+  graph: ResolvedGraph,
+  node: string,
+  input: unknown,
+  schema: S,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<z.output<S>> {
   const service = graph.nodes[node]!.service;
   const script = resolve(import.meta.dirname, "../stages", `${basename(service)}.ts`);
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: graph.root, stdio: ["pipe", "pipe", "pipe"], signal, timeout: timeoutMs, killSignal: "SIGKILL" });
+    const child = spawn(process.execPath, ["--import", "tsx", script], {
+      cwd: graph.root,
+      stdio: ["pipe", "pipe", "pipe"],
+      signal,
+      timeout: timeoutMs,
+      killSignal: "SIGKILL",
+    });
     let stdout = "";
     let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => { stdout += d; });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => { stderr = (stderr + d).slice(-4000); });
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr = (stderr + d).slice(-4000);
+    });
     child.on("error", reject);
     child.on("close", (code, sig) => {
       if (signal.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
       const why = stderr.trim().split("\n").slice(-5).join("\n");
-      if (code !== 0) return reject(new Error(`${basename(script)} of ${service} failed (${sig ? `killed by ${sig}${sig === "SIGKILL" ? `, past ${timeoutMs / 1000} s` : ""}` : `exit code ${code}`})${why ? `: ${why}` : ""}`));
+      if (code !== 0)
+        return reject(
+          new Error(
+            `${basename(script)} of ${service} failed (${sig ? `killed by ${sig}${sig === "SIGKILL" ? `, past ${timeoutMs / 1000} s` : ""}` : `exit code ${code}`})${why ? `: ${why}` : ""}`,
+          ),
+        );
       const last = stdout.trim().split("\n").pop() ?? "";
       try {
         resolvePromise(schema.parse(JSON.parse(last)));
       } catch (err) {
-        reject(new Error(`${basename(script)} of ${service} printed no result: ${err instanceof Error ? err.message : String(err)}`));
+        reject(
+          new Error(
+            `${basename(script)} of ${service} printed no result: ${err instanceof Error ? err.message : String(err)}`,
+          ),
+        );
       }
     });
     child.stdin.on("error", () => {}); // a script that dies before reading its input reports through "close"
@@ -112,7 +138,10 @@ function runStageScript<S extends z.ZodType>(graph: ResolvedGraph, node: string,
  * Model throughput for a mix of batch sizes: images / total time, with `count` batches of each size.
  * Undefined when a size of the mix was not measured.
  */
-export function modelRateForMix(batches: readonly ModelBatchResult[], mix: readonly { size: number; count: number }[]): number | undefined {
+export function modelRateForMix(
+  batches: readonly ModelBatchResult[],
+  mix: readonly { size: number; count: number }[],
+): number | undefined {
   let images = 0;
   let ms = 0;
   for (const { size, count } of mix) {
@@ -130,9 +159,20 @@ export function modelRateForMix(batches: readonly ModelBatchResult[], mix: reado
  * so per image the times add: 1 / (1/pre + 1/model). With the model on a GPU they overlap, and the
  * slower stage is the limit.
  */
-export function stageLimit(preprocessPerS: number, modelPerS: number, modelOnGpu: boolean): { imagesPerS: number; rule: string } {
-  if (modelOnGpu) return { imagesPerS: Math.min(preprocessPerS, modelPerS), rule: "min(preprocess, model): the model runs on the GPU, the stages overlap" };
-  return { imagesPerS: 1 / (1 / preprocessPerS + 1 / modelPerS), rule: "1/(1/preprocess + 1/model): both stages share the CPU cores" };
+export function stageLimit(
+  preprocessPerS: number,
+  modelPerS: number,
+  modelOnGpu: boolean,
+): { imagesPerS: number; rule: string } {
+  if (modelOnGpu)
+    return {
+      imagesPerS: Math.min(preprocessPerS, modelPerS),
+      rule: "min(preprocess, model): the model runs on the GPU, the stages overlap",
+    };
+  return {
+    imagesPerS: 1 / (1 / preprocessPerS + 1 / modelPerS),
+    rule: "1/(1/preprocess + 1/model): both stages share the CPU cores",
+  };
 }
 
 export interface StagesPlan {
@@ -154,7 +194,16 @@ export interface StagesPlan {
   signal: AbortSignal;
 }
 
-const skipped = (why: string): StagesReport => ({ when: WHEN, preprocess: null, model: null, modelImagesPerS: null, limitImagesPerS: null, limitRule: null, bestFractionOfLimit: null, skipped: why });
+const skipped = (why: string): StagesReport => ({
+  when: WHEN,
+  preprocess: null,
+  model: null,
+  modelImagesPerS: null,
+  limitImagesPerS: null,
+  limitRule: null,
+  bestFractionOfLimit: null,
+  skipped: why,
+});
 
 /** Measures both stages and sets each classify level's fraction of the limit they imply. */
 export async function measureStages(p: StagesPlan): Promise<StagesReport> {
@@ -169,15 +218,26 @@ export async function measureStages(p: StagesPlan): Promise<StagesReport> {
   const stageCpu = startCpuSample(await p.graphPids());
   const dir = mkdtempSync(join(tmpdir(), "sg-bench-stages-"));
   try {
-    const preInfo = p.nc ? await gather<{ metadata?: Record<string, string> }>(p.nc, Discovery.info("preprocess"), 300) : [];
+    const preInfo = p.nc
+      ? await gather<{ metadata?: Record<string, string> }>(p.nc, Discovery.info("preprocess"), 300)
+      : [];
     const runningMode = preInfo.find((i) => i.metadata?.preprocess_mode)?.metadata?.preprocess_mode;
     const durationS = Math.min(p.durationS, 5);
     p.progress(`preprocess alone${runningMode ? ` (${runningMode})` : ""} for ${durationS} s`);
-    const preOut = await runStageScript(p.graph, pre.name, {
-      images: p.images,
-      parameters: { ...pre.parameters, ...(runningMode ? { PREPROCESS_MODE: runningMode } : {}) },
-      durationS, maxImages: p.maxImages, tensorsFile: join(dir, "tensors.f32"),
-    }, PreprocessStageOutput, durationS * 1000 + SCRIPT_GRACE_MS, p.signal);
+    const preOut = await runStageScript(
+      p.graph,
+      pre.name,
+      {
+        images: p.images,
+        parameters: { ...pre.parameters, ...(runningMode ? { PREPROCESS_MODE: runningMode } : {}) },
+        durationS,
+        maxImages: p.maxImages,
+        tensorsFile: join(dir, "tensors.f32"),
+      },
+      PreprocessStageOutput,
+      durationS * 1000 + SCRIPT_GRACE_MS,
+      p.signal,
+    );
     const { tensors, ...preprocess } = preOut;
 
     const sizes = [...new Set(p.levels.flatMap((l) => batchMix(l.batches, p.maxBatchSize).map((m) => m.size)))];
@@ -185,12 +245,21 @@ export async function measureStages(p: StagesPlan): Promise<StagesReport> {
     sizes.sort((a, b) => a - b);
     const ep = p.inferReplicas.find((r) => r.executionProvider)?.executionProvider === "cuda" ? "cuda" : "cpu";
     p.progress(`model alone (${ep}) at batch sizes ${sizes.join(", ")}`);
-    const mod = await runStageScript(p.graph, infer.name, {
-      modelPath: model,
-      parameters: { ...infer.parameters, EXECUTION_PROVIDER: ep },
-      batchSizes: sizes, runs: MODEL_RUNS, maxSecondsPerBatch: MODEL_MAX_SECONDS_PER_BATCH,
-      ...(tensors ? { tensors: { file: tensors.file, length: tensors.length } } : {}),
-    }, ModelStageResult, sizes.length * (MODEL_RUNS + 1) * MODEL_MAX_SECONDS_PER_BATCH * 1000 + SCRIPT_GRACE_MS, p.signal);
+    const mod = await runStageScript(
+      p.graph,
+      infer.name,
+      {
+        modelPath: model,
+        parameters: { ...infer.parameters, EXECUTION_PROVIDER: ep },
+        batchSizes: sizes,
+        runs: MODEL_RUNS,
+        maxSecondsPerBatch: MODEL_MAX_SECONDS_PER_BATCH,
+        ...(tensors ? { tensors: { file: tensors.file, length: tensors.length } } : {}),
+      },
+      ModelStageResult,
+      sizes.length * (MODEL_RUNS + 1) * MODEL_MAX_SECONDS_PER_BATCH * 1000 + SCRIPT_GRACE_MS,
+      p.signal,
+    );
 
     const onGpu = mod.executionProvider === "cuda";
     const rateFor = (l: ClassifyLevel): number | undefined => {
@@ -207,8 +276,13 @@ export async function measureStages(p: StagesPlan): Promise<StagesReport> {
     const modelRate = rateFor(best) ?? null;
     const lim = modelRate !== null ? stageLimit(preprocess.imagesPerS, modelRate, onGpu) : null;
     return {
-      when: WHEN, preprocess, model: mod, modelImagesPerS: modelRate,
-      limitImagesPerS: lim?.imagesPerS ?? null, limitRule: lim?.rule ?? null, bestFractionOfLimit: best.fractionOfLimit,
+      when: WHEN,
+      preprocess,
+      model: mod,
+      modelImagesPerS: modelRate,
+      limitImagesPerS: lim?.imagesPerS ?? null,
+      limitRule: lim?.rule ?? null,
+      bestFractionOfLimit: best.fractionOfLimit,
       cpu: stageCpu.stop(),
     };
   } catch (err) {

@@ -67,7 +67,13 @@ async function startOwn(o: TargetOptions): Promise<{ own: OwnGraph; ingressUrl: 
   let sup: Supervisor;
   try {
     sup = await startSupervisor({
-      graph: o.graph, graphs: o.graphs, natsUrl: nats.url, nc, nodeEnv, restart: false, stdio: "inherit",
+      graph: o.graph,
+      graphs: o.graphs,
+      natsUrl: nats.url,
+      nc,
+      nodeEnv,
+      restart: false,
+      stdio: "inherit",
       env: { SG_LOG_LEVEL: process.env.SG_LOG_LEVEL ?? "warn" },
       log: o.progress,
     });
@@ -111,10 +117,17 @@ export async function openTarget(o: TargetOptions): Promise<BenchTarget> {
   };
   try {
     if (!ingressUrl) throw new Error("the graph has no HTTP ingress to load");
-    if (!LOOPBACK.has(new URL(ingressUrl).hostname)) throw new BenchUsageError(`${ingressUrl} is not a loopback address: bench loads this machine only`);
+    if (!LOOPBACK.has(new URL(ingressUrl).hostname))
+      throw new BenchUsageError(`${ingressUrl} is not a loopback address: bench loads this machine only`);
     if (!nc && natsUrl) {
       // The broker of `servegraph up` admits its ops user only (credentials in its state file).
-      nc = await connectNats({ servers: natsUrl, credentials: opsCredentials(natsUrl, state), name: NAME, timeoutMs: 2000, waitOnFirstConnect: false }).catch(() => undefined);
+      nc = await connectNats({
+        servers: natsUrl,
+        credentials: opsCredentials(natsUrl, state),
+        name: NAME,
+        timeoutMs: 2000,
+        waitOnFirstConnect: false,
+      }).catch(() => undefined);
       if (!nc) o.warnings.push(`NATS at ${natsUrl} is unreachable: no batch sizes, no stage measurements`);
     }
   } catch (err) {
@@ -123,7 +136,11 @@ export async function openTarget(o: TargetOptions): Promise<BenchTarget> {
   }
 
   const graphPids = async (): Promise<number[]> => {
-    if (own) return [own.nats.process.pid ?? 0, ...own.sup.nodes.flatMap((n) => own.sup.replicas(n).map((r) => r.child.pid ?? 0))].filter((p) => p > 0);
+    if (own)
+      return [
+        own.nats.process.pid ?? 0,
+        ...own.sup.nodes.flatMap((n) => own.sup.replicas(n).map((r) => r.child.pid ?? 0)),
+      ].filter((p) => p > 0);
     if (source === "running" && state) return [state.pid, ...descendants(state.pid)];
     if (!nc) return [];
     const infos = await gather<{ metadata?: Record<string, string> }>(nc, Discovery.info(), 300);
@@ -136,7 +153,10 @@ export async function openTarget(o: TargetOptions): Promise<BenchTarget> {
 export async function readyReplicas(ingressUrl: string): Promise<Record<string, number>> {
   try {
     const res = await fetch(`${ingressUrl}/readyz`, { signal: AbortSignal.timeout(5000) });
-    const body = (await res.json()) as { replicas?: Record<string, number>; details?: { replicas?: Record<string, number> } };
+    const body = (await res.json()) as {
+      replicas?: Record<string, number>;
+      details?: { replicas?: Record<string, number> };
+    };
     return body.replicas ?? body.details?.replicas ?? {};
   } catch {
     return {};
@@ -145,5 +165,8 @@ export async function readyReplicas(ingressUrl: string): Promise<Record<string, 
 
 /** Whether the graph serves each target, from /readyz replica counts. */
 export function servedTargets(replicas: Readonly<Record<string, number>>): Record<Target, boolean> {
-  return { [Target.CHAIN]: (replicas[ENTRY_NODE.chain] ?? 0) > 0, [Target.CLASSIFY]: (replicas[ENTRY_NODE.classify] ?? 0) > 0 };
+  return {
+    [Target.CHAIN]: (replicas[ENTRY_NODE.chain] ?? 0) > 0,
+    [Target.CLASSIFY]: (replicas[ENTRY_NODE.classify] ?? 0) > 0,
+  };
 }

@@ -45,14 +45,18 @@ function progress(line: string): void {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseLoadArgs(argv, {
-    duration: { type: "string", default: "600" },
-    load: { type: "string", default: "0.8" },
-    "capacity-duration": { type: "string", default: "10" },
-    concurrency: { type: "string", default: "16" },
-    window: { type: "string" },
-    sample: { type: "string", default: "5" },
-  }, usage);
+  const args = parseLoadArgs(
+    argv,
+    {
+      duration: { type: "string", default: "600" },
+      load: { type: "string", default: "0.8" },
+      "capacity-duration": { type: "string", default: "10" },
+      concurrency: { type: "string", default: "16" },
+      window: { type: "string" },
+      sample: { type: "string", default: "5" },
+    },
+    usage,
+  );
   if (typeof args === "number") return args;
   const { values, imagesDir, outDir } = args;
   const durationS = Number(values.duration);
@@ -61,10 +65,13 @@ export async function run(argv: string[]): Promise<number> {
   const concurrency = Number(values.concurrency);
   const sampleS = Number(values.sample);
   const windowS = values.window === undefined ? Math.min(60, durationS / 4) : Number(values.window);
-  if (!(durationS >= 10 && durationS <= 24 * 3600)) return usage("--duration must be a number of seconds in [10, 86400]");
+  if (!(durationS >= 10 && durationS <= 24 * 3600))
+    return usage("--duration must be a number of seconds in [10, 86400]");
   if (!(load > 0 && load <= 1.5)) return usage("--load must be a fraction of the capacity in (0, 1.5]");
-  if (!(capacityDurationS >= 2 && capacityDurationS <= 120)) return usage("--capacity-duration must be a number of seconds in [2, 120]");
-  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1024) return usage("--concurrency must be an integer in 1..1024");
+  if (!(capacityDurationS >= 2 && capacityDurationS <= 120))
+    return usage("--capacity-duration must be a number of seconds in [2, 120]");
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1024)
+    return usage("--concurrency must be an integer in 1..1024");
   if (!(sampleS >= 1 && sampleS <= 600)) return usage("--sample must be a number of seconds in [1, 600]");
   if (!(windowS >= 1 && windowS <= durationS)) return usage("--window must be a number of seconds in [1, --duration]");
   const images = loadImages(imagesDir);
@@ -85,13 +92,25 @@ export async function run(argv: string[]): Promise<number> {
   try {
     t = await openTarget({ url: values.url, nats: values.nats, graph, warnings, progress, graphs: ["classify"] });
     const replicas = await readyReplicas(t.ingressUrl);
-    if (!servedTargets(replicas).classify) return usage(`the graph at ${t.ingressUrl} does not serve classify (readyz replicas: ${JSON.stringify(replicas)})`);
+    if (!servedTargets(replicas).classify)
+      return usage(
+        `the graph at ${t.ingressUrl} does not serve classify (readyz replicas: ${JSON.stringify(replicas)})`,
+      );
     const phase = { target: t, bodies: images.bodies, signal: aborter.signal, progress };
 
     const cap = await measureCapacity({ ...phase, concurrency, durationS: capacityDurationS });
     const offeredPerS = cap.rps * load;
-    progress(`capacity ${cap.rps.toFixed(1)} images/s; soaking at ${offeredPerS.toFixed(1)}/s (${Math.round(load * 100)}%) for ${durationS} s`);
-    const { soak, processes } = await soakAt({ ...phase, ratePerS: offeredPerS, durationS, sampleS, windowS, warnings });
+    progress(
+      `capacity ${cap.rps.toFixed(1)} images/s; soaking at ${offeredPerS.toFixed(1)}/s (${Math.round(load * 100)}%) for ${durationS} s`,
+    );
+    const { soak, processes } = await soakAt({
+      ...phase,
+      ratePerS: offeredPerS,
+      durationS,
+      sampleS,
+      windowS,
+      warnings,
+    });
     const problems = soakProblems(processes, soak.errors.rate);
 
     machine.loadAvg1m.end = loadavg()[0]!;
@@ -103,7 +122,16 @@ export async function run(argv: string[]): Promise<number> {
       commit: gitCommit(REPO_ROOT),
       machine,
       graph: { source: t.source, ingressUrl: t.ingressUrl, replicas },
-      settings: { durationS, load, capacityDurationS, concurrency, windowS, sampleS, images: images.names, maxInFlight: MAX_IN_FLIGHT },
+      settings: {
+        durationS,
+        load,
+        capacityDurationS,
+        concurrency,
+        windowS,
+        sampleS,
+        images: images.names,
+        maxInFlight: MAX_IN_FLIGHT,
+      },
       capacity: { imagesPerS: cap.rps, latencyMs: cap.latencyMs, errors: cap.errors, non2xx: cap.non2xx },
       offeredPerS,
       soak,

@@ -57,7 +57,13 @@ function rssMiB(pid: number): number | undefined {
   }
 }
 
-interface Tracked { name: string; pid: number; samples: [number, number][]; appeared: boolean; alive: boolean }
+interface Tracked {
+  name: string;
+  pid: number;
+  samples: [number, number][];
+  appeared: boolean;
+  alive: boolean;
+}
 
 export function createMemoryTracker(graphPids: () => Promise<number[]>): MemoryTracker {
   const byPid = new Map<number, Tracked>();
@@ -77,14 +83,24 @@ export function createMemoryTracker(graphPids: () => Promise<number[]>): MemoryT
       }
     },
     result() {
-      return [...byPid.values()].filter((t) => t.samples.length > 0).map((t) => {
-        const start = t.samples[0]![1];
-        const end = t.samples[t.samples.length - 1]![1];
-        return {
-          name: t.name, pid: t.pid, startMiB: start, endMiB: end, maxMiB: Math.max(...t.samples.map((s) => s[1])),
-          change: start > 0 ? (end - start) / start : 0, alive: t.alive, appeared: t.appeared, samples: t.samples,
-        };
-      }).sort((a, b) => a.name.localeCompare(b.name));
+      return [...byPid.values()]
+        .filter((t) => t.samples.length > 0)
+        .map((t) => {
+          const start = t.samples[0]![1];
+          const end = t.samples[t.samples.length - 1]![1];
+          return {
+            name: t.name,
+            pid: t.pid,
+            startMiB: start,
+            endMiB: end,
+            maxMiB: Math.max(...t.samples.map((s) => s[1])),
+            change: start > 0 ? (end - start) / start : 0,
+            alive: t.alive,
+            appeared: t.appeared,
+            samples: t.samples,
+          };
+        })
+        .sort((a, b) => a.name.localeCompare(b.name));
     },
   };
 }

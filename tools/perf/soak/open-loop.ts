@@ -44,29 +44,39 @@ function post(agent: http.Agent, url: URL, b: RequestBody): Promise<{ ok: boolea
       settled = true;
       done({ ok, kind });
     };
-    const req = http.request({
-      agent, host: url.hostname, port: url.port, method: "POST", path: "/classify",
-      headers: { "content-type": b.contentType, "content-length": String(b.body.length) }, timeout: REQUEST_TIMEOUT_MS,
-    }, (res) => {
-      const status = res.statusCode ?? 0;
-      const ok = status >= 200 && status < 300;
-      // an error's kind is its status and table code (`{code, message}` body); a success's body is not kept
-      let head = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => { if (!ok && head.length < 4096) head += chunk; });
-      res.on("end", () => {
-        let code = "";
-        if (!ok) {
-          try {
-            code = String((JSON.parse(head) as { code?: unknown }).code ?? "");
-          } catch {
-            // not JSON: the status alone
+    const req = http.request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        method: "POST",
+        path: "/classify",
+        headers: { "content-type": b.contentType, "content-length": String(b.body.length) },
+        timeout: REQUEST_TIMEOUT_MS,
+      },
+      (res) => {
+        const status = res.statusCode ?? 0;
+        const ok = status >= 200 && status < 300;
+        // an error's kind is its status and table code (`{code, message}` body); a success's body is not kept
+        let head = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          if (!ok && head.length < 4096) head += chunk;
+        });
+        res.on("end", () => {
+          let code = "";
+          if (!ok) {
+            try {
+              code = String((JSON.parse(head) as { code?: unknown }).code ?? "");
+            } catch {
+              // not JSON: the status alone
+            }
           }
-        }
-        once(ok, `http ${status}${code ? ` ${code}` : ""}`);
-      });
-      res.on("error", () => once(false, "connection"));
-    });
+          once(ok, `http ${status}${code ? ` ${code}` : ""}`);
+        });
+        res.on("error", () => once(false, "connection"));
+      },
+    );
     req.on("timeout", () => {
       req.destroy();
       once(false, "timeout");
@@ -100,7 +110,12 @@ export async function openLoop(o: OpenLoopOptions): Promise<Outcome[]> {
     while (i < total && t0 + i * intervalMs <= now) {
       const scheduledMs = t0 + i * intervalMs;
       if (inFlight >= MAX_IN_FLIGHT) {
-        outcomes.push({ scheduledS: (scheduledMs - t0) / 1000, ok: false, latencyMs: 0, kind: "dropped (in-flight cap)" });
+        outcomes.push({
+          scheduledS: (scheduledMs - t0) / 1000,
+          ok: false,
+          latencyMs: 0,
+          kind: "dropped (in-flight cap)",
+        });
       } else {
         const p = send(i, scheduledMs);
         pending.add(p);

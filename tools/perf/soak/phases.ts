@@ -23,17 +23,31 @@ export interface PhaseOptions {
 }
 
 /** The closed-loop capacity at `concurrency` connections over `durationS`; throws when nothing was answered 2xx. */
-export async function measureCapacity(o: PhaseOptions & { concurrency: number; durationS: number }): Promise<LoadLevelResult> {
-  const req = { url: o.target.ingressUrl, method: "POST" as const, path: "/classify", bodies: o.bodies, connections: o.concurrency, maxRequests: 10_000_000 };
+export async function measureCapacity(
+  o: PhaseOptions & { concurrency: number; durationS: number },
+): Promise<LoadLevelResult> {
+  const req = {
+    url: o.target.ingressUrl,
+    method: "POST" as const,
+    path: "/classify",
+    bodies: o.bodies,
+    connections: o.concurrency,
+    maxRequests: 10_000_000,
+  };
   o.progress(`warm-up ${WARMUP_S} s, then capacity: closed loop at ${o.concurrency} connections for ${o.durationS} s`);
   await runLevel({ ...req, durationS: WARMUP_S }, o.signal);
   const cap = await runLevel({ ...req, durationS: o.durationS }, o.signal);
-  if (cap.ok === 0) throw new Error(`no 2xx answer while measuring capacity (status codes ${JSON.stringify(cap.statusCodes)}, errors ${cap.errors})`);
+  if (cap.ok === 0)
+    throw new Error(
+      `no 2xx answer while measuring capacity (status codes ${JSON.stringify(cap.statusCodes)}, errors ${cap.errors})`,
+    );
   return cap;
 }
 
 /** The open loop at `ratePerS` for `durationS` (less when `signal` aborts it), RSS every `sampleS`, windows of `windowS`. */
-export async function soakAt(o: PhaseOptions & { ratePerS: number; durationS: number; sampleS: number; windowS: number; warnings: string[] }): Promise<{
+export async function soakAt(
+  o: PhaseOptions & { ratePerS: number; durationS: number; sampleS: number; windowS: number; warnings: string[] },
+): Promise<{
   soak: OutcomeSummary & { cpu: CpuUse | null };
   processes: ProcessMemory[];
 }> {
@@ -42,8 +56,13 @@ export async function soakAt(o: PhaseOptions & { ratePerS: number; durationS: nu
   const cpuSample = startCpuSample(await o.target.graphPids());
   const tSoak = performance.now();
   const outcomes = await openLoop({
-    url: new URL(o.target.ingressUrl), bodies: o.bodies, ratePerS: o.ratePerS, durationS: o.durationS, signal: o.signal,
-    sampleS: o.sampleS, onSample: (atS) => memory.sample(atS),
+    url: new URL(o.target.ingressUrl),
+    bodies: o.bodies,
+    ratePerS: o.ratePerS,
+    durationS: o.durationS,
+    signal: o.signal,
+    sampleS: o.sampleS,
+    onSample: (atS) => memory.sample(atS),
     windowS: o.windowS,
     onWindow: (endS, all) => {
       // answers in so far for the requests scheduled in the window that just ended
@@ -55,10 +74,13 @@ export async function soakAt(o: PhaseOptions & { ratePerS: number; durationS: nu
   const cpu = cpuSample.stop();
   await memory.sample(soakS);
   if (cpu && cpu.otherCores > OTHER_CORES_WARNING) {
-    o.warnings.push(`other processes used ${cpu.otherCores.toFixed(2)} cores during the soak: the graph had less CPU than the capacity measurement may have had`);
+    o.warnings.push(
+      `other processes used ${cpu.otherCores.toFixed(2)} cores during the soak: the graph had less CPU than the capacity measurement may have had`,
+    );
   }
   const ranS = o.signal.aborted ? Math.max(...outcomes.map((x) => x.scheduledS), 0) : o.durationS;
   const summary = summarizeOutcomes(outcomes, ranS, o.windowS);
-  if (summary.windows.length < 2) o.warnings.push("one window only: the p99 drift compares it with itself; use a --duration of at least two windows");
+  if (summary.windows.length < 2)
+    o.warnings.push("one window only: the p99 drift compares it with itself; use a --duration of at least two windows");
   return { soak: { ...summary, cpu }, processes: memory.result() };
 }

@@ -20,7 +20,16 @@ export interface SoakResult {
   commit: string | null;
   machine: MachineInfo;
   graph: { source: TargetSource; ingressUrl: string; replicas: Record<string, number> };
-  settings: { durationS: number; load: number; capacityDurationS: number; concurrency: number; windowS: number; sampleS: number; images: string[]; maxInFlight: number };
+  settings: {
+    durationS: number;
+    load: number;
+    capacityDurationS: number;
+    concurrency: number;
+    windowS: number;
+    sampleS: number;
+    images: string[];
+    maxInFlight: number;
+  };
   capacity: { imagesPerS: number; latencyMs: LatencySummary | null; errors: number; non2xx: number };
   offeredPerS: number;
   soak: OutcomeSummary & {
@@ -33,7 +42,8 @@ export interface SoakResult {
   warnings: string[];
 }
 
-const f1 = (v: number | null | undefined): string => (v === null || v === undefined || Number.isNaN(v) ? "-" : v.toFixed(1));
+const f1 = (v: number | null | undefined): string =>
+  v === null || v === undefined || Number.isNaN(v) ? "-" : v.toFixed(1);
 const sign = (v: number | null): string => (v === null ? "-" : `${v >= 0 ? "+" : ""}${(v * 100).toFixed(1)}%`);
 
 const windowLabel = (w: SoakWindow): string => `${f1(w.startS)}-${f1(w.startS + w.durationS)} s`;
@@ -51,15 +61,27 @@ export function formatSoak(r: SoakResult): string {
       ` -> offered ${f1(r.offeredPerS)}/s (${Math.round(r.settings.load * 100)}%), open loop for ${r.settings.durationS} s`,
     "",
     `${"WINDOW".padEnd(14)}${"SENT".padStart(7)}${"OK".padStart(7)}${"ERRORS".padStart(8)}${"RATE/s".padStart(9)}${"P50 ms".padStart(9)}${"P99 ms".padStart(9)}`,
-    ...s.windows.map((w) => `${windowLabel(w).padEnd(14)}${String(w.sent).padStart(7)}${String(w.ok).padStart(7)}${String(w.errors).padStart(8)}${f1(w.rps).padStart(9)}${f1(w.latencyMs?.p50).padStart(9)}${f1(w.latencyMs?.p99).padStart(9)}`),
+    ...s.windows.map(
+      (w) =>
+        `${windowLabel(w).padEnd(14)}${String(w.sent).padStart(7)}${String(w.ok).padStart(7)}${String(w.errors).padStart(8)}${f1(w.rps).padStart(9)}${f1(w.latencyMs?.p50).padStart(9)}${f1(w.latencyMs?.p99).padStart(9)}`,
+    ),
     `${"all".padEnd(14)}${String(s.sent).padStart(7)}${String(s.ok).padStart(7)}${String(s.errors.total).padStart(8)}${f1(s.achievedPerS).padStart(9)}${f1(s.latencyMs?.p50).padStart(9)}${f1(s.latencyMs?.p99).padStart(9)}`,
     "",
     `p99 drift (first window -> last): ${f1(s.p99Drift.firstMs)} -> ${f1(s.p99Drift.lastMs)} ms (${sign(s.p99Drift.change)})`,
     `cpu during the soak: ${s.cpu ? `${f1(s.cpu.machineCores)} cores busy, ${f1(s.cpu.ownCores)} graph + soak, ${f1(s.cpu.otherCores)} other processes` : "-"}`,
-    `errors: ${s.errors.total} of ${s.sent} (${(s.errors.rate * 100).toFixed(2)}%)${Object.keys(s.errors.byKind).length ? `: ${Object.entries(s.errors.byKind).map(([k, n]) => `${k} ${n}`).join(", ")}` : ""}`,
+    `errors: ${s.errors.total} of ${s.sent} (${(s.errors.rate * 100).toFixed(2)}%)${
+      Object.keys(s.errors.byKind).length
+        ? `: ${Object.entries(s.errors.byKind)
+            .map(([k, n]) => `${k} ${n}`)
+            .join(", ")}`
+        : ""
+    }`,
     "",
     `${"PROCESS".padEnd(18)}${"PID".padStart(8)}${"START MiB".padStart(11)}${"END MiB".padStart(10)}${"MAX MiB".padStart(10)}${"CHANGE".padStart(9)}  NOTE`,
-    ...r.processes.map((p) => `${p.name.padEnd(18)}${String(p.pid).padStart(8)}${f1(p.startMiB).padStart(11)}${f1(p.endMiB).padStart(10)}${f1(p.maxMiB).padStart(10)}${sign(p.change).padStart(9)}  ${[!p.alive ? "exited" : "", p.appeared ? "appeared during the soak" : ""].filter(Boolean).join(", ")}`),
+    ...r.processes.map(
+      (p) =>
+        `${p.name.padEnd(18)}${String(p.pid).padStart(8)}${f1(p.startMiB).padStart(11)}${f1(p.endMiB).padStart(10)}${f1(p.maxMiB).padStart(10)}${sign(p.change).padStart(9)}  ${[!p.alive ? "exited" : "", p.appeared ? "appeared during the soak" : ""].filter(Boolean).join(", ")}`,
+    ),
   ];
   if (r.problems.length) lines.push("", ...r.problems.map((p) => `problem: ${p}`));
   if (r.warnings.length) lines.push("", ...r.warnings.map((w) => `warning: ${w}`));

@@ -10,6 +10,7 @@ export function soakProblems(processes: readonly ProcessMemory[], errorRate: num
     if (!p.alive) problems.push(`${p.name} (pid ${p.pid}) exited during the soak`);
     if (p.appeared) problems.push(`${p.name} (pid ${p.pid}) started during the soak (a replica was replaced)`);
   }
-  if (errorRate > MAX_ERROR_RATE) problems.push(`${(errorRate * 100).toFixed(2)}% of requests failed (limit ${MAX_ERROR_RATE * 100}%)`);
+  if (errorRate > MAX_ERROR_RATE)
+    problems.push(`${(errorRate * 100).toFixed(2)}% of requests failed (limit ${MAX_ERROR_RATE * 100}%)`);
   return problems;
 }

@@ -36,7 +36,15 @@ function windowsOf(outcomes: readonly Outcome[], durationS: number, windowS: num
     const len = Math.min(windowS, durationS - start);
     const mine = outcomes.filter((x) => x.scheduledS >= start && x.scheduledS < start + len);
     const okLat = Float64Array.from(mine.filter((x) => x.ok).map((x) => x.latencyMs));
-    out.push({ startS: start, durationS: len, sent: mine.length, ok: okLat.length, errors: mine.length - okLat.length, rps: okLat.length / len, latencyMs: summarize(okLat) });
+    out.push({
+      startS: start,
+      durationS: len,
+      sent: mine.length,
+      ok: okLat.length,
+      errors: mine.length - okLat.length,
+      rps: okLat.length / len,
+      latencyMs: summarize(okLat),
+    });
   }
   return out;
 }
@@ -44,7 +52,13 @@ function windowsOf(outcomes: readonly Outcome[], durationS: number, windowS: num
 /** The window of `windowS` that ends at `endS`, from the answers in so far (its startS is `endS - windowS`). */
 export function windowEndingAt(outcomes: readonly Outcome[], endS: number, windowS: number): SoakWindow | undefined {
   const from = endS - windowS;
-  const w = windowsOf(outcomes.filter((x) => x.scheduledS >= from && x.scheduledS < endS).map((x) => ({ ...x, scheduledS: x.scheduledS - from })), windowS, windowS)[0];
+  const w = windowsOf(
+    outcomes
+      .filter((x) => x.scheduledS >= from && x.scheduledS < endS)
+      .map((x) => ({ ...x, scheduledS: x.scheduledS - from })),
+    windowS,
+    windowS,
+  )[0];
   return w && { ...w, startS: from };
 }
 
@@ -58,8 +72,17 @@ export function summarizeOutcomes(outcomes: readonly Outcome[], ranS: number, wi
   const firstP99 = windows[0]?.latencyMs?.p99 ?? null;
   const lastP99 = windows.at(-1)?.latencyMs?.p99 ?? null;
   return {
-    durationS: ranS, sent: outcomes.length, ok: okLat.length, achievedPerS: okLat.length / Math.max(ranS, 1e-9), latencyMs: summarize(okLat),
-    errors: { total: errorsTotal, rate: outcomes.length ? errorsTotal / outcomes.length : 0, byKind }, windows,
-    p99Drift: { firstMs: firstP99, lastMs: lastP99, change: firstP99 && lastP99 !== null ? (lastP99 - firstP99) / firstP99 : null },
+    durationS: ranS,
+    sent: outcomes.length,
+    ok: okLat.length,
+    achievedPerS: okLat.length / Math.max(ranS, 1e-9),
+    latencyMs: summarize(okLat),
+    errors: { total: errorsTotal, rate: outcomes.length ? errorsTotal / outcomes.length : 0, byKind },
+    windows,
+    p99Drift: {
+      firstMs: firstP99,
+      lastMs: lastP99,
+      change: firstP99 && lastP99 !== null ? (lastP99 - firstP99) / firstP99 : null,
+    },
   };
 }

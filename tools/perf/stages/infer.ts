@@ -74,16 +74,21 @@ async function measure(input: Input): Promise<ModelStageOutput> {
     const tensors = input.tensors ? readTensors(input.tensors.file, input.tensors.length) : [];
     const row = host.inputShape.reduce((a, b) => a * b, 1);
     // Batches are built in the host's reused batch slots, as a replica's are.
-    const fill = (n: number) => (x: Float32Array): void => {
-      if (tensors.length) for (let i = 0; i < n; i++) x.set(tensors[i % tensors.length]!.subarray(0, row), i * row);
-      else x.fill(0);
-    };
+    const fill =
+      (n: number) =>
+      (x: Float32Array): void => {
+        if (tensors.length) for (let i = 0; i < n; i++) x.set(tensors[i % tensors.length]!.subarray(0, row), i * row);
+        else x.fill(0);
+      };
     const batches: ModelBatchOutput[] = [];
     for (const b of [...new Set(input.batchSizes)].sort((x, y) => x - y)) {
       await host.runBatch(b, fill(b));
       const times: number[] = [];
       const t0 = performance.now();
-      while (times.length < input.runs && (times.length === 0 || performance.now() - t0 < input.maxSecondsPerBatch * 1000)) {
+      while (
+        times.length < input.runs &&
+        (times.length === 0 || performance.now() - t0 < input.maxSecondsPerBatch * 1000)
+      ) {
         const s = performance.now();
         await host.runBatch(b, fill(b));
         times.push(performance.now() - s);
@@ -92,7 +97,13 @@ async function measure(input: Input): Promise<ModelStageOutput> {
       const medianMs = times[Math.floor((times.length - 1) / 2)]!;
       batches.push({ batchSize: b, runs: times.length, medianMs, imagesPerS: (b * 1000) / medianMs });
     }
-    return { modelPath: input.modelPath, executionProvider: host.executionProvider, intraOpNumThreads, allowSpinning: p.ALLOW_SPINNING, batches };
+    return {
+      modelPath: input.modelPath,
+      executionProvider: host.executionProvider,
+      intraOpNumThreads,
+      allowSpinning: p.ALLOW_SPINNING,
+      batches,
+    };
   } finally {
     await host.close();
   }

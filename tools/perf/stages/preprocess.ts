@@ -54,7 +54,11 @@ export interface PreprocessStageOutput {
 
 async function measure(input: Input): Promise<PreprocessStageOutput> {
   const p = params.parse(input.parameters);
-  const pre = createPreprocessor({ mode: p.PREPROCESS_MODE, maxInputPixels: p.MAX_INPUT_PIXELS, maxInputBytes: p.MAX_INPUT_BYTES });
+  const pre = createPreprocessor({
+    mode: p.PREPROCESS_MODE,
+    maxInputPixels: p.MAX_INPUT_PIXELS,
+    maxInputBytes: p.MAX_INPUT_BYTES,
+  });
   const inFlight = input.inFlight ?? Math.max(4, 2 * availableParallelism());
   try {
     const refused: { index: number; reason: string }[] = [];
@@ -73,7 +77,10 @@ async function measure(input: Input): Promise<PreprocessStageOutput> {
     if (accepted.length === 0) throw new Error("the preprocessor refused every image of the set");
     let written: PreprocessStageOutput["tensors"];
     if (input.tensorsFile) {
-      writeFileSync(input.tensorsFile, Buffer.concat(tensors.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength))));
+      writeFileSync(
+        input.tensorsFile,
+        Buffer.concat(tensors.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength))),
+      );
       written = { file: input.tensorsFile, count: tensors.length, length: TENSOR_LENGTH };
     }
     let started = 0;
@@ -89,7 +96,15 @@ async function measure(input: Input): Promise<PreprocessStageOutput> {
     };
     await Promise.all(Array.from({ length: inFlight }, lane));
     const seconds = (performance.now() - t0) / 1000;
-    return { mode: p.PREPROCESS_MODE, inFlight, images: done, seconds, imagesPerS: done / seconds, refused, ...(written ? { tensors: written } : {}) };
+    return {
+      mode: p.PREPROCESS_MODE,
+      inFlight,
+      images: done,
+      seconds,
+      imagesPerS: done / seconds,
+      refused,
+      ...(written ? { tensors: written } : {}),
+    };
   } finally {
     await pre.close();
   }

@@ -75,7 +75,14 @@ export interface LiveNode {
   p50_ms: number | null;
   p99_ms: number | null;
   last_error: string | null;
-  batch: { execution_provider: string; adapter: string; batch_fill: number; avg_batch_size: number; max_batch_size: number; queue_depth: number } | null;
+  batch: {
+    execution_provider: string;
+    adapter: string;
+    batch_fill: number;
+    avg_batch_size: number;
+    max_batch_size: number;
+    queue_depth: number;
+  } | null;
   /** A router's decisions by variant (ab-router), counted where they are made: the A/B split. */
   ab_decisions: Record<string, number> | null;
   autoscaler: AutoscaleView | null;
@@ -88,7 +95,11 @@ export interface LiveFrame {
   error: string | null;
 }
 
-export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, autoscaler: Map<string, AutoscaleView> | null): LiveFrame {
+export function frameOf(
+  status: GraphStatus,
+  rates: Map<string, NodeRates>,
+  autoscaler: Map<string, AutoscaleView> | null,
+): LiveFrame {
   return {
     at: status.at,
     error: null,
@@ -96,12 +107,27 @@ export function frameOf(status: GraphStatus, rates: Map<string, NodeRates>, auto
       const r = rates.get(n.node) ?? { requests_per_s: 0, errors_per_s: 0 };
       const b = n.batch;
       return {
-        node: n.node, replicas: n.replicas, hosts: n.hosts,
+        node: n.node,
+        replicas: n.replicas,
+        hosts: n.hosts,
         replica_list: n.replica_list.map(({ id, host, in_flight }) => ({ id, host, in_flight })),
-        in_flight: n.in_flight, requests: n.requests, errors: n.errors, ...r,
-        p50_ms: n.p50_ms, p99_ms: n.p99_ms,
+        in_flight: n.in_flight,
+        requests: n.requests,
+        errors: n.errors,
+        ...r,
+        p50_ms: n.p50_ms,
+        p99_ms: n.p99_ms,
         last_error: n.endpoints.map((e) => e.last_error).find((e) => e) ?? null,
-        batch: b ? { execution_provider: b.execution_provider, adapter: b.adapter, batch_fill: b.batch_fill, avg_batch_size: b.avg_batch_size, max_batch_size: b.max_batch_size, queue_depth: b.queue_depth } : null,
+        batch: b
+          ? {
+              execution_provider: b.execution_provider,
+              adapter: b.adapter,
+              batch_fill: b.batch_fill,
+              avg_batch_size: b.avg_batch_size,
+              max_batch_size: b.max_batch_size,
+              queue_depth: b.queue_depth,
+            }
+          : null,
         ab_decisions: n.ab_decisions,
         autoscaler: autoscaler?.get(n.node) ?? null,
       };
@@ -132,7 +158,13 @@ export function autoscalerOf(reply: unknown): Map<string, AutoscaleView> {
   const snapshot = AutoscalerSnapshot.safeParse(reply);
   if (!snapshot.success) return out;
   for (const e of snapshot.data.nodes) {
-    out.set(e.node, { target: e.target, value: e.value, desired: e.desired, mode: modeOf(e), ...decisionOf(e.last_decision) });
+    out.set(e.node, {
+      target: e.target,
+      value: e.value,
+      desired: e.desired,
+      mode: modeOf(e),
+      ...decisionOf(e.last_decision),
+    });
   }
   return out;
 }
@@ -151,18 +183,37 @@ export interface HttpFigures {
  * the HTTP node shows requests/s, errors/s and latency like any other. Other replicas of the HTTP node (several
  * ingress replicas behind a load balancer) add nothing: their counters are theirs.
  */
-export function withHttpFigures(status: GraphStatus, self: { node: string; replicaId: string }, http: HttpFigures): GraphStatus {
+export function withHttpFigures(
+  status: GraphStatus,
+  self: { node: string; replicaId: string },
+  http: HttpFigures,
+): GraphStatus {
   return {
     ...status,
     nodes: status.nodes.map((n) => {
       if (n.node !== self.node) return n;
-      const endpoints = [...n.endpoints, { name: "http", subject: "HTTP", requests: http.requests, errors: http.errors, p50_ms: http.p50_ms, p99_ms: http.p99_ms, last_error: http.last_error }];
+      const endpoints = [
+        ...n.endpoints,
+        {
+          name: "http",
+          subject: "HTTP",
+          requests: http.requests,
+          errors: http.errors,
+          p50_ms: http.p50_ms,
+          p99_ms: http.p99_ms,
+          last_error: http.last_error,
+        },
+      ];
       return {
-        ...n, endpoints,
-        requests: n.requests + http.requests, errors: n.errors + http.errors,
+        ...n,
+        endpoints,
+        requests: n.requests + http.requests,
+        errors: n.errors + http.errors,
         p50_ms: n.p50_ms ?? http.p50_ms,
         p99_ms: n.p99_ms === null ? http.p99_ms : http.p99_ms === null ? n.p99_ms : Math.max(n.p99_ms, http.p99_ms),
-        replica_list: n.replica_list.map((r) => (r.id === self.replicaId ? { ...r, requests: r.requests + http.requests } : r)),
+        replica_list: n.replica_list.map((r) =>
+          r.id === self.replicaId ? { ...r, requests: r.requests + http.requests } : r,
+        ),
       };
     }),
   };

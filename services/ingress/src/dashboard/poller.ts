@@ -56,7 +56,9 @@ export function createStatusPoller(opts: StatusPollerOptions): StatusPoller {
         l(frame);
       } catch (err) {
         listeners.delete(l);
-        opts.log?.warn("dashboard listener failed; dropped", { error: err instanceof Error ? err.message : String(err) });
+        opts.log?.warn("dashboard listener failed; dropped", {
+          error: err instanceof Error ? err.message : String(err),
+        });
       }
     }
   };
@@ -94,7 +96,9 @@ export function createStatusPoller(opts: StatusPollerOptions): StatusPoller {
         if (reading) await reading;
         if (gen !== generation) return;
         if (now() < lastStartMs + intervalMs) return schedule(gen);
-        const r = (reading = readOnce(gen).finally(() => { if (reading === r) reading = undefined; }));
+        const r = (reading = readOnce(gen).finally(() => {
+          if (reading === r) reading = undefined;
+        }));
         await r;
         if (gen === generation) schedule(gen);
       };
@@ -117,7 +121,11 @@ export function createStatusPoller(opts: StatusPollerOptions): StatusPoller {
       listeners.add(listener);
       if (listeners.size === 1) schedule(generation);
       else if (last) {
-        try { listener(last); } catch { listeners.delete(listener); }
+        try {
+          listener(last);
+        } catch {
+          listeners.delete(listener);
+        }
       }
       return () => {
         if (!listeners.delete(listener)) return;

@@ -44,7 +44,8 @@ const asset = (name: string): string => readFileSync(new URL(`./assets/${name}`,
  * Same-origin only: scripts, styles, fetches and the event stream; images also from blob: (the preview of a
  * dropped file). No inline script or style.
  */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, errors: Record<number, z.ZodType>): void {
   const files = {
@@ -72,67 +73,97 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps, err
     poller.close();
   });
 
-  app.get("/dashboard", {
-    schema: {
-      description: "The graph live in a browser (HTML): nodes and edges, replicas by host, in flight, requests/s, p50/p99, errors/s and the last error of each node, batch fill of infer, the A/B split; and panels to try /classify (top-5 and time per hop), /greeting and /process. Served whole by the ingress, same-origin only.",
-      produces: ["text/html"],
-      response: errors,
+  app.get(
+    "/dashboard",
+    {
+      schema: {
+        description:
+          "The graph live in a browser (HTML): nodes and edges, replicas by host, in flight, requests/s, p50/p99, errors/s and the last error of each node, batch fill of infer, the A/B split; and panels to try /classify (top-5 and time per hop), /greeting and /process. Served whole by the ingress, same-origin only.",
+        produces: ["text/html"],
+        response: errors,
+      },
     },
-  }, async (_req, reply) =>
-    reply.header("content-type", "text/html; charset=utf-8").header("content-security-policy", CSP).header("x-content-type-options", "nosniff")
-      .header("cache-control", "no-cache").send(files.html));
+    async (_req, reply) =>
+      reply
+        .header("content-type", "text/html; charset=utf-8")
+        .header("content-security-policy", CSP)
+        .header("x-content-type-options", "nosniff")
+        .header("cache-control", "no-cache")
+        .send(files.html),
+  );
   app.get("/dashboard/dashboard.css", { schema: { hide: true } }, async (_req, reply) =>
-    reply.header("content-type", "text/css; charset=utf-8").header("x-content-type-options", "nosniff").header("cache-control", "no-cache").send(files.css));
+    reply
+      .header("content-type", "text/css; charset=utf-8")
+      .header("x-content-type-options", "nosniff")
+      .header("cache-control", "no-cache")
+      .send(files.css),
+  );
   app.get("/dashboard/dashboard.js", { schema: { hide: true } }, async (_req, reply) =>
-    reply.header("content-type", "text/javascript; charset=utf-8").header("x-content-type-options", "nosniff").header("cache-control", "no-cache").send(files.js));
+    reply
+      .header("content-type", "text/javascript; charset=utf-8")
+      .header("x-content-type-options", "nosniff")
+      .header("cache-control", "no-cache")
+      .send(files.js),
+  );
 
   app.get("/dashboard/favicon.svg", { schema: { hide: true } }, async (_req, reply) =>
-    reply.header("content-type", "image/svg+xml").header("x-content-type-options", "nosniff").header("cache-control", "max-age=86400").send(files.icon));
+    reply
+      .header("content-type", "image/svg+xml")
+      .header("x-content-type-options", "nosniff")
+      .header("cache-control", "max-age=86400")
+      .send(files.icon),
+  );
 
-  app.get("/dashboard/events", {
-    schema: {
-      description: `The dashboard's live feed (text/event-stream): event \`topology\` once (nodes, edges, columns of the graph), then \`status\` about every ${deps.intervalMs ?? POLL_INTERVAL_MS} ms (per node: replicas by host, in flight, requests/s, errors/s, p50/p99, last error, batch figures, the autoscaler's target and last decision when \`servegraph up\` reports them). One discovery reading serves every open stream.`,
-      produces: ["text/event-stream"],
-      response: errors,
+  app.get(
+    "/dashboard/events",
+    {
+      schema: {
+        description: `The dashboard's live feed (text/event-stream): event \`topology\` once (nodes, edges, columns of the graph), then \`status\` about every ${deps.intervalMs ?? POLL_INTERVAL_MS} ms (per node: replicas by host, in flight, requests/s, errors/s, p50/p99, last error, batch figures, the autoscaler's target and last decision when \`servegraph up\` reports them). One discovery reading serves every open stream.`,
+        produces: ["text/event-stream"],
+        response: errors,
+      },
     },
-  }, async (req, reply) => {
-    const stream = new PassThrough();
-    const send = (event: string, data: unknown): void => {
-      if (stream.writableLength > MAX_BUFFERED_BYTES) {
-        // The client does not read: ending the stream would queue behind what it never reads; cut the connection.
-        close();
-        reply.raw.destroy();
-        return;
+    async (req, reply) => {
+      const stream = new PassThrough();
+      const send = (event: string, data: unknown): void => {
+        if (stream.writableLength > MAX_BUFFERED_BYTES) {
+          // The client does not read: ending the stream would queue behind what it never reads; cut the connection.
+          close();
+          reply.raw.destroy();
+          return;
+        }
+        stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
+      let unsubscribe = (): void => {};
+      const keepAlive = setInterval(() => stream.write(": keep-alive\n\n"), KEEP_ALIVE_MS);
+      keepAlive.unref();
+      let closed = false;
+      function close(): void {
+        if (closed) return;
+        closed = true;
+        clearInterval(keepAlive);
+        unsubscribe();
+        open.delete(close);
+        stream.end();
       }
-      stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    };
-    let unsubscribe = (): void => {};
-    const keepAlive = setInterval(() => stream.write(": keep-alive\n\n"), KEEP_ALIVE_MS);
-    keepAlive.unref();
-    let closed = false;
-    function close(): void {
-      if (closed) return;
-      closed = true;
-      clearInterval(keepAlive);
-      unsubscribe();
-      open.delete(close);
-      stream.end();
-    }
-    open.add(close);
-    // The response closes (client gone, or answered); Fastify destroys the stream with it; or the client left before.
-    reply.raw.once("close", close);
-    stream.once("close", close);
-    // A stream is quiet between frames by design: the connection's inactivity timeout does not apply to it.
-    req.raw.socket?.setTimeout(0);
-    send("topology", deps.topology);
-    if (reply.raw.destroyed || req.raw.socket?.destroyed) close();
-    else unsubscribe = poller.subscribe((frame) => send("status", frame));
-    return reply
-      .header("content-type", "text/event-stream; charset=utf-8")
-      .header("cache-control", "no-store")
-      .header("x-accel-buffering", "no")
-      // A stream's connection is not reused: its end (client gone, shutdown) closes the socket at once.
-      .header("connection", "close")
-      .send(stream);
-  });
+      open.add(close);
+      // The response closes (client gone, or answered); Fastify destroys the stream with it; or the client left before.
+      reply.raw.once("close", close);
+      stream.once("close", close);
+      // A stream is quiet between frames by design: the connection's inactivity timeout does not apply to it.
+      req.raw.socket?.setTimeout(0);
+      send("topology", deps.topology);
+      if (reply.raw.destroyed || req.raw.socket?.destroyed) close();
+      else unsubscribe = poller.subscribe((frame) => send("status", frame));
+      return (
+        reply
+          .header("content-type", "text/event-stream; charset=utf-8")
+          .header("cache-control", "no-store")
+          .header("x-accel-buffering", "no")
+          // A stream's connection is not reused: its end (client gone, shutdown) closes the socket at once.
+          .header("connection", "close")
+          .send(stream)
+      );
+    },
+  );
 }

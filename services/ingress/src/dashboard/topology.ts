@@ -49,7 +49,10 @@ export interface RouteEdge {
 }
 
 /** The node an in-graph subject belongs to (`<prefix>.<node>.<endpoint>`), or undefined for any other value. */
-export function nodeOfSubject(graph: Pick<ResolvedGraph, "subjectPrefix">, value: string): { node: string; endpoint: string } | undefined {
+export function nodeOfSubject(
+  graph: Pick<ResolvedGraph, "subjectPrefix">,
+  value: string,
+): { node: string; endpoint: string } | undefined {
   const p = `${graph.subjectPrefix}.`;
   if (!value.startsWith(p)) return undefined;
   const [node, endpoint] = value.slice(p.length).split(".");
@@ -60,7 +63,10 @@ export function nodeOfSubject(graph: Pick<ResolvedGraph, "subjectPrefix">, value
  * The graph as the page draws it. `nodes`: the running ones (default: all); `self`: the HTTP node serving the page
  * and its routes, whose edges replace the ones its parameters would give.
  */
-export function topologyOf(graph: ResolvedGraph, opts: { nodes?: Iterable<string>; self?: { node: string; routes: readonly RouteEdge[] } } = {}): Topology {
+export function topologyOf(
+  graph: ResolvedGraph,
+  opts: { nodes?: Iterable<string>; self?: { node: string; routes: readonly RouteEdge[] } } = {},
+): Topology {
   const names = [...(opts.nodes ?? Object.keys(graph.nodes))].filter((n) => graph.nodes[n] !== undefined);
   const present = new Set(names);
   const edges = new Map<string, TopologyEdge>();
@@ -92,8 +98,12 @@ export function topologyOf(graph: ResolvedGraph, opts: { nodes?: Iterable<string
   const nodes: TopologyNode[] = names.map((name) => {
     const n = graph.nodes[name]!;
     return {
-      name, kind: n.service.split("/").filter(Boolean).pop() ?? name, description: n.description,
-      replicas: { min: n.replicas.min, max: n.replicas.max }, autoscale: n.autoscale ? { metric: n.autoscale.metric, target: n.autoscale.target } : null, http: n.http !== undefined,
+      name,
+      kind: n.service.split("/").filter(Boolean).pop() ?? name,
+      description: n.description,
+      replicas: { min: n.replicas.min, max: n.replicas.max },
+      autoscale: n.autoscale ? { metric: n.autoscale.metric, target: n.autoscale.target } : null,
+      http: n.http !== undefined,
       batching: n.batching !== undefined || n.service.endsWith("/infer"),
       column: columns.get(name) ?? 0,
     };
@@ -102,7 +112,10 @@ export function topologyOf(graph: ResolvedGraph, opts: { nodes?: Iterable<string
 }
 
 /** Longest path from a source (a node no edge points at); a cycle (which loadGraph refuses for dependsOn) stops at its first revisit. */
-export function columnsOf(names: readonly string[], edges: readonly Pick<TopologyEdge, "from" | "to">[]): Map<string, number> {
+export function columnsOf(
+  names: readonly string[],
+  edges: readonly Pick<TopologyEdge, "from" | "to">[],
+): Map<string, number> {
   const out = new Map<string, number>();
   const incoming = new Map<string, string[]>();
   for (const e of edges) incoming.set(e.to, [...(incoming.get(e.to) ?? []), e.from]);
@@ -121,18 +134,29 @@ export function columnsOf(names: readonly string[], edges: readonly Pick<Topolog
 }
 
 /** Nodes sorted by column, and within a column by the mean relative position of their callers in earlier columns. */
-function orderInColumns<N extends { name: string; column: number; http?: boolean }>(nodes: readonly N[], edges: readonly Pick<TopologyEdge, "from" | "to">[]): N[] {
+function orderInColumns<N extends { name: string; column: number; http?: boolean }>(
+  nodes: readonly N[],
+  edges: readonly Pick<TopologyEdge, "from" | "to">[],
+): N[] {
   const byColumn = new Map<number, N[]>();
   for (const n of nodes) byColumn.set(n.column, [...(byColumn.get(n.column) ?? []), n]);
   const place = new Map<string, { column: number; at: number }>();
   const out: N[] = [];
   for (const c of [...byColumn.keys()].sort((a, b) => a - b)) {
     const key = (n: N): number => {
-      const ps = edges.filter((e) => e.to === n.name).map((e) => place.get(e.from)).filter((p): p is { column: number; at: number } => p !== undefined && p.column < c);
+      const ps = edges
+        .filter((e) => e.to === n.name)
+        .map((e) => place.get(e.from))
+        .filter((p): p is { column: number; at: number } => p !== undefined && p.column < c);
       return ps.length ? ps.reduce((a, p) => a + p.at, 0) / ps.length : -1;
     };
-    const col = byColumn.get(c)!.map((n) => ({ n, k: key(n) }))
-      .sort((a, b) => a.k - b.k || Number(b.n.http ?? false) - Number(a.n.http ?? false) || a.n.name.localeCompare(b.n.name));
+    const col = byColumn
+      .get(c)!
+      .map((n) => ({ n, k: key(n) }))
+      .sort(
+        (a, b) =>
+          a.k - b.k || Number(b.n.http ?? false) - Number(a.n.http ?? false) || a.n.name.localeCompare(b.n.name),
+      );
     col.forEach(({ n }, i) => place.set(n.name, { column: c, at: (i + 0.5) / col.length }));
     out.push(...col.map(({ n }) => n));
   }

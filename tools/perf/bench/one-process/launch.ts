@@ -10,7 +10,13 @@ import type { ResolvedGraph } from "../../../../runtime/index.ts";
 import ingressParams from "../../../../services/ingress/src/params.ts";
 import { startHelper, type HelperProcess } from "../child.ts";
 
-const Ready = z.object({ url: z.string(), executionProvider: z.string(), model: z.string(), mode: z.string(), intraOpNumThreads: z.number() });
+const Ready = z.object({
+  url: z.string(),
+  executionProvider: z.string(),
+  model: z.string(),
+  mode: z.string(),
+  intraOpNumThreads: z.number(),
+});
 export type OneProcessInfo = z.output<typeof Ready>;
 
 const PROVIDERS = new Set(["cpu", "cuda", "webgpu"]);
@@ -36,10 +42,14 @@ export async function startOneProcess(p: OneProcessPlan): Promise<OneProcess> {
   const ep = p.executionProvider && PROVIDERS.has(p.executionProvider) ? p.executionProvider : "cpu";
   // The ingress's body limit as its replica has it: graph.config.ts's value, else its params.ts default.
   const maxBodyBytes = ingressParams.parse({ ...p.graph.nodes.ingress?.parameters }).MAX_BODY_BYTES;
-  return startHelper(join(import.meta.dirname, "server.ts"), {
-    modelPath: p.modelPath,
-    inferParameters: { ...infer.parameters, EXECUTION_PROVIDER: ep },
-    preprocessParameters: { ...pre.parameters, ...(p.preprocessMode ? { PREPROCESS_MODE: p.preprocessMode } : {}) },
-    maxBodyBytes,
-  }, { cwd: p.graph.root, readyTimeoutMs: READY_TIMEOUT_MS, parse: (x) => Ready.parse(x) });
+  return startHelper(
+    join(import.meta.dirname, "server.ts"),
+    {
+      modelPath: p.modelPath,
+      inferParameters: { ...infer.parameters, EXECUTION_PROVIDER: ep },
+      preprocessParameters: { ...pre.parameters, ...(p.preprocessMode ? { PREPROCESS_MODE: p.preprocessMode } : {}) },
+      maxBodyBytes,
+    },
+    { cwd: p.graph.root, readyTimeoutMs: READY_TIMEOUT_MS, parse: (x) => Ready.parse(x) },
+  );
 }

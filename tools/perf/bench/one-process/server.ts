@@ -40,7 +40,16 @@ import { createPreprocessor, softmax, topK } from "../../../../services/preproce
 import preprocessParams from "../../../../services/preprocess/src/params.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../../../..");
-const IMAGE_CONTENT_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/tiff", "image/*", "application/octet-stream"];
+const IMAGE_CONTENT_TYPES = [
+  "image/jpeg",
+  "image/png",
+  "image/webp",
+  "image/gif",
+  "image/avif",
+  "image/tiff",
+  "image/*",
+  "application/octet-stream",
+];
 
 const Input = z.strictObject({
   modelPath: z.string().min(1),
@@ -60,14 +69,18 @@ let input: z.output<typeof Input>;
 try {
   input = Input.parse(JSON.parse(process.argv[2] ?? ""));
 } catch (err) {
-  fail(2, `bad input: ${err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err)}`);
+  fail(
+    2,
+    `bad input: ${err instanceof z.ZodError ? z.prettifyError(err) : err instanceof Error ? err.message : String(err)}`,
+  );
 }
 
 /** The labels infer serves: data/imagenet-labels.json when it has one per output row, else class_<i>. */
 function loadLabels(n: number): string[] {
   try {
     const labels = JSON.parse(readFileSync(resolve(REPO_ROOT, "data/imagenet-labels.json"), "utf8")) as unknown;
-    if (Array.isArray(labels) && labels.length === n && labels.every((l) => typeof l === "string")) return labels as string[];
+    if (Array.isArray(labels) && labels.length === n && labels.every((l) => typeof l === "string"))
+      return labels as string[];
   } catch {
     // generic names below
   }
@@ -78,10 +91,17 @@ const ip = inferParams.parse(input.inferParameters);
 const pp = preprocessParams.parse(input.preprocessParameters);
 const intraOpNumThreads = ip.INTRA_OP_THREADS || availableParallelism();
 const host = await createModelHost({
-  modelPath: input.modelPath, executionProvider: ip.EXECUTION_PROVIDER, intraOpNumThreads, allowSpinning: ip.ALLOW_SPINNING,
+  modelPath: input.modelPath,
+  executionProvider: ip.EXECUTION_PROVIDER,
+  intraOpNumThreads,
+  allowSpinning: ip.ALLOW_SPINNING,
   log: (msg, attrs) => process.stderr.write(`one-process server: ${msg}${attrs ? ` ${JSON.stringify(attrs)}` : ""}\n`),
 }).catch((err: unknown) => fail(1, `model host: ${err instanceof Error ? err.message : String(err)}`));
-const pre = createPreprocessor({ mode: pp.PREPROCESS_MODE, maxInputPixels: pp.MAX_INPUT_PIXELS, maxInputBytes: pp.MAX_INPUT_BYTES });
+const pre = createPreprocessor({
+  mode: pp.PREPROCESS_MODE,
+  maxInputPixels: pp.MAX_INPUT_PIXELS,
+  maxInputBytes: pp.MAX_INPUT_BYTES,
+});
 const labels = loadLabels(host.outputSize);
 const rowElems = host.inputShape.reduce((a, b) => a * b, 1);
 host.reserveSlots(1, 1);
@@ -93,40 +113,68 @@ app.removeAllContentTypeParsers();
 app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 app.addContentTypeParser(/^image\//, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 app.setErrorHandler(async (err: FastifyError, _req, reply) => {
-  const ge = err instanceof GraphError
-    ? err
-    : err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE"
-      ? new GraphError("UNSUPPORTED_MEDIA_TYPE", "unsupported Content-Type; send an image (image/*, application/octet-stream)")
-      : new GraphError(codeForStatus(err.statusCode ?? 500), err.statusCode && err.statusCode < 500 ? err.message : "internal error");
-  return reply.status(ge.status).header("content-type", "application/json; charset=utf-8").send(JSON.stringify(ge.toJSON()));
+  const ge =
+    err instanceof GraphError
+      ? err
+      : err.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE"
+        ? new GraphError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            "unsupported Content-Type; send an image (image/*, application/octet-stream)",
+          )
+        : new GraphError(
+            codeForStatus(err.statusCode ?? 500),
+            err.statusCode && err.statusCode < 500 ? err.message : "internal error",
+          );
+  return reply
+    .status(ge.status)
+    .header("content-type", "application/json; charset=utf-8")
+    .send(JSON.stringify(ge.toJSON()));
 });
 
-app.post("/classify", {
-  schema: {
-    querystring: z.object({ top_k: TopK.default(DEFAULT_TOP_K) }),
-    body: z.instanceof(Buffer),
-    response: { 200: Classify.reply.schema },
+app.post(
+  "/classify",
+  {
+    schema: {
+      querystring: z.object({ top_k: TopK.default(DEFAULT_TOP_K) }),
+      body: z.instanceof(Buffer),
+      response: { 200: Classify.reply.schema },
+    },
   },
-}, async (req) => {
-  if (req.body.length === 0) throw new GraphError("INVALID_IMAGE", "empty image");
-  const pixels = await pre.toPixels(req.body);
-  if (pixels.length !== rowElems) throw new GraphError("INTERNAL", `the preprocessor gave ${pixels.length} values, the model takes ${rowElems}`);
-  const { output } = await host.runBatch(1, (x) => normalizeChw(pixels, x));
-  const logits = output.subarray(0, host.outputSize);
-  for (let i = 0; i < logits.length; i++) {
-    if (!Number.isFinite(logits[i]!)) throw new GraphError("MODEL_ERROR", "the model produced a non-finite logit for this input");
-  }
-  return topK(softmax(logits), req.query.top_k, labels).map(({ label, score }) => ({ label, score }));
-});
+  async (req) => {
+    if (req.body.length === 0) throw new GraphError("INVALID_IMAGE", "empty image");
+    const pixels = await pre.toPixels(req.body);
+    if (pixels.length !== rowElems)
+      throw new GraphError("INTERNAL", `the preprocessor gave ${pixels.length} values, the model takes ${rowElems}`);
+    const { output } = await host.runBatch(1, (x) => normalizeChw(pixels, x));
+    const logits = output.subarray(0, host.outputSize);
+    for (let i = 0; i < logits.length; i++) {
+      if (!Number.isFinite(logits[i]!))
+        throw new GraphError("MODEL_ERROR", "the model produced a non-finite logit for this input");
+    }
+    return topK(softmax(logits), req.query.top_k, labels).map(({ label, score }) => ({ label, score }));
+  },
+);
 
 const url = await app.listen({ host: input.host, port: input.port });
-process.stdout.write(JSON.stringify({ url, executionProvider: host.executionProvider, model: input.modelPath, mode: pre.mode, intraOpNumThreads }) + "\n");
+process.stdout.write(
+  JSON.stringify({
+    url,
+    executionProvider: host.executionProvider,
+    model: input.modelPath,
+    mode: pre.mode,
+    intraOpNumThreads,
+  }) + "\n",
+);
 
 let stopping = false;
 const stop = (): void => {
   if (stopping) return;
   stopping = true;
-  void app.close().then(() => pre.close()).then(() => host.close()).finally(() => process.exit(0));
+  void app
+    .close()
+    .then(() => pre.close())
+    .then(() => host.close())
+    .finally(() => process.exit(0));
 };
 process.once("SIGTERM", stop);
 process.once("SIGINT", stop);

@@ -3,7 +3,12 @@
 (() => {
   "use strict";
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const W = 290, GAP_X = 140, GAP_Y = 14, PAD = 16, LINE = 15, TOP = 22;
+  const W = 290,
+    GAP_X = 140,
+    GAP_Y = 14,
+    PAD = 16,
+    LINE = 15,
+    TOP = 22;
   const $ = (id) => document.getElementById(id);
 
   /** @type {{graph: string, nodes: any[], edges: any[]} | null} */
@@ -25,7 +30,9 @@
     t.textContent = content || "";
     return t;
   }
-  const fmtMs = (x) => (x === null || x === undefined ? "–" : x < 1 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : String(Math.round(x))) + " ms";
+  const fmtMs = (x) =>
+    (x === null || x === undefined ? "–" : x < 1 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : String(Math.round(x))) +
+    " ms";
   const fmtRate = (x) => (x >= 100 ? String(Math.round(x)) : x.toFixed(1));
   const clip = (s, n) => (s.length > n ? s.slice(0, n - 1) + "…" : s);
 
@@ -45,7 +52,19 @@
     root.replaceChildren();
     cards.clear();
     const defs = svg("defs", {}, root);
-    const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
+    const marker = svg(
+      "marker",
+      {
+        id: "arrow",
+        viewBox: "0 0 10 10",
+        refX: 10,
+        refY: 5,
+        markerWidth: 7,
+        markerHeight: 7,
+        orient: "auto-start-reverse",
+      },
+      defs,
+    );
     svg("path", { d: "M0,0 L10,5 L0,10 z" }, marker);
     const edgeLayer = svg("g", { class: "edges" }, root);
     const nodeLayer = svg("g", { class: "nodes" }, root);
@@ -74,11 +93,17 @@
   }
 
   function drawNode(layer, n, x, y, h) {
-    const g = svg("g", { class: `node${n.http ? " http" : ""} down`, "data-node": n.name, "data-replicas": "0", "data-rps": "0" }, layer);
-    svg("title", {}, g).textContent = `${n.name}: ${n.description}${n.http ? " (requests/s, errors and latency: the HTTP answers of the replica serving this page)" : ""}`;
+    const g = svg(
+      "g",
+      { class: `node${n.http ? " http" : ""} down`, "data-node": n.name, "data-replicas": "0", "data-rps": "0" },
+      layer,
+    );
+    svg("title", {}, g).textContent =
+      `${n.name}: ${n.description}${n.http ? " (requests/s, errors and latency: the HTTP answers of the replica serving this page)" : ""}`;
     svg("rect", { class: "box", x, y, width: W, height: h, rx: 7 }, g);
     const L = (i) => y + TOP + i * LINE;
-    const tx = x + 10, mid = x + W / 2 + 6;
+    const tx = x + 10,
+      mid = x + W / 2 + 6;
     text(g, tx, L(0), "title", n.name);
     text(g, x + W - 10, L(0), "kind", n.kind).setAttribute("text-anchor", "end");
     const range = n.replicas.min === n.replicas.max ? `${n.replicas.min}` : `${n.replicas.min}..${n.replicas.max}`;
@@ -105,20 +130,28 @@
     }
     if (n.kind === "ab-router") el.split = text(g, tx, L(i++), "split", "A/B split: no answers yet");
     if (n.autoscale) {
-      el.scale = text(g, tx, L(i++), "scale", `autoscale ${n.autoscale.metric} ${target(n.autoscale.metric, n.autoscale.target)}`);
+      el.scale = text(
+        g,
+        tx,
+        L(i++),
+        "scale",
+        `autoscale ${n.autoscale.metric} ${target(n.autoscale.metric, n.autoscale.target)}`,
+      );
       el.decision = text(g, tx, L(i++), "decision muted", "");
     }
     cards.set(n.name, { n, g, el, x, y, h, out: 0, in: 0 });
   }
 
   function drawEdge(layer, e) {
-    const a = cards.get(e.from), b = cards.get(e.to);
+    const a = cards.get(e.from),
+      b = cards.get(e.to);
     if (!a || !b) return null;
     const outs = topo.edges.filter((x) => x.from === e.from);
     const ins = topo.edges.filter((x) => x.to === e.to);
     const y1 = a.y + (a.h * (outs.indexOf(e) + 1)) / (outs.length + 1);
     const y2 = b.y + (b.h * (ins.indexOf(e) + 1)) / (ins.length + 1);
-    const x1 = a.x + W, x2 = b.x;
+    const x1 = a.x + W,
+      x2 = b.x;
     const dx = (x2 - x1) / 2;
     const g = svg("g", { class: `edge${e.via.length ? "" : " deps"}`, "data-from": e.from, "data-to": e.to }, layer);
     svg("path", { d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }, g);
@@ -127,7 +160,8 @@
     const far = b.n.column - a.n.column > 1;
     const t = text(g, far ? x2 - GAP_X / 2 : (x1 + x2) / 2, far ? y2 - 6 : (y1 + y2) / 2 - 5, "", clip(label, 30));
     t.setAttribute("text-anchor", "middle");
-    svg("title", {}, g).textContent = `${e.from} → ${e.to}: ${label}${e.dependsOn && e.via.length ? " (also dependsOn)" : ""}`;
+    svg("title", {}, g).textContent =
+      `${e.from} → ${e.to}: ${label}${e.dependsOn && e.via.length ? " (also dependsOn)" : ""}`;
     return { e, g };
   }
 
@@ -145,8 +179,13 @@
       c.g.classList.toggle("down", replicas === 0);
       c.g.dataset.replicas = String(replicas);
       c.g.dataset.rps = n ? String(n.requests_per_s) : "0";
-      const hosts = n ? Object.entries(n.hosts).map(([h, k]) => `${h} ×${k}`).join(", ") : "";
-      c.el.replicas.textContent = replicas === 0 ? "0 replicas" : `${replicas} replica${replicas === 1 ? "" : "s"} · ${clip(hosts, 26)}`;
+      const hosts = n
+        ? Object.entries(n.hosts)
+            .map(([h, k]) => `${h} ×${k}`)
+            .join(", ")
+        : "";
+      c.el.replicas.textContent =
+        replicas === 0 ? "0 replicas" : `${replicas} replica${replicas === 1 ? "" : "s"} · ${clip(hosts, 26)}`;
       if (!n) continue;
       c.el.inflight.textContent = `in flight ${n.in_flight}`;
       c.el.rps.textContent = `${fmtRate(n.requests_per_s)} req/s`;
@@ -159,7 +198,9 @@
       if (n.last_error) svg("title", {}, c.el.lasterr).textContent = n.last_error;
       if (c.el.ep) {
         const b = n.batch;
-        c.el.ep.textContent = b ? `EP ${b.execution_provider}${b.adapter ? ` (${b.adapter})` : ""} · queue ${b.queue_depth} · avg batch ${b.avg_batch_size.toFixed(1)}/${b.max_batch_size}` : "execution provider –";
+        c.el.ep.textContent = b
+          ? `EP ${b.execution_provider}${b.adapter ? ` (${b.adapter})` : ""} · queue ${b.queue_depth} · avg batch ${b.avg_batch_size.toFixed(1)}/${b.max_batch_size}`
+          : "execution provider –";
         c.el.fill.textContent = b ? `batch fill ${Math.round(b.batch_fill * 100)}%` : "batch fill –";
         c.el.fillBar.setAttribute("width", String(b ? Math.min(1, b.batch_fill) * c.el.fillMax : 0));
       }
@@ -182,14 +223,18 @@
   function showAutoscale(c, a) {
     const p = c.n.autoscale;
     const t = a && a.target !== null ? a.target : p.target;
-    const live = a ? ` · now ${value(p.metric, a.value)} · want ${a.desired ?? "–"}${a.mode && a.mode !== "auto" ? ` · ${a.mode}` : ""}` : "";
+    const live = a
+      ? ` · now ${value(p.metric, a.value)} · want ${a.desired ?? "–"}${a.mode && a.mode !== "auto" ? ` · ${a.mode}` : ""}`
+      : "";
     c.el.scale.textContent = clip(`autoscale ${p.metric} ${target(p.metric, t)}${live}`, 46);
     const when = a && a.decided_at ? new Date(a.decided_at).toLocaleTimeString() + " " : "";
     c.el.decision.textContent = a && a.decision ? clip(`last: ${when}${a.decision}`, 46) : "";
     c.g.dataset.autoscaler = a ? "1" : "";
     // Setting textContent above dropped the last reading's tooltips.
     if (a) {
-      for (const el of [c.el.scale, c.el.decision]) svg("title", {}, el).textContent = `autoscaler: ${p.metric}, target ${target(p.metric, t)}, value ${value(p.metric, a.value)}, desired ${a.desired ?? "–"}, ${a.mode ?? "auto"}; last decision: ${a.decision ? when + a.decision : "none"}`;
+      for (const el of [c.el.scale, c.el.decision])
+        svg("title", {}, el).textContent =
+          `autoscaler: ${p.metric}, target ${target(p.metric, t)}, value ${value(p.metric, a.value)}, desired ${a.desired ?? "–"}, ${a.mode ?? "auto"}; last decision: ${a.decision ? when + a.decision : "none"}`;
     }
   }
 
@@ -220,8 +265,13 @@
   async function callJson(url, init) {
     const res = await fetch(url, init);
     let body = null;
-    try { body = await res.json(); } catch { /* not JSON */ }
-    if (!res.ok) throw new Error(body && body.code ? `${res.status} ${body.code}: ${body.message}` : `HTTP ${res.status}`);
+    try {
+      body = await res.json();
+    } catch {
+      /* not JSON */
+    }
+    if (!res.ok)
+      throw new Error(body && body.code ? `${res.status} ${body.code}: ${body.message}` : `HTTP ${res.status}`);
     return { res, body };
   }
   function fail(el, err) {
@@ -242,7 +292,11 @@
     $("preview").hidden = false;
     const t0 = performance.now();
     try {
-      const { res, body } = await callJson("/classify?top_k=5", { method: "POST", headers: { "content-type": file.type || "application/octet-stream" }, body: file });
+      const { res, body } = await callJson("/classify?top_k=5", {
+        method: "POST",
+        headers: { "content-type": file.type || "application/octet-stream" },
+        body: file,
+      });
       const rtt = performance.now() - t0;
       status.textContent = `top ${body.length} of ${file.name || "image"}`;
       const top = Math.max(...body.map((p) => p.score), 1e-9);
@@ -270,16 +324,21 @@
   }
 
   function showHops(header, rttMs) {
-    const entries = (header || "").split(",").map((p) => {
-      const [name, ...params] = p.trim().split(";");
-      const dur = params.map((x) => /^dur=([0-9.]+)$/.exec(x.trim())).find(Boolean);
-      return dur ? { name, ms: Number(dur[1]) } : null;
-    }).filter(Boolean);
+    const entries = (header || "")
+      .split(",")
+      .map((p) => {
+        const [name, ...params] = p.trim().split(";");
+        const dur = params.map((x) => /^dur=([0-9.]+)$/.exec(x.trim())).find(Boolean);
+        return dur ? { name, ms: Number(dur[1]) } : null;
+      })
+      .filter(Boolean);
     // A dotted name is a detail of the hop before the dot (infer.queue): shown with it, not as a hop of its own.
     const hops = entries.filter((e) => e.name !== "total" && !e.name.includes("."));
-    const details = (hop) => entries.filter((e) => e.name.startsWith(`${hop}.`)).map((e) => `${e.name.slice(hop.length + 1)} ${fmtMs(e.ms)}`);
+    const details = (hop) =>
+      entries.filter((e) => e.name.startsWith(`${hop}.`)).map((e) => `${e.name.slice(hop.length + 1)} ${fmtMs(e.ms)}`);
     const total = entries.find((e) => e.name === "total");
-    const bar = $("hop-bar"), list = $("hop-list");
+    const bar = $("hop-bar"),
+      list = $("hop-list");
     bar.replaceChildren();
     list.replaceChildren();
     const sum = hops.reduce((a, e) => a + e.ms, 0) || 1;
@@ -306,9 +365,15 @@
   }
 
   function wirePanels() {
-    const drop = $("drop"), file = $("file");
-    file.addEventListener("change", () => { if (file.files && file.files[0]) void classify(file.files[0]); });
-    drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+    const drop = $("drop"),
+      file = $("file");
+    file.addEventListener("change", () => {
+      if (file.files && file.files[0]) void classify(file.files[0]);
+    });
+    drop.addEventListener("dragover", (e) => {
+      e.preventDefault();
+      drop.classList.add("over");
+    });
     drop.addEventListener("dragleave", () => drop.classList.remove("over"));
     drop.addEventListener("drop", (e) => {
       e.preventDefault();
@@ -316,7 +381,12 @@
       const f = e.dataTransfer && e.dataTransfer.files[0];
       if (f) void classify(f);
     });
-    drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); file.click(); } });
+    drop.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        file.click();
+      }
+    });
 
     $("greeting-form").addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -336,13 +406,17 @@
       out.classList.remove("bad");
       out.textContent = "…";
       try {
-        const key = $("ab-key").value, msg = $("ab-message").value;
+        const key = $("ab-key").value,
+          msg = $("ab-message").value;
         const { body } = await callJson(`/process/${encodeURIComponent(msg)}?user_key=${encodeURIComponent(key)}`);
         const v = body.ab_test_result.selected_variant;
         const badge = document.createElement("span");
         badge.className = `variant ${v}`;
         badge.textContent = `variant ${v}`;
-        out.replaceChildren(badge, ` for ${body.ab_test_result.user_key} (gate ${body.ab_test_result.gate_name}, ${body.ab_test_result.decided_by}): ${body.response.message}`);
+        out.replaceChildren(
+          badge,
+          ` for ${body.ab_test_result.user_key} (gate ${body.ab_test_result.gate_name}, ${body.ab_test_result.decided_by}): ${body.response.message}`,
+        );
         out.dataset.variant = v;
       } catch (err) {
         fail(out, err);
@@ -355,8 +429,14 @@
     const es = new EventSource("/dashboard/events");
     es.addEventListener("topology", (e) => build(JSON.parse(e.data)));
     es.addEventListener("status", (e) => update(JSON.parse(e.data)));
-    es.addEventListener("open", () => { $("conn").textContent = "connected, waiting for the first reading…"; $("conn").className = "conn ok"; });
-    es.addEventListener("error", () => { $("conn").textContent = "disconnected from the ingress; reconnecting…"; $("conn").className = "conn bad"; });
+    es.addEventListener("open", () => {
+      $("conn").textContent = "connected, waiting for the first reading…";
+      $("conn").className = "conn ok";
+    });
+    es.addEventListener("error", () => {
+      $("conn").textContent = "disconnected from the ingress; reconnecting…";
+      $("conn").className = "conn bad";
+    });
     window.addEventListener("pagehide", () => es.close());
   }
 
