@@ -49,6 +49,7 @@ import {
 import { observeHttp } from "./http-observe.ts";
 import { DEFAULT_TIMEOUTS, guardRequests, guardServer, serverOptions, type IngressTimeouts } from "./http-server.ts";
 import { serverTimingOf } from "./server-timing.ts";
+import { IMAGE_CONTENT_TYPES } from "./image-body.ts";
 
 export type { DashboardDeps, IngressTimeouts };
 
@@ -139,17 +140,6 @@ const FETCH_CODES: readonly ErrorCode[] = [
   "PAYLOAD_TOO_LARGE",
 ];
 
-const IMAGE_CONTENT_TYPES = [
-  "image/jpeg",
-  "image/png",
-  "image/webp",
-  "image/gif",
-  "image/avif",
-  "image/tiff",
-  "image/*",
-  "application/octet-stream",
-];
-
 const DRAIN_CAP_BYTES = 64 * 1024 * 1024;
 const DRAIN_TIMEOUT_MS = 5000;
 
@@ -207,7 +197,7 @@ export async function buildApp(deps: IngressDeps): Promise<FastifyInstance> {
       done(new GraphError("BAD_REQUEST", "request body is not valid JSON") as unknown as FastifyError, undefined);
     }
   });
-  app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser([...IMAGE_CONTENT_TYPES], { parseAs: "buffer" }, (_req, body, done) => done(null, body));
   app.addContentTypeParser(/^image\//, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 
   await app.register(swagger, {

@@ -38,18 +38,9 @@ import { createModelHost } from "../../../../services/infer/src/model-host.ts";
 import inferParams from "../../../../services/infer/src/params.ts";
 import { createPreprocessor, softmax, topK } from "../../../../services/preprocess/src/index.ts";
 import preprocessParams from "../../../../services/preprocess/src/params.ts";
+import { IMAGE_CONTENT_TYPES } from "../../../../services/ingress/src/image-body.ts";
 
 const REPO_ROOT = resolve(import.meta.dirname, "../../../..");
-const IMAGE_CONTENT_TYPES = [
-  "image/jpeg",
-  "image/png",
-  "image/webp",
-  "image/gif",
-  "image/avif",
-  "image/tiff",
-  "image/*",
-  "application/octet-stream",
-];
 
 const Input = z.strictObject({
   modelPath: z.string().min(1),
@@ -110,7 +101,7 @@ const app = Fastify({ logger: false, bodyLimit: input.maxBodyBytes }).withTypePr
 app.setValidatorCompiler(validatorCompiler);
 app.setSerializerCompiler(serializerCompiler);
 app.removeAllContentTypeParsers();
-app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
+app.addContentTypeParser([...IMAGE_CONTENT_TYPES], { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 app.addContentTypeParser(/^image\//, { parseAs: "buffer" }, (_req, body, done) => done(null, body));
 app.setErrorHandler(async (err: FastifyError, _req, reply) => {
   const ge =
