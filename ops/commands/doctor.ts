@@ -127,7 +127,7 @@ export async function run(argv: string[]): Promise<number> {
       binding: host.bindingDir,
       nvidiaDriver: host.nvidiaDriver,
       gpuDevices: host.gpu.devices,
-      vulkanDrivers: host.vulkanIcds,
+      vulkanDrivers: host.gpu.vulkanDrivers.map((d) => d.manifest),
       cudaProvider: host.cudaProvider,
     },
     providers,
@@ -139,7 +139,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const out: string[] = [
-    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}${host.ortLibraryVersion && host.ortLibraryVersion !== host.ortVersion ? ` (its libonnxruntime.so: ${host.ortLibraryVersion})` : ""}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; GPU devices: ${host.gpu.devices.join(", ") || "none"}; Vulkan drivers: ${host.vulkanIcds.length ? host.vulkanIcds.join(", ") : "none"}`,
+    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}${host.ortLibraryVersion && host.ortLibraryVersion !== host.ortVersion ? ` (its libonnxruntime.so: ${host.ortLibraryVersion})` : ""}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; GPU devices: ${host.gpu.devices.join(", ") || "none"}; Vulkan drivers: ${host.gpu.vulkanDrivers.map((d) => d.manifest).join(", ") || "none"}`,
     "",
   ];
   for (const p of providers as (ProviderVerdict & { loads?: boolean; reason?: string })[]) {

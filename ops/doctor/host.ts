@@ -37,8 +37,6 @@ export interface HostFacts {
   libraries: Record<string, string>;
   /** /proc/driver/nvidia/version's first line, or null. */
   nvidiaDriver: string | null;
-  /** Vulkan ICD manifests found (file names with their folder). */
-  vulkanIcds: string[];
   xdgRuntimeDir: string | null;
   /** onnxruntime's version as the binding's libonnxruntime.so defines it (its VERS_<version> symbols), or null. */
   ortLibraryVersion: string | null;
@@ -177,7 +175,6 @@ export function readHost(repoRoot: string, env: NodeJS.ProcessEnv = process.env)
     bindingFiles,
     libraries: loaderLibraries(env),
     nvidiaDriver,
-    vulkanIcds: gpu.vulkanDrivers.map((d) => d.manifest).filter((f) => existsSync(f)),
     xdgRuntimeDir: env.XDG_RUNTIME_DIR ?? null,
     ortLibraryVersion,
     gpu,

@@ -27,7 +27,6 @@ const bare: HostFacts = {
   bindingFiles: ["libonnxruntime.so.1", "onnxruntime_binding.node"],
   libraries: {},
   nvidiaDriver: null,
-  vulkanIcds: [],
   xdgRuntimeDir: null,
   cudaProvider: null,
   gpu: noGpu,
@@ -56,7 +55,6 @@ test("doctor - a software Vulkan driver: webgpu can run and names its software a
   const v = byName({
     ...bare,
     libraries: { "libvulkan.so.1": "/lib/libvulkan.so.1" },
-    vulkanIcds: ["/usr/share/vulkan/icd.d/lvp_icd.json"],
     gpu: lavapipe,
   });
   assert.equal(v.webgpu!.ready, true);
@@ -142,7 +140,6 @@ test("doctor - a GPU host with everything installed is ready for cuda and webgpu
     libraries,
     nvidiaDriver: "NVRM version: NVIDIA UNIX x86_64 Kernel Module 580.0",
     bindingFiles: [...bare.bindingFiles, "libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"],
-    vulkanIcds: ["/usr/share/vulkan/icd.d/nvidia_icd.json"],
     gpu: {
       devices: ["/dev/nvidia0"],
       vulkanDrivers: [{ manifest: "/usr/share/vulkan/icd.d/nvidia_icd.json", library: "libGLX_nvidia.so.0" }],
