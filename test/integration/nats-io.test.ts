@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node";
 import { connectNats } from "../../runtime/index.ts";
 import { spawnSync } from "node:child_process";
-import { EXTERNAL_MEMORY_FLAG, readsPresizedFor, writesCoalesced } from "../../runtime/nats-io.ts";
+import {
+  EXTERNAL_MEMORY_FLAG,
+  RECEIVE_CLASS_BYTES,
+  readsPresizedFor,
+  receivePoolBytes,
+  releaseReceived,
+  writesCoalesced,
+} from "../../runtime/nats-io.ts";
 import { startNats } from "../helpers/graph.ts";
 
 /** Counts the socket writes of `nc` (the transport's send). */
@@ -132,8 +139,8 @@ test(
         assert.equal(d.length, size);
         assert.deepEqual(d, body, "every byte as sent");
         assert.ok(
-          d.buffer.byteLength <= size + 64,
-          `gathered in one buffer of the message's size (${d.buffer.byteLength} bytes for ${size})`,
+          d.buffer.byteLength <= size + RECEIVE_CLASS_BYTES,
+          `gathered in one buffer of the message's size class (${d.buffer.byteLength} bytes for ${size})`,
         );
         assert.equal(d.byteOffset % 8, 0, "the payload starts 8-byte aligned");
       }
@@ -164,6 +171,52 @@ test(
     } finally {
       await rx.close();
       await rx2.close();
+      await tx.close();
+    }
+  },
+);
+
+test(
+  "nats-io - a large message's buffer handed back is reused for the next one, once, and the next message is intact",
+  { timeout: 30_000 },
+  async () => {
+    await using nats = await startNats();
+    const rx = await connectNats({ name: "reuse", servers: nats.url });
+    const tx = await connect({ servers: nats.url });
+    try {
+      const size = 150_528; // one uint8 image tensor
+      const bodyOf = (seed: number) => {
+        const b = new Uint8Array(size);
+        for (let i = 0; i < size; i++) b[i] = (i * 31 + seed) & 0xff;
+        return b;
+      };
+      const next = async (subject: string, body: Uint8Array) => {
+        const sub = rx.subscribe(subject, { max: 1 });
+        await rx.flush();
+        tx.publish(subject, body);
+        await tx.flush();
+        for await (const m of sub) return m.data;
+        throw new Error("no message");
+      };
+      const first = await next("r.reuse", bodyOf(1));
+      assert.deepEqual(first, bodyOf(1));
+      const buffer = first.buffer;
+      const pooled = receivePoolBytes();
+      assert.equal(releaseReceived(first), true, "a large message's buffer is taken back");
+      assert.equal(receivePoolBytes(), pooled + buffer.byteLength);
+      assert.equal(releaseReceived(first), false, "and only once");
+      const second = await next("r.reuse", bodyOf(2));
+      assert.equal(second.buffer, buffer, "the next large message of that size is gathered in the same buffer");
+      assert.deepEqual(second, bodyOf(2), "every byte its own");
+      assert.equal(receivePoolBytes(), pooled, "the buffer left the free list");
+      // A message that fits one socket read is a view of that read, which nobody may take back; so is a message
+      // of a connection this file did not presize, and anything else.
+      const small = await next("r.small", new Uint8Array(100).fill(3));
+      assert.equal(releaseReceived(small), false);
+      assert.equal(releaseReceived(new Uint8Array(size)), false);
+      assert.equal(releaseReceived(second), true);
+    } finally {
+      await rx.close();
       await tx.close();
     }
   },

@@ -48,6 +48,7 @@ import {
   startBatchSpan,
 } from "../../../runtime/index.ts";
 import { batchMetrics, createBatchTally } from "../../../runtime/batch-metrics.ts";
+import { releaseReceived } from "../../../runtime/nats-io.ts";
 import { writeBatchRow } from "./batch-input.ts";
 import { batchingFor } from "./batching.ts";
 import { ensureGeneratedModel, GeneratedModel } from "./model-gen.ts";
@@ -57,7 +58,10 @@ import { formatFallbacks } from "./providers.ts";
 import { formatAdapter } from "./gpu-devices.ts";
 
 interface Item {
-  /** The request's tensor bytes, checked but not copied (msg.data views are never reused by nats.js). */
+  /**
+   * The request's tensor bytes, checked but not copied: a view of the message's buffer, which is handed back for
+   * reuse once the batch has copied it into its slot (runtime/nats-io.ts releaseReceived).
+   */
   input: Uint8Array;
   dtype: TensorDtype;
   enqueuedAt: number;
@@ -217,12 +221,16 @@ await runNode(
         const batchSpan = span.spanContext();
         try {
           // uint8 pixels are copied as they are and normalised on the model's thread; float32 rows are copied.
-          const { output, computeMs } = await host.runBatch(items.length, (batch, pixels) =>
+          const ran = host.runBatch(items.length, (batch, pixels) =>
             items.forEach((it, i) => {
               if (it.dtype === TensorDtype.uint8) pixels.set(i, it.input);
               else writeBatchRow(batch, i, rowElems, it.input, it.dtype);
             }),
           );
+          // The rows are in the slot now (fill runs before runBatch returns): each request's message buffer goes
+          // back for the next message (runtime/nats-io.ts), and nothing reads `input` after this.
+          for (const it of items) releaseReceived(it.input);
+          const { output, computeMs } = await ran;
           if (span.isRecording()) {
             const maxWait = Math.max(...items.map((it) => dispatchedAt - it.enqueuedAt));
             span.setAttributes({ "sg.batch.compute_ms": computeMs, "sg.batch.queue_wait_max_ms": maxWait });

@@ -30,7 +30,6 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
-import { normalizeChw } from "../../../subjects/image-normalization.ts";
 import { AdapterKind, probeGpu, webgpuAdapterOf, webgpuSkipReason, type AdapterInfo } from "./gpu-devices.ts";
 import {
   ExecutionProvider,
@@ -40,6 +39,7 @@ import {
   type ExecutionProviderChoice,
   type ProviderAttempt,
 } from "./providers.ts";
+import { createPixelNormalizer, type PixelNormalizer } from "./pixel-normalizer.ts";
 
 export type { ExecutionProviderChoice };
 
@@ -176,8 +176,11 @@ if (session) {
   const inputName = sess.inputNames[0]!;
   const outputName = sess.outputNames[0]!;
   const slots = new Map<number, Float32Array>();
-  /** Each slot's own staging buffer (grown, never shrunk): a run staged while another computes never shares one. */
-  const staging = new Map<number, Float32Array>();
+  /**
+   * Each slot's own staging buffer (grown, never shrunk), which normalises pixel rows into itself
+   * (./pixel-normalizer.ts): a run staged while another computes never shares one.
+   */
+  const staging = new Map<number, PixelNormalizer>();
 
   /**
    * The first dims[0] rows of a shared slot in that slot's staging buffer: values copied, pixel rows normalised into it.
@@ -190,8 +193,9 @@ if (session) {
     const row = n / rows;
     if (n > shared.length) throw new Error(`batch of ${n} values does not fit slot ${slot} (${shared.length})`);
     let own = staging.get(slot);
-    if (!own || own.length < n) staging.set(slot, (own = new Float32Array(Math.max(n, shared.length))));
-    const x = own.subarray(0, n);
+    if (!own || own.output.length < n || own.rowValues < row)
+      staging.set(slot, (own = createPixelNormalizer(Math.max(n, shared.length), row)));
+    const x = own.output.subarray(0, n);
     if (pixelRows.length === 0) {
       x.set(shared.subarray(0, n));
       return x;
@@ -200,7 +204,7 @@ if (session) {
     for (const r of pixelRows) isPixels[r] = 1;
     for (let r = 0; r < rows; r++) {
       if (isPixels[r])
-        normalizeChw(new Uint8Array(shared.buffer, r * row * Float32Array.BYTES_PER_ELEMENT, row), x, r * row);
+        own.normalizeRow(new Uint8Array(shared.buffer, r * row * Float32Array.BYTES_PER_ELEMENT, row), r * row);
       else x.set(shared.subarray(r * row, (r + 1) * row), r * row);
     }
     return x;
