@@ -47,6 +47,7 @@
  * pinned (package.json) and test/integration/nats-io.test.ts checks that each still applies and what it does.
  * Where nats.js does not have the shape expected, nothing is replaced and its own behaviour stays.
  */
+import { createRequire } from "node:module";
 import { setFlagsFromString } from "node:v8";
 import type { NatsConnection } from "@nats-io/transport-node";
 
@@ -118,7 +119,7 @@ interface ParserLike {
   parse(buf: Uint8Array): void;
   state: number;
   ma?: { size: number; hdr: number };
-  msgBuf?: { _buf: Uint8Array; _off: number; length: number };
+  msgBuf?: DenoBufferLike;
 }
 
 let readsPresized: object | undefined;
@@ -179,10 +180,78 @@ export function readsPresizedFor(nc: NatsConnection): boolean {
   return parser !== undefined && Object.getPrototypeOf(parser) === readsPresized;
 }
 
+/** The part of nats-core's DenoBuffer (lib/denobuffer.js) the parser keeps a message in: contents `_buf[_off..]`. */
+interface DenoBufferLike {
+  _buf: Uint8Array;
+  _off: number;
+  readonly length: number;
+}
+type DenoBufferClass = new (ab?: Uint8Array | null) => DenoBufferLike;
+
+/** Large messages gathered so far: from their first chunk on (the DenoBuffer hook), or moved after one (tests). */
+const gathered = { atStart: 0, moved: 0 };
+export function largeMessagesGathered(): { atStart: number; moved: number } {
+  return { ...gathered };
+}
+
+/** The parser and the chunk it is parsing now (set around each `parse` call; parsing is synchronous). */
+let parsingParser: ParserLike | undefined;
+let parsingChunk: Uint8Array | undefined;
+
+/**
+ * Makes `mb` gather a message of `size` bytes (`hdr` of them headers) in one buffer of its size class, starting with
+ * the `have` bytes that came so far, placed so that the payload starts 8-byte aligned (see 2 at the top of this file).
+ */
+function presize(mb: DenoBufferLike, have: Uint8Array, size: number, hdr: number): void {
+  // 4 would do for Float32Array views, but V8 copies into a SharedArrayBuffer (infer's batch slots) word by word
+  // only from an 8-byte aligned source, byte by byte otherwise: 62 against 9-18 us per 147 KB image here.
+  const lead = (8 - ((hdr > 0 ? hdr : 0) & 7)) & 7;
+  const whole = new Uint8Array(receiveBuffer(lead + size));
+  whole.fill(0, 0, lead);
+  whole.set(have, lead);
+  // DenoBuffer grows by reslicing within its ArrayBuffer (from offset 0) while it has room: no more allocations;
+  // its contents are _buf[_off..], so the lead bytes are never part of them.
+  mb._buf = whole.subarray(0, lead + have.length);
+  mb._off = lead;
+}
+
+/**
+ * A module of nats-core's lib/ (the package's exports map names none of them, so they are reached from its entry
+ * file; the module cache makes it the very object the parser uses), or undefined where it is not there.
+ */
+function natsCoreModule(file: string): Record<string, unknown> | undefined {
+  try {
+    const fromTransport = createRequire(createRequire(import.meta.url).resolve("@nats-io/transport-node"));
+    return createRequire(fromTransport.resolve("@nats-io/nats-core"))(file) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What the parser makes its DenoBuffers with (lib/denobuffer.js) and its state while it reads a payload
+ * (`State.MSG_PAYLOAD` of lib/parser.js), or undefined where nats-core is not the shape expected.
+ */
+function denoBufferHooks(): { mod: { DenoBuffer: DenoBufferClass }; payloadState: number } | undefined {
+  const mod = natsCoreModule("./denobuffer.js");
+  const payloadState = (natsCoreModule("./parser.js")?.State as { MSG_PAYLOAD?: unknown } | undefined)?.MSG_PAYLOAD;
+  const D = mod?.DenoBuffer as DenoBufferClass | undefined;
+  if (typeof D !== "function" || typeof (D.prototype as { _reslice?: unknown })._reslice !== "function") return;
+  if (typeof payloadState !== "number") return;
+  return { mod: mod as { DenoBuffer: DenoBufferClass }, payloadState };
+}
+
 /**
  * Makes nats.js's parser (every connection of this process, reconnects included: the parser is made anew on each)
  * gather a message that spans socket reads in one buffer of its size. False where the parser is not the shape
  * expected (nothing changed).
+ *
+ * Where a large message starts, the parser makes a DenoBuffer of the rest of the socket read, and DenoBuffer's
+ * constructor copies what it is given into a buffer of that size (up to 64 KB). The parser's module gets a DenoBuffer
+ * whose constructor, for exactly that call (the parser inside a message's payload, given the rest of the chunk it is
+ * parsing, short of the message's size), gathers into the message's own buffer at once: one copy, no allocation in
+ * between. After each chunk, a message still gathered in a smaller buffer (a DenoBuffer nats.js made otherwise) is
+ * moved into one of its size.
  */
 export function presizeReads(nc: NatsConnection): boolean {
   const parser = (nc as unknown as { protocol?: { parser?: Partial<ParserLike> } }).protocol?.parser;
@@ -190,26 +259,50 @@ export function presizeReads(nc: NatsConnection): boolean {
   const proto = Object.getPrototypeOf(parser) as ParserLike;
   if (readsPresized === proto) return true;
   const parse = proto.parse;
+  const hooks = denoBufferHooks();
+  if (hooks) {
+    const Base = hooks.mod.DenoBuffer;
+    const payloadState = hooks.payloadState;
+    hooks.mod.DenoBuffer = class PresizedDenoBuffer extends Base {
+      constructor(ab?: Uint8Array | null) {
+        const p = parsingParser;
+        const chunk = parsingChunk;
+        const size = p?.ma?.size;
+        const takes =
+          p !== undefined &&
+          chunk !== undefined &&
+          ab instanceof Uint8Array &&
+          p.state === payloadState &&
+          size !== undefined &&
+          size > ab.length &&
+          ab.buffer === chunk.buffer &&
+          ab.byteOffset + ab.length === chunk.byteOffset + chunk.length;
+        super(takes ? null : ab);
+        if (takes) {
+          presize(this, ab, size, p.ma!.hdr);
+          gathered.atStart++;
+        }
+      }
+    };
+  }
   proto.parse = function (this: ParserLike, buf: Uint8Array): void {
-    parse.call(this, buf);
-    // After a chunk that ends inside a payload, msgBuf holds what came so far in a buffer of just that size.
+    parsingParser = this;
+    parsingChunk = buf;
+    try {
+      parse.call(this, buf);
+    } finally {
+      parsingParser = undefined;
+      parsingChunk = undefined;
+    }
+    // After a chunk that ends inside a payload, msgBuf holds what came so far: in a buffer of the message's size
+    // class already (above), or else in one of just that size, moved here.
     const mb = this.msgBuf;
     const size = this.ma?.size;
     if (!mb || size === undefined || !(mb._buf instanceof Uint8Array) || mb._buf.buffer.byteLength >= size) return;
     const have = mb._buf.subarray(mb._off);
     if (have.length >= size) return;
-    // The message starts `lead` bytes in, so that its payload (after `hdr` bytes of headers) is 8-byte aligned:
-    // 4 would do for Float32Array views, but V8 copies into a SharedArrayBuffer (infer's batch slots) word by word
-    // only from an 8-byte aligned source, byte by byte otherwise: 62 against 9-18 us per 147 KB image here.
-    const hdr = this.ma!.hdr > 0 ? this.ma!.hdr : 0;
-    const lead = (8 - (hdr & 7)) & 7;
-    const whole = new Uint8Array(receiveBuffer(lead + size));
-    whole.fill(0, 0, lead);
-    whole.set(have, lead);
-    // DenoBuffer grows by reslicing within its ArrayBuffer (from offset 0) while it has room: no more allocations;
-    // its contents are _buf[_off..], so the lead bytes are never part of them.
-    mb._buf = whole.subarray(0, lead + have.length);
-    mb._off = lead;
+    presize(mb, have, size, this.ma!.hdr);
+    gathered.moved++;
   };
   readsPresized = proto;
   return true;

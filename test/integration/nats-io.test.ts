@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import {
   EXTERNAL_MEMORY_FLAG,
   RECEIVE_CLASS_BYTES,
+  largeMessagesGathered,
   readsPresizedFor,
   receivePoolBytes,
   releaseReceived,
@@ -132,6 +133,7 @@ test(
           })(),
         };
       };
+      const before = largeMessagesGathered();
       const a = await got(rx, "r.big");
       for (let i = 0; i < 3; i++) tx.publish("r.big", body);
       await tx.flush();
@@ -144,6 +146,9 @@ test(
         );
         assert.equal(d.byteOffset % 8, 0, "the payload starts 8-byte aligned");
       }
+      const after = largeMessagesGathered();
+      assert.equal(after.atStart - before.atStart, 3, "each gathered in its own buffer from its first chunk on");
+      assert.equal(after.moved, before.moved, "none first copied into a buffer of the first chunk's size");
       // With headers of every length mod 8 before it, the payload still starts aligned and arrives intact.
       const h = await got(rx, "r.hdr", 8);
       for (const pad of ["", "x", "xx", "xxx", "xxxx", "xxxxx", "xxxxxx", "xxxxxxx"]) {
