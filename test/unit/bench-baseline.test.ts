@@ -53,6 +53,9 @@ test("bench baseline - figures of a bench result: throughput, p50 and p99 per le
   assert.equal(find("classify graph / one-process", "C=4", "fraction")?.value, 40 / 45);
   assert.equal(find("infer", "uint8 C=16", "images/s")?.value, 1000);
   assert.equal(find("infer bare responder", "uint8 C=16", "req/s")?.headline, false);
+  // infer's fraction of the bare responder in the same pass is a headline figure, as the split's cost is.
+  assert.equal(find("infer / bare responder", "uint8 C=16", "fraction")?.value, 1000 / 1900);
+  assert.equal(find("infer / bare responder", "uint8 C=16", "fraction")?.headline, true);
   // A level without answers, or a result of an older shape, gives no figure rather than a wrong one.
   assert.deepEqual(figuresOf({ chain: { levels: [{ concurrency: 1, ok: 0, rps: 0, latencyMs: null }] } }), []);
   assert.deepEqual(figuresOf(null), []);
@@ -72,6 +75,7 @@ test("bench baseline - ratios are over the mean of the passes; a headline figure
   assert.equal(get("chain", "C=1", "p50 ms").regression, true, "p50 1.25x the baseline's");
   assert.equal(get("chain", "C=1", "p99 ms").regression, false);
   assert.equal(get("infer", "uint8 C=16", "images/s").regression, false, "0.96x: within 10%");
+  assert.equal(get("infer / bare responder", "uint8 C=16", "fraction").regression, false);
   assert.equal(get("classify", "C=4", "images/s").regression, false);
   // p99 and the control figures are shown, never called out
   const worseP99 = compareFigures(

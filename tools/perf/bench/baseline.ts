@@ -8,8 +8,9 @@
  * passes (this, baseline; then baseline, this; ...) so that neither side always runs first or on a warmer
  * machine. The figures of each side are the mean over its passes; the ratio is this over the baseline.
  *
- * Headline figures: throughput and p50 of every level (chain, classify's graph, infer) and classify's graph as a
- * fraction of its one-process composition. One worse by more than
+ * Headline figures: throughput and p50 of every level (chain, classify's graph, infer), classify's graph as a
+ * fraction of its one-process composition and infer as a fraction of the bare responder (each measured in the same
+ * pass). One worse by more than
  * REGRESSION (10%) is called out; p99, the one-process composition and infer's bare responder (the same code on
  * both sides: a measure of the run's own noise) are shown, not judged.
  */
@@ -34,7 +35,13 @@ export interface BaselineSide {
 /** One figure of one bench result: `chain C=16 req/s`. */
 export interface Figure {
   target:
-    "chain" | "classify" | "classify one-process" | "classify graph / one-process" | "infer" | "infer bare responder";
+    | "chain"
+    | "classify"
+    | "classify one-process"
+    | "classify graph / one-process"
+    | "infer"
+    | "infer bare responder"
+    | "infer / bare responder";
   level: string;
   metric: "req/s" | "images/s" | "p50 ms" | "p99 ms" | "fraction";
   headline: boolean;
@@ -135,6 +142,22 @@ export function figuresOf(result: unknown): Figure[] {
     false,
     inferLabel,
   );
+  // infer's ceiling as each side measured it against the bare responder on the same wire in the same pass.
+  for (const l of r.infer?.levels ?? []) {
+    if (l.series === "bare" || typeof l.rps !== "number") continue;
+    const bare = r.infer!.levels!.find(
+      (b) => b.series === "bare" && b.dtype === l.dtype && b.concurrency === l.concurrency,
+    );
+    if (typeof bare?.rps !== "number" || bare.rps <= 0) continue;
+    out.push({
+      target: "infer / bare responder",
+      level: inferLabel(l),
+      metric: "fraction",
+      headline: true,
+      higherIsBetter: true,
+      value: l.rps / bare.rps,
+    });
+  }
   return out;
 }
 
