@@ -1,7 +1,7 @@
 /**
  * `npm run build:wasm`: compiles the project's WebAssembly text (services/infer/src/normalize.wat) into the binary
- * beside it (normalize.wasm), which is committed: nothing compiles at install or run time. test/unit/pixel-normalizer.test.ts
- * fails when the binary is not what the text compiles to.
+ * beside it (normalize.wasm), which is committed: nothing compiles at install or run time.
+ * test/unit/pixel-normalizer.test.ts fails when the binary is not what the text compiles to.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";

@@ -11,11 +11,11 @@
  *   the worker, allocated once (`reserveSlots`, or on first need) and reused for every batch, never one per
  *   batch. `fill` writes the rows into the slot (synchronously, before the call returns): model input values
  *   into `input`, or, with `pixels.set(i, bytes)`, a row of CHW uint8 pixels that the worker normalises
- *   (subjects/image-normalization.ts, bit-identical to doing it here) while it moves the rows into the buffer ORT
- *   runs on (ORT refuses shared memory, see ort-worker.ts). So the service's event loop copies 1 byte per value
- *   and the 150,528 table lookups of an image run on the model's thread, off the loop that receives requests. The
- *   slot is free again when the result is back. With two slots, batch n+1 is filled and queued on the worker
- *   while batch n computes.
+ *   (./pixel-normalizer.ts: the lookup of subjects/image-normalization.ts as WebAssembly, bit-identical to doing it
+ *   here) while it moves the rows into the buffer ORT runs on (ORT refuses shared memory, see ort-worker.ts). So
+ *   the service's event loop copies 1 byte per value and the 150,528 table lookups of an image run on the model's
+ *   thread, off the loop that receives requests. The slot is free again when the result is back. With two slots,
+ *   batch n+1 is filled and queued on the worker while batch n computes.
  * - `run(input, batchSize)` takes ownership of `input`: its ArrayBuffer is transferred to the worker
  *   (detached on the caller's side) when `input` spans its whole buffer, otherwise the rows are copied.
  *   `input.length` must be `batchSize * product(inputShape)`, else BAD_REQUEST (the host stays usable).
