@@ -155,12 +155,16 @@ function receiveBuffer(n: number): ArrayBuffer {
 /**
  * Hands the buffer of a received large message back for the next one (see 4 at the top of this file): `data` is a
  * message's payload (`msg.data`). True when it was taken back; false for a message gathered otherwise (small, or not
- * by a connection of this process), one already handed back, or a full free list. Its bytes must not be read after.
+ * by a connection of this process), one already handed back or transferred away, or a full free list. Its bytes must
+ * not be read after.
  */
 export function releaseReceived(data: Uint8Array): boolean {
   const b = data.buffer;
   if (!(b instanceof ArrayBuffer) || !lent.has(b)) return false;
   lent.delete(b);
+  // Transferred elsewhere (postMessage, structuredClone) since: its memory is no longer this thread's to reuse. (A
+  // detached buffer has no bytes; a lent one has at least one size class.)
+  if (b.byteLength === 0) return false;
   if (freeBytes + b.byteLength > RECEIVE_POOL_MAX_BYTES) return false;
   let free = freeByClass.get(b.byteLength);
   if (!free) freeByClass.set(b.byteLength, (free = []));

@@ -220,6 +220,10 @@ test(
       assert.equal(releaseReceived(small), false);
       assert.equal(releaseReceived(new Uint8Array(size)), false);
       assert.equal(releaseReceived(second), true);
+      // A buffer transferred to another thread since (its memory is not ours any more) is not taken back.
+      const third = await next("r.reuse", bodyOf(3));
+      structuredClone(third.buffer, { transfer: [third.buffer as ArrayBuffer] });
+      assert.equal(releaseReceived(third), false);
     } finally {
       await rx.close();
       await tx.close();

@@ -56,6 +56,16 @@ test("bench baseline - figures of a bench result: throughput, p50 and p99 per le
   // infer's fraction of the bare responder in the same pass is a headline figure, as the split's cost is.
   assert.equal(find("infer / bare responder", "uint8 C=16", "fraction")?.value, 1000 / 1900);
   assert.equal(find("infer / bare responder", "uint8 C=16", "fraction")?.headline, true);
+  const f32 = figuresOf({
+    infer: {
+      levels: [
+        level(16, 300, 40, 90, { series: "infer", dtype: "float32" }),
+        level(16, 400, 30, 80, { series: "bare", dtype: "float32" }),
+      ],
+    },
+  }).find((x) => x.target === "infer / bare responder");
+  assert.equal(f32?.value, 0.75);
+  assert.equal(f32?.headline, false, "float32 (direct callers) is shown, not judged: the goal is uint8's");
   // A level without answers, or a result of an older shape, gives no figure rather than a wrong one.
   assert.deepEqual(figuresOf({ chain: { levels: [{ concurrency: 1, ok: 0, rps: 0, latencyMs: null }] } }), []);
   assert.deepEqual(figuresOf(null), []);
