@@ -43,8 +43,9 @@
  * any view of its buffer may be read again (its bytes become the next message's); headers already read stay valid
  * (nats.js decodes them into their own object on first access).
  *
- * 1 and 2 replace internals of nats.js (the protocol handler's sendCommand; the parser's parse), so the version is
- * pinned (package.json) and test/integration/nats-io.test.ts checks that each still applies and what it does.
+ * 1 and 2 replace internals of nats.js (the protocol handler's sendCommand; the parser's parse and the DenoBuffer
+ * class its module makes message buffers with), so the version is pinned (package.json) and
+ * test/integration/nats-io.test.ts checks that each still applies and what it does.
  * Where nats.js does not have the shape expected, nothing is replaced and its own behaviour stays.
  */
 import { createRequire } from "node:module";
