@@ -38,7 +38,8 @@
  * no use for the message buffer afterwards, and at 1,000 images/s of 147 KB those buffers are most of what its
  * garbage collector works for: 25 mark-compacts in 10 s, about 0.13 ms of the GC threads' CPU per image (2-core
  * VM). A buffer handed back goes to a small free list by size class and the next large message of that class is
- * gathered in it, so steady traffic allocates nothing. Only buffers this file lent are taken back, each once; a
+ * gathered in it, so steady traffic allocates nothing (messages of 64 KB and more: a smaller one spanning reads gets
+ * a buffer of exactly its size, as before). Only buffers this file lent are taken back, each once; a
  * message nobody releases is simply collected as before. After `releaseReceived(msg.data)` neither `msg.data` nor
  * any view of its buffer may be read again (its bytes become the next message's); headers already read stay valid
  * (nats.js decodes them into their own object on first access).
@@ -143,8 +144,16 @@ let freeBytes = 0;
 /** Buffers gathering or holding a message now, lent by receiveBuffer and not yet handed back. */
 const lent = new WeakSet<ArrayBuffer>();
 
-/** A buffer of at least `n` bytes for one large message: a free one of its size class, else a new one. */
+/**
+ * Below this a message split across socket reads gets a buffer of exactly its size, neither lent nor reused: small
+ * messages (a chain's requests, a reply of logits) are split by read boundaries all the time, and a size class of
+ * 16 KB for each would multiply what they allocate.
+ */
+export const RECEIVE_POOLED_MIN_BYTES = 64 * 1024;
+
+/** A buffer of at least `n` bytes for one message: a free one of its size class, else a new one. */
 function receiveBuffer(n: number): ArrayBuffer {
+  if (n < RECEIVE_POOLED_MIN_BYTES) return uninitialized(n);
   const cap = Math.ceil(n / RECEIVE_CLASS_BYTES) * RECEIVE_CLASS_BYTES;
   let b = freeByClass.get(cap)?.pop();
   if (b) freeBytes -= cap;

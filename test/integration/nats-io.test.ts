@@ -173,6 +173,27 @@ test(
       assert.deepEqual(x, body);
       assert.deepEqual(y, body);
       assert.equal(z!.length, 10);
+      // A small message split across socket reads (20 KB, given to the connection's parser in two chunks, as two
+      // reads would) gets a buffer of its own size, not one of the reused size classes, and is never taken back.
+      const small = body.subarray(0, 20_000);
+      const sub = rx2.subscribe("r.split", { max: 1 });
+      await rx2.flush();
+      const sid = (sub as unknown as { getID(): number }).getID();
+      const parser = (rx2 as unknown as { protocol: { parser: { parse(b: Uint8Array): void } } }).protocol.parser;
+      const head = new TextEncoder().encode(`MSG r.split ${sid} ${small.length}\r\n`);
+      const frame = new Uint8Array(head.length + small.length + 2);
+      frame.set(head);
+      frame.set(small, head.length);
+      frame.set([13, 10], head.length + small.length);
+      const before2 = largeMessagesGathered();
+      parser.parse(frame.slice(0, head.length + 5_000));
+      parser.parse(frame.slice(head.length + 5_000));
+      let split: Uint8Array | undefined;
+      for await (const m of sub) split = m.data;
+      assert.ok(split && Buffer.from(split).equals(Buffer.from(small)), "the split message arrives whole");
+      assert.equal(largeMessagesGathered().atStart, before2.atStart + 1, "gathered from its first chunk on");
+      assert.ok(split.buffer.byteLength < small.length + 64, `${split.buffer.byteLength} bytes for ${small.length}`);
+      assert.equal(releaseReceived(split), false);
     } finally {
       await rx.close();
       await rx2.close();
