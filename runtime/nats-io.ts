@@ -230,15 +230,16 @@ function presize(mb: DenoBufferLike, have: Uint8Array, size: number, hdr: number
 }
 
 /**
- * A module of nats-core's lib/ (the package's exports map names none of them, so they are reached from its entry
- * file; the module cache makes it the very object the parser uses), or undefined where it is not there.
+ * Modules of nats-core's lib/ (the package's exports map names none of them, so they are reached from its entry
+ * file; the module cache makes each the very object the parser uses), or none where they are not there.
  */
-function natsCoreModule(file: string): Record<string, unknown> | undefined {
+function natsCoreModules(...files: string[]): (Record<string, unknown> | undefined)[] {
   try {
     const fromTransport = createRequire(createRequire(import.meta.url).resolve("@nats-io/transport-node"));
-    return createRequire(fromTransport.resolve("@nats-io/nats-core"))(file) as Record<string, unknown>;
+    const fromCore = createRequire(fromTransport.resolve("@nats-io/nats-core"));
+    return files.map((f) => fromCore(f) as Record<string, unknown>);
   } catch {
-    return undefined;
+    return [];
   }
 }
 
@@ -247,8 +248,8 @@ function natsCoreModule(file: string): Record<string, unknown> | undefined {
  * (`State.MSG_PAYLOAD` of lib/parser.js), or undefined where nats-core is not the shape expected.
  */
 function denoBufferHooks(): { mod: { DenoBuffer: DenoBufferClass }; payloadState: number } | undefined {
-  const mod = natsCoreModule("./denobuffer.js");
-  const payloadState = (natsCoreModule("./parser.js")?.State as { MSG_PAYLOAD?: unknown } | undefined)?.MSG_PAYLOAD;
+  const [mod, parser] = natsCoreModules("./denobuffer.js", "./parser.js");
+  const payloadState = (parser?.State as { MSG_PAYLOAD?: unknown } | undefined)?.MSG_PAYLOAD;
   const D = mod?.DenoBuffer as DenoBufferClass | undefined;
   if (typeof D !== "function" || typeof (D.prototype as { _reslice?: unknown })._reslice !== "function") return;
   if (typeof payloadState !== "number") return;

@@ -120,6 +120,7 @@ export async function run(argv: string[]): Promise<number> {
   });
   // auto's order, passing over what it would not try (WebGPU with only a software adapter).
   const usable = providers.filter((p) => ("loads" in p ? p.loads : p.ready) && !p.autoSkips).map((p) => p.provider);
+  const vulkanDrivers = host.gpu.vulkanDrivers.map((d) => d.manifest);
   const report = {
     host: {
       onnxruntime: host.ortVersion,
@@ -127,7 +128,7 @@ export async function run(argv: string[]): Promise<number> {
       binding: host.bindingDir,
       nvidiaDriver: host.nvidiaDriver,
       gpuDevices: host.gpu.devices,
-      vulkanDrivers: host.gpu.vulkanDrivers.map((d) => d.manifest),
+      vulkanDrivers,
       cudaProvider: host.cudaProvider,
     },
     providers,
@@ -139,7 +140,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const out: string[] = [
-    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}${host.ortLibraryVersion && host.ortLibraryVersion !== host.ortVersion ? ` (its libonnxruntime.so: ${host.ortLibraryVersion})` : ""}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; GPU devices: ${host.gpu.devices.join(", ") || "none"}; Vulkan drivers: ${host.gpu.vulkanDrivers.map((d) => d.manifest).join(", ") || "none"}`,
+    `onnxruntime-node ${host.ortVersion ?? "(not installed)"}${host.ortLibraryVersion && host.ortLibraryVersion !== host.ortVersion ? ` (its libonnxruntime.so: ${host.ortLibraryVersion})` : ""}; NVIDIA driver: ${host.nvidiaDriver ?? "none"}; GPU devices: ${host.gpu.devices.join(", ") || "none"}; Vulkan drivers: ${vulkanDrivers.join(", ") || "none"}`,
     "",
   ];
   for (const p of providers as (ProviderVerdict & { loads?: boolean; reason?: string })[]) {
